@@ -1,0 +1,2 @@
+//! logtap (being written).
+fn main() {}

@@ -1,0 +1,1 @@
+//! liblogtap.so (being written).

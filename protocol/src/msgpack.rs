@@ -1,0 +1,1 @@
+//! Tiny allocation-free MessagePack writer (being written).

@@ -1,0 +1,1 @@
+//! Contract 2's control frames (being written).

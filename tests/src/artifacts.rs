@@ -1,0 +1,74 @@
+//! Where the real build products are.
+//!
+//! The end-to-end tests run the real `liblogtap.so` and the real `logtap` binary, built by
+//! `cargo build --workspace` (the README's test command does that before `cargo nextest run`).
+//! Both live in the same profile directory as the test executable's `deps/` folder.
+
+use std::path::PathBuf;
+
+/// The profile directory (`target/debug` or `target/release`) of the running test.
+pub fn profile_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LOGTAP_ARTIFACTS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary>
+    let deps = exe.parent().expect("test binary has a parent directory");
+    let profile = if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().expect("deps has a parent")
+    } else {
+        deps
+    };
+    profile.to_path_buf()
+}
+
+fn must_exist(path: PathBuf, what: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{what} not found at {}: run `cargo build --workspace` first (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Path of the real `liblogtap.so`.
+pub fn liblogtap() -> PathBuf {
+    must_exist(profile_dir().join("liblogtap.so"), "liblogtap.so")
+}
+
+/// Path of the real `logtap` binary.
+pub fn logtap_bin() -> PathBuf {
+    must_exist(profile_dir().join("logtap"), "the logtap binary")
+}
+
+/// A fresh temporary directory for one test, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `$TMPDIR/logtap-test-<name>-<pid>-<n>`.
+    pub fn new(name: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "logtap-test-{name}-{}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("LOGTAP_KEEP_TEMP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Helpers shared by the end-to-end tests in `tests/tests/`.
+//!
+//! # Layout
+//! - [`artifacts`] — where the real `liblogtap.so` and `logtap` binary are (built by
+//!   `cargo build --workspace`, which the README's test command runs first).
+//! - [`tap_receiver`] — a test receiver of Contract 2 built from `protocol::tap` and
+//!   `protocol::ring`: listens on a `SOCK_SEQPACKET` socket, maps each peer's ring, collects
+//!   frames and records.
+//! - [`agent_harness`] — starts the real `logtap` binary as a process and talks to it.
+
+pub mod agent_harness;
+pub mod artifacts;
+pub mod tap_receiver;

@@ -1,0 +1,1 @@
+//! Contract 2 test receiver (being written).
