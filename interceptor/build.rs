@@ -1,1 +1,44 @@
-fn main() {}
+//! Builds the C shim (`csrc/stdio_shim.c`) and exports its symbols from `liblogtap.so`.
+//!
+//! Why a C shim: defining C-variadic functions (`printf(fmt, ...)`, `open(path, flags, ...)`)
+//! is unstable in Rust 1.95, so those entry points are C. Why a second version script: rustc
+//! links a cdylib with its own version script that exports only Rust `#[no_mangle]` items and
+//! makes everything else local; GNU ld merges a second script, which adds the shim's symbols
+//! to the dynamic symbol table so that `LD_PRELOAD` interposes them.
+
+use std::path::PathBuf;
+
+/// Every symbol the C shim defines for interposition. Keep in sync with `csrc/stdio_shim.c`.
+const SHIM_EXPORTS: &[&str] = &[
+    // stdio
+    "printf", "vprintf", "fprintf", "vfprintf", "dprintf", "vdprintf", "puts", "fputs",
+    "fputs_unlocked", "fputc", "putc", "_IO_putc", "putchar", "fputc_unlocked", "putc_unlocked",
+    "putchar_unlocked", "fwrite", "fwrite_unlocked", "perror", "__printf_chk", "__fprintf_chk",
+    "__vprintf_chk", "__vfprintf_chk", "__dprintf_chk", "__vdprintf_chk",
+    // opening and duplicating descriptors (variadic)
+    "open", "open64", "openat", "openat64", "__open_2", "__open64_2", "__openat_2",
+    "__openat64_2", "fcntl", "fcntl64",
+];
+
+fn main() {
+    println!("cargo:rerun-if-changed=csrc/stdio_shim.c");
+    println!("cargo:rerun-if-changed=build.rs");
+    cc::Build::new()
+        .file("csrc/stdio_shim.c")
+        .flag_if_supported("-fvisibility=default")
+        .flag_if_supported("-Wno-builtin-declaration-mismatch")
+        .warnings(true)
+        .compile("logtap_stdio_shim");
+
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
+    let script = out.join("shim_exports.map");
+    let body = format!("{{ global: {}; }};\n", SHIM_EXPORTS.join("; "));
+    if let Err(e) = std::fs::write(&script, body) {
+        println!("cargo:warning=cannot write {}: {e}", script.display());
+        std::process::exit(1);
+    }
+    println!(
+        "cargo:rustc-cdylib-link-arg=-Wl,--version-script={}",
+        script.display()
+    );
+}

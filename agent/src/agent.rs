@@ -1,0 +1,98 @@
+//! The running agent: inputs → pipeline → buffer → outputs, plus the HTTP endpoint.
+//!
+//! [`Agent::start`] builds the data path from the back (outputs first, so nothing is accepted
+//! before it has somewhere to go); [`Agent::drain`] takes it down from the front, each stage
+//! ending when the one before it has: tap input stops and its peers drain their rings → the
+//! batch stage sees its last sender go and flushes → the outputs see their channels end and
+//! deliver what they hold. The grace period bounds it all. `logtap agent` and `logtap run`
+//! both use this.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout_at};
+
+use crate::buffer::memory::MemoryBuffer;
+use crate::config::Config;
+use crate::http::{self, Health, HttpServer};
+use crate::input::peer::PeerSettings;
+use crate::input::tap::{TapInput, TapInputError};
+use crate::output::{self, OutputError, OutputSet};
+use crate::pipeline::{self, batch::BatchConfig, enrich::{Enricher, Metadata}};
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tap(#[from] TapInputError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+}
+
+/// The running agent.
+pub struct Agent {
+    pub tap: TapInput,
+    batch: JoinHandle<()>,
+    outputs: OutputSet,
+    buffer: Arc<MemoryBuffer>,
+    health: Arc<Health>,
+    http: Option<HttpServer>,
+}
+
+impl Agent {
+    /// Starts outputs, pipeline, the tap input on `config.socket`, and HTTP if configured.
+    pub async fn start(config: &Config) -> Result<Agent, StartError> {
+        let health = Arc::new(Health::default());
+        let http = match config.http_listen.0 {
+            Some(addr) => Some(http::serve(addr, Arc::clone(&health)).await?),
+            None => None,
+        };
+        let limit = config.mem_buf_limit.bytes();
+        let buffer = Arc::new(MemoryBuffer::new(limit, None));
+        let (router, outputs) = output::start(config, Arc::clone(&buffer))?;
+        let (ingest, batch) = pipeline::start(router, BatchConfig::new(config.flush_interval.0, limit));
+        let enricher = Enricher::new(Metadata::from_env(), config.tag.clone());
+        let settings = PeerSettings {
+            max_line_bytes: config.max_line_bytes.bytes(),
+            partial_flush: config.partial_flush.0,
+            ring: Default::default(),
+        };
+        let tap = TapInput::bind(&config.socket, config.socket_mode.0, settings, enricher, ingest)?;
+        health.set_ready(true);
+        Ok(Agent { tap, batch, outputs, buffer, health, http })
+    }
+
+    /// The HTTP endpoint's address, if it runs.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(|h| h.addr)
+    }
+
+    /// Stops reading, flushes, and waits for the outputs' acknowledgements, all within `grace`.
+    /// Returns whether everything was delivered.
+    pub async fn drain(self, grace: Duration) -> bool {
+        let Agent { tap, batch, outputs, buffer, health, http } = self;
+        health.set_ready(false);
+        let deadline = Instant::now() + grace;
+        let started = Instant::now();
+        let tap_done = timeout_at(deadline, tap.stop()).await.is_ok();
+        let batch_done = timeout_at(deadline, batch).await.is_ok();
+        if !(tap_done && batch_done) {
+            // Stages are stuck behind a full buffer: free them so they can end.
+            buffer.close();
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let delivered = outputs.finish(remaining).await;
+        let clean = tap_done && batch_done && delivered;
+        tracing::info!(
+            clean,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            buffered_bytes = buffer.used(),
+            "drained"
+        );
+        drop(http);
+        clean
+    }
+}

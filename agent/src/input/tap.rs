@@ -1,0 +1,177 @@
+//! The tap input: the `SOCK_SEQPACKET` socket the interceptor connects to (Contract 2).
+//!
+//! The listener accepts connections and starts one [`peer`](super::peer) task per process.
+//! The socket file gets `socket_mode` (0660 by default) so that only the owner and group may
+//! tap into the agent. [`TapInput::stop`] stops accepting — after taking every connection
+//! already queued, since a short-lived process may have connected, written and exited before
+//! we got to it — then lets every peer drain its ring and waits for them.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::peer::{self, PeerSettings};
+use crate::pipeline::Ingest;
+use crate::pipeline::enrich::Enricher;
+use crate::sys;
+
+/// Connections the kernel queues before we accept them.
+const BACKLOG: i32 = 4096;
+
+/// Why the tap socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum TapInputError {
+    #[error("{path} exists and is not a socket; remove it or choose another --socket")]
+    NotASocket { path: PathBuf },
+    #[error("cannot create the directory of --socket {path}: {source}")]
+    Dir { path: PathBuf, source: io::Error },
+    #[error("cannot listen on --socket {path}: {source}")]
+    Listen { path: PathBuf, source: io::Error },
+    #[error("cannot set mode {mode:04o} on --socket {path}: {source}")]
+    Mode { path: PathBuf, mode: u32, source: io::Error },
+}
+
+/// The running tap input.
+pub struct TapInput {
+    path: PathBuf,
+    stop_accepting: CancellationToken,
+    stop_peers: CancellationToken,
+    peers: TaskTracker,
+    acceptor: JoinHandle<()>,
+}
+
+impl TapInput {
+    /// Binds the socket at `path` with permissions `mode` and starts accepting.
+    pub fn bind(
+        path: &Path,
+        mode: u32,
+        settings: PeerSettings,
+        enricher: Enricher,
+        ingest: Ingest,
+    ) -> Result<TapInput, TapInputError> {
+        prepare_path(path)?;
+        let fd = sys::seqpacket_listen(path, BACKLOG)
+            .map_err(|source| TapInputError::Listen { path: path.to_owned(), source })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|source| TapInputError::Mode { path: path.to_owned(), mode, source })?;
+        let listener = AsyncFd::new(fd)
+            .map_err(|source| TapInputError::Listen { path: path.to_owned(), source })?;
+        let stop_accepting = CancellationToken::new();
+        let stop_peers = CancellationToken::new();
+        let peers = TaskTracker::new();
+        let acceptor = tokio::spawn(accept_loop(
+            listener,
+            Arc::new(settings),
+            enricher,
+            ingest,
+            stop_accepting.clone(),
+            stop_peers.clone(),
+            peers.clone(),
+        ));
+        tracing::info!(socket = %path.display(), mode = format!("{mode:04o}"), "tap socket listening");
+        Ok(TapInput { path: path.to_owned(), stop_accepting, stop_peers, peers, acceptor })
+    }
+
+    /// Connected peers right now.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Waits until no peer is connected, at most `limit` (used by `logtap run` after its
+    /// child exited: the child's own connection closes, and so do its children's).
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if self.peers.is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.peers.is_empty()
+    }
+
+    /// Stops accepting (after taking the queued connections), makes every peer drain its ring
+    /// and finish, waits for them, and removes the socket file. The [`Ingest`] clones held by
+    /// the input are gone when this returns.
+    pub async fn stop(self) {
+        self.stop_accepting.cancel();
+        let _ = self.acceptor.await;
+        self.stop_peers.cancel();
+        self.peers.close();
+        self.peers.wait().await;
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Removes a stale socket left by an earlier agent; refuses to remove anything else.
+fn prepare_path(path: &Path) -> Result<(), TapInputError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| TapInputError::Dir { path: path.to_owned(), source })?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            let _ = std::fs::remove_file(path);
+            Ok(())
+        }
+        Ok(_) => Err(TapInputError::NotASocket { path: path.to_owned() }),
+        Err(_) => Ok(()),
+    }
+}
+
+async fn accept_loop(
+    listener: AsyncFd<OwnedFd>,
+    settings: Arc<PeerSettings>,
+    enricher: Enricher,
+    ingest: Ingest,
+    stop_accepting: CancellationToken,
+    stop_peers: CancellationToken,
+    peers: TaskTracker,
+) {
+    let spawn = |fd: OwnedFd| {
+        peers.spawn(peer::run(fd, Arc::clone(&settings), enricher.clone(), ingest.clone(), stop_peers.clone()));
+    };
+    loop {
+        tokio::select! {
+            () = stop_accepting.cancelled() => break,
+            r = listener.readable() => match r {
+                Ok(mut guard) => {
+                    if accept_all(&listener, &spawn).is_err() {
+                        // Out of descriptors or similar: let some peers finish before retrying.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    guard.clear_ready();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "tap socket failed; no new peers are accepted");
+                    break;
+                }
+            },
+        }
+    }
+    // The last ones: connected (and maybe already gone) before we stopped.
+    let _ = accept_all(&listener, &spawn);
+}
+
+/// Accepts until the queue is empty. An error other than "empty" is logged and returned.
+fn accept_all(listener: &AsyncFd<OwnedFd>, spawn: &impl Fn(OwnedFd)) -> io::Result<()> {
+    loop {
+        match sys::accept(listener.get_ref().as_fd()) {
+            Ok(fd) => spawn(fd),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "accept on the tap socket failed");
+                return Err(e);
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The agent's counters and gauges, in one place, rendered as Prometheus text for `/metrics`.
+//!
+//! Plain atomics in one static ([`METRICS`]): recording is a relaxed `fetch_add`, done once per
+//! batch, not per line, on the hot paths. Labels are low-cardinality and fixed: the output kind,
+//! the drop reason, and the configured forward servers (registered once at start).
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use crate::config::OutputKind;
+
+/// Why records were lost. Every drop is counted under one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The interceptor could not hand a copy over (LOSS frames: socket full, agent away).
+    InterceptorLoss,
+    /// The ring was full when the program wrote (ring header counters).
+    RingFull,
+    /// A ring slot was reserved and never committed (a killed thread); skipped after a timeout.
+    RingAbandoned,
+    /// A peer sent something unreadable and was disconnected (counted in peers, bytes unknown).
+    BadPeer,
+    /// An output gave up on a chunk (`retry_limit` reached, or a permanent error).
+    OutputGaveUp,
+    /// Unacknowledged at exit after the grace period, with no storage to keep it in.
+    Shutdown,
+}
+
+const REASONS: [DropReason; 6] = [
+    DropReason::InterceptorLoss,
+    DropReason::RingFull,
+    DropReason::RingAbandoned,
+    DropReason::BadPeer,
+    DropReason::OutputGaveUp,
+    DropReason::Shutdown,
+];
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::InterceptorLoss => "interceptor_loss",
+            DropReason::RingFull => "ring_full",
+            DropReason::RingAbandoned => "ring_abandoned",
+            DropReason::BadPeer => "bad_peer",
+            DropReason::OutputGaveUp => "output_gave_up",
+            DropReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+const OUTPUTS: [OutputKind; 3] = [OutputKind::Stdout, OutputKind::Forward, OutputKind::Null];
+
+/// Per-output counters.
+#[derive(Default)]
+pub struct OutputMetrics {
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    pub chunks_sent: AtomicU64,
+    pub chunks_acked: AtomicU64,
+    pub chunks_retried: AtomicU64,
+}
+
+/// Per-reason drop counters.
+#[derive(Default)]
+pub struct DropMetrics {
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// Every metric of the agent.
+pub struct Metrics {
+    /// Lines/records made by the inputs.
+    pub records_in: AtomicU64,
+    /// Bytes tapped (or received by the forward input).
+    pub bytes_in: AtomicU64,
+    outputs: [OutputMetrics; 3],
+    drops: [DropMetrics; 6],
+    /// Bytes and chunks held in the buffer, not yet delivered by every output.
+    pub buffer_bytes: AtomicI64,
+    pub buffer_chunks: AtomicI64,
+    /// Connected tap peers now, and since start.
+    pub peers: AtomicI64,
+    pub peers_total: AtomicU64,
+    /// Peers dropped for a bad frame or an inconsistent ring.
+    pub peers_rejected: AtomicU64,
+    upstreams: Mutex<Vec<(String, &'static AtomicI64)>>,
+}
+
+macro_rules! zeroed {
+    ($t:ident { $($f:ident),* }) => { $t { $($f: AtomicU64::new(0)),* } };
+}
+
+/// The one instance.
+pub static METRICS: Metrics = Metrics {
+    records_in: AtomicU64::new(0),
+    bytes_in: AtomicU64::new(0),
+    outputs: [
+        zeroed!(OutputMetrics { records, bytes, chunks_sent, chunks_acked, chunks_retried }),
+        zeroed!(OutputMetrics { records, bytes, chunks_sent, chunks_acked, chunks_retried }),
+        zeroed!(OutputMetrics { records, bytes, chunks_sent, chunks_acked, chunks_retried }),
+    ],
+    drops: [
+        zeroed!(DropMetrics { records, bytes }),
+        zeroed!(DropMetrics { records, bytes }),
+        zeroed!(DropMetrics { records, bytes }),
+        zeroed!(DropMetrics { records, bytes }),
+        zeroed!(DropMetrics { records, bytes }),
+        zeroed!(DropMetrics { records, bytes }),
+    ],
+    buffer_bytes: AtomicI64::new(0),
+    buffer_chunks: AtomicI64::new(0),
+    peers: AtomicI64::new(0),
+    peers_total: AtomicU64::new(0),
+    peers_rejected: AtomicU64::new(0),
+    upstreams: Mutex::new(Vec::new()),
+};
+
+impl Metrics {
+    /// Counters of one output.
+    pub fn output(&self, kind: OutputKind) -> &OutputMetrics {
+        let i = OUTPUTS.iter().position(|k| *k == kind).unwrap_or(0);
+        &self.outputs[i]
+    }
+
+    /// Counts a loss.
+    pub fn dropped(&self, reason: DropReason, records: u64, bytes: u64) {
+        let i = REASONS.iter().position(|r| *r == reason).unwrap_or(0);
+        self.drops[i].records.fetch_add(records, Relaxed);
+        self.drops[i].bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// Records dropped for `reason` so far.
+    pub fn dropped_records(&self, reason: DropReason) -> u64 {
+        let i = REASONS.iter().position(|r| *r == reason).unwrap_or(0);
+        self.drops[i].records.load(Relaxed)
+    }
+
+    /// The up (1) / down (0) gauge of a forward server, registered on first use. Servers are
+    /// few and fixed by the configuration, so the gauges are leaked once and live for ever.
+    pub fn upstream(&self, server: &str) -> &'static AtomicI64 {
+        let mut list = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, g)) = list.iter().find(|(s, _)| s == server) {
+            return g;
+        }
+        let gauge: &'static AtomicI64 = Box::leak(Box::new(AtomicI64::new(0)));
+        list.push((server.to_owned(), gauge));
+        gauge
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(4096);
+        let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, i128)]| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(s, "{name}{labels} {v}");
+            }
+        };
+        let one = |v: i128| vec![(String::new(), v)];
+        let u = |a: &AtomicU64| i128::from(a.load(Relaxed));
+        let i = |a: &AtomicI64| i128::from(a.load(Relaxed));
+        family("logtap_input_records_total", "counter", "Records made by the inputs.", &one(u(&self.records_in)));
+        family("logtap_input_bytes_total", "counter", "Bytes received by the inputs.", &one(u(&self.bytes_in)));
+        let per_output = |f: fn(&OutputMetrics) -> &AtomicU64| {
+            OUTPUTS
+                .iter()
+                .map(|k| (format!("{{output=\"{}\"}}", k.as_str()), u(f(self.output(*k)))))
+                .collect::<Vec<_>>()
+        };
+        family("logtap_output_records_total", "counter", "Records delivered by each output.", &per_output(|m| &m.records));
+        family("logtap_output_bytes_total", "counter", "Bytes delivered by each output.", &per_output(|m| &m.bytes));
+        family("logtap_output_chunks_sent_total", "counter", "Chunks sent (first sends and resends).", &per_output(|m| &m.chunks_sent));
+        family("logtap_output_chunks_acked_total", "counter", "Chunks acknowledged (delivered).", &per_output(|m| &m.chunks_acked));
+        family("logtap_output_chunks_retried_total", "counter", "Chunks sent again after a failure.", &per_output(|m| &m.chunks_retried));
+        let per_reason = |f: fn(&DropMetrics) -> &AtomicU64| {
+            REASONS
+                .iter()
+                .enumerate()
+                .map(|(n, r)| (format!("{{reason=\"{}\"}}", r.as_str()), u(f(&self.drops[n]))))
+                .collect::<Vec<_>>()
+        };
+        family("logtap_dropped_records_total", "counter", "Records lost, by reason.", &per_reason(|d| &d.records));
+        family("logtap_dropped_bytes_total", "counter", "Bytes lost, by reason.", &per_reason(|d| &d.bytes));
+        family("logtap_buffer_bytes", "gauge", "Bytes of chunks not yet delivered by every output.", &one(i(&self.buffer_bytes)));
+        family("logtap_buffer_chunks", "gauge", "Chunks not yet delivered by every output.", &one(i(&self.buffer_chunks)));
+        family("logtap_tap_peers", "gauge", "Processes connected to the tap socket.", &one(i(&self.peers)));
+        family("logtap_tap_peers_total", "counter", "Processes that connected since start.", &one(u(&self.peers_total)));
+        family("logtap_tap_peers_rejected_total", "counter", "Peers dropped for bad frames or an inconsistent ring.", &one(u(&self.peers_rejected)));
+        let upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
+        let rows: Vec<_> = upstreams
+            .iter()
+            .map(|(server, g)| (format!("{{server=\"{}\"}}", escape(server)), i(g)))
+            .collect();
+        family("logtap_upstream_up", "gauge", "1 while the forward server is connected.", &rows);
+        s
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        METRICS.output(OutputKind::Null).records.fetch_add(5, Relaxed);
+        METRICS.dropped(DropReason::RingFull, 2, 20);
+        METRICS.upstream("127.0.0.1:24224").store(1, Relaxed);
+        let text = METRICS.render();
+        assert!(text.contains("# TYPE logtap_output_records_total counter"));
+        assert!(text.contains("logtap_output_records_total{output=\"null\"} 5"), "{text}");
+        assert!(text.contains("logtap_dropped_records_total{reason=\"ring_full\"} 2"));
+        assert!(text.contains("logtap_dropped_bytes_total{reason=\"ring_full\"} 20"));
+        assert!(text.contains("logtap_upstream_up{server=\"127.0.0.1:24224\"} 1"));
+        assert!(std::ptr::eq(METRICS.upstream("127.0.0.1:24224"), METRICS.upstream("127.0.0.1:24224")));
+    }
+}

@@ -1,0 +1,274 @@
+//! Enrichment (Contract 3): a line becomes a record — tag, EventTime and the record map.
+//!
+//! What is known about a record comes from three places, each read once, not per line:
+//! - the agent's environment ([`Metadata`]): the Kubernetes Downward-API variables `POD_NAME`,
+//!   `POD_NAMESPACE`, `CONTAINER_NAME`, `NODE_NAME`, and `HOSTNAME` (fallback for `host`);
+//! - the peer's HELLO ([`Origin`]): `pid`, `comm`, and `host` (the process's own hostname);
+//! - the stream ([`StreamContext`]): `stream`, `file`, and the rendered tag.
+//!
+//! The per-stream constant part of the map is encoded once into [`StreamContext`]; a line then
+//! costs a header, its message and a memcpy.
+
+use std::sync::Arc;
+
+use serde::{Serialize, Serializer};
+
+use super::lines::Line;
+use crate::record::{Entries, mp};
+
+/// Values from the agent's environment (Kubernetes Downward API).
+#[derive(Debug, Clone, Default)]
+pub struct Metadata {
+    /// `HOSTNAME`, else the kernel's hostname: `host` when a peer does not say its own.
+    pub host: String,
+    pub pod_name: Option<String>,
+    pub namespace: Option<String>,
+    pub container_name: Option<String>,
+    pub node_name: Option<String>,
+}
+
+impl Metadata {
+    /// Reads the variables of the agent's own environment.
+    pub fn from_env() -> Metadata {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Metadata {
+            host: var("HOSTNAME").unwrap_or_else(crate::sys::hostname),
+            pod_name: var("POD_NAME"),
+            namespace: var("POD_NAMESPACE"),
+            container_name: var("CONTAINER_NAME"),
+            node_name: var("NODE_NAME"),
+        }
+    }
+}
+
+/// What a peer's HELLO says about the process.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub pid: u32,
+    pub comm: String,
+    /// The process's hostname (HELLO), or the agent's [`Metadata::host`] if it sent none.
+    pub host: String,
+}
+
+/// A placeholder of the tag template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Stream,
+    Comm,
+    PodName,
+    Namespace,
+    ContainerName,
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Field(Field),
+}
+
+/// The tag template (`logtap.{stream}`): checked once, rendered once per stream of a peer.
+/// A placeholder without a value renders as nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagTemplate {
+    text: String,
+    parts: Vec<Part>,
+}
+
+impl TagTemplate {
+    /// Parses a template; unknown placeholders and unbalanced braces are errors.
+    pub fn parse(text: &str) -> Result<TagTemplate, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            if rest[..open].contains('}') {
+                return Err(format!("`{text}` has a `}}` without `{{`"));
+            }
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_owned()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("`{text}` has a `{{` without `}}`"))?;
+            let field = match &rest[open + 1..open + close] {
+                "stream" => Field::Stream,
+                "comm" => Field::Comm,
+                "pod_name" => Field::PodName,
+                "namespace" => Field::Namespace,
+                "container_name" => Field::ContainerName,
+                "file" => Field::File,
+                other => {
+                    return Err(format!(
+                        "unknown placeholder `{{{other}}}` in `{text}`: use {{stream}} {{comm}} \
+                         {{pod_name}} {{namespace}} {{container_name}} {{file}}"
+                    ));
+                }
+            };
+            parts.push(Part::Field(field));
+            rest = &rest[open + close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("`{text}` has a `}}` without `{{`"));
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        if text.is_empty() {
+            return Err("the tag template is empty".to_owned());
+        }
+        Ok(TagTemplate { text: text.to_owned(), parts })
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    fn render(&self, meta: &Metadata, origin: &Origin, stream: &str, file: Option<&str>) -> String {
+        let mut tag = String::new();
+        for part in &self.parts {
+            let value = match part {
+                Part::Text(t) => t.as_str(),
+                Part::Field(Field::Stream) => stream,
+                Part::Field(Field::Comm) => &origin.comm,
+                Part::Field(Field::PodName) => meta.pod_name.as_deref().unwrap_or(""),
+                Part::Field(Field::Namespace) => meta.namespace.as_deref().unwrap_or(""),
+                Part::Field(Field::ContainerName) => meta.container_name.as_deref().unwrap_or(""),
+                Part::Field(Field::File) => file.unwrap_or(""),
+            };
+            tag.push_str(value);
+        }
+        tag
+    }
+}
+
+impl Serialize for TagTemplate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+/// The rendered tag and pre-encoded constant fields of one stream of one peer.
+#[derive(Debug, Clone)]
+pub struct StreamContext {
+    pub tag: Arc<str>,
+    /// Encoded key/value pairs after `message`: stream, file, pid, comm, host, pod fields.
+    fields: Vec<u8>,
+    field_count: u32,
+}
+
+/// Builds records: holds the agent's metadata and the tag template.
+#[derive(Debug, Clone)]
+pub struct Enricher {
+    meta: Arc<Metadata>,
+    tag: TagTemplate,
+}
+
+impl Enricher {
+    pub fn new(meta: Metadata, tag: TagTemplate) -> Enricher {
+        Enricher { meta: Arc::new(meta), tag }
+    }
+
+    /// The agent's metadata (host fallback for peers that send no hostname).
+    pub fn metadata(&self) -> &Metadata {
+        &self.meta
+    }
+
+    /// Prepares the constant part of the records of one stream (`file` for the file stream).
+    pub fn stream_context(&self, origin: &Origin, stream: &str, file: Option<&str>) -> StreamContext {
+        let meta = &*self.meta;
+        let mut fields = Vec::with_capacity(128);
+        let mut n = 0;
+        let mut kv = |k: &str, v: &str| {
+            mp::str(&mut fields, k.as_bytes());
+            mp::str(&mut fields, v.as_bytes());
+            n += 1;
+        };
+        kv("stream", stream);
+        if let Some(f) = file {
+            kv("file", f);
+        }
+        kv("comm", &origin.comm);
+        kv("host", &origin.host);
+        for (k, v) in [
+            ("pod_name", &meta.pod_name),
+            ("namespace", &meta.namespace),
+            ("container_name", &meta.container_name),
+            ("node_name", &meta.node_name),
+        ] {
+            if let Some(v) = v {
+                kv(k, v);
+            }
+        }
+        mp::str(&mut fields, b"pid");
+        mp::uint(&mut fields, u64::from(origin.pid));
+        n += 1;
+        StreamContext {
+            tag: Arc::from(self.tag.render(meta, origin, stream, file)),
+            fields,
+            field_count: n,
+        }
+    }
+
+    /// Appends the entry `[EventTime, record]` for `line` to `out` (whose tag is `ctx.tag`).
+    pub fn encode(ctx: &StreamContext, line: Line<'_>, out: &mut Entries) {
+        let buf = &mut out.buf;
+        mp::array(buf, 2);
+        mp::event_time(buf, line.time_ns);
+        mp::map(buf, 1 + ctx.field_count + u32::from(line.partial));
+        mp::str(buf, b"message");
+        mp::text_or_bin(buf, line.bytes);
+        buf.extend_from_slice(&ctx.fields);
+        if line.partial {
+            mp::str(buf, b"partial");
+            mp::bool(buf, true);
+        }
+        out.records += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> Metadata {
+        Metadata {
+            host: "agent-host".into(),
+            pod_name: Some("web-1".into()),
+            namespace: Some("shop".into()),
+            container_name: None,
+            node_name: Some("node-a".into()),
+        }
+    }
+
+    #[test]
+    fn templates() {
+        let origin = Origin { pid: 1, comm: "nginx".into(), host: "h".into() };
+        let t = TagTemplate::parse("k8s.{namespace}.{pod_name}.{comm}.{stream}{container_name}").unwrap();
+        assert_eq!(t.render(&meta(), &origin, "stderr", None), "k8s.shop.web-1.nginx.stderr");
+        assert!(TagTemplate::parse("x.{nope}").unwrap_err().contains("{nope}"));
+        assert!(TagTemplate::parse("x.{stream").is_err());
+        assert!(TagTemplate::parse("x.}").is_err());
+        assert!(TagTemplate::parse("").is_err());
+    }
+
+    #[test]
+    fn encodes_contract3_record() {
+        let e = Enricher::new(meta(), TagTemplate::parse("logtap.{stream}").unwrap());
+        let origin = Origin { pid: 4242, comm: "python3".into(), host: "app".into() };
+        let ctx = e.stream_context(&origin, "stdout", None);
+        assert_eq!(&*ctx.tag, "logtap.stdout");
+        let mut out = Entries::new(ctx.tag.clone());
+        Enricher::encode(&ctx, Line { time_ns: 1_000_000_001, bytes: b"hi", partial: true }, &mut out);
+        assert_eq!(out.records, 1);
+        let b = &out.buf;
+        assert_eq!(&b[..2], &[0x92, 0xd7], "[fixext8 time, map]");
+        assert_eq!(&b[2..12], &[0, 0, 0, 0, 1, 0, 0, 0, 1, 0x80 | 9]);
+        let text = String::from_utf8_lossy(b);
+        for key in ["message", "hi", "stream", "stdout", "comm", "python3", "host", "app",
+                    "pod_name", "web-1", "namespace", "shop", "node_name", "node-a", "pid", "partial"] {
+            assert!(text.contains(key), "{key} missing");
+        }
+        assert!(!text.contains("container_name"), "unknown values are left out");
+    }
+}

@@ -1,0 +1,371 @@
+//! The control connection to the agent (`LLT_TARGET=socket:PATH`).
+//!
+//! State is three atomics, no lock: `STATE` (disconnected / connecting / connected),
+//! `LAST_ATTEMPT` and `NEXT_CHECK` (ns timestamps). Writes that find the connection due for an
+//! attempt race for it with a CAS on `STATE`; the winner connects, everyone else carries on
+//! (ring records wait in the ring; DATA copies are counted as lost, or written for real on a
+//! suppressed stream). So a missing agent costs one non-blocking `connect` per
+//! `LLT_TARGET_RECONNECT`, never a blocked write.
+//!
+//! - First attempt: `LLT_TARGET_1STCONNECT` seconds after load (the seed's meaning: time for
+//!   the sidecar to come up; 0 = at the first tapped write). A forked child tries at once.
+//! - Connect: non-blocking `SOCK_SEQPACKET` socket, `connect`, HELLO (with the ring's memfd
+//!   and eventfd by `SCM_RIGHTS`), pending LOSS, FILE frames for unannounced tap files, then
+//!   the socket is `dup3`ed onto our control slot (HELLO is therefore always first on the wire,
+//!   even for a thread that sends a DATA frame the moment the slot changes).
+//! - Hang-up: noticed without a syscall per write — a `recv(MSG_PEEK)` at most once per
+//!   second (by whichever tapped write crosses `NEXT_CHECK`), or an `EPIPE` of a DATA send. One
+//!   reconnect attempt follows at once, then one per `LLT_TARGET_RECONNECT`.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+
+use logtap_protocol::tap::{self, FLAG_CONTINUED, Header, Kind, MAX_DATA_PAYLOAD, Stream};
+
+use super::hello::{self, Scratch};
+use super::payload::{GATHER_MAX, Payload};
+use super::{Route, loss, pid, reserve_seq};
+use crate::config::{Config, Transport};
+use crate::guard::Guard;
+use crate::own_fds::{self, Slot};
+use crate::{sys, tap_files};
+
+const DISCONNECTED: u8 = 0;
+const CONNECTING: u8 = 1;
+const CONNECTED: u8 = 2;
+
+/// How often a connected process checks that the agent is still there.
+const CHECK_INTERVAL_NS: u64 = 1_000_000_000;
+/// How long a part of a write larger than one frame may wait for socket buffer space.
+const BIG_WRITE_WAIT_MS: i32 = 20;
+
+static STATE: AtomicU8 = AtomicU8::new(DISCONNECTED);
+static LAST_ATTEMPT: AtomicU64 = AtomicU64::new(0);
+static NEXT_CHECK: AtomicU64 = AtomicU64::new(0);
+static LOAD_NS: AtomicU64 = AtomicU64::new(0);
+/// Set after a hang-up or a fork: the next attempt is due at once.
+static RETRY_NOW: AtomicBool = AtomicBool::new(false);
+/// Whether the first attempt's failure was already reported (debug mode).
+static FAILURE_REPORTED: AtomicBool = AtomicBool::new(false);
+
+struct ScratchCell(UnsafeCell<Scratch>);
+
+// SAFETY: used only by the thread that moved STATE from DISCONNECTED to CONNECTING, until it
+// moves STATE on; so at most one thread (and no signal handler: they see CONNECTING) uses it.
+unsafe impl Sync for ScratchCell {}
+
+static SCRATCH: ScratchCell = ScratchCell(UnsafeCell::new(Scratch::new()));
+
+/// Records the load time (the origin of `LLT_TARGET_1STCONNECT`).
+pub fn set_load_time(now: u64) {
+    LOAD_NS.store(now, Ordering::Relaxed);
+}
+
+/// Whether an agent holds our connection right now.
+#[inline]
+pub fn is_connected() -> bool {
+    STATE.load(Ordering::Acquire) == CONNECTED
+}
+
+fn attempt_due(cfg: &Config, now: u64) -> bool {
+    if RETRY_NOW.load(Ordering::Relaxed) {
+        return true;
+    }
+    let last = LAST_ATTEMPT.load(Ordering::Relaxed);
+    if last == 0 {
+        let first = cfg.first_connect_s.saturating_mul(1_000_000_000);
+        return now >= LOAD_NS.load(Ordering::Relaxed).saturating_add(first);
+    }
+    // `now < last`: the wall clock jumped back; do not wait for it to catch up.
+    now < last || now >= last.saturating_add(cfg.reconnect_s.saturating_mul(1_000_000_000))
+}
+
+/// Keeps the connection alive: connects when due, checks liveness when due. Returns whether
+/// the process is connected. Called on tapped writes only; costs two relaxed loads normally.
+pub fn maintain(cfg: &Config, now: u64) -> bool {
+    match STATE.load(Ordering::Acquire) {
+        CONNECTED => {
+            let due = NEXT_CHECK.load(Ordering::Relaxed);
+            if (now >= due || now.saturating_add(CHECK_INTERVAL_NS) < due)
+                && NEXT_CHECK
+                    .compare_exchange(
+                        due,
+                        now.saturating_add(CHECK_INTERVAL_NS),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                check(cfg, now);
+            }
+        }
+        DISCONNECTED => {
+            if attempt_due(cfg, now)
+                && STATE
+                    .compare_exchange(DISCONNECTED, CONNECTING, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                RETRY_NOW.store(false, Ordering::Relaxed);
+                LAST_ATTEMPT.store(now.max(1), Ordering::Relaxed);
+                let ok = connect(cfg, now);
+                STATE.store(if ok { CONNECTED } else { DISCONNECTED }, Ordering::Release);
+            }
+        }
+        _ => {}
+    }
+    is_connected()
+}
+
+/// The periodic check of a connected process: hang-up, pending LOSS, unannounced files.
+fn check(cfg: &Config, now: u64) {
+    let _errno = sys::ErrnoGuard::save();
+    let fd = own_fds::get(Slot::Control);
+    if fd < 0 || sys::peer_hung_up(fd) {
+        hung_up();
+        // Try again right away: a restarted agent may already be listening.
+        maintain(cfg, now);
+        return;
+    }
+    let _ = loss::report(fd, now);
+    announce_files(fd, now);
+}
+
+/// Marks the connection lost. The dead socket stays in its slot until a reconnect replaces
+/// it, so its number is never handed to the app while a thread may still send on it.
+fn hung_up() {
+    if STATE
+        .compare_exchange(CONNECTED, DISCONNECTED, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+    {
+        RETRY_NOW.store(true, Ordering::Relaxed);
+        crate::debug!("the agent hung up; reconnecting");
+    }
+}
+
+fn connect(cfg: &Config, now: u64) -> bool {
+    let _errno = sys::ErrnoGuard::save();
+    let Some(_guard) = Guard::enter() else { return false };
+    let ring = match cfg.transport {
+        Transport::Ring => super::ring::get_or_create(cfg).is_some(),
+        Transport::Socket => false,
+    };
+    let path = cfg.target_path.as_bytes();
+    let sock = match sys::seqpacket_socket() {
+        Ok(s) => s,
+        Err(e) => {
+            crate::debug!("cannot create a socket (errno {e})");
+            return false;
+        }
+    };
+    if let Err(e) = sys::connect_unix(sock, path) {
+        sys::close(sock);
+        if !FAILURE_REPORTED.swap(true, Ordering::Relaxed) {
+            crate::debug!(
+                "cannot connect to target socket {} (errno {e}); retrying every {} s",
+                crate::debug::Bytes(path),
+                cfg.reconnect_s
+            );
+        }
+        return false;
+    }
+    // SAFETY: this thread owns CONNECTING (see `ScratchCell`).
+    let scratch = unsafe { &mut *SCRATCH.0.get() };
+    let sent = send_hello(sock, scratch, ring, now);
+    if let Err(e) = sent {
+        sys::close(sock);
+        crate::debug!("cannot send HELLO (errno {e})");
+        return false;
+    }
+    let _ = loss::report(sock, now);
+    announce_files(sock, now);
+    match own_fds::install(Slot::Control, sock) {
+        Ok(_) => {
+            FAILURE_REPORTED.store(false, Ordering::Relaxed);
+            NEXT_CHECK.store(now.saturating_add(CHECK_INTERVAL_NS), Ordering::Relaxed);
+            crate::debug!(
+                "Successfully connected to target socket{}.",
+                if ring { " (ring)" } else { " (DATA frames)" }
+            );
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+fn send_hello(sock: i32, scratch: &mut Scratch, ring: bool, now: u64) -> Result<(), i32> {
+    tap_files::reset_announced();
+    let (len, files) = hello::encode(scratch, ring).map_err(|_| libc::EOVERFLOW)?;
+    let payload = scratch.payload.get(..len).unwrap_or(&[]);
+    let header = Header {
+        kind: Kind::Hello,
+        stream: None,
+        flags: 0,
+        pid: pid(),
+        seq: reserve_seq(1),
+        time_ns: now,
+        file_index: 0,
+        payload_len: u32::try_from(len).unwrap_or(0),
+    }
+    .encode();
+    let (memfd, efd) = super::ring::fds();
+    let fds = [memfd, efd];
+    let fds: &[i32] = if ring && memfd >= 0 && efd >= 0 { &fds } else { &[] };
+    sys::send_datagram(sock, &[&header, payload], fds)?;
+    for i in 0..files {
+        tap_files::set_announced(i, true);
+    }
+    Ok(())
+}
+
+/// Sends a FILE frame for every tap file the agent does not know yet on this connection.
+fn announce_files(fd: i32, now: u64) {
+    for (index, path) in tap_files::unannounced() {
+        if send_file(fd, index, path, now).is_err() {
+            return;
+        }
+    }
+}
+
+fn send_file(fd: i32, index: usize, path: &[u8], now: u64) -> Result<(), i32> {
+    let mut payload = [0u8; tap_files::MAX_PATH + 32];
+    let n = tap::encode_file(&mut payload, u32::try_from(index).unwrap_or(0), path)
+        .map_err(|_| libc::EOVERFLOW)?;
+    let body = payload.get(..n).unwrap_or(&[]);
+    let header = Header {
+        kind: Kind::File,
+        stream: None,
+        flags: 0,
+        pid: pid(),
+        seq: reserve_seq(1),
+        time_ns: now,
+        file_index: u32::try_from(index).unwrap_or(0),
+        payload_len: u32::try_from(n).unwrap_or(0),
+    }
+    .encode();
+    sys::send_datagram(fd, &[&header, body], &[])?;
+    tap_files::set_announced(index, true);
+    Ok(())
+}
+
+/// A new tap file was registered: announce it now if connected (else the next HELLO will).
+pub fn file_opened(index: u16) {
+    if !is_connected() {
+        return;
+    }
+    let _errno = sys::ErrnoGuard::save();
+    let index = usize::from(index);
+    if let Some(path) = tap_files::path(index) {
+        let _ = send_file(own_fds::get(Slot::Control), index, path, sys::now_ns());
+    }
+}
+
+fn stream_of(route: Route) -> Option<Stream> {
+    Stream::from_u8(route.stream)
+}
+
+/// Sends one DATA frame; on a dead connection marks it lost.
+fn send_data(fd: i32, header: &Header, chunk: &[u8], may_wait: bool) -> Result<(), i32> {
+    let bytes = header.encode();
+    loop {
+        match sys::send_datagram(fd, &[&bytes, chunk], &[]) {
+            Ok(_) => return Ok(()),
+            Err(libc::EAGAIN) if may_wait && sys::wait_writable(fd, BIG_WRITE_WAIT_MS) => {}
+            Err(e) => {
+                if e != libc::EAGAIN && e != libc::ENOBUFS && e != libc::ENOMEM {
+                    hung_up();
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// The socket transport (or no ring): DATA frames of at most 64 KiB, `CONTINUED` on all but
+/// the last part of a write. Returns how many leading bytes were sent.
+pub fn deliver_frames(
+    route: Route,
+    data: &Payload<'_>,
+    len: usize,
+    now: u64,
+    connected: bool,
+) -> usize {
+    let k = data.chunk_count(len, MAX_DATA_PAYLOAD);
+    let count_loss = |frames: usize, bytes: usize| {
+        if !route.suppressed {
+            loss::add(
+                u64::try_from(frames).unwrap_or(u64::MAX),
+                u64::try_from(bytes).unwrap_or(u64::MAX),
+            );
+        }
+    };
+    if !connected {
+        count_loss(k, len);
+        return 0;
+    }
+    let _errno = sys::ErrnoGuard::save();
+    let fd = own_fds::get(Slot::Control);
+    // Report earlier drops before the next data, so the agent sees the gap where it was.
+    if loss::pending() && loss::report(fd, now).is_err() {
+        count_loss(k, len);
+        return 0;
+    }
+    let mut gathered = [0u8; GATHER_MAX];
+    let one;
+    let data = match data {
+        Payload::Iov(_) if len <= GATHER_MAX => match data.gather(len, &mut gathered) {
+            Some(b) => {
+                one = Payload::One(b);
+                &one
+            }
+            None => data,
+        },
+        _ => data,
+    };
+    let k = data.chunk_count(len, MAX_DATA_PAYLOAD);
+    let seq0 = reserve_seq(u32::try_from(k).unwrap_or(u32::MAX));
+    let mut sent = 0usize;
+    for (i, chunk) in data.chunks(len, MAX_DATA_PAYLOAD).enumerate() {
+        let header = Header {
+            kind: Kind::Data,
+            stream: stream_of(route),
+            flags: if i.saturating_add(1) < k { FLAG_CONTINUED } else { 0 },
+            pid: pid(),
+            seq: seq0.wrapping_add(u32::try_from(i).unwrap_or(0)),
+            time_ns: now,
+            file_index: u32::from(route.file_index),
+            payload_len: u32::try_from(chunk.len()).unwrap_or(0),
+        };
+        if send_data(fd, &header, chunk, k > 1).is_err() {
+            count_loss(k.saturating_sub(i), len.saturating_sub(sent));
+            break;
+        }
+        sent = sent.saturating_add(chunk.len());
+    }
+    sent
+}
+
+/// At exit: report pending losses, waiting briefly for socket buffer space.
+pub fn flush_at_exit() {
+    if !is_connected() || !loss::pending() {
+        return;
+    }
+    let _errno = sys::ErrnoGuard::save();
+    let fd = own_fds::get(Slot::Control);
+    for _ in 0..5 {
+        if loss::report(fd, sys::now_ns()).is_ok() {
+            return;
+        }
+        if !sys::wait_writable(fd, 20) {
+            continue;
+        }
+    }
+}
+
+/// In a forked child: our copy of the parent's connection is closed; connect anew at once.
+pub fn forget_in_child() {
+    own_fds::close_slot(Slot::Control);
+    STATE.store(DISCONNECTED, Ordering::Release);
+    LAST_ATTEMPT.store(0, Ordering::Relaxed);
+    RETRY_NOW.store(true, Ordering::Relaxed);
+    FAILURE_REPORTED.store(false, Ordering::Relaxed);
+}

@@ -1,0 +1,365 @@
+//! The streaming decoder, for both directions of a Forward connection.
+//!
+//! [`StreamDecoder::decode`] takes the bytes read so far and returns `Ok(None)` until a whole
+//! MessagePack object is there; the buffer is advanced only past a complete message, so any split
+//! of the stream decodes identically. Each message is first framed by the non-allocating
+//! [`check`](super::check) pass (which enforces [`DecodeLimits::max_message_bytes`] from declared
+//! lengths before waiting for the bytes), then split off as a zero-copy [`Bytes`] and parsed.
+//! After a recoverable error (see [`DecodeError::is_recoverable`]) the bad message has been
+//! consumed and decoding can go on.
+//!
+//! [`ServerDecoder`] reads what clients send (events in all four modes, PING);
+//! [`ClientDecoder`] reads what servers send (HELO, PONG, acks).
+
+use std::marker::PhantomData;
+
+use bytes::{Bytes, BytesMut};
+
+use super::ack::Ack;
+use super::check::{Check, check};
+use super::error::DecodeError;
+use super::event_time::EventTime;
+use super::gzip::gunzip;
+use super::handshake::{Helo, Ping, Pong};
+use super::message::{
+    ChunkId, ClientMessage, Compression, Event, EventBatch, Mode, Options, ServerMessage,
+};
+use super::read::Reader;
+use super::value::Value;
+
+/// Caps applied to every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest message accepted, in bytes. Default 64 MiB: 8× Fluentd's default memory-buffer
+    /// `chunk_limit_size` (8 MiB) and 10× Fluent Bit's in_forward `buffer_max_size` (6 MB), so
+    /// every default-configured sender fits, while one peer can pin at most this much memory.
+    pub max_message_bytes: usize,
+    /// Largest decompressed CompressedPackedForward body, in bytes. Default 64 MiB.
+    pub max_decompressed_bytes: usize,
+    /// Deepest nesting of arrays/maps. Default 64, at most
+    /// [`MAX_DEPTH_LIMIT`](super::MAX_DEPTH_LIMIT) (real records nest a few levels).
+    pub max_depth: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_message_bytes: 64 << 20,
+            max_decompressed_bytes: 64 << 20,
+            max_depth: 64,
+        }
+    }
+}
+
+/// A message type the stream decoder can produce.
+pub trait Frame: Sized {
+    /// Parses one complete message (exactly one MessagePack object).
+    fn parse(msg: &Bytes, limits: &DecodeLimits) -> Result<Self, DecodeError>;
+}
+
+/// Streaming decoder of a Forward byte stream into `T`s.
+#[derive(Debug, Clone)]
+pub struct StreamDecoder<T> {
+    limits: DecodeLimits,
+    /// The buffer cannot hold a whole message before it has this many bytes (learnt from the
+    /// last check), so small reads into a large message do not re-walk it each time.
+    min_needed: usize,
+    _frame: PhantomData<fn() -> T>,
+}
+
+/// Decodes what clients send: used by servers (logtap's forward input).
+pub type ServerDecoder = StreamDecoder<ClientMessage>;
+/// Decodes what servers send: used by clients (logtap's forward output).
+pub type ClientDecoder = StreamDecoder<ServerMessage>;
+
+impl<T: Frame> Default for StreamDecoder<T> {
+    fn default() -> Self {
+        Self::new(DecodeLimits::default())
+    }
+}
+
+impl<T: Frame> StreamDecoder<T> {
+    /// A decoder with these limits.
+    pub fn new(limits: DecodeLimits) -> Self {
+        StreamDecoder {
+            limits,
+            min_needed: 0,
+            _frame: PhantomData,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+
+    /// Decodes the next message from `buf`: `Ok(None)` when more bytes are needed (nothing
+    /// consumed), `Ok(Some(_))` with the message consumed, or an error (consumed too when
+    /// [`DecodeError::is_recoverable`]; after any other error, drop the connection).
+    ///
+    /// Call it again after every message: one read may hold several. A decoder belongs to one
+    /// byte stream (it remembers how many bytes the pending message needs at least).
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<T>, DecodeError> {
+        if buf.len() < self.min_needed {
+            return Ok(None);
+        }
+        match check(buf, self.limits.max_message_bytes, self.limits.max_depth)? {
+            Check::Incomplete { needed } => {
+                self.min_needed = needed;
+                Ok(None)
+            }
+            Check::Complete(len) => {
+                self.min_needed = 0;
+                let msg = buf.split_to(len).freeze();
+                T::parse(&msg, &self.limits).map(Some)
+            }
+        }
+    }
+}
+
+impl Frame for ClientMessage {
+    fn parse(msg: &Bytes, limits: &DecodeLimits) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(msg, limits.max_depth);
+        let n = r.array_len("Forward message")?;
+        if !(2..=6).contains(&n) {
+            return Err(DecodeError::BadArrayLength {
+                what: "Forward message",
+                len: n as u64,
+                expected: "2 to 4 elements (or 6 for PING)",
+            });
+        }
+        let (_, tag) = r.raw_str("tag")?;
+        if n == 6 && &tag[..] == b"PING" {
+            return Ping::read_body(&mut r).map(ClientMessage::Ping);
+        }
+        if n > 4 {
+            return Err(DecodeError::BadArrayLength {
+                what: "Forward message",
+                len: n as u64,
+                expected: "2 to 4 elements",
+            });
+        }
+        let tag = String::from_utf8(tag.to_vec())
+            .map_err(|_| DecodeError::InvalidUtf8 { what: "tag" })?;
+        read_events(&mut r, tag, n, limits).map(ClientMessage::Events)
+    }
+}
+
+/// Reads the elements after the tag: the mode is told by the second element's type.
+fn read_events(
+    r: &mut Reader<'_>,
+    tag: String,
+    n: usize,
+    limits: &DecodeLimits,
+) -> Result<EventBatch, DecodeError> {
+    let m = r.peek()?;
+    let two_or_three = |len| {
+        if len == 2 || len == 3 {
+            Ok(())
+        } else {
+            Err(DecodeError::BadArrayLength {
+                what: "Forward/PackedForward message",
+                len: len as u64,
+                expected: "2 or 3 elements",
+            })
+        }
+    };
+    if matches!(m, 0x90..=0x9f | 0xdc | 0xdd) {
+        two_or_three(n)?;
+        let count = r.array_len("Forward entries")?;
+        let mut events = Vec::with_capacity(count);
+        for _ in 0..count {
+            events.push(read_entry(r)?);
+        }
+        let options = if n == 3 {
+            read_options(r)?
+        } else {
+            Options::default()
+        };
+        return Ok(EventBatch {
+            tag,
+            mode: Mode::Forward,
+            events,
+            options,
+        });
+    }
+    if let Some((_, body)) = r.try_raw()? {
+        two_or_three(n)?;
+        let options = if n == 3 {
+            read_options(r)?
+        } else {
+            Options::default()
+        };
+        let (mode, entries) = match options.compressed {
+            Compression::Gzip => (
+                Mode::CompressedPackedForward,
+                Bytes::from(gunzip(&body, limits.max_decompressed_bytes)?),
+            ),
+            Compression::None => (Mode::PackedForward, body),
+        };
+        let events = read_packed_entries(&entries, options.size, limits)?;
+        return Ok(EventBatch {
+            tag,
+            mode,
+            events,
+            options,
+        });
+    }
+    if n < 3 {
+        return Err(DecodeError::BadArrayLength {
+            what: "Message mode",
+            len: n as u64,
+            expected: "3 or 4 elements",
+        });
+    }
+    let time = EventTime::read(r)?;
+    let record = read_record(r)?;
+    let options = if n == 4 {
+        read_options(r)?
+    } else {
+        Options::default()
+    };
+    Ok(EventBatch {
+        tag,
+        mode: Mode::Message,
+        events: vec![Event {
+            time,
+            record,
+            metadata: None,
+        }],
+        options,
+    })
+}
+
+/// Reads the concatenated entries of a PackedForward body.
+fn read_packed_entries(
+    body: &Bytes,
+    size_hint: Option<u64>,
+    limits: &DecodeLimits,
+) -> Result<Vec<Event>, DecodeError> {
+    let mut r = Reader::new(body, limits.max_depth);
+    // An entry takes at least 4 bytes (`[0, {}]` = 92 00 80 + ...); never trust `size` beyond that.
+    let cap = size_hint.unwrap_or(0).min(body.len() as u64 / 4) as usize;
+    let mut events = Vec::with_capacity(cap);
+    while r.remaining() > 0 {
+        events.push(read_entry(&mut r)?);
+    }
+    Ok(events)
+}
+
+/// Reads `[time, record]` or v1.5's `[[time, {meta}], record]`.
+fn read_entry(r: &mut Reader<'_>) -> Result<Event, DecodeError> {
+    let len = r.array_len("entry")?;
+    if len != 2 {
+        return Err(DecodeError::BadArrayLength {
+            what: "entry",
+            len: len as u64,
+            expected: "[time, record]",
+        });
+    }
+    let (time, metadata) = if matches!(r.peek()?, 0x90..=0x9f | 0xdc | 0xdd) {
+        let len = r.array_len("entry header")?;
+        if len != 2 {
+            return Err(DecodeError::BadArrayLength {
+                what: "v1.5 entry header",
+                len: len as u64,
+                expected: "[time, metadata]",
+            });
+        }
+        let time = EventTime::read(r)?;
+        let depth = r.max_depth;
+        (time, Some(Value::read(r, depth)?))
+    } else {
+        (EventTime::read(r)?, None)
+    };
+    Ok(Event {
+        time,
+        record: read_record(r)?,
+        metadata,
+    })
+}
+
+fn read_record(r: &mut Reader<'_>) -> Result<Value, DecodeError> {
+    let m = r.peek()?;
+    if !matches!(m, 0x80..=0x8f | 0xde | 0xdf) {
+        return Err(DecodeError::UnexpectedType {
+            what: "record",
+            expected: "map",
+            found: super::read::type_name(m),
+        });
+    }
+    let depth = r.max_depth;
+    Value::read(r, depth)
+}
+
+/// Reads the option map (`nil` is taken as no options).
+fn read_options(r: &mut Reader<'_>) -> Result<Options, DecodeError> {
+    let mut o = Options::default();
+    if r.try_nil()? {
+        return Ok(o);
+    }
+    let n = r.map_len("options")?;
+    let depth = r.max_depth;
+    for _ in 0..n {
+        let key = Value::read(r, depth)?;
+        match key.as_raw() {
+            Some(b"size") => o.size = Some(r.uint("option size")?),
+            Some(b"chunk") => {
+                let (kind, bytes) = r.raw_str("option chunk")?;
+                o.chunk = Some(ChunkId { kind, bytes });
+            }
+            Some(b"compressed") => {
+                let c = r.text("option compressed")?;
+                o.compressed_present = true;
+                o.compressed = match c.as_str() {
+                    "gzip" => Compression::Gzip,
+                    "text" => Compression::None,
+                    _ => return Err(DecodeError::UnknownCompression(c)),
+                };
+            }
+            Some(b"fluent_signal") => {
+                let v = Value::read(r, depth)?;
+                o.fluent_signal = Some(match v {
+                    Value::Int(i) => i,
+                    Value::UInt(u) => i64::try_from(u).unwrap_or(i64::MAX),
+                    _ => {
+                        return Err(DecodeError::UnexpectedType {
+                            what: "option fluent_signal",
+                            expected: "integer",
+                            found: "other",
+                        });
+                    }
+                });
+            }
+            Some(b"metadata") => o.metadata = Some(Value::read(r, depth)?),
+            _ => {
+                let v = Value::read(r, depth)?;
+                o.extra.push((key, v));
+            }
+        }
+    }
+    Ok(o)
+}
+
+impl Frame for ServerMessage {
+    fn parse(msg: &Bytes, limits: &DecodeLimits) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(msg, limits.max_depth);
+        match r.peek()? {
+            0x80..=0x8f | 0xde | 0xdf => Ack::read(&mut r).map(ServerMessage::Ack),
+            0x90..=0x9f | 0xdc | 0xdd => {
+                let n = r.array_len("server message")?;
+                let (_, kind) = r.raw_str("server message type")?;
+                match (&kind[..], n) {
+                    (b"HELO", 2) => Helo::read_body(&mut r).map(ServerMessage::Helo),
+                    (b"PONG", 5) => Pong::read_body(&mut r).map(ServerMessage::Pong),
+                    _ => Err(DecodeError::UnexpectedMessage(
+                        "server sent an array that is neither HELO nor PONG",
+                    )),
+                }
+            }
+            _ => Err(DecodeError::UnexpectedMessage(
+                "server sent neither a map (ack) nor an array (HELO/PONG)",
+            )),
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Errors of the ring: [`RingError`] for setting a ring up and for a consumer that finds the ring
+//! inconsistent, [`PushError`] for the producer's hot path (a small `Copy` value: the hook must
+//! neither allocate nor format anything).
+
+use std::io;
+
+/// Creating, mapping or consuming a ring failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    /// A system call failed (memfd_create, ftruncate, mmap, fcntl, fstat).
+    #[error("ring: {op} failed: {source}")]
+    Syscall {
+        /// The call that failed.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The fd is not sealed against shrinking and growing: its owner could truncate it under our
+    /// mapping (SIGBUS). The peer must create its ring with `create_ring_memfd`.
+    #[error(
+        "ring memfd is not sealed against shrink and grow (seals {seals:#x}); \
+         the peer must create it with create_ring_memfd"
+    )]
+    NotSealed {
+        /// The seals found (F_GET_SEALS), or -1 if the fd cannot carry seals.
+        seals: i32,
+    },
+    /// The file's size does not match the geometry its header declares.
+    #[error("ring memfd has {size} bytes, its header declares {expected}")]
+    BadSize {
+        /// Size reported by fstat.
+        size: u64,
+        /// Header page plus the declared data area.
+        expected: u64,
+    },
+    /// The header's fixed fields are not those of a version-1 logtap ring.
+    #[error("not a usable logtap ring: {reason}")]
+    BadHeader {
+        /// Which field is wrong.
+        reason: &'static str,
+    },
+    /// The ring's content contradicts the protocol (corrupted or hostile peer). The consumer
+    /// cannot go on safely: drop the peer.
+    #[error("ring inconsistent at position {pos}: {reason}; dropping this peer's ring")]
+    Inconsistent {
+        /// Consumer position (in slots) where the inconsistency was found.
+        pos: u64,
+        /// What was wrong.
+        reason: &'static str,
+    },
+}
+
+impl RingError {
+    /// The error for the last OS error of call `op`.
+    pub(crate) fn last_os(op: &'static str) -> RingError {
+        RingError::Syscall {
+            op,
+            source: io::Error::last_os_error(),
+        }
+    }
+}
+
+/// A record could not be pushed; the caller decides what to do with the bytes (drop and count
+/// with `Producer::note_dropped`, or fall back to the real write for a suppressed stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// Not enough free slots: the consumer is absent or slow.
+    #[error("ring full")]
+    Full,
+    /// The payload exceeds `Producer::max_payload`; split it or send it as DATA frames.
+    #[error("record of {len} bytes exceeds the ring's largest record ({max} bytes)")]
+    TooLarge {
+        /// Payload length asked for.
+        len: usize,
+        /// The ring's limit.
+        max: usize,
+    },
+    /// The consumer declared this reservation stuck and skipped it before it was committed (the
+    /// writer was descheduled longer than the consumer's stuck timeout); the record is lost and
+    /// the consumer already counted it in `abandoned_slots`.
+    #[error("reservation was abandoned by the consumer before commit")]
+    Abandoned,
+}

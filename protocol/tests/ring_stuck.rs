@@ -1,0 +1,150 @@
+//! Reservations that are never committed (a writer killed, or siglongjmp'd out of the hook
+//! between reserve and commit): the consumer waits `stuck_timeout`, skips them, counts them,
+//! and delivers everything committed after them; a writer that comes back late is told
+//! `Abandoned` and cannot damage the ring.
+
+mod ring_support;
+
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use logtap_protocol::ring::layout::{self, slots_for};
+use logtap_protocol::ring::{Consumer, MIN_RING_SIZE, Producer, PushError, create_ring_memfd};
+use ring_support::*;
+
+const STUCK_MS: u64 = 150;
+
+fn push(producer: &Producer, counter: u32) {
+    let mut buf = [0u8; MAX_TEST_PAYLOAD];
+    let len = len_for(3, counter, producer.max_payload());
+    fill_payload(&mut buf, 3, counter, len);
+    producer.try_push(&meta_for(3, counter), &buf[..len]).expect("room in the ring");
+}
+
+fn next_counter(consumer: &mut Consumer, max: usize) -> Option<u32> {
+    let mut payload = Vec::new();
+    let meta = consumer.next(&mut payload).expect("consistent ring")?;
+    Some(check_payload(&meta, &payload, max).1)
+}
+
+#[test]
+fn stuck_reservation_is_skipped_after_the_timeout_and_later_records_delivered() {
+    let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
+    let producer = Producer::map(fd.as_fd()).unwrap();
+    let max = producer.max_payload();
+    let mut consumer = Consumer::open(fd, opts(STUCK_MS)).unwrap();
+    push(&producer, 0);
+    let stuck_len = 500;
+    let stuck = producer.reserve_for_test(stuck_len).unwrap();
+    for counter in 1..=20 {
+        push(&producer, counter);
+    }
+    assert_eq!(next_counter(&mut consumer, max), Some(0));
+    let started = Instant::now();
+    // Before the timeout: nothing (records 1..=20 wait behind the reservation), and the
+    // consumer may sleep (a stuck writer sends no wake-up, the agent's periodic sweep does).
+    assert_eq!(next_counter(&mut consumer, max), None);
+    assert!(consumer.prepare_sleep());
+    std::thread::sleep(Duration::from_millis(STUCK_MS / 3));
+    assert_eq!(next_counter(&mut consumer, max), None);
+    assert_eq!(consumer.counters().abandoned_slots, 0);
+    std::thread::sleep(Duration::from_millis(STUCK_MS));
+    assert!(!consumer.prepare_sleep(), "the timeout has passed: work to do");
+    for counter in 1..=20 {
+        assert_eq!(next_counter(&mut consumer, max), Some(counter));
+    }
+    assert!(started.elapsed() >= Duration::from_millis(STUCK_MS));
+    assert_eq!(next_counter(&mut consumer, max), None);
+    assert_eq!(consumer.counters().abandoned_slots, slots_for(stuck_len) as u64);
+    // The writer comes back: its commit fails, and touches nothing.
+    let payload = vec![0xAA; stuck_len];
+    assert_eq!(
+        producer.commit_for_test(stuck, &meta_for(3, 99), &payload),
+        Err(PushError::Abandoned)
+    );
+    assert_eq!(next_counter(&mut consumer, max), None);
+    push(&producer, 21);
+    assert_eq!(next_counter(&mut consumer, max), Some(21));
+    assert_eq!(producer.backlog_slots(), 0);
+}
+
+#[test]
+fn reservations_made_after_the_stuck_one_get_their_own_full_timeout() {
+    let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
+    let producer = Producer::map(fd.as_fd()).unwrap();
+    let max = producer.max_payload();
+    let mut consumer = Consumer::open(fd, opts(STUCK_MS)).unwrap();
+    producer.reserve_for_test(10).unwrap();
+    assert_eq!(next_counter(&mut consumer, max), None);
+    std::thread::sleep(Duration::from_millis(STUCK_MS * 2 / 3));
+    // A second writer reserves now, i.e. after the consumer started the clock: it is slow but
+    // not stuck, and must not be skipped together with the first one.
+    let len = len_for(3, 7, max);
+    let slow = producer.reserve_for_test(len).unwrap();
+    std::thread::sleep(Duration::from_millis(STUCK_MS * 2 / 3));
+    assert_eq!(next_counter(&mut consumer, max), None);
+    assert_eq!(consumer.counters().abandoned_slots, 1);
+    let mut full = vec![0u8; len];
+    fill_payload(&mut full, 3, 7, len);
+    producer.commit_for_test(slow, &meta_for(3, 7), &full).unwrap();
+    assert_eq!(next_counter(&mut consumer, max), Some(7));
+}
+
+#[test]
+fn orphan_continuations_of_a_skipped_record_are_freed() {
+    let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
+    let raw = RawRing::map(fd.as_fd());
+    let producer = Producer::map(fd.as_fd()).unwrap();
+    let max = producer.max_payload();
+    let mut consumer = Consumer::open(fd, opts(STUCK_MS)).unwrap();
+    let len = 400;
+    let k = slots_for(len) as u64;
+    let pos = producer.reserve_for_test(len).unwrap();
+    // The writer committed its continuations, then died before the first slot.
+    for j in 1..k {
+        raw.stamp(pos + j).store(layout::cont(pos + j), Ordering::SeqCst);
+    }
+    push(&producer, 0);
+    assert_eq!(next_counter(&mut consumer, max), None);
+    std::thread::sleep(Duration::from_millis(STUCK_MS + 20));
+    assert_eq!(next_counter(&mut consumer, max), Some(0));
+    assert_eq!(consumer.counters().abandoned_slots, k);
+    assert_eq!(raw.tail(), raw.head());
+    for j in 0..k {
+        assert_eq!(
+            raw.stamp(pos + j).load(Ordering::SeqCst),
+            layout::free(pos + j + raw.slot_count),
+            "slot {j} freed for the next round"
+        );
+    }
+}
+
+#[test]
+fn late_writer_after_skip_does_not_overwrite_the_slots_new_owner() {
+    let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
+    let producer = Producer::map(fd.as_fd()).unwrap();
+    let mut consumer = Consumer::open(fd, opts(0)).unwrap();
+    let mut payload = Vec::new();
+    let stuck = producer.reserve_for_test(50).unwrap();
+    assert!(consumer.next(&mut payload).unwrap().is_none());
+    assert!(consumer.next(&mut payload).unwrap().is_none());
+    assert_eq!(consumer.counters().abandoned_slots, 1);
+    // Once around the ring with one-slot records, so that the stuck one's slot is reused.
+    let slots = producer.slot_count();
+    for i in 1..slots {
+        producer.try_push(&meta_for(3, i as u32), &[i as u8; 20]).unwrap();
+        assert_eq!(consumer.next(&mut payload).unwrap().unwrap().seq, i as u32);
+    }
+    let fresh = producer.reserve_for_test(20).unwrap();
+    assert_eq!(fresh, stuck + slots, "the same slot, one round later");
+    // The stuck writer wakes up now: it must neither commit nor write into the new owner's slot.
+    assert_eq!(
+        producer.commit_for_test(stuck, &meta_for(3, 99), &[0xEE; 50]),
+        Err(PushError::Abandoned)
+    );
+    producer.commit_for_test(fresh, &meta_for(3, 5), &[0x11; 20]).unwrap();
+    let meta = consumer.next(&mut payload).unwrap().unwrap();
+    assert_eq!(meta, meta_for(3, 5));
+    assert_eq!(payload, [0x11; 20]);
+}
