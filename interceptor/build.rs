@@ -28,9 +28,18 @@ fn main() {
         .flag_if_supported("-fvisibility=default")
         .flag_if_supported("-Wno-builtin-declaration-mismatch")
         .warnings(true)
+        // Linked into the cdylib only (below): the unit-test binary must not interpose
+        // `open64`, `printf`, … of the test runner itself.
+        .cargo_metadata(false)
         .compile("logtap_stdio_shim");
 
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
+    println!("cargo:rustc-cdylib-link-arg=-Wl,--whole-archive");
+    println!(
+        "cargo:rustc-cdylib-link-arg={}",
+        out.join("liblogtap_stdio_shim.a").display()
+    );
+    println!("cargo:rustc-cdylib-link-arg=-Wl,--no-whole-archive");
     let script = out.join("shim_exports.map");
     let body = format!("{{ global: {}; }};\n", SHIM_EXPORTS.join("; "));
     if let Err(e) = std::fs::write(&script, body) {

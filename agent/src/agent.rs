@@ -17,6 +17,7 @@ use crate::buffer::memory::MemoryBuffer;
 use crate::config::Config;
 use crate::http::{self, Health, HttpServer};
 use crate::input::peer::PeerSettings;
+use crate::input::forward::{ForwardInput, ForwardInputError, ForwardInputSettings};
 use crate::input::tap::{TapInput, TapInputError};
 use crate::output::{self, OutputError, OutputSet};
 use crate::pipeline::{self, batch::BatchConfig, enrich::{Enricher, Metadata}};
@@ -30,11 +31,17 @@ pub enum StartError {
     Output(#[from] OutputError),
     #[error(transparent)]
     Http(#[from] http::HttpError),
+    #[error(transparent)]
+    ForwardInput(#[from] ForwardInputError),
+    #[error(transparent)]
+    Spool(#[from] crate::buffer::spool::SpoolError),
 }
 
 /// The running agent.
 pub struct Agent {
     pub tap: TapInput,
+    /// `--forward-listen`, when set.
+    pub forward_in: Option<ForwardInput>,
     batch: JoinHandle<()>,
     outputs: OutputSet,
     buffer: Arc<MemoryBuffer>,
@@ -51,8 +58,26 @@ impl Agent {
             None => None,
         };
         let limit = config.mem_buf_limit.bytes();
-        let buffer = Arc::new(MemoryBuffer::new(limit, None));
+        let (store, recovered) = match &config.storage_path {
+            Some(dir) => {
+                let (spool, chunks) = crate::buffer::spool::Spool::open(dir, config.storage_limit.0)?;
+                (Some(Arc::new(spool) as Arc<dyn crate::buffer::ChunkStore>), chunks)
+            }
+            None => (None, Vec::new()),
+        };
+        let buffer = Arc::new(MemoryBuffer::new(limit, store));
         let (router, outputs) = output::start(config, Arc::clone(&buffer))?;
+        if !recovered.is_empty() {
+            // Chunks of the previous run (crash or unacked at exit): sent again, oldest first.
+            let router = router.clone();
+            tokio::spawn(async move {
+                for chunk in recovered {
+                    if let Err(e) = router.dispatch(chunk).await {
+                        tracing::error!(error = %e, "a recovered chunk could not be buffered");
+                    }
+                }
+            });
+        }
         let (ingest, batch) = pipeline::start(router, BatchConfig::new(config.flush_interval.0, limit));
         let enricher = Enricher::new(Metadata::from_env(), config.tag.clone());
         let settings = PeerSettings {
@@ -60,9 +85,16 @@ impl Agent {
             partial_flush: config.partial_flush.0,
             ring: Default::default(),
         };
+        let forward_in = match &config.forward_listen {
+            Some(addr) => {
+                let settings = ForwardInputSettings::from_config(config)?;
+                Some(ForwardInput::start(addr, settings, ingest.clone()).await?)
+            }
+            None => None,
+        };
         let tap = TapInput::bind(&config.socket, config.socket_mode.0, settings, enricher, ingest)?;
         health.set_ready(true);
-        Ok(Agent { tap, batch, outputs, buffer, health, http })
+        Ok(Agent { tap, forward_in, batch, outputs, buffer, health, http })
     }
 
     /// The HTTP endpoint's address, if it runs.
@@ -73,11 +105,15 @@ impl Agent {
     /// Stops reading, flushes, and waits for the outputs' acknowledgements, all within `grace`.
     /// Returns whether everything was delivered.
     pub async fn drain(self, grace: Duration) -> bool {
-        let Agent { tap, batch, outputs, buffer, health, http } = self;
+        let Agent { tap, forward_in, batch, outputs, buffer, health, http } = self;
         health.set_ready(false);
         let deadline = Instant::now() + grace;
         let started = Instant::now();
         let tap_done = timeout_at(deadline, tap.stop()).await.is_ok();
+        if let Some(f) = forward_in {
+            // Its clients' pipeline handles must go before the batch stage can end.
+            let _ = timeout_at(deadline, f.stop()).await;
+        }
         let batch_done = timeout_at(deadline, batch).await.is_ok();
         if !(tap_done && batch_done) {
             // Stages are stuck behind a full buffer: free them so they can end.

@@ -76,6 +76,15 @@ pub struct Options {
     #[arg(long, env = "LOGTAP_FORWARD_LISTEN", value_name = "ADDR")]
     pub forward_listen: Option<String>,
 
+    /// TLS certificate chain (PEM) of the forward input; with --forward-listen-tls-key, the
+    /// input accepts TLS only.
+    #[arg(long, env = "LOGTAP_FORWARD_LISTEN_TLS_CERT", value_name = "FILE", requires = "forward_listen_tls_key")]
+    pub forward_listen_tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) of the forward input.
+    #[arg(long, env = "LOGTAP_FORWARD_LISTEN_TLS_KEY", value_name = "FILE", requires = "forward_listen_tls_cert")]
+    pub forward_listen_tls_key: Option<PathBuf>,
+
     /// Tag template; placeholders {stream} {comm} {pod_name} {namespace} {container_name} {file}
     /// [default: logtap.{stream}].
     #[arg(long, env = "LOGTAP_TAG", value_name = "TEMPLATE")]
@@ -179,7 +188,8 @@ macro_rules! fill_from {
 impl Options {
     /// Fills every option still unset with the one from `other` (a lower-precedence source).
     pub fn or(mut self, other: Options) -> Options {
-        fill_from!(self, other; config, socket, socket_mode, output, forward, forward_listen, tag,
+        fill_from!(self, other; config, socket, socket_mode, output, forward, forward_listen,
+            forward_listen_tls_cert, forward_listen_tls_key, tag,
             require_ack_response, compress, shared_key, self_hostname, username, password, tls,
             tls_ca_file, tls_verify, flush_interval, storage_path, storage_limit, mem_buf_limit,
             retry_limit, http_listen, preload, log_format, log_level, max_line_bytes,
@@ -254,6 +264,10 @@ pub struct Config {
     pub forward: Vec<ForwardServer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forward_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_listen_tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_listen_tls_key: Option<PathBuf>,
     pub tag: TagTemplate,
     pub require_ack_response: bool,
     pub compress: Compress,
@@ -326,6 +340,8 @@ impl Config {
             output,
             forward,
             forward_listen: o.forward_listen,
+            forward_listen_tls_cert: o.forward_listen_tls_cert,
+            forward_listen_tls_key: o.forward_listen_tls_key,
             tag,
             require_ack_response: o.require_ack_response.unwrap_or(true),
             compress: o.compress.unwrap_or(Compress::None),

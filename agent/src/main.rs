@@ -1,2 +1,98 @@
-//! logtap (being written).
-fn main() {}
+//! `logtap`: the command line over the [`logtap_agent`] library — `run`, `agent`, `check`,
+//! `install`. `logtap agent` reads as its story: start, wait for a stop signal, drain in time.
+
+#![deny(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use logtap_agent::agent::Agent;
+use logtap_agent::cli::{Cli, Command};
+use logtap_agent::config::{self, Config, Mode};
+use logtap_agent::shutdown::StopSignals;
+use logtap_agent::{check, install, logging, run};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(args) => check::main(args),
+        Command::Cat(args) => logtap_agent::cat::main(args),
+        Command::Install(args) => match install::install(&args) {
+            Ok(files) => {
+                for f in files {
+                    println!("installed {}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e, 1),
+        },
+        Command::Run(args) => {
+            let config = match configure(args.options, Mode::Run) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match runtime().block_on(run::run(config, args.command)) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => fail(&e, e.exit_code()),
+            }
+        }
+        Command::Agent(args) => {
+            let config = match configure(args.options, Mode::Agent) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match runtime().block_on(agent_main(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&*e, 1),
+            }
+        }
+    }
+}
+
+/// `logtap agent`: start, wait for SIGTERM/SIGINT, drain within the grace period.
+async fn agent_main(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let mut signals = StopSignals::new()?;
+    let agent = Agent::start(&config).await?;
+    tracing::info!(outputs = ?config.output, version = env!("CARGO_PKG_VERSION"), "logtap agent running");
+    let signal = signals.recv().await;
+    tracing::info!(%signal, grace = %config.grace, "stopping: draining buffered records");
+    tokio::select! {
+        clean = agent.drain(config.grace.0) => {
+            if !clean {
+                tracing::warn!("stopped with records undelivered (see logtap_dropped_records_total)");
+            }
+        }
+        again = signals.recv() => tracing::warn!(signal = %again, "second signal: stopping at once"),
+    }
+    Ok(())
+}
+
+/// Resolves the configuration and starts the log; on error prints it and returns exit code 2.
+fn configure(options: config::Options, mode: Mode) -> Result<Config, ExitCode> {
+    let config = Config::resolve(options, mode).map_err(|e| fail(&e, 2))?;
+    logging::init(config.log_format, &config.log_level);
+    Ok(config)
+}
+
+/// Two worker threads: draining is cheap per record and the agent aims at less than one core;
+/// a few blocking threads serve stdout and file writes.
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("logtap: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("logtap: {e}");
+    ExitCode::from(code)
+}

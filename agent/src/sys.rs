@@ -163,6 +163,21 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Descriptor owners that keep one open descriptor for their whole life (what tokio's
+/// `AsyncFd::register` requires).
+pub trait OwnsDescriptor: AsRawFd {}
+impl OwnsDescriptor for OwnedFd {}
+impl OwnsDescriptor for std::fs::File {}
+
+/// Registers a descriptor we own with tokio's reactor for readability.
+pub fn register_readable<T: OwnsDescriptor>(inner: T) -> io::Result<tokio::io::unix::AsyncFd<T>> {
+    // SAFETY: `T` is an `OwnedFd` or a `File`: it owns one open descriptor, returns that same
+    // descriptor from every `as_raw_fd` call, and closes it only when dropped — after the
+    // `AsyncFd` that owns it.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
+}
+
 /// Sends `signal` to process `pid`.
 pub fn kill(pid: u32, signal: i32) -> io::Result<()> {
     let pid = libc::pid_t::try_from(pid)

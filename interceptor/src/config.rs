@@ -232,7 +232,7 @@ pub fn parse<'a>(lookup: impl Fn(&'static str) -> Option<&'a [u8]>) -> (Config, 
     c.target_path = FixedBytes::from_bytes(DEFAULT_TARGET).unwrap_or(FixedBytes::empty());
     let set = |name: &'static str| lookup(name).filter(|v| !v.trim_ascii().is_empty());
 
-    let mut flag = |name: &'static str, field: &mut bool, w: &mut Warnings| {
+    let flag = |name: &'static str, field: &mut bool, w: &mut Warnings| {
         if let Some(v) = set(name) {
             match parse_bool(v) {
                 Some(b) => *field = b,

@@ -1,1 +1,93 @@
-//! liblogtap.so (being written).
+//! liblogtap.so — taps what an unmodified program writes to stdout, stderr and its log files,
+//! and hands a copy to the logtap agent (or appends it to a file), under `LD_PRELOAD`.
+//!
+//! # Layout
+//! - [`config`] — the `LLT_*` variables, parsed once at load.
+//! - [`hooks`] — the interposed functions: `write` family, stdio (with `csrc/stdio_shim.c`),
+//!   open/dup/close family.
+//! - [`fd_table`], [`tap_files`], [`glob`] — which descriptors are tap files, and their index.
+//! - [`sender`] — delivering copies: `file:` target, ring, control connection, LOSS.
+//! - [`own_fds`] — the library's own descriptors and how they are kept out of the app's way.
+//! - [`sys`] — raw syscalls for the library's own I/O; [`guard`] — the recursion guard;
+//!   [`debug`] — `LLT_DEBUG_MODE` lines.
+//!
+//! # Design note: how each rule of Contract 1 is met
+//! - **No heap allocation on the hook path.** State is statics (atomics, fixed arrays); bytes
+//!   go from the app's buffer straight into the ring (or into a `sendmsg` iovec); small
+//!   vectored writes are gathered in a 512-byte stack buffer; HELLO is encoded into a static
+//!   scratch area owned by the one thread that connects. Creating the ring and connecting
+//!   happen lazily inside a hook, using only syscalls (`memfd_create`, `mmap`, `socket`,
+//!   `connect`, `sendmsg`) and no allocator. Only the constructor allocates (glibc's `setenv`
+//!   for `PYTHONUNBUFFERED`), before `main`. The stdio shim formats into a per-thread buffer or
+//!   an anonymous `mmap`, never `malloc`.
+//! - **No mutex.** Config: written once by the constructor, published with Release. Fd table,
+//!   tap-file registry, connection state and loss counters: atomics with CAS. The ring
+//!   reserves by CAS (`protocol::ring`). The only lock taken is the app's own `flockfile` in
+//!   stdio hooks, which keeps the tapped order equal to the FILE's order (stdio is not
+//!   async-signal-safe anyway).
+//! - **No panics.** The crate denies `indexing_slicing`, `arithmetic_side_effects`,
+//!   `unwrap_used`, `expect_used` and `panic` outside tests: every access is `get`, every sum
+//!   saturating/checked/wrapping. Each hook falls back to the real call when anything is off.
+//! - **`errno` and return values.** Saved before, restored after any library work
+//!   ([`sys::ErrnoGuard`]); the real call's result is returned unchanged, or the full count
+//!   for a suppressed stream whose copy was delivered.
+//! - **Recursion guard.** The library's own I/O uses raw syscalls ([`sys`]) that never reach a
+//!   hook; code that does call interposed names (protocol crate, `dlsym`, constructor) runs
+//!   under a per-thread guard ([`guard`]) during which hooks pass through.
+//! - **Never blocks.** Sends are `MSG_DONTWAIT | MSG_NOSIGNAL` on a non-blocking socket;
+//!   `connect` on a non-blocking Unix socket completes or fails at once. A full ring or socket
+//!   drops the copy and counts it — in the ring header (`note_dropped`) or in LOSS frames — and
+//!   a suppressed stream then writes for real (fail open). One bounded exception: the parts of
+//!   a single write larger than one record (64 KiB) wait up to 20 ms without progress for the
+//!   agent to make room, so that a large write is not cut in the middle.
+//! - **Rate-limited reconnects.** Atomic timestamps; one non-blocking attempt per
+//!   `LLT_TARGET_RECONNECT` (the first after `LLT_TARGET_1STCONNECT`); hang-up is noticed by a
+//!   `recv(MSG_PEEK)` at most once a second, not per write.
+//! - **Our descriptors.** Close-on-exec, moved to ≥ 900 (or ¾ of a small `RLIMIT_NOFILE`),
+//!   never 0/1/2; reconnects `dup3` onto the same number; `close`/`close_range` of our numbers
+//!   by the app is skipped; `dup2` onto one moves ours away first ([`own_fds`]).
+//! - **fork / exec.** `pthread_atfork` child handler: new pid, `seq` from 0, our copies of the
+//!   parent's ring and socket closed, a new ring and connection on the child's first tapped
+//!   write. exec: everything of ours is close-on-exec; `LD_PRELOAD` is inherited, so the new
+//!   image loads the library anew and keeps tapping.
+//! - **Only accepted bytes.** The real call runs first and only its first `r` bytes are
+//!   tapped (stdio: the bytes the FILE accepted).
+//! - **Large writes.** Split into ring records of at most `max_payload` bytes (DATA frames of
+//!   at most 64 KiB) with CONTINUED on all but the last and consecutive `seq` numbers.
+//!
+//! # Decisions the seed left open
+//! - `LLT_SUPPRESS_STDOUT` suppresses fd 1 only; `LLT_SUPPRESS_STDERR` (new) suppresses fd 2.
+//! - The stream of a write is decided by descriptor: a tap file's descriptor is "file" even
+//!   when it is 1 or 2 (after `dup2`); otherwise fd 1 is stdout and fd 2 stderr.
+//! - `LLT_TARGET_1STCONNECT` keeps its seed meaning (no attempt before it); records written
+//!   meanwhile wait in the ring (socket transport: counted as lost; suppressed: written).
+//! - A suppressed stream counts as delivered only while an agent holds the ring.
+//! - `PYTHONUNBUFFERED=1` is injected only when unset, and not with `LLT_PYTHONUNBUFFERED=false`.
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::unreachable
+    )
+)]
+
+pub mod config;
+pub mod debug;
+pub mod fd_table;
+pub mod glob;
+pub mod guard;
+pub mod hooks;
+pub mod own_fds;
+pub mod sender;
+pub mod sys;
+pub mod tap_files;
+
+#[cfg(not(test))]
+mod init;

@@ -243,6 +243,23 @@ pub fn seqpacket_socket() -> Result<c_int, c_int> {
     check(r).map(|fd| c_int::try_from(fd).unwrap_or(-1))
 }
 
+/// Asks for a large send buffer (4 MiB, capped by the kernel at `wmem_max` unless the
+/// process may force it): bursts of DATA frames then wait in the socket instead of failing
+/// with `EAGAIN`. Best effort.
+pub fn enlarge_send_buffer(fd: c_int) {
+    let size: c_int = 4 << 20;
+    let len = core::mem::size_of::<c_int>() as libc::socklen_t;
+    for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+        // SAFETY: a valid int option value of the given length.
+        let r = unsafe {
+            libc::syscall(libc::SYS_setsockopt, fd, libc::SOL_SOCKET, opt, &raw const size, len)
+        };
+        if r == 0 {
+            return;
+        }
+    }
+}
+
 /// `connect(2)` to a Unix socket path (no NUL needed; at most 107 bytes). Non-blocking socket:
 /// a Unix connect completes or fails at once.
 pub fn connect_unix(fd: c_int, path: &[u8]) -> Result<(), c_int> {
@@ -282,7 +299,8 @@ pub fn send_datagram(fd: c_int, parts: &[&[u8]], fds: &[c_int]) -> Result<usize,
     msg.msg_iovlen = n_iov;
     let n_fds = fds.len().min(2);
     if n_fds > 0 {
-        let data_len = (n_fds * core::mem::size_of::<c_int>()) as u32;
+        // At most 2 × 4 bytes.
+        let data_len = if n_fds == 2 { 8u32 } else { 4u32 };
         msg.msg_control = cbuf.as_mut_ptr().cast::<c_void>();
         // SAFETY: CMSG_SPACE is a pure computation.
         msg.msg_controllen = unsafe { libc::CMSG_SPACE(data_len) } as usize;
@@ -352,7 +370,7 @@ pub fn wait_writable(fd: c_int, timeout_ms: c_int) -> bool {
     };
     let ts = libc::timespec {
         tv_sec: libc::time_t::from(timeout_ms / 1000),
-        tv_nsec: libc::c_long::from(timeout_ms % 1000) * 1_000_000,
+        tv_nsec: libc::c_long::from(timeout_ms % 1000).saturating_mul(1_000_000),
     };
     // SAFETY: one valid pollfd; a valid timespec; no signal mask change.
     let r = unsafe {
@@ -382,6 +400,12 @@ pub fn sleep_ns(ns: u64) {
             core::ptr::null_mut::<libc::timespec>(),
         )
     };
+}
+
+/// `sched_yield(2)`: lets the thread we wait for run.
+pub fn yield_now() {
+    // SAFETY: plain syscall without arguments.
+    unsafe { libc::syscall(libc::SYS_sched_yield) };
 }
 
 /// A non-blocking, close-on-exec eventfd.

@@ -241,3 +241,66 @@ fn invalid_marker_drops_the_connection() {
     ));
     assert!(!err.is_recoverable());
 }
+
+#[test]
+fn many_tiny_values_cannot_amplify_memory() {
+    // Message mode whose record holds an array of 4 Mi nils: 4 MiB on the wire, 160 MiB as Values.
+    let n: u32 = 4 << 20;
+    let mut msg = vec![0x93, 0xa1, b't', 0x01, 0x81, 0xa1, b'k', 0xdd];
+    msg.extend_from_slice(&n.to_be_bytes());
+    msg.resize(msg.len() + n as usize, 0xc0);
+    let cap = 8 << 20;
+    let limits = DecodeLimits {
+        max_decoded_bytes: cap,
+        ..DecodeLimits::default()
+    };
+    let (r, largest, left) = decode_measured(&msg, limits);
+    let err = r.expect_err("amplification refused");
+    assert!(
+        matches!(err, DecodeError::DecodedTooLarge { max } if max == cap),
+        "{err:?}"
+    );
+    assert!(err.is_recoverable());
+    assert_eq!(left, 0, "the message was consumed");
+    assert!(largest < msg.len() + 4096, "largest allocation {largest}");
+    // The same inside a PackedForward body, as events: each entry is 3 bytes on the wire.
+    let mut body = Vec::new();
+    for _ in 0..(1 << 20) {
+        body.extend_from_slice(&[0x92, 0x00, 0x80]);
+    }
+    let mut msg = vec![0x92, 0xa1, b't', 0xc6];
+    msg.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    msg.extend_from_slice(&body);
+    let (r, _, _) = decode_measured(&msg, limits);
+    assert!(
+        matches!(r, Err(DecodeError::DecodedTooLarge { .. })),
+        "{r:?}"
+    );
+    // With the default limits both decode.
+    assert!(
+        matches!(decode(&msg), Ok(Some(ClientMessage::Events(b))) if b.events.len() == 1 << 20)
+    );
+}
+
+#[test]
+fn trickling_a_message_byte_by_byte_costs_linear_time() {
+    // 200,000 tiny values sent one byte per read: a decoder that re-walked the message on every
+    // read would do ~2·10^10 steps (minutes); the resumable walk does 2·10^5.
+    let n: u32 = 200_000;
+    let mut msg = vec![0x93, 0xa1, b't', 0x01, 0x81, 0xa1, b'k', 0xdd];
+    msg.extend_from_slice(&n.to_be_bytes());
+    msg.resize(msg.len() + n as usize, 0xc0);
+    let start = std::time::Instant::now();
+    let mut dec = ServerDecoder::default();
+    let mut buf = BytesMut::new();
+    let mut got = None;
+    for b in &msg {
+        buf.extend_from_slice(&[*b]);
+        if let Some(m) = dec.decode(&mut buf).expect("valid") {
+            got = Some(m);
+        }
+    }
+    assert!(matches!(got, Some(ClientMessage::Events(_))));
+    let took = start.elapsed();
+    assert!(took < std::time::Duration::from_secs(20), "took {took:?}");
+}

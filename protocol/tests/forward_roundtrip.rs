@@ -211,7 +211,8 @@ proptest! {
         data in proptest::collection::vec(any::<u8>(), 0..400),
         cuts in proptest::collection::vec(any::<usize>(), 0..4),
     ) {
-        let limits = DecodeLimits { max_message_bytes: 1 << 16, max_decompressed_bytes: 1 << 16, max_depth: 16 };
+        let limits = DecodeLimits { max_message_bytes: 1 << 16, max_decompressed_bytes: 1 << 16,
+            max_decoded_bytes: 1 << 20, max_depth: 16 };
         let mut dec = ServerDecoder::new(limits);
         let mut buf = BytesMut::new();
         let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();

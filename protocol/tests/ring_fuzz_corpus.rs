@@ -13,7 +13,11 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| {
             let path = entry.expect("corpus entry").path();
-            let name = path.file_name().expect("file name").to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned();
             let bytes = std::fs::read(&path).expect("readable corpus file");
             (name, bytes)
         })
@@ -25,7 +29,11 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
 #[test]
 fn every_seed_is_consumed_without_panic() {
     let files = corpus();
-    assert!(files.len() >= 10, "seed corpus missing ({} files)", files.len());
+    assert!(
+        files.len() >= 10,
+        "seed corpus missing ({} files)",
+        files.len()
+    );
     for (name, data) in &files {
         // A panic here names the file through the test output's backtrace; print it first.
         eprintln!("replaying {name}");
@@ -44,9 +52,18 @@ fn seeds_with_known_outcomes() {
     // come out (the stuck timeout is zero in the harness).
     assert_eq!(run("patch-none").unwrap(), 5);
     assert_eq!(run("raw-valid-header").unwrap(), 0);
-    assert!(matches!(run("raw-bad-version"), Err(RingError::BadHeader { .. })));
-    assert!(matches!(run("patch-len-too-big"), Err(RingError::Inconsistent { .. })));
-    assert!(matches!(run("header-head-far-ahead"), Err(RingError::Inconsistent { .. })));
+    assert!(matches!(
+        run("raw-bad-version"),
+        Err(RingError::BadHeader { .. })
+    ));
+    assert!(matches!(
+        run("patch-len-too-big"),
+        Err(RingError::Inconsistent { .. })
+    ));
+    assert!(matches!(
+        run("header-head-far-ahead"),
+        Err(RingError::Inconsistent { .. })
+    ));
     // An orphan continuation at the consumer's position is freed, and the rest delivered.
     assert_eq!(run("patch-orphan-cont").unwrap(), 4);
 }

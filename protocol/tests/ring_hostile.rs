@@ -23,7 +23,9 @@ fn valid_ring_bytes(records: u32) -> Vec<u8> {
     let fd = create_ring_memfd(MIN_RING_SIZE, 5).expect("ring");
     let producer = Producer::map(fd.as_fd()).expect("mapped ring");
     for i in 0..records {
-        producer.try_push(&meta_for(0, i), &[i as u8; 30]).expect("room");
+        producer
+            .try_push(&meta_for(0, i), &[i as u8; 30])
+            .expect("room");
     }
     let mut bytes = vec![0u8; HEADER_BYTES + MIN_RING_SIZE];
     // SAFETY: reads into a live buffer of exactly that length.
@@ -36,10 +38,16 @@ fn valid_ring_bytes(records: u32) -> Vec<u8> {
 fn memfd_with(bytes: &[u8], seals: i32) -> OwnedFd {
     // SAFETY: plain syscalls on an fd we create and own.
     unsafe {
-        let raw = libc::memfd_create(c"hostile".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING);
+        let raw = libc::memfd_create(
+            c"hostile".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        );
         assert!(raw >= 0);
         let fd = OwnedFd::from_raw_fd(raw);
-        assert_eq!(libc::pwrite(raw, bytes.as_ptr().cast(), bytes.len(), 0) as usize, bytes.len());
+        assert_eq!(
+            libc::pwrite(raw, bytes.as_ptr().cast(), bytes.len(), 0) as usize,
+            bytes.len()
+        );
         if seals != 0 {
             assert_eq!(libc::fcntl(raw, libc::F_ADD_SEALS, seals), 0);
         }
@@ -54,8 +62,14 @@ fn unsealed_or_half_sealed_memfd_is_refused() {
     let bytes = valid_ring_bytes(1);
     let open = |seals| Consumer::open(memfd_with(&bytes, seals), ConsumerOptions::default());
     assert!(matches!(open(0), Err(RingError::NotSealed { .. })));
-    assert!(matches!(open(libc::F_SEAL_SHRINK), Err(RingError::NotSealed { .. })));
-    assert!(matches!(open(libc::F_SEAL_GROW), Err(RingError::NotSealed { .. })));
+    assert!(matches!(
+        open(libc::F_SEAL_SHRINK),
+        Err(RingError::NotSealed { .. })
+    ));
+    assert!(matches!(
+        open(libc::F_SEAL_GROW),
+        Err(RingError::NotSealed { .. })
+    ));
     let mut consumer = open(SEALS).expect("sealed copy of a valid ring opens");
     let mut payload = Vec::new();
     assert_eq!(consumer.next(&mut payload).unwrap(), Some(meta_for(0, 0)));
@@ -69,16 +83,28 @@ fn wrong_size_or_header_is_refused() {
     let mut longer = bytes.clone();
     longer.extend_from_slice(&[0; 4096]);
     assert!(matches!(open(&longer), Err(RingError::BadSize { .. })));
-    assert!(matches!(open(&bytes[..bytes.len() - 128]), Err(RingError::BadSize { .. })));
-    assert!(matches!(open(&bytes[..100]), Err(RingError::BadSize { .. })));
+    assert!(matches!(
+        open(&bytes[..bytes.len() - 128]),
+        Err(RingError::BadSize { .. })
+    ));
+    assert!(matches!(
+        open(&bytes[..100]),
+        Err(RingError::BadSize { .. })
+    ));
     for (off, value) in [(0usize, b'X'), (4, 9), (8, 1), (12, 0xFF), (16, 3)] {
         let mut b = bytes.clone();
         b[off] = value;
-        assert!(matches!(open(&b), Err(RingError::BadHeader { .. })), "byte {off}");
+        assert!(
+            matches!(open(&b), Err(RingError::BadHeader { .. })),
+            "byte {off}"
+        );
     }
     let mut b = bytes.clone();
     b[layout::OFF_TAIL + 7] = 0xFF;
-    assert!(matches!(open(&b), Err(RingError::BadHeader { .. })), "tail out of range");
+    assert!(
+        matches!(open(&b), Err(RingError::BadHeader { .. })),
+        "tail out of range"
+    );
     // Not a memfd at all.
     let mut fds = [0; 2];
     // SAFETY: creates a pipe we own.
@@ -102,15 +128,29 @@ fn first_next(corrupt: impl FnOnce(&mut Vec<u8>)) -> Result<Option<u32>, RingErr
 fn corrupted_stamps_lengths_and_head_are_inconsistent() {
     let slot0 = HEADER_BYTES;
     let slot1 = HEADER_BYTES + layout::SLOT_BYTES;
-    let put = |b: &mut Vec<u8>, off: usize, v: u64| b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+    let put =
+        |b: &mut Vec<u8>, off: usize, v: u64| b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
     assert_eq!(first_next(|_| {}).unwrap(), Some(0));
-    let inconsistent = |r: Result<Option<u32>, RingError>| matches!(r, Err(RingError::Inconsistent { .. }));
+    let inconsistent =
+        |r: Result<Option<u32>, RingError>| matches!(r, Err(RingError::Inconsistent { .. }));
     // A stamp from another round, or with an invalid state.
-    assert!(inconsistent(first_next(|b| put(b, slot0, layout::first(512)))));
+    assert!(inconsistent(first_next(|b| put(
+        b,
+        slot0,
+        layout::first(512)
+    ))));
     assert!(inconsistent(first_next(|b| put(b, slot0, 3))));
     // A length beyond the largest record, or needing slots nobody reserved.
-    assert!(inconsistent(first_next(|b| put(b, slot0 + STAMP_BYTES, 0xFFFF_FFFF))));
-    assert!(inconsistent(first_next(|b| put(b, slot0 + STAMP_BYTES, 500))));
+    assert!(inconsistent(first_next(|b| put(
+        b,
+        slot0 + STAMP_BYTES,
+        0xFFFF_FFFF
+    ))));
+    assert!(inconsistent(first_next(|b| put(
+        b,
+        slot0 + STAMP_BYTES,
+        500
+    ))));
     // Head more than a ring ahead of the consumer.
     assert!(inconsistent(first_next(|b| {
         put(b, slot0, layout::free(0));
@@ -169,7 +209,10 @@ fn consumer_survives_concurrent_scribbling() {
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     scribbler.join().unwrap();
-    assert!(records + errors > 0, "the consumer made progress or reported the damage");
+    assert!(
+        records + errors > 0,
+        "the consumer made progress or reported the damage"
+    );
 }
 
 proptest! {

@@ -141,8 +141,15 @@ fn records_of_a_producer_killed_mid_stream_are_all_drained() {
         seen += 1;
     });
     // Half a ring of backlog holds dozens of records (they average several slots).
-    assert!(seen - before >= 20, "backlog drained after the death: {} records", seen - before);
+    assert!(
+        seen - before >= 20,
+        "backlog drained after the death: {} records",
+        seen - before
+    );
     assert_eq!(producer.backlog_slots(), 0, "nothing left behind");
     let abandoned = consumer.counters().abandoned_slots;
-    assert!(abandoned <= 40, "at most one record's slots abandoned, got {abandoned}");
+    assert!(
+        abandoned <= 40,
+        "at most one record's slots abandoned, got {abandoned}"
+    );
 }

@@ -6,9 +6,9 @@
 mod ring_support;
 
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use logtap_protocol::ring::{
@@ -21,13 +21,18 @@ static PRODUCER: OnceLock<Producer> = OnceLock::new();
 static HANDLER_NEXT: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn on_signal(_: libc::c_int) {
-    let Some(producer) = PRODUCER.get() else { return };
+    let Some(producer) = PRODUCER.get() else {
+        return;
+    };
     let counter = HANDLER_NEXT.load(Ordering::Relaxed);
     let mut buf = [0u8; MAX_TEST_PAYLOAD];
     let len = len_for(1, counter, producer.max_payload());
     fill_payload(&mut buf, 1, counter, len);
     // Full: the record is retried by the next signal, so the stream stays gap-free.
-    if producer.try_push(&meta_for(1, counter), &buf[..len]).is_ok() {
+    if producer
+        .try_push(&meta_for(1, counter), &buf[..len])
+        .is_ok()
+    {
         HANDLER_NEXT.store(counter + 1, Ordering::Relaxed);
     }
 }
@@ -48,56 +53,73 @@ fn signal_handler_pushes_in_the_middle_of_a_push_on_the_same_thread() {
         libc::sigemptyset(&mut sa.sa_mask);
         assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
     }
-    const MAIN_COUNT: u32 = 20_000;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let writer = std::thread::spawn(move || {
-        // SAFETY: pthread_self has no preconditions.
-        tx.send(unsafe { libc::pthread_self() }).unwrap();
-        let mut buf = [0u8; MAX_TEST_PAYLOAD];
-        for counter in 0..MAIN_COUNT {
-            let len = len_for(0, counter, max);
-            fill_payload(&mut buf, 0, counter, len);
-            while let Err(e) = producer.try_push(&meta_for(0, counter), &buf[..len]) {
-                assert_eq!(e, PushError::Full);
-                check_deadline(deadline, "main stream push");
-                std::thread::yield_now();
-            }
-        }
-    });
-    let target = rx.recv().unwrap();
+    // The writer keeps pushing until the handler has pushed enough records, then stops the
+    // signaler and waits for it: no signal may target a thread that has exited.
+    const MIN_MAIN: u32 = 5_000;
+    const MIN_HANDLED: u32 = 300;
     let stop = Arc::new(AtomicBool::new(false));
-    let signaler = {
-        let stop = Arc::clone(&stop);
+    let signaler_done = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = {
+        let (stop, signaler_done) = (Arc::clone(&stop), Arc::clone(&signaler_done));
         std::thread::spawn(move || {
-            let mut sent = 0u32;
-            while !stop.load(Ordering::Relaxed) {
-                // SAFETY: the writer thread is alive until `stop` is set (after its join).
-                unsafe { libc::pthread_kill(target, libc::SIGUSR1) };
-                sent += 1;
-                std::thread::sleep(Duration::from_micros(20));
+            // SAFETY: pthread_self has no preconditions.
+            tx.send(unsafe { libc::pthread_self() }).unwrap();
+            let mut buf = [0u8; MAX_TEST_PAYLOAD];
+            let mut counter = 0;
+            while counter < MIN_MAIN || HANDLER_NEXT.load(Ordering::Relaxed) < MIN_HANDLED {
+                let len = len_for(0, counter, max);
+                fill_payload(&mut buf, 0, counter, len);
+                while let Err(e) = producer.try_push(&meta_for(0, counter), &buf[..len]) {
+                    assert_eq!(e, PushError::Full);
+                    check_deadline(deadline, "main stream push");
+                    std::thread::yield_now();
+                }
+                counter += 1;
+                check_deadline(deadline, "handler records");
             }
-            sent
+            stop.store(true, Ordering::SeqCst);
+            while !signaler_done.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            counter
         })
     };
+    let target = rx.recv().unwrap();
+    let signaler = std::thread::spawn(move || {
+        let mut sent = 0u32;
+        while !stop.load(Ordering::SeqCst) {
+            // SAFETY: the writer thread waits for `signaler_done` before it exits.
+            unsafe { libc::pthread_kill(target, libc::SIGUSR1) };
+            sent += 1;
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        signaler_done.store(true, Ordering::SeqCst);
+        sent
+    });
     let mut order = OrderCheck::new(2);
     let mut payload = Vec::new();
     let record = |meta: &RecordMeta, payload: &[u8], order: &mut OrderCheck| {
         let (id, counter) = check_payload(meta, payload, max);
         order.see(id, counter);
     };
-    while order.counts()[0] < MAIN_COUNT {
+    while !writer.is_finished() {
         check_deadline(deadline, "consumer");
         match consumer.next(&mut payload).unwrap() {
             Some(meta) => record(&meta, &payload, &mut order),
             None => std::thread::yield_now(),
         }
     }
-    writer.join().unwrap();
-    stop.store(true, Ordering::Relaxed);
+    let main_count = writer.join().unwrap();
     let sent = signaler.join().unwrap();
-    drain(&mut consumer, 3, deadline, |meta, p| record(meta, p, &mut order));
+    drain(&mut consumer, 3, deadline, |meta, p| {
+        record(meta, p, &mut order)
+    });
     let handled = HANDLER_NEXT.load(Ordering::Relaxed);
-    assert_eq!(order.counts(), &[MAIN_COUNT, handled]);
-    assert!(handled > 50, "the handler pushed {handled} records out of {sent} signals");
+    assert_eq!(order.counts(), &[main_count, handled]);
+    assert!(
+        handled >= MIN_HANDLED,
+        "{handled} records from {sent} signals"
+    );
     assert_eq!(consumer.counters().abandoned_slots, 0);
 }

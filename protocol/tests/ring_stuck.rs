@@ -6,6 +6,7 @@
 mod ring_support;
 
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,9 @@ fn push(producer: &Producer, counter: u32) {
     let mut buf = [0u8; MAX_TEST_PAYLOAD];
     let len = len_for(3, counter, producer.max_payload());
     fill_payload(&mut buf, 3, counter, len);
-    producer.try_push(&meta_for(3, counter), &buf[..len]).expect("room in the ring");
+    producer
+        .try_push(&meta_for(3, counter), &buf[..len])
+        .expect("room in the ring");
 }
 
 fn next_counter(consumer: &mut Consumer, max: usize) -> Option<u32> {
@@ -50,13 +53,19 @@ fn stuck_reservation_is_skipped_after_the_timeout_and_later_records_delivered() 
     assert_eq!(next_counter(&mut consumer, max), None);
     assert_eq!(consumer.counters().abandoned_slots, 0);
     std::thread::sleep(Duration::from_millis(STUCK_MS));
-    assert!(!consumer.prepare_sleep(), "the timeout has passed: work to do");
+    assert!(
+        !consumer.prepare_sleep(),
+        "the timeout has passed: work to do"
+    );
     for counter in 1..=20 {
         assert_eq!(next_counter(&mut consumer, max), Some(counter));
     }
     assert!(started.elapsed() >= Duration::from_millis(STUCK_MS));
     assert_eq!(next_counter(&mut consumer, max), None);
-    assert_eq!(consumer.counters().abandoned_slots, slots_for(stuck_len) as u64);
+    assert_eq!(
+        consumer.counters().abandoned_slots,
+        slots_for(stuck_len) as u64
+    );
     // The writer comes back: its commit fails, and touches nothing.
     let payload = vec![0xAA; stuck_len];
     assert_eq!(
@@ -87,7 +96,9 @@ fn reservations_made_after_the_stuck_one_get_their_own_full_timeout() {
     assert_eq!(consumer.counters().abandoned_slots, 1);
     let mut full = vec![0u8; len];
     fill_payload(&mut full, 3, 7, len);
-    producer.commit_for_test(slow, &meta_for(3, 7), &full).unwrap();
+    producer
+        .commit_for_test(slow, &meta_for(3, 7), &full)
+        .unwrap();
     assert_eq!(next_counter(&mut consumer, max), Some(7));
 }
 
@@ -103,7 +114,8 @@ fn orphan_continuations_of_a_skipped_record_are_freed() {
     let pos = producer.reserve_for_test(len).unwrap();
     // The writer committed its continuations, then died before the first slot.
     for j in 1..k {
-        raw.stamp(pos + j).store(layout::cont(pos + j), Ordering::SeqCst);
+        raw.stamp(pos + j)
+            .store(layout::cont(pos + j), Ordering::SeqCst);
     }
     push(&producer, 0);
     assert_eq!(next_counter(&mut consumer, max), None);
@@ -133,7 +145,9 @@ fn late_writer_after_skip_does_not_overwrite_the_slots_new_owner() {
     // Once around the ring with one-slot records, so that the stuck one's slot is reused.
     let slots = producer.slot_count();
     for i in 1..slots {
-        producer.try_push(&meta_for(3, i as u32), &[i as u8; 20]).unwrap();
+        producer
+            .try_push(&meta_for(3, i as u32), &[i as u8; 20])
+            .unwrap();
         assert_eq!(consumer.next(&mut payload).unwrap().unwrap().seq, i as u32);
     }
     let fresh = producer.reserve_for_test(20).unwrap();
@@ -143,8 +157,127 @@ fn late_writer_after_skip_does_not_overwrite_the_slots_new_owner() {
         producer.commit_for_test(stuck, &meta_for(3, 99), &[0xEE; 50]),
         Err(PushError::Abandoned)
     );
-    producer.commit_for_test(fresh, &meta_for(3, 5), &[0x11; 20]).unwrap();
+    producer
+        .commit_for_test(fresh, &meta_for(3, 5), &[0x11; 20])
+        .unwrap();
     let meta = consumer.next(&mut payload).unwrap().unwrap();
     assert_eq!(meta, meta_for(3, 5));
     assert_eq!(payload, [0x11; 20]);
+}
+
+#[test]
+fn consumer_killed_between_freeing_slots_and_storing_tail_is_recovered() {
+    let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
+    let raw = RawRing::map(fd.as_fd());
+    let producer = Producer::map(fd.as_fd()).unwrap();
+    let spare = fd.try_clone().unwrap();
+    let mut consumer = Consumer::open(fd, opts(STUCK_MS)).unwrap();
+    let mut payload = Vec::new();
+    producer.try_push(&meta_for(3, 0), &[7; 300]).unwrap(); // 3 slots: positions 0..3
+    producer.try_push(&meta_for(3, 1), &[8; 20]).unwrap();
+    assert_eq!(consumer.next(&mut payload).unwrap().unwrap().seq, 0);
+    drop(consumer);
+    // Rewind to the moment the old agent died: slots 0 and 1 freed, slot 2 not yet, and
+    // `tail` still 0.
+    raw.word(layout::OFF_TAIL).store(0, Ordering::SeqCst);
+    raw.stamp(2).store(layout::cont(2), Ordering::SeqCst);
+    let mut consumer = Consumer::open(spare, opts(STUCK_MS)).unwrap();
+    let meta = consumer
+        .next(&mut payload)
+        .unwrap()
+        .expect("the next record");
+    assert_eq!((meta.seq, payload.as_slice()), (1, &[8u8; 20][..]));
+    assert!(consumer.next(&mut payload).unwrap().is_none());
+    assert_eq!(raw.tail(), raw.head());
+}
+
+/// What one writer thread of the concurrent test ends with.
+struct WriterReport {
+    /// Counters whose push returned `Ok`, in order.
+    committed: Vec<u32>,
+    /// Slots of the records whose commit came back `Abandoned`.
+    abandoned_slots: u64,
+}
+
+/// Writer `id` of the concurrent test: every 37th record reserves, sleeps past the stuck timeout
+/// (most of the time), then tries to commit, as a writer descheduled mid-push would.
+fn stalling_writer(producer: &Producer, id: u32, count: u32, deadline: Instant) -> WriterReport {
+    let mut report = WriterReport {
+        committed: Vec::new(),
+        abandoned_slots: 0,
+    };
+    let mut buf = [0u8; MAX_TEST_PAYLOAD];
+    for counter in 0..count {
+        let len = len_for(id, counter, producer.max_payload());
+        fill_payload(&mut buf, id, counter, len);
+        let meta = meta_for(id, counter);
+        let result = loop {
+            check_deadline(deadline, "stalling writer");
+            let attempt = if counter % 37 == 5 {
+                producer.reserve_for_test(len).map(|pos| {
+                    std::thread::sleep(Duration::from_micros(u64::from(counter % 4) * 1_500));
+                    producer.commit_for_test(pos, &meta, &buf[..len])
+                })
+            } else {
+                Ok(producer.try_push(&meta, &buf[..len]))
+            };
+            match attempt {
+                Err(PushError::Full) | Ok(Err(PushError::Full)) => std::thread::yield_now(),
+                Err(e) => break Err(e),
+                Ok(r) => break r,
+            }
+        };
+        match result {
+            Ok(()) => report.committed.push(counter),
+            Err(PushError::Abandoned) => report.abandoned_slots += slots_for(len) as u64,
+            Err(e) => panic!("writer {id}, record {counter}: {e}"),
+        }
+    }
+    report
+}
+
+#[test]
+fn concurrent_writers_with_stalls_lose_only_what_was_abandoned() {
+    const WRITERS: u32 = 4;
+    const COUNT: u32 = 1_500;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
+    let producer = Arc::new(Producer::map(fd.as_fd()).unwrap());
+    let max = producer.max_payload();
+    // 2 ms: writers stalled for 0, 1.5, 3 or 4.5 ms are sometimes skipped, sometimes not.
+    let mut consumer = Consumer::open(fd, opts(2)).unwrap();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|id| {
+            let producer = Arc::clone(&producer);
+            std::thread::spawn(move || stalling_writer(&producer, id, COUNT, deadline))
+        })
+        .collect();
+    let mut delivered: Vec<Vec<u32>> = vec![Vec::new(); WRITERS as usize];
+    let mut payload = Vec::new();
+    while !writers.iter().all(|w| w.is_finished()) {
+        check_deadline(deadline, "consumer");
+        match consumer.next(&mut payload).unwrap() {
+            Some(meta) => {
+                let (id, counter) = check_payload(&meta, &payload, max);
+                delivered[id as usize].push(counter);
+            }
+            None => std::thread::yield_now(),
+        }
+    }
+    drain(&mut consumer, 20, deadline, |meta, p| {
+        let (id, counter) = check_payload(meta, p, max);
+        delivered[id as usize].push(counter);
+    });
+    let mut abandoned = 0;
+    for (id, w) in writers.into_iter().enumerate() {
+        let report = w.join().unwrap();
+        assert_eq!(
+            delivered[id], report.committed,
+            "writer {id}: exactly the committed records"
+        );
+        abandoned += report.abandoned_slots;
+    }
+    assert!(abandoned > 0, "some stalls outlived the timeout");
+    assert_eq!(consumer.counters().abandoned_slots, abandoned);
+    assert_eq!(producer.backlog_slots(), 0);
 }

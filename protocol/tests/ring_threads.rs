@@ -110,10 +110,18 @@ fn wrap_around_with_records_of_every_size() {
             counter += 1;
         }
         for (c, len) in pushed {
-            let meta = consumer.next(&mut payload).unwrap().expect("a committed record");
+            let meta = consumer
+                .next(&mut payload)
+                .unwrap()
+                .expect("a committed record");
             assert_eq!(meta, meta_for(9, c));
             assert_eq!(payload.len(), len);
-            assert!(payload.iter().enumerate().all(|(i, b)| *b == (i as u32 ^ c) as u8));
+            assert!(
+                payload
+                    .iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == (i as u32 ^ c) as u8)
+            );
         }
         assert!(consumer.next(&mut payload).unwrap().is_none());
     }
@@ -164,9 +172,14 @@ fn full_ring_counts_drops_and_delivered_plus_dropped_equals_produced() {
             delivered.push(check_payload(&meta, &payload, max).1);
         }
     }
-    drain(&mut consumer, 2, Instant::now() + Duration::from_secs(10), |meta, p| {
-        delivered.push(check_payload(meta, p, max).1);
-    });
+    drain(
+        &mut consumer,
+        2,
+        Instant::now() + Duration::from_secs(10),
+        |meta, p| {
+            delivered.push(check_payload(meta, p, max).1);
+        },
+    );
     assert!(dropped > 0, "the ring never filled up");
     assert_eq!(delivered.len() as u64 + dropped, u64::from(produced));
     assert!(delivered.windows(2).all(|w| w[0] < w[1]), "order kept");
@@ -227,7 +240,6 @@ fn sleeping_consumer_is_woken_once_and_never_misses_a_wake_up() {
     // SAFETY: plain syscall creating an fd we own.
     let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     assert!(efd >= 0);
-    producer.set_wake_fd(efd);
     let mut consumer = Consumer::open(fd, ConsumerOptions::default()).unwrap();
     let read_efd = || {
         let mut v = 0u64;
@@ -236,14 +248,33 @@ fn sleeping_consumer_is_woken_once_and_never_misses_a_wake_up() {
         if n == 8 { v } else { 0 }
     };
 
+    // A wake-up whose write fails (EBADF) must not leak its errno into the app.
+    producer.set_wake_fd(1_000_000);
+    assert!(consumer.prepare_sleep());
+    // SAFETY: errno is thread-local.
+    unsafe { *libc::__errno_location() = libc::EINTR };
+    producer.try_push(&meta_for(0, 0), b"failed wake").unwrap();
+    // SAFETY: as above.
+    let errno = unsafe { *libc::__errno_location() };
+    assert_eq!(
+        errno,
+        libc::EINTR,
+        "errno preserved across a failed wake write"
+    );
+    drain(&mut consumer, 1, deadline, |_, _| {});
+    producer.set_wake_fd(efd);
+
     // Idle ring: safe to sleep; one push wakes, a second push (no sleeper) writes nothing.
     assert!(consumer.prepare_sleep());
     // SAFETY: errno is thread-local; we check the push leaves it untouched.
     unsafe { *libc::__errno_location() = libc::EINTR };
     producer.try_push(&meta_for(0, 0), b"wake me up").unwrap();
     // SAFETY: as above.
-    assert_eq!(unsafe { *libc::__errno_location() }, libc::EINTR, "errno preserved");
-    producer.try_push(&meta_for(0, 1), b"no second wake").unwrap();
+    let errno = unsafe { *libc::__errno_location() };
+    assert_eq!(errno, libc::EINTR, "errno preserved");
+    producer
+        .try_push(&meta_for(0, 1), b"no second wake")
+        .unwrap();
     assert_eq!(read_efd(), 1);
     assert!(!consumer.prepare_sleep(), "committed records: do not sleep");
     let mut payload = Vec::new();
@@ -261,7 +292,10 @@ fn sleeping_consumer_is_woken_once_and_never_misses_a_wake_up() {
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                while producer.try_push(&meta_for(1, counter), &counter.to_le_bytes()).is_err() {
+                while producer
+                    .try_push(&meta_for(1, counter), &counter.to_le_bytes())
+                    .is_err()
+                {
                     std::thread::yield_now();
                 }
                 if counter % 7 == 0 {
@@ -279,7 +313,11 @@ fn sleeping_consumer_is_woken_once_and_never_misses_a_wake_up() {
                 next_counter += 1;
             }
             None if consumer.prepare_sleep() => {
-                let mut pfd = libc::pollfd { fd: efd, events: libc::POLLIN, revents: 0 };
+                let mut pfd = libc::pollfd {
+                    fd: efd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
                 // SAFETY: one valid pollfd.
                 let n = unsafe { libc::poll(&mut pfd, 1, 2_000) };
                 if n == 0 {

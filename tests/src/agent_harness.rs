@@ -1,1 +1,306 @@
-//! Runs the real `logtap` binary (being written).
+//! Runs the real `logtap` binary and talks to it.
+//!
+//! - [`Agent`] — `logtap agent` as a child process on a socket in a temporary directory; its
+//!   stdout (JSON records) is collected by a thread; [`Agent::terminate`] sends SIGTERM and
+//!   waits for the exit status.
+//! - [`run`] — `logtap run [ARGS] -- CMD…`, with its exit code and JSON records.
+//! - [`TapClient`] — a tapped process in miniature, speaking Contract 2 with `protocol::tap`
+//!   and `protocol::ring`: HELLO (optionally with a real ring memfd and eventfd via
+//!   `SCM_RIGHTS`), DATA, LOSS and FILE frames, and ring records. Tests use it where the
+//!   exact bytes, times and pids must be controlled (and to test the agent without the .so).
+//! - [`fake_fluentd`] — a minimal Forward server (acks, handshake, hang-ups) for the forward output.
+
+pub mod fake_fluentd;
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use logtap_protocol::ring::{Producer, RecordMeta, create_ring_memfd};
+use logtap_protocol::tap::{self, Header, HelloFields, Kind, Stream};
+use serde_json::Value;
+
+use crate::artifacts::{self, TempDir};
+
+/// Records (stdout JSON objects) and other stdout lines of a `logtap` process.
+#[derive(Default, Debug)]
+pub struct Output {
+    /// Lines that parsed as a JSON object with `"source"` — logtap's records.
+    pub records: Vec<Value>,
+    /// Every other stdout line (e.g. the tapped program's own output in `logtap run`).
+    pub other: Vec<String>,
+}
+
+fn collect(stdout: impl std::io::Read + Send + 'static) -> (Arc<Mutex<Output>>, std::thread::JoinHandle<()>) {
+    let out = Arc::new(Mutex::new(Output::default()));
+    let sink = Arc::clone(&out);
+    let thread = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).split(b'\n') {
+            let Ok(line) = line else { break };
+            let text = String::from_utf8_lossy(&line).into_owned();
+            let mut o = sink.lock().unwrap();
+            match serde_json::from_str::<Value>(&text) {
+                Ok(v) if v.get("source").is_some() => o.records.push(v),
+                _ => o.other.push(text),
+            }
+        }
+    });
+    (out, thread)
+}
+
+/// A running `logtap agent`.
+pub struct Agent {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub dir: TempDir,
+    out: Arc<Mutex<Output>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Starts `logtap agent --socket <tmp>/tap.sock --http-listen off` plus `args`, and waits
+    /// until the socket exists.
+    pub fn start(name: &str, args: &[&str]) -> Agent {
+        let dir = TempDir::new(name);
+        let socket = dir.path().join("tap.sock");
+        let mut cmd = Command::new(artifacts::logtap_bin());
+        cmd.arg("agent").arg("--socket").arg(&socket);
+        if !args.contains(&"--http-listen") {
+            cmd.args(["--http-listen", "off"]);
+        }
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("start logtap agent");
+        let (out, reader) = collect(child.stdout.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("logtap agent exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "logtap agent did not create its socket");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Agent { child, socket, dir, out, reader: Some(reader) }
+    }
+
+    /// Records received so far.
+    pub fn records(&self) -> Vec<Value> {
+        self.out.lock().unwrap().records.clone()
+    }
+
+    /// Waits until at least `n` records arrived (panics after `limit`).
+    pub fn wait_records(&self, n: usize, limit: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = self.records();
+            if r.len() >= n {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "only {} of {n} records after {limit:?}", r.len());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM, waits (bounded) for the exit; returns the status and every record.
+    pub fn terminate(mut self) -> (ExitStatus, Vec<Value>) {
+        // SAFETY: kill has no memory effects; the pid is our live child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = wait_bounded(&mut self.child, Duration::from_secs(20));
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        let records = self.out.lock().unwrap().records.clone();
+        (status, records)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `logtap run <args> -- <command>`: returns the exit status and stdout.
+pub fn run(args: &[&str], command: &[&str], env: &[(&str, &str)]) -> (ExitStatus, Output) {
+    let mut cmd = Command::new(artifacts::logtap_bin());
+    cmd.arg("run").args(args).arg("--").args(command);
+    cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("start logtap run");
+    let (out, reader) = collect(child.stdout.take().unwrap());
+    let status = wait_bounded(&mut child, Duration::from_secs(60));
+    reader.join().unwrap();
+    let out = std::mem::take(&mut *out.lock().unwrap());
+    (status, out)
+}
+
+fn check(ret: libc::c_int, what: &str) -> libc::c_int {
+    assert!(ret >= 0, "{what}: {}", std::io::Error::last_os_error());
+    ret
+}
+
+/// A fake tapped process speaking Contract 2 to the agent.
+pub struct TapClient {
+    sock: OwnedFd,
+    pub pid: u32,
+    seq: u32,
+    ring: Option<(Producer, OwnedFd)>,
+}
+
+impl TapClient {
+    /// Connects to the agent's socket.
+    pub fn connect(socket: &Path, pid: u32) -> TapClient {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = check(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) }, "socket");
+        // SAFETY: fd is new and ours.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: zeroed sockaddr_un is valid.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in addr.sun_path.iter_mut().zip(socket.as_os_str().as_bytes()) {
+            *d = *s as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        // SAFETY: addr is a valid sockaddr_un of `len` bytes.
+        check(unsafe { libc::connect(sock.as_raw_fd(), (&raw const addr).cast(), len) }, "connect");
+        TapClient { sock, pid, seq: 0, ring: None }
+    }
+
+    fn send(&mut self, header: Header, payload: &[u8], fds: &[RawFd]) {
+        let head = header.encode();
+        let mut iov = [
+            libc::iovec { iov_base: head.as_ptr() as *mut _, iov_len: head.len() },
+            libc::iovec { iov_base: payload.as_ptr() as *mut _, iov_len: payload.len() },
+        ];
+        let mut control = [0u64; 8];
+        // SAFETY: zeroed msghdr is valid.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = 2;
+        if !fds.is_empty() {
+            let bytes = std::mem::size_of_val(fds);
+            msg.msg_control = control.as_mut_ptr().cast();
+            // SAFETY: size computations only.
+            msg.msg_controllen = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
+            // SAFETY: control is large enough for CMSG_SPACE(bytes) (<= 64 bytes for <= 8 fds).
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(&msg);
+                (*c).cmsg_level = libc::SOL_SOCKET;
+                (*c).cmsg_type = libc::SCM_RIGHTS;
+                (*c).cmsg_len = libc::CMSG_LEN(bytes as u32) as usize;
+                std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), bytes);
+            }
+        }
+        // SAFETY: msg points at live buffers for the duration of the call.
+        check(unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) } as i32, "sendmsg");
+    }
+
+    fn header(&mut self, kind: Kind, stream: Option<Stream>, flags: u16, time_ns: u64, file_index: u32, len: usize) -> Header {
+        self.seq = self.seq.wrapping_add(1);
+        Header { kind, stream, flags, pid: self.pid, seq: self.seq, time_ns, file_index, payload_len: len as u32 }
+    }
+
+    /// Sends HELLO; with `ring_bytes`, creates a sealed ring and passes it with an eventfd.
+    pub fn hello(&mut self, comm: &str, ring_bytes: Option<usize>, files: &[&str]) {
+        self.hello_meta(comm, ring_bytes, files, &[]);
+    }
+
+    /// [`TapClient::hello`] with HELLO `meta` pairs (e.g. `POD_NAME`).
+    pub fn hello_meta(&mut self, comm: &str, ring_bytes: Option<usize>, files: &[&str], meta: &[(&str, &str)]) {
+        let mut payload = vec![0u8; tap::MAX_CONTROL_PAYLOAD];
+        let fields = HelloFields {
+            pid: self.pid,
+            ppid: 1,
+            comm: comm.as_bytes(),
+            exe: b"/usr/bin/test",
+            hostname: b"test-host",
+            container_id: b"",
+            version: b"test",
+            ring: ring_bytes.is_some(),
+        };
+        let files: Vec<&[u8]> = files.iter().map(|f| f.as_bytes()).collect();
+        let meta: Vec<(&[u8], &[u8])> = meta.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+        let n = tap::encode_hello(&mut payload, &fields, files, meta).unwrap();
+        let h = self.header(Kind::Hello, None, 0, 0, 0, n);
+        match ring_bytes {
+            None => self.send(h, &payload[..n], &[]),
+            Some(bytes) => {
+                let memfd = create_ring_memfd(bytes, self.pid).unwrap();
+                let producer = Producer::map(std::os::fd::AsFd::as_fd(&memfd)).unwrap();
+                // SAFETY: plain syscall; the result is checked.
+                let ev = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) }, "eventfd");
+                // SAFETY: ev is new and ours.
+                let ev = unsafe { OwnedFd::from_raw_fd(ev) };
+                producer.set_wake_fd(ev.as_raw_fd());
+                self.send(h, &payload[..n], &[memfd.as_raw_fd(), ev.as_raw_fd()]);
+                self.ring = Some((producer, ev));
+            }
+        }
+    }
+
+    /// Sends the bytes of one write as a DATA frame.
+    pub fn data(&mut self, stream: Stream, time_ns: u64, bytes: &[u8], continued: bool) {
+        let flags = if continued { tap::FLAG_CONTINUED } else { 0 };
+        let h = self.header(Kind::Data, Some(stream), flags, time_ns, 0, bytes.len());
+        self.send(h, bytes, &[]);
+    }
+
+    /// Pushes one write into the ring (panics if there is no ring or it is full).
+    pub fn ring_write(&mut self, stream: Stream, time_ns: u64, bytes: &[u8]) {
+        self.seq = self.seq.wrapping_add(1);
+        let meta = RecordMeta { stream: stream as u8, flags: 0, file_index: 0, pid: self.pid, seq: self.seq, time_ns };
+        let (producer, _) = self.ring.as_ref().expect("hello with a ring first");
+        producer.try_push(&meta, bytes).unwrap();
+    }
+
+    /// Pushes one write into the ring, retrying while it is full (up to `limit`).
+    pub fn ring_write_wait(&mut self, stream: Stream, time_ns: u64, bytes: &[u8], limit: Duration) {
+        self.seq = self.seq.wrapping_add(1);
+        let meta = RecordMeta { stream: stream as u8, flags: 0, file_index: 0, pid: self.pid, seq: self.seq, time_ns };
+        let (producer, _) = self.ring.as_ref().expect("hello with a ring first");
+        let deadline = Instant::now() + limit;
+        while producer.try_push(&meta, bytes).is_err() {
+            assert!(Instant::now() < deadline, "ring stayed full for {limit:?}");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Reports dropped copies.
+    pub fn loss(&mut self, stream: Stream, frames: u64, bytes: u64) {
+        let mut payload = [0u8; 64];
+        let n = tap::encode_loss(&mut payload, frames, bytes).unwrap();
+        let h = self.header(Kind::Loss, Some(stream), 0, 0, 0, n);
+        self.send(h, &payload[..n], &[]);
+    }
+
+    /// Announces a tapped file.
+    pub fn file(&mut self, index: u32, path: &str) {
+        let mut payload = [0u8; 4096];
+        let n = tap::encode_file(&mut payload, index, path.as_bytes()).unwrap();
+        let h = self.header(Kind::File, None, 0, 0, 0, n);
+        self.send(h, &payload[..n], &[]);
+    }
+
+    /// Sends raw bytes as one datagram (for bad-frame tests).
+    pub fn raw(&mut self, datagram: &[u8]) {
+        // SAFETY: the buffer is valid for its length.
+        check(unsafe { libc::send(self.sock.as_raw_fd(), datagram.as_ptr().cast(), datagram.len(), libc::MSG_NOSIGNAL) } as i32, "send");
+    }
+}

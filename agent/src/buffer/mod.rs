@@ -9,6 +9,7 @@
 //! once every output has settled it, so a chunk on disk is exactly a chunk not yet delivered.
 
 pub mod memory;
+pub mod spool;
 
 use crate::record::{Chunk, ChunkId};
 

@@ -1,11 +1,13 @@
 //! Inputs: where records come from.
 //!
 //! - [`tap`] — the tap socket (Contract 2): accepts tapped processes.
+//! - [`forward`] — the Forward protocol TCP input (`--forward-listen`), for relaying.
 //! - [`peer`] — one tapped process: control frames, its ring, its line assemblers.
 //!
 //! Inputs feed the pipeline through a [`crate::pipeline::Ingest`]: encoded entries to be
 //! batched ([`crate::pipeline::Ingest::send`]) or, for inputs that receive whole chunks, a
 //! chunk straight into the buffer ([`crate::pipeline::Ingest::send_chunk`]).
 
+pub mod forward;
 pub mod peer;
 pub mod tap;

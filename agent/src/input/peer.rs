@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{DropReason, METRICS};
 use crate::pipeline::Ingest;
-use crate::pipeline::enrich::{Enricher, Origin, StreamContext};
+use crate::pipeline::enrich::{Enricher, Origin, PodNames, StreamContext};
 use crate::pipeline::lines::LineAssembler;
 use crate::record::Entries;
 use crate::sys;
@@ -136,7 +136,7 @@ pub async fn run(sock: OwnedFd, settings: Arc<PeerSettings>, enricher: Enricher,
 }
 
 async fn serve(peer: &mut Peer, sock: OwnedFd, ingest: &Ingest, stop: &CancellationToken) -> Result<(), PeerError> {
-    let sock = AsyncFd::new(sock)?;
+    let sock = sys::register_readable(sock)?;
     let mut evfd: Option<AsyncFd<File>> = None;
     let mut buf = vec![0u8; tap::MAX_FRAME_LEN + 1];
     loop {
@@ -213,7 +213,7 @@ fn read_frames(
                 let hello = Hello::decode(frame.payload)?;
                 if let Some(fd) = peer.hello(hello, got.fds)? {
                     sys::set_nonblocking(fd.as_fd())?;
-                    *evfd = Some(AsyncFd::new(File::from(fd))?);
+                    *evfd = Some(sys::register_readable(File::from(fd))?);
                 }
             }
             _ if peer.origin.is_none() => return Err(PeerError::NoHello(h.kind)),
@@ -252,7 +252,8 @@ impl Peer {
             hello.hostname.clone()
         };
         tracing::debug!(pid = hello.pid, comm = %hello.comm, ring = hello.ring, "tap peer HELLO");
-        self.origin = Some(Origin { pid: hello.pid, comm: hello.comm, host });
+        let pod = PodNames::from_meta(&hello.meta);
+        self.origin = Some(Origin { pid: hello.pid, comm: hello.comm, host, pod });
         for (i, path) in hello.files.into_iter().enumerate() {
             self.files.entry(i as u32).or_insert(path);
         }

@@ -62,7 +62,7 @@ impl TapInput {
             .map_err(|source| TapInputError::Listen { path: path.to_owned(), source })?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|source| TapInputError::Mode { path: path.to_owned(), mode, source })?;
-        let listener = AsyncFd::new(fd)
+        let listener = sys::register_readable(fd)
             .map_err(|source| TapInputError::Listen { path: path.to_owned(), source })?;
         let stop_accepting = CancellationToken::new();
         let stop_peers = CancellationToken::new();

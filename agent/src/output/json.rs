@@ -114,6 +114,11 @@ fn field(key: &[u8], v: &Value, out: &mut String) {
 }
 
 fn value(v: &Value, out: &mut String, depth: usize) {
+    if depth > MAX_DEPTH {
+        // Decoding already caps nesting; this keeps the printer's recursion bounded too.
+        out.push_str("null");
+        return;
+    }
     match v {
         Value::Nil => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -244,7 +249,7 @@ mod tests {
     fn renders_seed_fields_and_raw_bytes() {
         let meta = Metadata { host: "h".into(), pod_name: Some("p".into()), ..Metadata::default() };
         let e = Enricher::new(meta, TagTemplate::parse("logtap.{stream}").unwrap());
-        let ctx = e.stream_context(&Origin { pid: 9, comm: "sh".into(), host: "h".into() }, "stderr", None);
+        let ctx = e.stream_context(&Origin { pid: 9, comm: "sh".into(), host: "h".into(), ..Origin::default() }, "stderr", None);
         let mut entries = Entries::new(ctx.tag.clone());
         Enricher::encode(&ctx, Line { time_ns: 10_000_000_005, bytes: b"a \"q\"", partial: false }, &mut entries);
         Enricher::encode(&ctx, Line { time_ns: 2, bytes: b"\xff\xfeok", partial: true }, &mut entries);

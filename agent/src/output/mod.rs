@@ -2,6 +2,7 @@
 //!
 //! - [`stdout`] — one JSON object per record on standard output (rendered by [`json`]).
 //! - [`null`] — acknowledges at once (benchmarks, tests).
+//! - [`forward`] — Fluentd Forward protocol with acks, retries and failover.
 //!
 //! # Writing an output
 //! An output is a task that receives [`Delivery`]s on an unbounded channel (memory is bounded by
@@ -12,6 +13,7 @@
 //! grace period is over), it returns at once; unsettled deliveries are then counted as lost
 //! (or stay in the spool). Register it in [`start`] under its [`OutputKind`].
 
+pub mod forward;
 pub mod json;
 pub mod null;
 pub mod stdout;
@@ -91,7 +93,11 @@ pub fn start(config: &Config, buffer: Arc<MemoryBuffer>) -> Result<(Router, Outp
         let task = match kind {
             OutputKind::Stdout => tokio::spawn(stdout::run(rx, ctx)),
             OutputKind::Null => tokio::spawn(null::run(rx, ctx)),
-            OutputKind::Forward => return Err(OutputError::Unavailable("forward")),
+            OutputKind::Forward => {
+                let settings = forward::ForwardSettings::from_config(config)
+                    .map_err(|e| OutputError::Forward(e.to_string()))?;
+                tokio::spawn(forward::run(rx, ctx, settings))
+            }
         };
         senders.push(tx);
         tasks.push((kind, task));

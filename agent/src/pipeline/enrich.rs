@@ -48,6 +48,36 @@ pub struct Origin {
     pub comm: String,
     /// The process's hostname (HELLO), or the agent's [`Metadata::host`] if it sent none.
     pub host: String,
+    /// Kubernetes names from the process's own environment (HELLO `meta`): in DaemonSet mode one
+    /// agent serves many pods, so these win over the agent's [`Metadata`].
+    pub pod: PodNames,
+}
+
+/// The Downward-API names a peer may announce in its HELLO `meta`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodNames {
+    pub pod_name: Option<String>,
+    pub namespace: Option<String>,
+    pub container_name: Option<String>,
+    pub node_name: Option<String>,
+}
+
+impl PodNames {
+    /// Reads `POD_NAME`, `POD_NAMESPACE`, `CONTAINER_NAME`, `NODE_NAME` (or the record field
+    /// names `pod_name`, `namespace`, `container_name`, `node_name`) from HELLO `meta` pairs.
+    pub fn from_meta(meta: &[(String, String)]) -> PodNames {
+        let get = |names: &[&str]| {
+            meta.iter()
+                .find(|(k, v)| names.contains(&k.as_str()) && !v.is_empty())
+                .map(|(_, v)| v.clone())
+        };
+        PodNames {
+            pod_name: get(&["POD_NAME", "pod_name"]),
+            namespace: get(&["POD_NAMESPACE", "pod_namespace", "namespace"]),
+            container_name: get(&["CONTAINER_NAME", "container_name"]),
+            node_name: get(&["NODE_NAME", "node_name"]),
+        }
+    }
 }
 
 /// A placeholder of the tag template.
@@ -131,9 +161,11 @@ impl TagTemplate {
                 Part::Text(t) => t.as_str(),
                 Part::Field(Field::Stream) => stream,
                 Part::Field(Field::Comm) => &origin.comm,
-                Part::Field(Field::PodName) => meta.pod_name.as_deref().unwrap_or(""),
-                Part::Field(Field::Namespace) => meta.namespace.as_deref().unwrap_or(""),
-                Part::Field(Field::ContainerName) => meta.container_name.as_deref().unwrap_or(""),
+                Part::Field(Field::PodName) => pick(&origin.pod.pod_name, &meta.pod_name).unwrap_or(""),
+                Part::Field(Field::Namespace) => pick(&origin.pod.namespace, &meta.namespace).unwrap_or(""),
+                Part::Field(Field::ContainerName) => {
+                    pick(&origin.pod.container_name, &meta.container_name).unwrap_or("")
+                }
                 Part::Field(Field::File) => file.unwrap_or(""),
             };
             tag.push_str(value);
@@ -146,6 +178,11 @@ impl Serialize for TagTemplate {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.text)
     }
+}
+
+/// The peer's own value if it announced one, else the agent's.
+fn pick<'a>(peer: &'a Option<String>, agent: &'a Option<String>) -> Option<&'a str> {
+    peer.as_deref().or(agent.as_deref())
 }
 
 /// The rendered tag and pre-encoded constant fields of one stream of one peer.
@@ -190,11 +227,12 @@ impl Enricher {
         }
         kv("comm", &origin.comm);
         kv("host", &origin.host);
+        let pod = &origin.pod;
         for (k, v) in [
-            ("pod_name", &meta.pod_name),
-            ("namespace", &meta.namespace),
-            ("container_name", &meta.container_name),
-            ("node_name", &meta.node_name),
+            ("pod_name", pick(&pod.pod_name, &meta.pod_name)),
+            ("namespace", pick(&pod.namespace, &meta.namespace)),
+            ("container_name", pick(&pod.container_name, &meta.container_name)),
+            ("node_name", pick(&pod.node_name, &meta.node_name)),
         ] {
             if let Some(v) = v {
                 kv(k, v);
@@ -243,7 +281,7 @@ mod tests {
 
     #[test]
     fn templates() {
-        let origin = Origin { pid: 1, comm: "nginx".into(), host: "h".into() };
+        let origin = Origin { pid: 1, comm: "nginx".into(), host: "h".into(), ..Origin::default() };
         let t = TagTemplate::parse("k8s.{namespace}.{pod_name}.{comm}.{stream}{container_name}").unwrap();
         assert_eq!(t.render(&meta(), &origin, "stderr", None), "k8s.shop.web-1.nginx.stderr");
         assert!(TagTemplate::parse("x.{nope}").unwrap_err().contains("{nope}"));
@@ -255,7 +293,7 @@ mod tests {
     #[test]
     fn encodes_contract3_record() {
         let e = Enricher::new(meta(), TagTemplate::parse("logtap.{stream}").unwrap());
-        let origin = Origin { pid: 4242, comm: "python3".into(), host: "app".into() };
+        let origin = Origin { pid: 4242, comm: "python3".into(), host: "app".into(), ..Origin::default() };
         let ctx = e.stream_context(&origin, "stdout", None);
         assert_eq!(&*ctx.tag, "logtap.stdout");
         let mut out = Entries::new(ctx.tag.clone());
@@ -270,5 +308,17 @@ mod tests {
             assert!(text.contains(key), "{key} missing");
         }
         assert!(!text.contains("container_name"), "unknown values are left out");
+    }
+
+    #[test]
+    fn a_peers_own_pod_names_win_over_the_agents() {
+        let e = Enricher::new(meta(), TagTemplate::parse("{namespace}.{pod_name}").unwrap());
+        let meta_pairs = vec![("POD_NAME".to_owned(), "app-7".to_owned()), ("namespace".to_owned(), "team".to_owned())];
+        let origin = Origin { pid: 1, comm: "c".into(), host: "h".into(), pod: PodNames::from_meta(&meta_pairs) };
+        let ctx = e.stream_context(&origin, "stdout", None);
+        assert_eq!(&*ctx.tag, "team.app-7");
+        let text = String::from_utf8_lossy(&ctx.fields).into_owned();
+        assert!(text.contains("app-7") && !text.contains("web-1"), "{text}");
+        assert!(text.contains("node-a"), "the agent's value stays the fallback");
     }
 }

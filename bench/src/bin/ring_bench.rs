@@ -74,6 +74,31 @@ fn ring_same_thread_run(producer: &Producer, consumer: &mut Consumer) -> Sample 
     })
 }
 
+/// The producer's share alone (what a hook adds to a write): batches of 4,096 timed pushes,
+/// each followed by an untimed drain.
+fn ring_push_only_run(producer: &Producer, consumer: &mut Consumer) -> Sample {
+    let src = [0x5Au8; RECORD];
+    let mut payload = Vec::with_capacity(RECORD);
+    let mut elapsed = std::time::Duration::ZERO;
+    let mut seq = 0u32;
+    while u64::from(seq) < N {
+        let start = Instant::now();
+        for _ in 0..4096 {
+            let _ = producer.try_push(&meta(seq), black_box(&src));
+            seq += 1;
+        }
+        elapsed += start.elapsed();
+        while let Ok(Some(m)) = consumer.next(&mut payload) {
+            black_box(m);
+        }
+    }
+    Sample {
+        items: u64::from(seq),
+        bytes: u64::from(seq) * RECORD as u64,
+        elapsed,
+    }
+}
+
 /// `threads` producer threads push N records in all while this thread consumes them.
 fn ring_threads_run(threads: u64, producer: &Arc<Producer>, consumer: &mut Consumer) -> Sample {
     let per_thread = N / threads;
@@ -87,7 +112,7 @@ fn ring_threads_run(threads: u64, producer: &Arc<Producer>, consumer: &mut Consu
                 let src = [0x5Au8; RECORD];
                 for seq in 0..per_thread as u32 {
                     while let Err(PushError::Full) = producer.try_push(&meta(seq), &src) {
-                        std::hint::spin_loop();
+                        thread::yield_now();
                     }
                 }
             })
@@ -97,7 +122,7 @@ fn ring_threads_run(threads: u64, producer: &Arc<Producer>, consumer: &mut Consu
     while seen < total {
         match consumer.next(&mut payload) {
             Ok(Some(_)) => seen += 1,
-            Ok(None) => std::hint::spin_loop(),
+            Ok(None) => thread::yield_now(),
             Err(_) => break,
         }
     }
@@ -124,11 +149,17 @@ fn mutex_queue_run(threads: u64) -> Sample {
                 let src = [0x5Au8; RECORD];
                 let mut pushed = 0;
                 while pushed < per_thread {
-                    if let Ok(mut q) = queue.lock()
-                        && q.len() < 8192
-                    {
-                        q.push_back(src);
+                    let accepted = queue.lock().is_ok_and(|mut q| {
+                        let room = q.len() < 8192;
+                        if room {
+                            q.push_back(src);
+                        }
+                        room
+                    });
+                    if accepted {
                         pushed += 1;
+                    } else {
+                        thread::yield_now();
                     }
                 }
             })
@@ -143,6 +174,8 @@ fn mutex_queue_run(threads: u64) -> Sample {
             out.extend_from_slice(&r);
             black_box(&out);
             seen += 1;
+        } else {
+            thread::yield_now();
         }
     }
     for h in handles {
@@ -158,6 +191,7 @@ fn mutex_queue_run(threads: u64) -> Sample {
 fn main() -> Result<(), BoxError> {
     let rounds = rounds(7);
     let (p_same, mut c_same) = ring()?;
+    let (p_push, mut c_push) = ring()?;
     let (p1, mut c1) = ring()?;
     let (p4, mut c4) = ring()?;
     let cpus = thread::available_parallelism().map_or(1, |n| n.get());
@@ -167,19 +201,28 @@ fn main() -> Result<(), BoxError> {
         Case::new("ring: push + consume, one thread (uncontended)", || {
             ring_same_thread_run(&p_same, &mut c_same)
         }),
+        Case::new("ring: try_push alone (the hook's share)", || {
+            ring_push_only_run(&p_push, &mut c_push)
+        }),
         Case::new("ring: 1 producer thread → 1 consumer thread", || {
             ring_threads_run(1, &p1, &mut c1)
         }),
         Case::new("ring: 4 producer threads → 1 consumer thread", || {
             ring_threads_run(4, &p4, &mut c4)
         }),
-        Case::new("baseline: Mutex<VecDeque>, 1 producer → 1 consumer", || {
-            mutex_queue_run(1)
-        }),
-        Case::new("baseline: Mutex<VecDeque>, 4 producers → 1 consumer", || {
-            mutex_queue_run(4)
-        }),
+        Case::new(
+            "baseline: Mutex<VecDeque>, 1 producer → 1 consumer",
+            || mutex_queue_run(1),
+        ),
+        Case::new(
+            "baseline: Mutex<VecDeque>, 4 producers → 1 consumer",
+            || mutex_queue_run(4),
+        ),
     ];
-    side_by_side("ring produce + consume, 64-byte records", rounds, &mut cases);
+    side_by_side(
+        "ring produce + consume, 64-byte records",
+        rounds,
+        &mut cases,
+    );
     Ok(())
 }

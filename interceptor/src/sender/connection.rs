@@ -36,6 +36,8 @@ const CONNECTED: u8 = 2;
 
 /// How often a connected process checks that the agent is still there.
 const CHECK_INTERVAL_NS: u64 = 1_000_000_000;
+/// How long a write waits for another thread's connect to finish.
+const CONNECT_WAIT_NS: u64 = 50_000_000;
 /// How long a part of a write larger than one frame may wait for socket buffer space.
 const BIG_WRITE_WAIT_MS: i32 = 20;
 
@@ -99,21 +101,31 @@ pub fn maintain(cfg: &Config, now: u64) -> bool {
                 check(cfg, now);
             }
         }
-        DISCONNECTED => {
+        DISCONNECTED
             if attempt_due(cfg, now)
                 && STATE
                     .compare_exchange(DISCONNECTED, CONNECTING, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-            {
-                RETRY_NOW.store(false, Ordering::Relaxed);
-                LAST_ATTEMPT.store(now.max(1), Ordering::Relaxed);
-                let ok = connect(cfg, now);
-                STATE.store(if ok { CONNECTED } else { DISCONNECTED }, Ordering::Release);
-            }
+                    .is_ok() =>
+        {
+            RETRY_NOW.store(false, Ordering::Relaxed);
+            LAST_ATTEMPT.store(now.max(1), Ordering::Relaxed);
+            let ok = connect(cfg, now);
+            STATE.store(if ok { CONNECTED } else { DISCONNECTED }, Ordering::Release);
         }
+        CONNECTING => wait_while_connecting(),
         _ => {}
     }
     is_connected()
+}
+
+/// Another thread is connecting (a few syscalls, well under a millisecond): wait for it,
+/// bounded, rather than drop this write's copy. A signal handler that interrupted the
+/// connecting thread itself gives up after the bound.
+fn wait_while_connecting() {
+    let end = sys::now_ns().saturating_add(CONNECT_WAIT_NS);
+    while STATE.load(Ordering::Acquire) == CONNECTING && sys::now_ns() < end {
+        sys::yield_now();
+    }
 }
 
 /// The periodic check of a connected process: hang-up, pending LOSS, unannounced files.
@@ -157,6 +169,7 @@ fn connect(cfg: &Config, now: u64) -> bool {
             return false;
         }
     };
+    sys::enlarge_send_buffer(sock);
     if let Err(e) = sys::connect_unix(sock, path) {
         sys::close(sock);
         if !FAILURE_REPORTED.swap(true, Ordering::Relaxed) {
@@ -289,10 +302,24 @@ pub fn deliver_frames(
     now: u64,
     connected: bool,
 ) -> usize {
+    // A small vectored write travels as one frame (and is counted as one when dropped).
+    let mut gathered = [0u8; GATHER_MAX];
+    let one;
+    let data = match data {
+        Payload::Iov(_) if len <= GATHER_MAX => match data.gather(len, &mut gathered) {
+            Some(b) => {
+                one = Payload::One(b);
+                &one
+            }
+            None => data,
+        },
+        _ => data,
+    };
     let k = data.chunk_count(len, MAX_DATA_PAYLOAD);
     let count_loss = |frames: usize, bytes: usize| {
         if !route.suppressed {
             loss::add(
+                route.stream,
                 u64::try_from(frames).unwrap_or(u64::MAX),
                 u64::try_from(bytes).unwrap_or(u64::MAX),
             );
@@ -309,19 +336,6 @@ pub fn deliver_frames(
         count_loss(k, len);
         return 0;
     }
-    let mut gathered = [0u8; GATHER_MAX];
-    let one;
-    let data = match data {
-        Payload::Iov(_) if len <= GATHER_MAX => match data.gather(len, &mut gathered) {
-            Some(b) => {
-                one = Payload::One(b);
-                &one
-            }
-            None => data,
-        },
-        _ => data,
-    };
-    let k = data.chunk_count(len, MAX_DATA_PAYLOAD);
     let seq0 = reserve_seq(u32::try_from(k).unwrap_or(u32::MAX));
     let mut sent = 0usize;
     for (i, chunk) in data.chunks(len, MAX_DATA_PAYLOAD).enumerate() {

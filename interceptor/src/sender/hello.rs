@@ -115,8 +115,10 @@ pub fn capture_meta() {
     unsafe { *META.0.get() = captured };
 }
 
-fn meta_pairs() -> ([(&'static [u8], &'static [u8]); META_PAIRS], usize) {
-    let mut out: [(&'static [u8], &'static [u8]); META_PAIRS] = [(&[], &[]); META_PAIRS];
+type Pair = (&'static [u8], &'static [u8]);
+
+fn meta_pairs() -> ([Pair; META_PAIRS], usize) {
+    let mut out: [Pair; META_PAIRS] = [(&[], &[]); META_PAIRS];
     // SAFETY: see `MetaCell`.
     let bytes: &'static [u8] = unsafe { (*META.0.get()).as_bytes() };
     let mut n = 0usize;

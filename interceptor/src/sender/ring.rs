@@ -24,7 +24,7 @@ use logtap_protocol::ring::{self, Producer, PushError, RECORD_CONTINUED, RecordM
 use super::payload::{GATHER_MAX, Payload};
 use super::{Route, pid, reserve_seq};
 use crate::config::Config;
-use crate::guard::Guard;
+use crate::guard::{self, Guard};
 use crate::own_fds::{self, Slot};
 use crate::sys;
 
@@ -33,6 +33,8 @@ const CREATING: u8 = 1;
 const READY: u8 = 2;
 const FAILED: u8 = 3;
 
+/// How long a write waits for another thread's ring creation to finish.
+const CREATE_WAIT_NS: u64 = 50_000_000;
 /// A write larger than one record may wait this long without seeing the agent make room.
 const BIG_WRITE_STALL_NS: u64 = 20_000_000;
 const BIG_WRITE_NAP_NS: u64 = 50_000;
@@ -65,15 +67,32 @@ pub fn get_or_create(cfg: &Config) -> Option<&'static Producer> {
     if let Some(p) = get() {
         return Some(p);
     }
-    if STATE
-        .compare_exchange(NONE, CREATING, Ordering::AcqRel, Ordering::Relaxed)
-        .is_err()
+    if let Err(current) =
+        STATE.compare_exchange(NONE, CREATING, Ordering::AcqRel, Ordering::Relaxed)
     {
-        return None;
+        // Another thread creates it right now (a millisecond at most): wait, bounded, so that
+        // the threads of a program that all start writing at once lose nothing. A signal
+        // handler that interrupted the creating thread itself gives up after the bound.
+        if current == CREATING {
+            let end = sys::now_ns().saturating_add(CREATE_WAIT_NS);
+            while STATE.load(Ordering::Acquire) == CREATING && sys::now_ns() < end {
+                sys::yield_now();
+            }
+        }
+        return get();
     }
-    let Some(_guard) = Guard::enter() else {
-        STATE.store(NONE, Ordering::Release);
-        return None;
+    // The protocol crate calls interposed names (`fcntl`, `close`): hold the recursion guard,
+    // unless our caller (the connecting thread) already holds it.
+    let _guard = if guard::held() {
+        None
+    } else {
+        match Guard::enter() {
+            Some(g) => Some(g),
+            None => {
+                STATE.store(NONE, Ordering::Release);
+                return None;
+            }
+        }
     };
     match create(cfg) {
         Ok(p) => {

@@ -13,6 +13,7 @@ use logtap_protocol::forward::{ClientMessage, DecodeLimits, Frame, ServerMessage
 pub const LIMITS: DecodeLimits = DecodeLimits {
     max_message_bytes: 1 << 20,
     max_decompressed_bytes: 1 << 20,
+    max_decoded_bytes: 1 << 20,
     max_depth: 32,
 };
 

@@ -221,7 +221,10 @@ mod tests {
     #[test]
     fn golden_bytes_of_a_small_chunk() {
         let mut b = PackedForwardBuilder::new("ab");
-        b.record(EventTime::new(1, 2)).str("m", b"hi").uint("p", 300).bool("x", false);
+        b.record(EventTime::new(1, 2))
+            .str("m", b"hi")
+            .uint("p", 300)
+            .bool("x", false);
         b.record(EventTime::new(3, 4));
         let id = ChunkId::new_str(&b"c1"[..]);
         let wire = b.finish(Some(&id), Compression::None).expect("encode");

@@ -9,7 +9,8 @@
 
 use super::error::DecodeError;
 
-/// The deepest nesting [`check`] can track (its stack is a fixed array of this size).
+/// The deepest nesting the framing pass can track (its stack is a fixed array of this size):
+/// the upper bound of [`DecodeLimits::max_depth`](super::DecodeLimits::max_depth).
 pub const MAX_DEPTH_LIMIT: usize = 128;
 
 /// Outcome of [`check`].
@@ -91,65 +92,115 @@ fn header(buf: &[u8], pos: usize) -> Result<Result<Header, usize>, DecodeError> 
     }
 }
 
-/// Walks the MessagePack object at the start of `buf` without allocating.
+/// A resumable walk over the MessagePack object at the start of a growing buffer.
 ///
-/// Errors: [`DecodeError::InvalidMarker`] (0xc1), [`DecodeError::TooDeep`] (more than
-/// `max_depth` nested containers, capped at [`MAX_DEPTH_LIMIT`]), and
-/// [`DecodeError::MessageTooLarge`] as soon as the declared lengths (each child counted as at
-/// least one byte) exceed `max_len`.
-pub(crate) fn check(buf: &[u8], max_len: usize, max_depth: usize) -> Result<Check, DecodeError> {
-    let max_depth = max_depth.min(MAX_DEPTH_LIMIT);
-    let max = max_len as u64;
-    // Remaining children of each open container; `pending` is the innermost level's.
-    let mut stack = [0u64; MAX_DEPTH_LIMIT];
-    let mut depth = 0usize;
-    let mut pending: u64 = 1;
-    let mut pos: usize = 0;
-    // Lower bound of the message size: bytes walked + one byte per child still expected.
-    let mut owed_children: u64 = 0;
-    loop {
-        if pos >= buf.len() {
-            return Ok(Check::Incomplete { needed: pos + 1 });
-        }
-        let h = match header(buf, pos)? {
-            Ok(h) => h,
-            Err(needed) => return Ok(Check::Incomplete { needed }),
-        };
-        // Each item was already owed one byte by its parent; it now owes its own children.
-        owed_children = owed_children.saturating_sub(1).saturating_add(h.children);
-        let end = (pos as u64)
-            .saturating_add(h.head)
-            .saturating_add(h.payload);
-        let at_least = end.saturating_add(owed_children);
-        if at_least > max {
-            return Err(DecodeError::MessageTooLarge {
-                needed: at_least,
-                max: max_len,
-            });
-        }
-        // `end <= max <= usize::MAX` from here on.
-        let end = end as usize;
-        if end > buf.len() {
-            return Ok(Check::Incomplete { needed: end });
-        }
-        pos = end;
-        pending -= 1;
-        if h.children > 0 {
-            if depth >= max_depth {
-                return Err(DecodeError::TooDeep { max: max_depth });
-            }
-            stack[depth] = pending;
-            depth += 1;
-            pending = h.children;
-        }
-        while pending == 0 {
-            if depth == 0 {
-                return Ok(Check::Complete(pos));
-            }
-            depth -= 1;
-            pending = stack[depth];
+/// The walk remembers where it stopped, so a message arriving in many small reads is walked once
+/// in total, not once per read (a peer trickling a 64 MiB message of tiny values byte by byte
+/// would otherwise cost quadratic CPU). It must be [`reset`](Walker::reset) when the buffer's
+/// start moves (after a message is split off), which the decoder does.
+#[derive(Debug, Clone)]
+pub(crate) struct Walker {
+    /// Remaining children of each enclosing container; `pending` is the innermost level's.
+    stack: [u64; MAX_DEPTH_LIMIT],
+    depth: usize,
+    pending: u64,
+    /// Start of the next item to walk.
+    pos: usize,
+    /// Lower bound of the bytes still owed: one per child announced but not yet walked.
+    owed_children: u64,
+}
+
+impl Default for Walker {
+    fn default() -> Self {
+        Walker {
+            stack: [0; MAX_DEPTH_LIMIT],
+            depth: 0,
+            pending: 1,
+            pos: 0,
+            owed_children: 0,
         }
     }
+}
+
+impl Walker {
+    /// Forgets the walk (the next call starts at offset 0).
+    pub(crate) fn reset(&mut self) {
+        self.depth = 0;
+        self.pending = 1;
+        self.pos = 0;
+        self.owed_children = 0;
+    }
+
+    /// Continues the walk over `buf` (the same bytes as before, possibly more of them).
+    ///
+    /// Errors: [`DecodeError::InvalidMarker`] (0xc1), [`DecodeError::TooDeep`] (more than
+    /// `max_depth` nested containers, capped at [`MAX_DEPTH_LIMIT`]), and
+    /// [`DecodeError::MessageTooLarge`] as soon as the declared lengths (each child counted as at
+    /// least one byte) exceed `max_len`.
+    pub(crate) fn check(
+        &mut self,
+        buf: &[u8],
+        max_len: usize,
+        max_depth: usize,
+    ) -> Result<Check, DecodeError> {
+        let max_depth = max_depth.min(MAX_DEPTH_LIMIT);
+        let max = max_len as u64;
+        loop {
+            let pos = self.pos;
+            if pos >= buf.len() {
+                return Ok(Check::Incomplete { needed: pos + 1 });
+            }
+            let h = match header(buf, pos)? {
+                Ok(h) => h,
+                Err(needed) => return Ok(Check::Incomplete { needed }),
+            };
+            // The item was owed one byte by its parent; it now owes its own children.
+            let owed = self
+                .owed_children
+                .saturating_sub(1)
+                .saturating_add(h.children);
+            let end = (pos as u64)
+                .saturating_add(h.head)
+                .saturating_add(h.payload);
+            let at_least = end.saturating_add(owed);
+            if at_least > max {
+                return Err(DecodeError::MessageTooLarge {
+                    needed: at_least,
+                    max: max_len,
+                });
+            }
+            // `end <= max <= usize::MAX` from here on.
+            let end = end as usize;
+            if end > buf.len() {
+                // Nothing committed: the walk resumes at this item's header.
+                return Ok(Check::Incomplete { needed: end });
+            }
+            if h.children > 0 && self.depth >= max_depth {
+                return Err(DecodeError::TooDeep { max: max_depth });
+            }
+            self.pos = end;
+            self.owed_children = owed;
+            self.pending -= 1;
+            if h.children > 0 {
+                self.stack[self.depth] = self.pending;
+                self.depth += 1;
+                self.pending = h.children;
+            }
+            while self.pending == 0 {
+                if self.depth == 0 {
+                    return Ok(Check::Complete(self.pos));
+                }
+                self.depth -= 1;
+                self.pending = self.stack[self.depth];
+            }
+        }
+    }
+}
+
+/// Walks the MessagePack object at the start of `buf` from scratch (see [`Walker::check`]).
+#[cfg(test)]
+pub(crate) fn check(buf: &[u8], max_len: usize, max_depth: usize) -> Result<Check, DecodeError> {
+    Walker::default().check(buf, max_len, max_depth)
 }
 
 #[cfg(test)]
@@ -217,6 +268,21 @@ mod tests {
         let mut ok = vec![0x91u8; 64];
         ok.push(0xc0);
         assert_eq!(check(&ok, 1 << 20, 64).ok(), Some(Check::Complete(65)));
+    }
+
+    #[test]
+    fn a_resumed_walk_equals_a_fresh_one() {
+        // [1, "ab", {2: [nil, nil]}, bin(3)] fed one byte at a time.
+        let msg = [
+            0x94, 0x01, 0xa2, b'a', b'b', 0x81, 0x02, 0x92, 0xc0, 0xc0, 0xc4, 3, 7, 8, 9,
+        ];
+        let mut w = Walker::default();
+        for n in 0..msg.len() {
+            let resumed = w.check(&msg[..n], 100, 8).ok();
+            assert_eq!(resumed, check(&msg[..n], 100, 8).ok(), "prefix {n}");
+            assert!(matches!(resumed, Some(Check::Incomplete { needed }) if needed > n));
+        }
+        assert_eq!(w.check(&msg, 100, 8).ok(), Some(Check::Complete(msg.len())));
     }
 
     #[test]

@@ -144,18 +144,26 @@ mod tests {
         src.extend_from_slice(&good);
         src.extend_from_slice(&[0x93, 0xc1]); // framing lost
         let mut codec = ServerCodec::default();
-        assert!(matches!(codec.decode(&mut src), Ok(Some(Err(DecodeError::InvalidUtf8 { .. })))));
+        assert!(matches!(
+            codec.decode(&mut src),
+            Ok(Some(Err(DecodeError::InvalidUtf8 { .. })))
+        ));
         let Ok(Some(Ok(ClientMessage::Events(batch)))) = codec.decode(&mut src) else {
             panic!("the good message follows")
         };
-        assert!(matches!(codec.decode(&mut src), Err(DecodeError::InvalidMarker { .. })));
+        assert!(matches!(
+            codec.decode(&mut src),
+            Err(DecodeError::InvalidMarker { .. })
+        ));
 
         // The ack goes back through the encoder and the client codec reads it.
         let mut wire = BytesMut::new();
         let ack = batch.ack().expect("chunk present");
         Encoder::<&Ack>::encode(&mut codec, &ack, &mut wire).expect("encode ack");
         let mut client = ClientCodec::default();
-        let Ok(Some(Ok(ServerMessage::Ack(got)))) = client.decode(&mut wire) else { panic!("ack") };
+        let Ok(Some(Ok(ServerMessage::Ack(got)))) = client.decode(&mut wire) else {
+            panic!("ack")
+        };
         assert!(got.acknowledges(&id));
         let mut out = BytesMut::new();
         Encoder::<Bytes>::encode(&mut client, good.clone(), &mut out).expect("encode chunk");

@@ -2,11 +2,15 @@
 //!
 //! [`StreamDecoder::decode`] takes the bytes read so far and returns `Ok(None)` until a whole
 //! MessagePack object is there; the buffer is advanced only past a complete message, so any split
-//! of the stream decodes identically. Each message is first framed by the non-allocating
-//! [`check`](super::check) pass (which enforces [`DecodeLimits::max_message_bytes`] from declared
-//! lengths before waiting for the bytes), then split off as a zero-copy [`Bytes`] and parsed.
+//! of the stream decodes identically. Each message is first framed by the non-allocating framing
+//! walk of `check.rs` (resumed across reads, so a message trickling in costs linear time; it
+//! enforces [`DecodeLimits::max_message_bytes`] from declared lengths before waiting for the
+//! bytes), then split off as a zero-copy [`Bytes`] and parsed.
 //! After a recoverable error (see [`DecodeError::is_recoverable`]) the bad message has been
 //! consumed and decoding can go on.
+//!
+//! Strings and binaries in the decoded events are [`Bytes`] slices of the message: no copy, but
+//! they keep the message's memory alive until dropped (copy a field out to keep it long-term).
 //!
 //! [`ServerDecoder`] reads what clients send (events in all four modes, PING);
 //! [`ClientDecoder`] reads what servers send (HELO, PONG, acks).
@@ -16,7 +20,7 @@ use std::marker::PhantomData;
 use bytes::{Bytes, BytesMut};
 
 use super::ack::Ack;
-use super::check::{Check, check};
+use super::check::{Check, Walker};
 use super::error::DecodeError;
 use super::event_time::EventTime;
 use super::gzip::gunzip;
@@ -36,6 +40,11 @@ pub struct DecodeLimits {
     pub max_message_bytes: usize,
     /// Largest decompressed CompressedPackedForward body, in bytes. Default 64 MiB.
     pub max_decompressed_bytes: usize,
+    /// Largest in-memory form of one decoded message, in bytes: the `Value`/`Event` structures,
+    /// not the string bytes (those share the read buffer). A `Value` takes ~40 bytes where its
+    /// wire form may take one, so this bounds what a hostile message of tiny values can cost.
+    /// Default 256 MiB; typical records decode to 2–3× their wire size.
+    pub max_decoded_bytes: usize,
     /// Deepest nesting of arrays/maps. Default 64, at most
     /// [`MAX_DEPTH_LIMIT`](super::MAX_DEPTH_LIMIT) (real records nest a few levels).
     pub max_depth: usize,
@@ -46,6 +55,7 @@ impl Default for DecodeLimits {
         DecodeLimits {
             max_message_bytes: 64 << 20,
             max_decompressed_bytes: 64 << 20,
+            max_decoded_bytes: 256 << 20,
             max_depth: 64,
         }
     }
@@ -61,8 +71,10 @@ pub trait Frame: Sized {
 #[derive(Debug, Clone)]
 pub struct StreamDecoder<T> {
     limits: DecodeLimits,
+    /// The framing walk of the pending message, resumed on each call.
+    walker: Walker,
     /// The buffer cannot hold a whole message before it has this many bytes (learnt from the
-    /// last check), so small reads into a large message do not re-walk it each time.
+    /// last walk), so small reads into a large payload do not even resume the walk.
     min_needed: usize,
     _frame: PhantomData<fn() -> T>,
 }
@@ -83,6 +95,7 @@ impl<T: Frame> StreamDecoder<T> {
     pub fn new(limits: DecodeLimits) -> Self {
         StreamDecoder {
             limits,
+            walker: Walker::default(),
             min_needed: 0,
             _frame: PhantomData,
         }
@@ -103,15 +116,25 @@ impl<T: Frame> StreamDecoder<T> {
         if buf.len() < self.min_needed {
             return Ok(None);
         }
-        match check(buf, self.limits.max_message_bytes, self.limits.max_depth)? {
-            Check::Incomplete { needed } => {
+        let walked = self
+            .walker
+            .check(buf, self.limits.max_message_bytes, self.limits.max_depth);
+        match walked {
+            Ok(Check::Incomplete { needed }) => {
                 self.min_needed = needed;
                 Ok(None)
             }
-            Check::Complete(len) => {
+            Ok(Check::Complete(len)) => {
+                self.walker.reset();
                 self.min_needed = 0;
                 let msg = buf.split_to(len).freeze();
                 T::parse(&msg, &self.limits).map(Some)
+            }
+            Err(e) => {
+                // Fatal: nothing consumed; a caller that goes on anyway starts a fresh walk.
+                self.walker.reset();
+                self.min_needed = 0;
+                Err(e)
             }
         }
     }
@@ -119,7 +142,8 @@ impl<T: Frame> StreamDecoder<T> {
 
 impl Frame for ClientMessage {
     fn parse(msg: &Bytes, limits: &DecodeLimits) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(msg, limits.max_depth);
+        let mut r = Reader::new(msg, limits.max_depth)
+            .with_budget(limits.max_decoded_bytes, limits.max_decoded_bytes);
         let n = r.array_len("Forward message")?;
         if !(2..=6).contains(&n) {
             return Err(DecodeError::BadArrayLength {
@@ -167,6 +191,7 @@ fn read_events(
     if matches!(m, 0x90..=0x9f | 0xdc | 0xdd) {
         two_or_three(n)?;
         let count = r.array_len("Forward entries")?;
+        r.charge(count, std::mem::size_of::<Event>())?;
         let mut events = Vec::with_capacity(count);
         for _ in 0..count {
             events.push(read_entry(r)?);
@@ -197,7 +222,7 @@ fn read_events(
             ),
             Compression::None => (Mode::PackedForward, body),
         };
-        let events = read_packed_entries(&entries, options.size, limits)?;
+        let events = read_packed_entries(&entries, options.size, r.budget(), limits)?;
         return Ok(EventBatch {
             tag,
             mode,
@@ -231,17 +256,25 @@ fn read_events(
     })
 }
 
-/// Reads the concatenated entries of a PackedForward body.
+/// Reads the concatenated entries of a PackedForward body, within what is left of the
+/// message's allocation `budget` (left, max).
 fn read_packed_entries(
     body: &Bytes,
     size_hint: Option<u64>,
+    (budget, max): (usize, usize),
     limits: &DecodeLimits,
 ) -> Result<Vec<Event>, DecodeError> {
-    let mut r = Reader::new(body, limits.max_depth);
-    // An entry takes at least 4 bytes (`[0, {}]` = 92 00 80 + ...); never trust `size` beyond that.
-    let cap = size_hint.unwrap_or(0).min(body.len() as u64 / 4) as usize;
+    let mut r = Reader::new(body, limits.max_depth).with_budget(budget, max);
+    // The smallest entry, `[0, {}]`, takes 3 bytes: never trust `size` beyond what the body
+    // and the budget can hold.
+    let each = std::mem::size_of::<Event>();
+    let cap = size_hint
+        .unwrap_or(0)
+        .min(body.len() as u64 / 3)
+        .min((budget / each) as u64) as usize;
     let mut events = Vec::with_capacity(cap);
     while r.remaining() > 0 {
+        r.charge(1, each)?;
         events.push(read_entry(&mut r)?);
     }
     Ok(events)
@@ -343,7 +376,8 @@ fn read_options(r: &mut Reader<'_>) -> Result<Options, DecodeError> {
 
 impl Frame for ServerMessage {
     fn parse(msg: &Bytes, limits: &DecodeLimits) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(msg, limits.max_depth);
+        let mut r = Reader::new(msg, limits.max_depth)
+            .with_budget(limits.max_decoded_bytes, limits.max_decoded_bytes);
         match r.peek()? {
             0x80..=0x8f | 0xde | 0xdf => Ack::read(&mut r).map(ServerMessage::Ack),
             0x90..=0x9f | 0xdc | 0xdd => {

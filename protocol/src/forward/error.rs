@@ -101,6 +101,16 @@ pub enum DecodeError {
         max: usize,
     },
 
+    /// The decoded form of one message (its `Value`s and `Event`s, not counting string bytes,
+    /// which share the input buffer) would exceed the configured cap.
+    #[error(
+        "decoding this Forward message would take more than {max} bytes of memory (a message of many tiny values?); raise DecodeLimits::max_decoded_bytes if the sender is legitimate"
+    )]
+    DecodedTooLarge {
+        /// The configured cap.
+        max: usize,
+    },
+
     /// The entries of a (Compressed)PackedForward body (or a buffer given to a one-shot parser)
     /// end in the middle of an object.
     #[error(
@@ -137,6 +147,7 @@ impl DecodeError {
             | DecodeError::UnknownCompression(_)
             | DecodeError::Gzip(_)
             | DecodeError::DecompressedTooLarge { .. }
+            | DecodeError::DecodedTooLarge { .. }
             | DecodeError::TruncatedEntries(_)
             | DecodeError::UnexpectedMessage(_)
             | DecodeError::AckMissing => true,

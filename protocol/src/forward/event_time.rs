@@ -107,12 +107,21 @@ impl EventTime {
         })
     }
 
-    /// Reads a time straight from the wire (fast path for the decoder: no `Value`).
+    /// Reads a time straight from the wire (the decoder's fast path: no `Value`, no `Bytes`).
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let m = r.peek()?;
         match m {
-            // fixext 8 with type 0: the common case.
-            0xd7 | 0xc7 | 0xd4..=0xd6 | 0xd8 | 0xc8 | 0xc9 => {
+            // fixext 8 (Fluentd) and ext 8 (other encoders), type 0 checked by `from_ext`.
+            0xd7 => {
+                let b = r.take(10)?;
+                Self::from_ext(b[1] as i8, &b[2..])
+            }
+            0xc7 => {
+                let head = r.take(3)?;
+                let (len, ty) = (head[1] as usize, head[2] as i8);
+                Self::from_ext(ty, r.take(len)?)
+            }
+            0xd4..=0xd6 | 0xd8 | 0xc8 | 0xc9 => {
                 let (ty, data) = read_ext(r)?;
                 Self::from_ext(ty, &data)
             }

@@ -199,3 +199,36 @@ pub enum ServerMessage {
     /// `{"ack": chunk}`.
     Ack(Ack),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_ids_are_24_base64_chars_and_random() {
+        let a = ChunkId::random().expect("OS randomness");
+        let b = ChunkId::random().expect("OS randomness");
+        assert_eq!(a.kind, RawKind::Str);
+        assert_eq!(a.bytes.len(), 24);
+        assert!(a.bytes.ends_with(b"=="));
+        assert_ne!(a, b);
+        let fixed = ChunkId::from_random_bytes([0; 16]);
+        assert_eq!(&fixed.bytes[..], b"AAAAAAAAAAAAAAAAAAAAAA==");
+    }
+
+    #[test]
+    fn options_encode_only_what_is_set() {
+        let mut buf = Vec::new();
+        Options::default().encode(&mut buf);
+        assert_eq!(buf, [0x80]);
+        assert!(Options::default().is_empty());
+        let text = Options {
+            compressed_present: true,
+            ..Options::default()
+        };
+        assert!(!text.is_empty());
+        buf.clear();
+        text.encode(&mut buf);
+        assert_eq!(buf, b"\x81\xaacompressed\xa4text");
+    }
+}

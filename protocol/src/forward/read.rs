@@ -1,6 +1,6 @@
 //! A bounds-checked MessagePack cursor over one complete message, used by the parsers.
 //!
-//! The parsers run after [`check`](super::check) has framed the message, but the entries of a
+//! The parsers run after the framing walk (`check.rs`) has framed the message, but the entries of a
 //! PackedForward body were never checked (they hide inside a `bin`), so this reader trusts
 //! nothing: every read is bounds-checked and returns an error instead of panicking, and no
 //! collection is pre-allocated beyond what the remaining bytes could possibly hold.
@@ -26,6 +26,10 @@ pub(crate) struct Reader<'a> {
     pos: usize,
     /// The nesting limit, reported in [`DecodeError::TooDeep`].
     pub(crate) max_depth: usize,
+    /// Bytes of decoded structures (`Value`s, `Event`s) this message may still allocate.
+    budget: usize,
+    /// The whole budget, reported in [`DecodeError::DecodedTooLarge`].
+    budget_max: usize,
 }
 
 /// The MessagePack family a marker byte belongs to, for error messages.
@@ -45,12 +49,42 @@ pub(crate) fn type_name(marker: u8) -> &'static str {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader with an unlimited allocation budget (callers that decode their own bytes).
     pub(crate) fn new(buf: &'a Bytes, max_depth: usize) -> Self {
         Reader {
             buf,
             pos: 0,
             max_depth,
+            budget: usize::MAX,
+            budget_max: usize::MAX,
         }
+    }
+
+    /// Limits what the parsed structures may allocate: `budget` bytes left of `max`.
+    pub(crate) fn with_budget(mut self, budget: usize, max: usize) -> Self {
+        self.budget = budget;
+        self.budget_max = max;
+        self
+    }
+
+    /// Budget left (passed on to the reader of a PackedForward body).
+    pub(crate) fn budget(&self) -> (usize, usize) {
+        (self.budget, self.budget_max)
+    }
+
+    /// Charges `n` structures of `each` bytes against the budget, before they are allocated.
+    /// A `Value` is ~40 bytes where its wire form may be one byte: without this, 64 MiB of `nil`s
+    /// would decode into 2.5 GiB.
+    #[inline]
+    pub(crate) fn charge(&mut self, n: usize, each: usize) -> Result<(), DecodeError> {
+        let cost = n.saturating_mul(each);
+        if cost > self.budget {
+            return Err(DecodeError::DecodedTooLarge {
+                max: self.budget_max,
+            });
+        }
+        self.budget -= cost;
+        Ok(())
     }
 
     /// Offset of the cursor from the start of the buffer.
@@ -141,7 +175,7 @@ impl<'a> Reader<'a> {
             }
             _ => return Err(self.unexpected(what, "array", m)),
         };
-        self.bound(len, 1)
+        self.bound(usize::try_from(len).unwrap_or(usize::MAX), 1)
     }
 
     /// Reads a map header; the pair count is capped by the bytes left (each pair takes two).
@@ -162,16 +196,22 @@ impl<'a> Reader<'a> {
             }
             _ => return Err(self.unexpected(what, "map", m)),
         };
-        self.bound(len, 2)
+        self.bound(usize::try_from(len).unwrap_or(usize::MAX), 2)
     }
 
     /// A declared element count that the remaining bytes cannot hold is a truncation: reject it
     /// before anyone allocates a `Vec` of that capacity.
-    fn bound(&self, len: u64, min_bytes_each: u64) -> Result<usize, DecodeError> {
-        if len.saturating_mul(min_bytes_each) > self.remaining() as u64 {
+    pub(crate) fn bound(&self, len: usize, min_bytes_each: usize) -> Result<usize, DecodeError> {
+        if len.saturating_mul(min_bytes_each) > self.remaining() {
             return Err(DecodeError::TruncatedEntries(self.remaining()));
         }
-        Ok(len as usize)
+        Ok(len)
+    }
+
+    /// Steps back `n` bytes (to re-read a marker just consumed).
+    #[inline]
+    pub(crate) fn rewind(&mut self, n: usize) {
+        self.pos = self.pos.saturating_sub(n);
     }
 
     /// Reads a `str` or `bin` if the next object is one; `Ok(None)` (nothing consumed) otherwise.

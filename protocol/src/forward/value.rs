@@ -157,64 +157,117 @@ impl Value {
     }
 
     /// Reads one value; `depth` is how many more container levels are allowed.
+    ///
+    /// One `match` on the marker, with the forms records are made of (fixstr, positive fixint,
+    /// fixmap) first: this is the decoder's hot loop.
     pub(crate) fn read(r: &mut Reader<'_>, depth: usize) -> Result<Value, DecodeError> {
         let m = r.peek()?;
-        if let Some(v) = Value::read_int(r, m)? {
-            return Ok(v);
-        }
-        if let Some((kind, b)) = r.try_raw()? {
-            return Ok(match kind {
-                super::read::RawKind::Str => Value::Str(b),
-                super::read::RawKind::Bin => Value::Bin(b),
-            });
-        }
-        match m {
-            0xc0 => {
-                r.advance(1);
-                Ok(Value::Nil)
+        r.advance(1);
+        Ok(match m {
+            0xa0..=0xbf => Value::Str(r.raw_bytes((m & 0x1f) as usize)?),
+            0x00..=0x7f => Value::UInt(m as u64),
+            0x80..=0x8f => Value::read_map(r, (m & 0x0f) as usize, depth)?,
+            0xd9 => {
+                let n = r.be_u64(1)? as usize;
+                Value::Str(r.raw_bytes(n)?)
             }
-            0xc2 | 0xc3 => Ok(Value::Bool(r.bool("value")?)),
-            0xca => {
-                r.advance(1);
-                Ok(Value::F32(f32::from_bits(r.be_u64(4)? as u32)))
+            0xda => {
+                let n = r.be_u64(2)? as usize;
+                Value::Str(r.raw_bytes(n)?)
             }
-            0xcb => {
-                r.advance(1);
-                Ok(Value::F64(f64::from_bits(r.be_u64(8)?)))
+            0xdb => {
+                let n = r.be_u64(4)? as usize;
+                Value::Str(r.raw_bytes(n)?)
             }
-            0x90..=0x9f | 0xdc | 0xdd => {
-                let depth = depth
-                    .checked_sub(1)
-                    .ok_or(DecodeError::TooDeep { max: r.max_depth })?;
-                let n = r.array_len("array")?;
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(Value::read(r, depth)?);
+            0xc4 => {
+                let n = r.be_u64(1)? as usize;
+                Value::Bin(r.raw_bytes(n)?)
+            }
+            0xc5 => {
+                let n = r.be_u64(2)? as usize;
+                Value::Bin(r.raw_bytes(n)?)
+            }
+            0xc6 => {
+                let n = r.be_u64(4)? as usize;
+                Value::Bin(r.raw_bytes(n)?)
+            }
+            0xe0..=0xff => Value::Int(m as i8 as i64),
+            0xcc..=0xcf => Value::UInt(r.be_u64(1 << (m - 0xcc))?),
+            0xd0..=0xd3 => {
+                let n = 1usize << (m - 0xd0);
+                let raw = r.be_u64(n)?;
+                // Sign-extend from n bytes.
+                let shift = 64 - 8 * n as u32;
+                let v = ((raw << shift) as i64) >> shift;
+                if v >= 0 {
+                    Value::UInt(v as u64)
+                } else {
+                    Value::Int(v)
                 }
-                Ok(Value::Array(items))
             }
-            0x80..=0x8f | 0xde | 0xdf => {
-                let depth = depth
-                    .checked_sub(1)
-                    .ok_or(DecodeError::TooDeep { max: r.max_depth })?;
-                let n = r.map_len("map")?;
-                let mut pairs = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let k = Value::read(r, depth)?;
-                    let v = Value::read(r, depth)?;
-                    pairs.push((k, v));
-                }
-                Ok(Value::Map(pairs))
+            0xc0 => Value::Nil,
+            0xc2 => Value::Bool(false),
+            0xc3 => Value::Bool(true),
+            0xca => Value::F32(f32::from_bits(r.be_u64(4)? as u32)),
+            0xcb => Value::F64(f64::from_bits(r.be_u64(8)?)),
+            0x90..=0x9f => Value::read_array(r, (m & 0x0f) as usize, depth)?,
+            0xdc => {
+                let n = r.be_u64(2)? as usize;
+                Value::read_array(r, n, depth)?
+            }
+            0xdd => {
+                let n = r.be_u64(4)?;
+                Value::read_array(r, usize::try_from(n).unwrap_or(usize::MAX), depth)?
+            }
+            0xde => {
+                let n = r.be_u64(2)? as usize;
+                Value::read_map(r, n, depth)?
+            }
+            0xdf => {
+                let n = r.be_u64(4)?;
+                Value::read_map(r, usize::try_from(n).unwrap_or(usize::MAX), depth)?
             }
             0xd4..=0xd8 | 0xc7..=0xc9 => {
+                r.rewind(1);
                 let (ty, data) = read_ext(r)?;
-                Ok(Value::Ext(ty, data))
+                Value::Ext(ty, data)
             }
-            _ => Err(DecodeError::InvalidMarker {
-                byte: m,
-                offset: r.pos(),
-            }),
+            0xc1 => {
+                return Err(DecodeError::InvalidMarker {
+                    byte: m,
+                    offset: r.pos() - 1,
+                });
+            }
+        })
+    }
+
+    fn read_array(r: &mut Reader<'_>, n: usize, depth: usize) -> Result<Value, DecodeError> {
+        let depth = depth
+            .checked_sub(1)
+            .ok_or(DecodeError::TooDeep { max: r.max_depth })?;
+        // Each element takes at least one byte: never reserve more than the bytes left.
+        r.bound(n, 1)?;
+        r.charge(n, std::mem::size_of::<Value>())?;
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(Value::read(r, depth)?);
         }
+        Ok(Value::Array(items))
+    }
+
+    fn read_map(r: &mut Reader<'_>, n: usize, depth: usize) -> Result<Value, DecodeError> {
+        let depth = depth
+            .checked_sub(1)
+            .ok_or(DecodeError::TooDeep { max: r.max_depth })?;
+        r.bound(n, 2)?;
+        r.charge(n, std::mem::size_of::<(Value, Value)>())?;
+        let mut pairs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let k = Value::read(r, depth)?;
+            let v = Value::read(r, depth)?;
+            pairs.push((k, v));
+        }
+        Ok(Value::Map(pairs))
     }
 }
 

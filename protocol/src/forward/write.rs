@@ -162,13 +162,29 @@ mod tests {
 
     #[test]
     fn integers_use_the_smallest_form_at_every_boundary() {
-        for (v, len) in [(0u64, 1), (127, 1), (128, 2), (255, 2), (256, 3), (65_535, 3), (65_536, 5)] {
+        for (v, len) in [
+            (0u64, 1),
+            (127, 1),
+            (128, 2),
+            (255, 2),
+            (256, 3),
+            (65_535, 3),
+            (65_536, 5),
+        ] {
             roundtrip(Value::UInt(v), len);
         }
         roundtrip(Value::UInt(u32::MAX as u64), 5);
         roundtrip(Value::UInt(u32::MAX as u64 + 1), 9);
         roundtrip(Value::UInt(u64::MAX), 9);
-        for (v, len) in [(-1i64, 1), (-32, 1), (-33, 2), (-128, 2), (-129, 3), (-32_768, 3), (-32_769, 5)] {
+        for (v, len) in [
+            (-1i64, 1),
+            (-32, 1),
+            (-33, 2),
+            (-128, 2),
+            (-129, 3),
+            (-32_768, 3),
+            (-32_769, 5),
+        ] {
             roundtrip(Value::Int(v), len);
         }
         roundtrip(Value::Int(i32::MIN as i64 - 1), 9);
@@ -177,7 +193,15 @@ mod tests {
 
     #[test]
     fn strings_binaries_and_containers_at_boundaries() {
-        for (n, head) in [(0usize, 1), (31, 1), (32, 2), (255, 2), (256, 3), (65_535, 3), (65_536, 5)] {
+        for (n, head) in [
+            (0usize, 1),
+            (31, 1),
+            (32, 2),
+            (255, 2),
+            (256, 3),
+            (65_535, 3),
+            (65_536, 5),
+        ] {
             roundtrip(Value::Str(Bytes::from(vec![b'a'; n])), n + head);
         }
         for (n, head) in [(0usize, 2), (255, 2), (256, 3), (65_535, 3), (65_536, 5)] {
@@ -187,7 +211,17 @@ mod tests {
             roundtrip(Value::Array(vec![Value::Nil; n]), n + head);
             roundtrip(Value::Map(vec![(Value::Nil, Value::Nil); n]), 2 * n + head);
         }
-        for (n, head) in [(1usize, 2), (2, 2), (4, 2), (8, 2), (16, 2), (3, 3), (17, 3), (256, 4), (65_536, 6)] {
+        for (n, head) in [
+            (1usize, 2),
+            (2, 2),
+            (4, 2),
+            (8, 2),
+            (16, 2),
+            (3, 3),
+            (17, 3),
+            (256, 4),
+            (65_536, 6),
+        ] {
             roundtrip(Value::Ext(-3, Bytes::from(vec![1; n])), n + head);
         }
         roundtrip(Value::F32(1.5), 5);

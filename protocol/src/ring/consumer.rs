@@ -127,6 +127,12 @@ impl Consumer {
                 // A continuation at our position: its first slot was skipped (uncommitted past
                 // the timeout) and its writer committed this part later. Free it.
                 self.free_abandoned(pos, stamp);
+            } else if stamp == layout::free(pos + self.geometry.slot_count) {
+                // Already freed for the next round, but `tail` was not moved past it: a previous
+                // consumer (an agent that was killed) stopped between freeing a record's slots
+                // (first slot first) and publishing `tail`. The record was delivered; move on.
+                // No producer can hold this slot yet: none sees room beyond the old `tail`.
+                self.advance(pos + 1);
             } else {
                 return Err(RingError::Inconsistent {
                     pos,
@@ -143,11 +149,11 @@ impl Consumer {
     pub fn prepare_sleep(&self) -> bool {
         let sleeping = self.map.u32_at(OFF_CONSUMER_SLEEPING);
         sleeping.store(1, Ordering::SeqCst);
-        // Pairs with the fence in the producer's wake-up: see `Producer::wake_consumer`.
+        // Pairs with the producer's SeqCst commit and flag load: see `Producer::wake_consumer`.
         fence(Ordering::SeqCst);
         let pos = self.tail;
-        let idle = self.stamp(pos).load(Ordering::Acquire) == layout::free(pos)
-            && !self.stuck_expired(pos);
+        let idle =
+            self.stamp(pos).load(Ordering::SeqCst) == layout::free(pos) && !self.stuck_expired(pos);
         if !idle {
             sleeping.store(0, Ordering::Relaxed);
         }
@@ -195,8 +201,9 @@ impl Consumer {
             return inconsistent("record length exceeds the ring's largest record");
         }
         let k = layout::slots_for(len) as u64;
-        let head = self.map.u64_at(OFF_HEAD).load(Ordering::Acquire);
-        if pos + k > head {
+        // A one-slot record is proven by its own stamp; only a longer one needs `head` (a
+        // cache line producers keep writing, so the common case does not touch it).
+        if k > 1 && pos + k > self.map.u64_at(OFF_HEAD).load(Ordering::Acquire) {
             return inconsistent("record extends past the slots producers reserved");
         }
         for j in 1..k {
@@ -308,5 +315,51 @@ impl Consumer {
     #[inline]
     fn stamp(&self, pos: u64) -> &AtomicU64 {
         self.map.u64_at(self.geometry.slot_offset(pos))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+    use crate::ring::{MIN_RING_SIZE, Producer, create_ring_memfd};
+
+    #[test]
+    fn consumer_is_send() {
+        fn check<T: Send>() {}
+        check::<Consumer>();
+    }
+
+    #[test]
+    fn sleeping_flag_is_set_by_prepare_sleep_and_cleared_by_next() {
+        let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
+        let producer = Producer::map(fd.as_fd()).unwrap();
+        let mut consumer = Consumer::open(fd, ConsumerOptions::default()).unwrap();
+        let flag = |c: &Consumer| c.map.u32_at(OFF_CONSUMER_SLEEPING).load(Ordering::SeqCst);
+        assert!(consumer.prepare_sleep());
+        assert_eq!(flag(&consumer), 1);
+        // Woken by a timeout rather than a producer: `next` resets the flag.
+        assert!(consumer.next(&mut Vec::new()).unwrap().is_none());
+        assert_eq!(flag(&consumer), 0);
+        // A committed record at the tail: no sleep, and the flag is withdrawn.
+        producer.try_push(&RecordMeta::default(), b"x").unwrap();
+        assert!(!consumer.prepare_sleep());
+        assert_eq!(flag(&consumer), 0);
+    }
+
+    #[test]
+    fn reserved_but_empty_ring_reports_its_backlog() {
+        let fd = create_ring_memfd(MIN_RING_SIZE, 9).unwrap();
+        let producer = Producer::map(fd.as_fd()).unwrap();
+        let mut consumer = Consumer::open(fd, ConsumerOptions::default()).unwrap();
+        producer.reserve_for_test(500).unwrap();
+        assert_eq!(consumer.backlog_slots(), layout::slots_for(500) as u64);
+        assert!(consumer.next(&mut Vec::new()).unwrap().is_none());
+        assert!(
+            consumer.prepare_sleep(),
+            "a pending reservation alone does not keep us awake"
+        );
+        assert_eq!(consumer.creator_pid(), 9);
     }
 }

@@ -100,17 +100,19 @@ impl Mapping {
     /// May read up to 7 bytes past `off + n` (within the slot, as for `write_bytes`).
     #[inline]
     pub fn read_bytes(&self, off: usize, n: usize, dst: &mut Vec<u8>) {
+        let start = dst.len();
+        dst.resize(start + n, 0);
+        let mut chunks = dst[start..].chunks_exact_mut(8);
         let mut at = off;
-        let mut left = n;
-        while left >= 8 {
+        for chunk in &mut chunks {
             let word = self.u64_at(at).load(Ordering::Relaxed);
-            dst.extend_from_slice(&word.to_ne_bytes());
+            chunk.copy_from_slice(&word.to_ne_bytes());
             at += 8;
-            left -= 8;
         }
-        if left > 0 {
+        let rest = chunks.into_remainder();
+        if !rest.is_empty() {
             let word = self.u64_at(at).load(Ordering::Relaxed);
-            dst.extend_from_slice(&word.to_ne_bytes()[..left]);
+            rest.copy_from_slice(&word.to_ne_bytes()[..rest.len()]);
         }
     }
 

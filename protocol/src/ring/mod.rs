@@ -43,22 +43,26 @@
 //! quarter of the ring); longer writes are split by the caller (CONTINUED) or sent as DATA frames.
 //!
 //! # Protocol
-//! - **Reserve** (producer): read `head` = h and `tail` = t; if `h + k − t > N` the ring is full
-//!   (drop and count with `note_dropped`); else CAS `head` h → h + k.
+//! - **Reserve** (producer): read `head` = h and `tail` = t (a process-local copy of `tail`,
+//!   re-read from the header only when it says full); if `h + k − t > N` the ring is full (drop
+//!   and count with `note_dropped`); else CAS `head` h → h + k.
 //! - **Write and commit**: for each slot, check its stamp is still FREE(p) (else the consumer
 //!   skipped us: give up), write the data; then CAS each continuation FREE(p+j) → CONT(p+j), and
-//!   last the first slot FREE(p) → FIRST(p) (Release). A failed CAS means the consumer skipped
+//!   last the first slot FREE(p) → FIRST(p) (SeqCst). A failed CAS means the consumer skipped
 //!   the reservation: `PushError::Abandoned`.
-//! - **Wake**: SeqCst fence; if `consumer_sleeping` is 1, swap it to 0 and write 1 to the wake
-//!   eventfd (raw `SYS_write`).
+//! - **Wake**: SeqCst load of `consumer_sleeping`; if it is 1, swap it to 0 and write 1 to the
+//!   wake eventfd (raw `SYS_write`, errno preserved).
 //! - **Consume** at position `p = tail`: stamp FIRST(p) → bounds-check the header (length ≤ max,
-//!   `p + k ≤ head`, every continuation CONT), copy the payload out, re-check the first stamp,
+//!   `p + k ≤ head` when k > 1, every continuation CONT), copy the payload out, re-check the first stamp,
 //!   set every slot to FREE(p + j + N), store `tail = p + k` (Release). FREE(p) with
 //!   `head > p`: reserved, not committed yet: wait; after `stuck_timeout` skip it by CAS
 //!   FREE(p) → FREE(p + N) (count `abandoned_slots`). CONT(p): an orphan continuation whose
-//!   first slot was skipped: free it the same way. Anything else: the ring is inconsistent.
-//! - **Sleep**: the consumer stores `consumer_sleeping = 1`, SeqCst fence, re-checks its slot;
-//!   it sleeps on the eventfd only if nothing is committed there (with a periodic timeout).
+//!   first slot was skipped: free it the same way. FREE(p + N): a previous consumer freed the
+//!   slot but died before storing `tail`: step over it. Anything else: the ring is inconsistent.
+//! - **Sleep**: the consumer stores `consumer_sleeping = 1` (SeqCst), re-checks its slot
+//!   (SeqCst); it sleeps on the eventfd only if nothing is committed there, with a periodic
+//!   timeout no longer than `stuck_timeout` (a stuck writer sends no wake-up). Together with
+//!   the producer's SeqCst commit and flag load this is Dekker's handshake: no lost wake-up.
 //!
 //! A ring outlives both sides: a new consumer on the same memfd resumes at `tail`, and a
 //! consumer drains what a dead producer committed.

@@ -9,7 +9,7 @@
 //! consumer skips it after its stuck timeout.
 
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicI32, Ordering, fence};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use super::error::{PushError, RingError};
 use super::layout::{
@@ -34,6 +34,10 @@ pub struct Producer {
     map: Mapping,
     geometry: Geometry,
     wake_fd: AtomicI32,
+    /// The highest `tail` this process has read: producers check for room against it and only
+    /// re-read the shared `tail` (a cache line the consumer writes after every record) when it
+    /// says the ring is full. It is never ahead of the real tail, so the check stays safe.
+    tail_seen: AtomicU64,
 }
 
 impl Producer {
@@ -45,6 +49,7 @@ impl Producer {
             map,
             geometry,
             wake_fd: AtomicI32::new(-1),
+            tail_seen: AtomicU64::new(0),
         })
     }
 
@@ -121,16 +126,26 @@ impl Producer {
         let head = self.map.u64_at(OFF_HEAD);
         let tail = self.map.u64_at(OFF_TAIL);
         let mut h = head.load(Ordering::Relaxed);
+        // Acquire (here and on the refresh below): the consumer frees a slot (stamp FREE for
+        // its next position) before it publishes the tail with Release, so a tail read through
+        // this chain guarantees the stamp check in `write_and_commit` sees the freed stamp.
+        let mut t = self.tail_seen.load(Ordering::Acquire);
         for _ in 0..MAX_RESERVE_ATTEMPTS {
-            // Acquire pairs with the consumer's Release store of `tail`: once we see the tail
-            // past a slot's previous occupant, the consumer has finished reading it.
-            let t = tail.load(Ordering::Acquire);
             if h > MAX_POSITION {
                 return Err(PushError::Full);
             }
             // A stale `h` below `t` saturates to 0; the CAS below then fails and reloads.
             if h.saturating_sub(t) + k > self.geometry.slot_count {
-                return Err(PushError::Full);
+                // Our copy of the tail may be old: refresh it before calling the ring full.
+                t = tail.load(Ordering::Acquire);
+                // Only write our shared copy when it moves (writers spinning on a full ring
+                // would otherwise fight over its cache line).
+                if t > self.tail_seen.load(Ordering::Relaxed) {
+                    self.tail_seen.fetch_max(t, Ordering::AcqRel);
+                }
+                if h.saturating_sub(t) + k > self.geometry.slot_count {
+                    return Err(PushError::Full);
+                }
             }
             match head.compare_exchange_weak(h, h + k, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return Ok(h),
@@ -188,25 +203,27 @@ impl Producer {
                 return Err(PushError::Abandoned);
             }
         }
+        // SeqCst (not only Release): it is the store half of the Dekker handshake with
+        // `Consumer::prepare_sleep`, completed by the SeqCst load in `wake_consumer`.
         let first = self.map.u64_at(self.geometry.slot_offset(pos));
         first
             .compare_exchange(
                 layout::free(pos),
                 layout::first(pos),
-                Ordering::Release,
+                Ordering::SeqCst,
                 Ordering::Relaxed,
             )
             .map(|_| ())
             .map_err(|_| PushError::Abandoned)
     }
 
-    /// Wakes a sleeping consumer. The SeqCst fence pairs with the one in
-    /// `Consumer::prepare_sleep` (Dekker): either the consumer sees our commit before it
-    /// sleeps, or we see its `consumer_sleeping` flag and write the eventfd.
+    /// Wakes a sleeping consumer. Our SeqCst commit CAS and SeqCst load of the flag pair with
+    /// the consumer's SeqCst store of the flag and load of the stamp (Dekker): either the
+    /// consumer sees our commit before it sleeps, or we see its flag and write the eventfd. On
+    /// x86 the CAS is already a full barrier, so this costs no extra fence on the hot path.
     fn wake_consumer(&self) {
-        fence(Ordering::SeqCst);
         let sleeping = self.map.u32_at(OFF_CONSUMER_SLEEPING);
-        if sleeping.load(Ordering::Relaxed) == 0 || sleeping.swap(0, Ordering::SeqCst) != 1 {
+        if sleeping.load(Ordering::SeqCst) == 0 || sleeping.swap(0, Ordering::SeqCst) != 1 {
             return;
         }
         let fd = self.wake_fd.load(Ordering::Relaxed);
@@ -223,5 +240,50 @@ impl Producer {
             libc::syscall(libc::SYS_write, fd, (&raw const one).cast::<u8>(), 8usize);
             *errno = saved;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+    use crate::ring::{Consumer, ConsumerOptions, MIN_RING_SIZE, create_ring_memfd};
+
+    #[test]
+    fn producer_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Producer>();
+    }
+
+    #[test]
+    fn full_ring_frees_up_once_the_consumer_moves_the_tail() {
+        let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
+        let producer = Producer::map(fd.as_fd()).unwrap();
+        let mut consumer = Consumer::open(fd, ConsumerOptions::default()).unwrap();
+        let meta = RecordMeta::default();
+        let mut pushed = 0;
+        while producer.try_push(&meta, &[1; 8]).is_ok() {
+            pushed += 1;
+        }
+        assert_eq!(pushed, producer.slot_count());
+        assert_eq!(producer.try_push(&meta, &[1; 8]), Err(PushError::Full));
+        assert_eq!(producer.backlog_slots(), producer.slot_count());
+        let mut payload = Vec::new();
+        assert!(consumer.next(&mut payload).unwrap().is_some());
+        // The producer's cached tail is stale; the push must refresh it and succeed.
+        producer.try_push(&meta, &[2; 8]).unwrap();
+        assert_eq!(producer.try_push(&meta, &[3; 8]), Err(PushError::Full));
+    }
+
+    #[test]
+    fn note_dropped_adds_to_the_header_counters() {
+        let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
+        let producer = Producer::map(fd.as_fd()).unwrap();
+        producer.note_dropped(2, 100);
+        producer.note_dropped(1, 5);
+        let consumer = Consumer::open(fd, ConsumerOptions::default()).unwrap();
+        let counters = consumer.counters();
+        assert_eq!((counters.dropped_records, counters.dropped_bytes), (3, 105));
     }
 }

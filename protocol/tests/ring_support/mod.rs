@@ -20,7 +20,7 @@ pub const MAX_TEST_PAYLOAD: usize = 4096;
 pub fn len_for(id: u32, counter: u32, max: usize) -> usize {
     let x = id.wrapping_mul(2_654_435_761) ^ counter.wrapping_mul(40_503);
     let len = match x % 10 {
-        0..=5 => 8 + (x as usize / 10) % 89,     // one slot
+        0..=5 => 8 + (x as usize / 10) % 89,    // one slot
         6..=8 => 8 + (x as usize / 10) % 1_000, // up to 9 slots
         _ => 8 + (x as usize / 10) % (MAX_TEST_PAYLOAD - 8),
     };
@@ -43,15 +43,34 @@ fn filler(id: u32, counter: u32, i: usize) -> u8 {
 /// Checks a delivered payload and its metadata; returns (id, counter).
 pub fn check_payload(meta: &RecordMeta, payload: &[u8], max: usize) -> (u32, u32) {
     assert!(payload.len() >= 8, "payload too short: {}", payload.len());
-    let word = |at: usize| u32::from_le_bytes([payload[at], payload[at + 1], payload[at + 2], payload[at + 3]]);
+    let word = |at: usize| {
+        u32::from_le_bytes([
+            payload[at],
+            payload[at + 1],
+            payload[at + 2],
+            payload[at + 3],
+        ])
+    };
     let (id, counter) = (word(0), word(4));
-    assert_eq!(payload.len(), len_for(id, counter, max), "length of {id}/{counter}");
+    assert_eq!(
+        payload.len(),
+        len_for(id, counter, max),
+        "length of {id}/{counter}"
+    );
     for (i, b) in payload[8..].iter().enumerate() {
-        assert_eq!(*b, filler(id, counter, i), "byte {i} of record {id}/{counter}");
+        assert_eq!(
+            *b,
+            filler(id, counter, i),
+            "byte {i} of record {id}/{counter}"
+        );
     }
     assert_eq!(meta.pid, id, "meta.pid of {id}/{counter}");
     assert_eq!(meta.seq, counter, "meta.seq of {id}/{counter}");
-    assert_eq!(meta.time_ns, u64::from(counter) * 3, "meta.time_ns of {id}/{counter}");
+    assert_eq!(
+        meta.time_ns,
+        u64::from(counter) * 3,
+        "meta.time_ns of {id}/{counter}"
+    );
     (id, counter)
 }
 
@@ -74,13 +93,18 @@ pub struct OrderCheck {
 
 impl OrderCheck {
     pub fn new(producers: usize) -> Self {
-        OrderCheck { next: vec![0; producers] }
+        OrderCheck {
+            next: vec![0; producers],
+        }
     }
 
     /// Records a delivered (id, counter); fails on a duplicate, a gap or a reordering.
     pub fn see(&mut self, id: u32, counter: u32) {
         let expected = &mut self.next[id as usize];
-        assert_eq!(counter, *expected, "producer {id}: got {counter}, expected {expected}");
+        assert_eq!(
+            counter, *expected,
+            "producer {id}: got {counter}, expected {expected}"
+        );
         *expected += 1;
     }
 
@@ -91,7 +115,9 @@ impl OrderCheck {
 
 /// Consumer options with a short stuck timeout.
 pub fn opts(stuck_ms: u64) -> ConsumerOptions {
-    ConsumerOptions { stuck_timeout: Duration::from_millis(stuck_ms) }
+    ConsumerOptions {
+        stuck_timeout: Duration::from_millis(stuck_ms),
+    }
 }
 
 /// Panics if `deadline` has passed: keeps loops of the tests bounded.
@@ -151,7 +177,11 @@ impl RawRing {
         };
         assert_ne!(base, libc::MAP_FAILED);
         let slot_count = ((len - layout::HEADER_BYTES) / layout::SLOT_BYTES) as u64;
-        RawRing { base: base.cast(), len, slot_count }
+        RawRing {
+            base: base.cast(),
+            len,
+            slot_count,
+        }
     }
 
     pub fn word(&self, off: usize) -> &AtomicU64 {

@@ -1,0 +1,286 @@
+//! The spool (`storage_path`): every chunk on disk before any output sees it, until delivered.
+//!
+//! One file per chunk, `<hex id>.chunk`, written as `<hex id>.tmp`, fsynced, renamed, and the
+//! directory fsynced — so after a crash (kill -9, power loss) a chunk file is either complete
+//! or absent. The file holds a magic, the tag, the record count, the entries and a CRC-32 over
+//! all of it; a file that fails the check is renamed `.bad` and reported, never sent.
+//! [`Spool::open`] returns the chunks left by the previous run, oldest first; the agent sends
+//! them again (duplicates are possible after a crash, loss is not).
+//!
+//! `storage_limit` bounds the bytes on disk: [`ChunkStore::persist`] waits for room (the
+//! batch stage waits behind it, then the inputs: backpressure, not loss), and gives up with an
+//! error only after [`ROOM_WAIT`].
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime};
+
+use super::ChunkStore;
+use crate::record::{Chunk, ChunkId};
+
+const MAGIC: &[u8; 8] = b"LTSPOOL1";
+/// How long `persist` waits for room under `storage_limit` before refusing a chunk.
+pub const ROOM_WAIT: Duration = Duration::from_secs(60);
+
+/// Why the spool could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("cannot use --storage-path {path}: {source}")]
+    Dir { path: PathBuf, source: io::Error },
+}
+
+struct State {
+    used: u64,
+    sizes: HashMap<ChunkId, u64>,
+}
+
+/// The chunk files in one directory.
+pub struct Spool {
+    dir: PathBuf,
+    limit: u64,
+    state: Mutex<State>,
+    room: Condvar,
+}
+
+fn hex(id: &ChunkId) -> String {
+    id.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_hex(name: &str) -> Option<ChunkId> {
+    if name.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(name.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(ChunkId(id))
+}
+
+/// The file's bytes for `chunk`.
+fn encode(chunk: &Chunk) -> Vec<u8> {
+    let mut b = Vec::with_capacity(chunk.entries.len() + chunk.tag.len() + 32);
+    b.extend_from_slice(MAGIC);
+    b.extend_from_slice(&(chunk.tag.len() as u32).to_le_bytes());
+    b.extend_from_slice(chunk.tag.as_bytes());
+    b.extend_from_slice(&chunk.records.to_le_bytes());
+    b.extend_from_slice(&(chunk.entries.len() as u64).to_le_bytes());
+    b.extend_from_slice(&chunk.entries);
+    let mut crc = flate2::Crc::new();
+    crc.update(&b);
+    b.extend_from_slice(&crc.sum().to_le_bytes());
+    b
+}
+
+/// Parses a chunk file; `None` when it is damaged.
+fn decode(id: ChunkId, b: &[u8]) -> Option<Chunk> {
+    let (body, sum) = b.split_at_checked(b.len().checked_sub(4)?)?;
+    let mut crc = flate2::Crc::new();
+    crc.update(body);
+    if crc.sum().to_le_bytes() != sum || !body.starts_with(MAGIC) {
+        return None;
+    }
+    let rest = &body[MAGIC.len()..];
+    let (tag_len, rest) = rest.split_at_checked(4)?;
+    let tag_len = u32::from_le_bytes(tag_len.try_into().ok()?) as usize;
+    let (tag, rest) = rest.split_at_checked(tag_len)?;
+    let (records, rest) = rest.split_at_checked(4)?;
+    let (len, entries) = rest.split_at_checked(8)?;
+    if u64::from_le_bytes(len.try_into().ok()?) != entries.len() as u64 {
+        return None;
+    }
+    Some(Chunk {
+        id,
+        tag: Arc::from(std::str::from_utf8(tag).ok()?),
+        entries: bytes::Bytes::copy_from_slice(entries),
+        records: u32::from_le_bytes(records.try_into().ok()?),
+    })
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Spool {
+    /// Opens (creates) `dir`, removes unfinished writes, and returns the chunks still to deliver.
+    pub fn open(dir: &Path, limit: u64) -> Result<(Spool, Vec<Chunk>), SpoolError> {
+        let err = |source| SpoolError::Dir { path: dir.to_owned(), source };
+        fs::create_dir_all(dir).map_err(err)?;
+        let mut found: Vec<(SystemTime, Chunk)> = Vec::new();
+        for entry in fs::read_dir(dir).map_err(err)? {
+            let entry = entry.map_err(err)?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            let Some(id) = name.strip_suffix(".chunk").and_then(parse_hex) else { continue };
+            let mut bytes = Vec::new();
+            let read = File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes));
+            match read.ok().and_then(|_| decode(id, &bytes)) {
+                Some(chunk) => {
+                    let mtime = entry.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+                    found.push((mtime, chunk));
+                }
+                None => {
+                    tracing::error!(file = %path.display(), "damaged chunk file in storage_path; renamed .bad, not sent");
+                    let _ = fs::rename(&path, path.with_extension("bad"));
+                }
+            }
+        }
+        found.sort_by_key(|(t, _)| *t);
+        let mut state = State { used: 0, sizes: HashMap::new() };
+        for (_, c) in &found {
+            let size = c.size() as u64;
+            state.used += size;
+            state.sizes.insert(c.id, size);
+        }
+        if !found.is_empty() {
+            tracing::info!(chunks = found.len(), bytes = state.used, dir = %dir.display(), "chunks recovered from storage_path; sending them again");
+        }
+        let spool = Spool { dir: dir.to_owned(), limit: limit.max(1), state: Mutex::new(state), room: Condvar::new() };
+        Ok((spool, found.into_iter().map(|(_, c)| c).collect()))
+    }
+
+    /// Bytes of chunks on disk.
+    pub fn used(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).used
+    }
+
+    fn path(&self, id: &ChunkId, ext: &str) -> PathBuf {
+        self.dir.join(format!("{}.{ext}", hex(id)))
+    }
+
+    /// Reserves `size` bytes, waiting for room; `Ok(false)` when the chunk is already stored.
+    fn reserve(&self, id: ChunkId, size: u64) -> io::Result<bool> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.sizes.contains_key(&id) {
+            return Ok(false);
+        }
+        let deadline = std::time::Instant::now() + ROOM_WAIT;
+        // A chunk larger than the limit is stored alone rather than never.
+        while st.used > 0 && st.used + size > self.limit {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(io::Error::other(format!(
+                    "storage_limit ({} bytes) full for {ROOM_WAIT:?}: outputs are not delivering",
+                    self.limit
+                )));
+            }
+            st = self.room.wait_timeout(st, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        st.used += size;
+        st.sizes.insert(id, size);
+        Ok(true)
+    }
+
+    fn release(&self, id: ChunkId) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(size) = st.sizes.remove(&id) {
+            st.used -= size;
+            self.room.notify_all();
+        }
+    }
+
+    fn write(&self, chunk: &Chunk) -> io::Result<()> {
+        let tmp = self.path(&chunk.id, "tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(&encode(chunk))?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, self.path(&chunk.id, "chunk"))?;
+        sync_dir(&self.dir)
+    }
+}
+
+impl ChunkStore for Spool {
+    fn persist(&self, chunk: &Chunk) -> io::Result<()> {
+        if !self.reserve(chunk.id, chunk.size() as u64)? {
+            return Ok(()); // recovered at start: already on disk
+        }
+        self.write(chunk).inspect_err(|_| self.release(chunk.id))
+    }
+
+    fn remove(&self, id: ChunkId) {
+        if let Err(e) = fs::remove_file(self.path(&id, "chunk"))
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %e, "cannot remove a delivered chunk from storage_path (it will be sent again after a restart)");
+        }
+        self.release(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(n: u8) -> Chunk {
+        Chunk { id: ChunkId::random(), tag: "app.x".into(), entries: vec![n; 100].into(), records: u32::from(n) }
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("logtap-spool-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn chunks_survive_a_reopen_until_removed() {
+        let dir = tempdir("reopen");
+        let (spool, found) = Spool::open(&dir, 1 << 20).unwrap();
+        assert!(found.is_empty());
+        let (a, b) = (chunk(1), chunk(2));
+        spool.persist(&a).unwrap();
+        spool.persist(&b).unwrap();
+        spool.remove(a.id);
+        fs::write(dir.join("0123.tmp"), b"half").unwrap();
+        drop(spool);
+        let (spool, found) = Spool::open(&dir, 1 << 20).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].id, &*found[0].tag, found[0].records), (b.id, "app.x", 2));
+        assert_eq!(found[0].entries, b.entries);
+        assert!(!dir.join("0123.tmp").exists(), "unfinished writes are removed");
+        assert_eq!(spool.used(), b.size() as u64);
+        spool.persist(&found[0]).unwrap(); // re-admitted after recovery: no second copy
+        assert_eq!(spool.used(), b.size() as u64);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn damaged_files_are_set_aside() {
+        let dir = tempdir("damaged");
+        let (spool, _) = Spool::open(&dir, 1 << 20).unwrap();
+        let c = chunk(3);
+        spool.persist(&c).unwrap();
+        let path = dir.join(format!("{}.chunk", hex(&c.id)));
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 10;
+        bytes[last] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        let (_, found) = Spool::open(&dir, 1 << 20).unwrap();
+        assert!(found.is_empty());
+        assert!(path.with_extension("bad").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn limit_waits_for_room() {
+        let dir = tempdir("limit");
+        let (spool, _) = Spool::open(&dir, 150).unwrap();
+        let spool = Arc::new(spool);
+        let a = chunk(1);
+        spool.persist(&a).unwrap();
+        let s2 = Arc::clone(&spool);
+        let waiter = std::thread::spawn(move || s2.persist(&chunk(2)));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!waiter.is_finished(), "no room until the first chunk is delivered");
+        spool.remove(a.id);
+        waiter.join().unwrap().unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

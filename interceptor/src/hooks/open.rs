@@ -1,0 +1,414 @@
+//! Following the tap files through the descriptor's life, and protecting our own descriptors.
+//!
+//! - opened (`open*`/`openat*`/`__open*_2` in the C shim, `creat*`, `fopen*`, `freopen*`): a
+//!   descriptor opened for writing whose path matches `LLT_TAP_FILE` gets its file index in
+//!   the fd table (relative paths and symlinks are resolved through `/proc/self/fd/N`); any
+//!   other new descriptor clears its entry, so a reused number is never tapped by mistake;
+//! - duplicated (`dup`, `dup2`, `dup3`, `fcntl(F_DUPFD*)`): the copy inherits the entry;
+//! - closed (`close`, `fclose`, `close_range`): the entry is cleared.
+//!
+//! `close`/`close_range` on one of *our* descriptors is skipped and reported as success (see
+//! `own_fds`), and `dup2`/`dup3` onto one of ours first moves ours away.
+
+use core::ffi::{CStr, c_char, c_int, c_uint, c_void};
+
+use super::RealFn;
+use crate::own_fds;
+use crate::sender::connection;
+use crate::{config, fd_table, guard, sys, tap_files};
+
+static CREAT: RealFn = RealFn::new(c"creat");
+static CREAT64: RealFn = RealFn::new(c"creat64");
+static DUP: RealFn = RealFn::new(c"dup");
+static DUP2: RealFn = RealFn::new(c"dup2");
+static DUP3: RealFn = RealFn::new(c"dup3");
+static CLOSE: RealFn = RealFn::new(c"close");
+static CLOSE_RANGE: RealFn = RealFn::new(c"close_range");
+static FOPEN: RealFn = RealFn::new(c"fopen");
+static FOPEN64: RealFn = RealFn::new(c"fopen64");
+static FREOPEN: RealFn = RealFn::new(c"freopen");
+static FREOPEN64: RealFn = RealFn::new(c"freopen64");
+static FCLOSE: RealFn = RealFn::new(c"fclose");
+
+type CreatFn = unsafe extern "C" fn(*const c_char, libc::mode_t) -> c_int;
+type Int1Fn = unsafe extern "C" fn(c_int) -> c_int;
+type Int2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
+type Int3Fn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+type CloseRangeFn = unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int;
+type FopenFn = unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE;
+type FreopenFn = unsafe extern "C" fn(*const c_char, *const c_char, *mut libc::FILE) -> *mut libc::FILE;
+type FcloseFn = unsafe extern "C" fn(*mut libc::FILE) -> c_int;
+
+/// Resolves every real function of this module (constructor).
+pub fn resolve() {
+    for f in [
+        &CREAT, &CREAT64, &DUP, &DUP2, &DUP3, &CLOSE, &CLOSE_RANGE, &FOPEN, &FOPEN64, &FREOPEN,
+        &FREOPEN64, &FCLOSE,
+    ] {
+        let _ = f.get();
+    }
+}
+
+fn no_real() -> c_int {
+    sys::set_errno(libc::ENOSYS);
+    -1
+}
+
+/// Writes `/proc/self/fd/<fd>\0` into `buf`; returns its length with the NUL.
+fn proc_fd_path(fd: c_int, buf: &mut [u8; 32]) -> usize {
+    let prefix = b"/proc/self/fd/";
+    let mut digits = [0u8; 12];
+    let mut n = u32::try_from(fd).unwrap_or(0);
+    let mut d = 0usize;
+    loop {
+        if let Some(slot) = digits.get_mut(d) {
+            *slot = b'0'.saturating_add(u8::try_from(n % 10).unwrap_or(0));
+        }
+        d = d.saturating_add(1);
+        n /= 10;
+        if n == 0 || d >= digits.len() {
+            break;
+        }
+    }
+    let mut at = 0usize;
+    for b in prefix.iter().chain(digits.iter().take(d).rev()).chain(core::iter::once(&0u8)) {
+        if let Some(slot) = buf.get_mut(at) {
+            *slot = *b;
+            at = at.saturating_add(1);
+        }
+    }
+    at
+}
+
+/// A new descriptor `fd` was opened with `flags` for `path`.
+///
+/// # Safety
+/// `path` is null or NUL-terminated.
+pub unsafe fn on_new_fd(fd: c_int, path: *const c_char, flags: c_int) {
+    if fd < 0 || guard::held() {
+        return;
+    }
+    let Some(cfg) = config::get() else { return };
+    let acc = flags & libc::O_ACCMODE;
+    let writable = acc == libc::O_WRONLY || acc == libc::O_RDWR;
+    if !writable || cfg.tap_files.as_bytes().is_empty() || path.is_null() {
+        fd_table::set(fd, None);
+        return;
+    }
+    let _errno = sys::ErrnoGuard::save();
+    // SAFETY: the app passed a NUL-terminated path to the open call that just succeeded.
+    let given = unsafe { CStr::from_ptr(path) }.to_bytes();
+    let mut resolved = [0u8; tap_files::MAX_PATH];
+    let matched: Option<&[u8]> = if given.starts_with(b"/") && tap_files::is_tapped_path(given) {
+        Some(given)
+    } else {
+        let mut link = [0u8; 32];
+        let n = proc_fd_path(fd, &mut link);
+        let len = sys::readlink(link.get(..n).unwrap_or(&[]), &mut resolved);
+        resolved.get(..len).filter(|p| tap_files::is_tapped_path(p))
+    };
+    let Some(matched) = matched else {
+        fd_table::set(fd, None);
+        return;
+    };
+    match tap_files::register(matched) {
+        Some((index, new)) => {
+            fd_table::set(fd, Some(index));
+            crate::debug!("tapping file {} (index {index}) on fd {fd}", crate::debug::Bytes(matched));
+            if new {
+                connection::file_opened(index);
+            }
+        }
+        None => fd_table::set(fd, None),
+    }
+}
+
+/// Called by the C shim after a successful `open*`/`openat*`.
+///
+/// # Safety
+/// `path` is NUL-terminated (or null).
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn logtap_on_open(fd: c_int, _dirfd: c_int, path: *const c_char, flags: c_int) {
+    // SAFETY: the shim passes the app's path of a successful open.
+    unsafe { on_new_fd(fd, path, flags) };
+}
+
+/// Called by the C shim after a successful `fcntl(F_DUPFD*)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub extern "C" fn logtap_on_dup(old: c_int, new: c_int) {
+    if !guard::held() {
+        fd_table::copy(old, new);
+    }
+}
+
+fn creat_common(f: &RealFn, path: *const c_char, mode: libc::mode_t) -> c_int {
+    let Some(p) = f.get() else { return no_real() };
+    // SAFETY: dlsym of a creat name has creat's signature; the caller's arguments.
+    let fd = unsafe { core::mem::transmute::<*mut c_void, CreatFn>(p)(path, mode) };
+    // SAFETY: creat succeeded with this path, so it is NUL-terminated.
+    unsafe { on_new_fd(fd, path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) };
+    fd
+}
+
+/// `creat(2)`.
+///
+/// # Safety
+/// The caller's contract of `creat(2)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn creat(path: *const c_char, mode: libc::mode_t) -> c_int {
+    creat_common(&CREAT, path, mode)
+}
+
+/// `creat64(2)`.
+///
+/// # Safety
+/// The caller's contract of `creat64(2)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn creat64(path: *const c_char, mode: libc::mode_t) -> c_int {
+    creat_common(&CREAT64, path, mode)
+}
+
+/// `dup(2)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub extern "C" fn dup(old: c_int) -> c_int {
+    let Some(p) = DUP.get() else { return no_real() };
+    // SAFETY: dlsym("dup") has dup's signature.
+    let new = unsafe { core::mem::transmute::<*mut c_void, Int1Fn>(p)(old) };
+    if new >= 0 {
+        logtap_on_dup(old, new);
+    }
+    new
+}
+
+fn before_dup_onto(old: c_int, new: c_int) {
+    if old != new && !guard::held() {
+        own_fds::relocate_if_own(new);
+    }
+}
+
+/// `dup2(2)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    let Some(p) = DUP2.get() else { return no_real() };
+    before_dup_onto(old, new);
+    // SAFETY: dlsym("dup2") has dup2's signature.
+    let r = unsafe { core::mem::transmute::<*mut c_void, Int2Fn>(p)(old, new) };
+    if r >= 0 && old != new {
+        logtap_on_dup(old, new);
+    }
+    r
+}
+
+/// `dup3(2)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    let Some(p) = DUP3.get() else { return no_real() };
+    before_dup_onto(old, new);
+    // SAFETY: dlsym("dup3") has dup3's signature.
+    let r = unsafe { core::mem::transmute::<*mut c_void, Int3Fn>(p)(old, new, flags) };
+    if r >= 0 {
+        logtap_on_dup(old, new);
+    }
+    r
+}
+
+/// `close(2)`. Our own descriptors are not closed (see `own_fds`).
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub extern "C" fn close(fd: c_int) -> c_int {
+    let Some(p) = CLOSE.get() else { return no_real() };
+    if !guard::held() {
+        if own_fds::is_own(fd) {
+            crate::debug!("the app closes fd {fd}, which is ours: skipped");
+            return 0;
+        }
+        fd_table::set(fd, None);
+    }
+    // SAFETY: dlsym("close") has close's signature.
+    unsafe { core::mem::transmute::<*mut c_void, Int1Fn>(p)(fd) }
+}
+
+fn real_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    match CLOSE_RANGE.get() {
+        // SAFETY: dlsym("close_range") has close_range's signature.
+        Some(p) => unsafe { core::mem::transmute::<*mut c_void, CloseRangeFn>(p)(first, last, flags) },
+        None => match sys::close_range(first, last, c_uint::try_from(flags).unwrap_or(0)) {
+            Ok(()) => 0,
+            Err(e) => {
+                sys::set_errno(e);
+                -1
+            }
+        },
+    }
+}
+
+/// `close_range(2)`: closes the range around our own descriptors.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    let cloexec_only = c_uint::try_from(flags).unwrap_or(0) & libc::CLOSE_RANGE_CLOEXEC != 0;
+    if guard::held() || cloexec_only || first > last {
+        return real_close_range(first, last, flags);
+    }
+    fd_table::clear_range(first, last);
+    let mut from = first;
+    for own in own_fds::sorted() {
+        let Ok(own) = c_uint::try_from(own) else { continue };
+        if own < from || own > last {
+            continue;
+        }
+        if own > from {
+            let r = real_close_range(from, own.saturating_sub(1), flags);
+            if r != 0 {
+                return r;
+            }
+        }
+        if own == c_uint::MAX {
+            return 0;
+        }
+        from = own.saturating_add(1);
+    }
+    if from <= last {
+        return real_close_range(from, last, flags);
+    }
+    0
+}
+
+/// The open flags a stdio mode string implies (only the access mode matters here).
+fn mode_flags(mode: *const c_char) -> c_int {
+    if mode.is_null() {
+        return libc::O_RDONLY;
+    }
+    // SAFETY: fopen's mode is a NUL-terminated string.
+    let m = unsafe { CStr::from_ptr(mode) }.to_bytes();
+    let plus = m.contains(&b'+');
+    match m.first() {
+        Some(b'r') if !plus => libc::O_RDONLY,
+        Some(b'r') => libc::O_RDWR,
+        Some(b'w' | b'a') if plus => libc::O_RDWR,
+        Some(b'w' | b'a') => libc::O_WRONLY,
+        _ => libc::O_RDONLY,
+    }
+}
+
+fn file_fd(f: *mut libc::FILE) -> c_int {
+    if f.is_null() {
+        return -1;
+    }
+    // SAFETY: a FILE the app holds (or that fopen just returned); fileno is not hooked.
+    unsafe { libc::fileno(f) }
+}
+
+fn fopen_common(f: &RealFn, path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    let Some(p) = f.get() else {
+        sys::set_errno(libc::ENOSYS);
+        return core::ptr::null_mut();
+    };
+    // SAFETY: dlsym of an fopen name has fopen's signature; the caller's arguments.
+    let file = unsafe { core::mem::transmute::<*mut c_void, FopenFn>(p)(path, mode) };
+    // SAFETY: fopen's path argument is NUL-terminated.
+    unsafe { on_new_fd(file_fd(file), path, mode_flags(mode)) };
+    file
+}
+
+/// `fopen(3)`.
+///
+/// # Safety
+/// The caller's contract of `fopen(3)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    fopen_common(&FOPEN, path, mode)
+}
+
+/// `fopen64(3)`.
+///
+/// # Safety
+/// The caller's contract of `fopen64(3)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    fopen_common(&FOPEN64, path, mode)
+}
+
+fn freopen_common(f: &RealFn, path: *const c_char, mode: *const c_char, stream: *mut libc::FILE) -> *mut libc::FILE {
+    let Some(p) = f.get() else {
+        sys::set_errno(libc::ENOSYS);
+        return core::ptr::null_mut();
+    };
+    let old_fd = file_fd(stream);
+    let old_entry = fd_table::get(old_fd);
+    // SAFETY: dlsym of a freopen name has freopen's signature; the caller's arguments.
+    let file = unsafe { core::mem::transmute::<*mut c_void, FreopenFn>(p)(path, mode, stream) };
+    if guard::held() {
+        return file;
+    }
+    let new_fd = file_fd(file);
+    if old_fd != new_fd {
+        fd_table::set(old_fd, None);
+    }
+    if path.is_null() {
+        // Same file, new mode: the classification stays.
+        fd_table::set(new_fd, old_entry);
+    } else {
+        // SAFETY: freopen's path argument is NUL-terminated.
+        unsafe { on_new_fd(new_fd, path, mode_flags(mode)) };
+    }
+    file
+}
+
+/// `freopen(3)`.
+///
+/// # Safety
+/// The caller's contract of `freopen(3)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn freopen(path: *const c_char, mode: *const c_char, stream: *mut libc::FILE) -> *mut libc::FILE {
+    freopen_common(&FREOPEN, path, mode, stream)
+}
+
+/// `freopen64(3)`.
+///
+/// # Safety
+/// The caller's contract of `freopen64(3)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn freopen64(
+    path: *const c_char,
+    mode: *const c_char,
+    stream: *mut libc::FILE,
+) -> *mut libc::FILE {
+    freopen_common(&FREOPEN64, path, mode, stream)
+}
+
+/// `fclose(3)`: the descriptor is forgotten.
+///
+/// # Safety
+/// The caller's contract of `fclose(3)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn fclose(stream: *mut libc::FILE) -> c_int {
+    let Some(p) = FCLOSE.get() else { return no_real() };
+    let fd = file_fd(stream);
+    // SAFETY: dlsym("fclose") has fclose's signature; the caller's argument.
+    let r = unsafe { core::mem::transmute::<*mut c_void, FcloseFn>(p)(stream) };
+    if fd >= 0 && !guard::held() {
+        fd_table::set(fd, None);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_fd_paths() {
+        let mut b = [0u8; 32];
+        let n = proc_fd_path(123, &mut b);
+        assert_eq!(&b[..n], b"/proc/self/fd/123\0");
+        let n = proc_fd_path(0, &mut b);
+        assert_eq!(&b[..n], b"/proc/self/fd/0\0");
+    }
+
+    #[test]
+    fn stdio_modes() {
+        assert_eq!(mode_flags(c"r".as_ptr()), libc::O_RDONLY);
+        assert_eq!(mode_flags(c"a".as_ptr()), libc::O_WRONLY);
+        assert_eq!(mode_flags(c"w+e".as_ptr()), libc::O_RDWR);
+        assert_eq!(mode_flags(c"r+".as_ptr()), libc::O_RDWR);
+    }
+}

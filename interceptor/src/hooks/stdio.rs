@@ -1,0 +1,81 @@
+//! The Rust half of the stdio hooks in `csrc/stdio_shim.c`.
+//!
+//! The shim asks [`logtap_stdio_route`] whether a FILE's descriptor is tapped, formats the
+//! output itself (C-variadic functions cannot be defined in Rust 1.95), writes it into the FILE
+//! and hands the accepted bytes to [`logtap_stdio_deliver`]. A route is a small integer so
+//! that it crosses the C boundary without a struct: bits 0-1 the stream, bit 2 "suppressed"
+//! (the shim tests it), bits 8-23 the tap file index.
+
+use core::ffi::{c_char, c_int, c_void};
+
+use libc::{size_t, ssize_t};
+
+use super::route_for_fd;
+use crate::sender::{self, Payload, Route};
+use crate::sys;
+
+const SUPPRESSED: c_int = 4;
+
+fn encode(r: Route) -> c_int {
+    c_int::from(r.stream & 3) | if r.suppressed { SUPPRESSED } else { 0 } | (c_int::from(r.file_index) << 8)
+}
+
+fn decode(code: c_int) -> Option<Route> {
+    let stream = u8::try_from(code & 3).ok().filter(|s| *s != 0)?;
+    Some(Route {
+        stream,
+        file_index: u16::try_from((code >> 8) & 0xffff).unwrap_or(0),
+        suppressed: code & SUPPRESSED != 0,
+    })
+}
+
+/// 0 when writes to `fd` are not tapped now; else the route code. Preserves errno.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub extern "C" fn logtap_stdio_route(fd: c_int) -> c_int {
+    route_for_fd(fd).map_or(0, encode)
+}
+
+/// Delivers `len` bytes at `buf` along `route`; returns how many were delivered (what a
+/// suppressed stream need not write for real). Preserves errno.
+///
+/// # Safety
+/// `buf` is readable for `len` bytes.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn logtap_stdio_deliver(route: c_int, buf: *const c_char, len: size_t) -> size_t {
+    let Some(route) = decode(route) else { return 0 };
+    if buf.is_null() || len == 0 {
+        return 0;
+    }
+    let _errno = sys::ErrnoGuard::save();
+    // SAFETY: the shim passes bytes it just formatted or the app's fwrite/fputs buffer.
+    let bytes = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), len) };
+    sender::deliver(route, &Payload::One(bytes), len)
+}
+
+/// The `write` hook's logic, for the shim's `dprintf` family.
+///
+/// # Safety
+/// `buf` is readable for `len` bytes.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn logtap_fd_write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
+    // SAFETY: the caller's contract (readable buffer) is write(2)'s.
+    unsafe { super::write::hooked_write(fd, buf, len) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_codes_round_trip() {
+        for r in [
+            Route { stream: 1, file_index: 0, suppressed: false },
+            Route { stream: 2, file_index: 0, suppressed: true },
+            Route { stream: 3, file_index: 63, suppressed: true },
+        ] {
+            assert_ne!(encode(r), 0);
+            assert_eq!(decode(encode(r)), Some(r));
+        }
+        assert_eq!(decode(0), None);
+    }
+}

@@ -1,0 +1,249 @@
+//! `write`, `writev`, `pwrite`, `pwrite64`, `pwritev`, `pwritev64`, `pwritev2`, `pwritev64v2`.
+//!
+//! These are the async-signal-safe hooks: a descriptor that is not tapped costs one config
+//! load and one table load before the real call; a tapped one adds a clock read, one ring
+//! record (or DATA frame) and nothing else — no lock, no allocation, no panic. The bytes
+//! tapped are the first `r` the kernel accepted; `errno` and the return value are the real
+//! call's (or the full count on a suppressed stream, see [`super::tapped_write`]).
+
+use core::ffi::{c_int, c_void};
+
+use libc::{iovec, off_t, size_t, ssize_t};
+
+use super::{RealFn, route_for_fd, tapped_write, write_rest};
+use crate::sender::Payload;
+
+static WRITE: RealFn = RealFn::new(c"write");
+static WRITEV: RealFn = RealFn::new(c"writev");
+static PWRITE: RealFn = RealFn::new(c"pwrite");
+static PWRITE64: RealFn = RealFn::new(c"pwrite64");
+static PWRITEV: RealFn = RealFn::new(c"pwritev");
+static PWRITEV64: RealFn = RealFn::new(c"pwritev64");
+static PWRITEV2: RealFn = RealFn::new(c"pwritev2");
+static PWRITEV64V2: RealFn = RealFn::new(c"pwritev64v2");
+
+type WriteFn = unsafe extern "C" fn(c_int, *const c_void, size_t) -> ssize_t;
+type WritevFn = unsafe extern "C" fn(c_int, *const iovec, c_int) -> ssize_t;
+type PwriteFn = unsafe extern "C" fn(c_int, *const c_void, size_t, off_t) -> ssize_t;
+type PwritevFn = unsafe extern "C" fn(c_int, *const iovec, c_int, off_t) -> ssize_t;
+type Pwritev2Fn = unsafe extern "C" fn(c_int, *const iovec, c_int, off_t, c_int) -> ssize_t;
+
+/// Resolves every real function of this module (constructor).
+pub fn resolve() {
+    for f in [&WRITE, &WRITEV, &PWRITE, &PWRITE64, &PWRITEV, &PWRITEV64, &PWRITEV2, &PWRITEV64V2] {
+        let _ = f.get();
+    }
+}
+
+/// The real `write` (raw syscall if libc's cannot be found).
+///
+/// # Safety
+/// `write(2)`'s contract: `buf` is readable for `count` bytes.
+pub unsafe fn real_write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    match WRITE.get() {
+        Some(p) => {
+            // SAFETY: dlsym("write") has `write`'s signature; arguments are the caller's.
+            unsafe { core::mem::transmute::<*mut c_void, WriteFn>(p)(fd, buf, count) }
+        }
+        // SAFETY: raw write with the caller's arguments.
+        None => unsafe { libc::syscall(libc::SYS_write, fd, buf, count) as ssize_t },
+    }
+}
+
+fn real_pwrite(f: &RealFn, fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t {
+    match f.get() {
+        // SAFETY: dlsym of a pwrite-family name has pwrite's signature.
+        Some(p) => unsafe { core::mem::transmute::<*mut c_void, PwriteFn>(p)(fd, buf, count, off) },
+        // SAFETY: raw pwrite64 with the caller's arguments.
+        None => unsafe { libc::syscall(libc::SYS_pwrite64, fd, buf, count, off) as ssize_t },
+    }
+}
+
+/// The app's buffer as a slice (the kernel read it, or will: it is the caller's to keep valid).
+fn buf_slice<'a>(buf: *const c_void, count: size_t) -> &'a [u8] {
+    if buf.is_null() || count == 0 {
+        return &[];
+    }
+    // SAFETY: the caller passed (buf, count) to a write call, which requires `count` readable
+    // bytes at `buf` for the duration of the call; we read them only within the hook.
+    unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), count) }
+}
+
+fn iov_slice<'a>(iov: *const iovec, cnt: c_int) -> Option<&'a [iovec]> {
+    let n = usize::try_from(cnt).ok().filter(|n| *n > 0 && *n <= 1024)?;
+    if iov.is_null() {
+        return None;
+    }
+    // SAFETY: writev's contract: `iov` points at `cnt` iovecs (at most IOV_MAX = 1024).
+    Some(unsafe { core::slice::from_raw_parts(iov, n) })
+}
+
+/// The write hook's logic, shared with the C shim's `dprintf` family.
+///
+/// # Safety
+/// `write(2)`'s contract: `buf` is readable for `count` bytes.
+pub unsafe fn hooked_write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    let Some(route) = route_for_fd(fd) else {
+        // SAFETY: the caller's arguments, unchanged.
+        return unsafe { real_write(fd, buf, count) };
+    };
+    let bytes = buf_slice(buf, count);
+    tapped_write(route, Payload::One(bytes), |skip| {
+        let rest = bytes.get(skip..).unwrap_or(&[]);
+        // SAFETY: `rest` is a valid slice of the caller's buffer.
+        unsafe { real_write(fd, rest.as_ptr().cast(), rest.len()) }
+    })
+}
+
+/// `write(2)`.
+///
+/// # Safety
+/// The caller's contract of `write(2)`: `buf` is readable for `count` bytes.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    // SAFETY: the caller's contract of write(2) is ours.
+    unsafe { hooked_write(fd, buf, count) }
+}
+
+/// `writev(2)`.
+///
+/// # Safety
+/// The caller's contract of `writev(2)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    let real = |iov: *const iovec, cnt: c_int| match WRITEV.get() {
+        // SAFETY: dlsym("writev") has writev's signature; the caller's arguments.
+        Some(p) => unsafe { core::mem::transmute::<*mut c_void, WritevFn>(p)(fd, iov, cnt) },
+        // SAFETY: raw writev with the caller's arguments.
+        None => unsafe { libc::syscall(libc::SYS_writev, fd, iov, cnt) as ssize_t },
+    };
+    let (Some(route), Some(v)) = (route_for_fd(fd), iov_slice(iov, cnt)) else {
+        return real(iov, cnt);
+    };
+    let data = Payload::Iov(v);
+    tapped_write(route, data, |skip| {
+        if skip == 0 {
+            return real(iov, cnt);
+        }
+        // SAFETY: `part` is a valid slice of the caller's iovec buffers.
+        write_rest(&data, skip, |part, _| unsafe { real_write(fd, part.as_ptr().cast(), part.len()) })
+    })
+}
+
+fn pwrite_common(f: &RealFn, fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t {
+    let Some(route) = route_for_fd(fd) else {
+        return real_pwrite(f, fd, buf, count, off);
+    };
+    let bytes = buf_slice(buf, count);
+    tapped_write(route, Payload::One(bytes), |skip| {
+        let rest = bytes.get(skip..).unwrap_or(&[]);
+        let at = off.saturating_add(off_t::try_from(skip).unwrap_or(0));
+        real_pwrite(f, fd, rest.as_ptr().cast(), rest.len(), at)
+    })
+}
+
+/// `pwrite(2)`.
+///
+/// # Safety
+/// The caller's contract of `pwrite(2)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn pwrite(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t {
+    pwrite_common(&PWRITE, fd, buf, count, off)
+}
+
+/// `pwrite64(2)`.
+///
+/// # Safety
+/// The caller's contract of `pwrite64(2)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn pwrite64(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t {
+    pwrite_common(&PWRITE64, fd, buf, count, off)
+}
+
+/// Shared by the pwritev family. `off == -1` (pwritev2 only) means the file position.
+fn pwritev_common(
+    fd: c_int,
+    iov: *const iovec,
+    cnt: c_int,
+    off: off_t,
+    real: impl Fn(*const iovec, c_int, off_t) -> ssize_t,
+) -> ssize_t {
+    let (Some(route), Some(v)) = (route_for_fd(fd), iov_slice(iov, cnt)) else {
+        return real(iov, cnt, off);
+    };
+    let data = Payload::Iov(v);
+    tapped_write(route, data, |skip| {
+        if skip == 0 {
+            return real(iov, cnt, off);
+        }
+        write_rest(&data, skip, |part, pos| {
+            let one = crate::sender::payload::iovec_of(part);
+            let at = if off < 0 { off } else { off.saturating_add(off_t::try_from(pos).unwrap_or(0)) };
+            real(&raw const one, 1, at)
+        })
+    })
+}
+
+fn call_pwritev(f: &RealFn, fd: c_int, iov: *const iovec, cnt: c_int, off: off_t) -> ssize_t {
+    match f.get() {
+        // SAFETY: dlsym of a pwritev name has pwritev's signature.
+        Some(p) => unsafe { core::mem::transmute::<*mut c_void, PwritevFn>(p)(fd, iov, cnt, off) },
+        None => {
+            crate::sys::set_errno(libc::ENOSYS);
+            -1
+        }
+    }
+}
+
+fn call_pwritev2(f: &RealFn, fd: c_int, iov: *const iovec, cnt: c_int, off: off_t, flags: c_int) -> ssize_t {
+    match f.get() {
+        // SAFETY: dlsym of a pwritev2 name has pwritev2's signature.
+        Some(p) => unsafe { core::mem::transmute::<*mut c_void, Pwritev2Fn>(p)(fd, iov, cnt, off, flags) },
+        None => {
+            crate::sys::set_errno(libc::ENOSYS);
+            -1
+        }
+    }
+}
+
+/// `pwritev(2)`.
+///
+/// # Safety
+/// The caller's contract of `pwritev(2)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn pwritev(fd: c_int, iov: *const iovec, cnt: c_int, off: off_t) -> ssize_t {
+    pwritev_common(fd, iov, cnt, off, |i, c, o| call_pwritev(&PWRITEV, fd, i, c, o))
+}
+
+/// `pwritev64(2)`.
+///
+/// # Safety
+/// The caller's contract of `pwritev64(2)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn pwritev64(fd: c_int, iov: *const iovec, cnt: c_int, off: off_t) -> ssize_t {
+    pwritev_common(fd, iov, cnt, off, |i, c, o| call_pwritev(&PWRITEV64, fd, i, c, o))
+}
+
+/// `pwritev2(2)`.
+///
+/// # Safety
+/// The caller's contract of `pwritev2(2)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn pwritev2(fd: c_int, iov: *const iovec, cnt: c_int, off: off_t, flags: c_int) -> ssize_t {
+    pwritev_common(fd, iov, cnt, off, |i, c, o| call_pwritev2(&PWRITEV2, fd, i, c, o, flags))
+}
+
+/// `pwritev64v2(2)`.
+///
+/// # Safety
+/// The caller's contract of `pwritev64v2(2)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn pwritev64v2(
+    fd: c_int,
+    iov: *const iovec,
+    cnt: c_int,
+    off: off_t,
+    flags: c_int,
+) -> ssize_t {
+    pwritev_common(fd, iov, cnt, off, |i, c, o| call_pwritev2(&PWRITEV64V2, fd, i, c, o, flags))
+}

@@ -1,0 +1,96 @@
+//! Load and unload: the constructor that reads the environment and prepares every hook, the
+//! `pthread_atfork` child handler, and the destructor that reports pending losses at exit.
+//!
+//! The constructor runs from `.init_array` before the program's `main`, single-threaded in
+//! practice; it is the only place that may allocate (`setenv`). It holds the recursion guard,
+//! so writes made while it runs (debug lines go through raw syscalls anyway) are not tapped.
+
+use crate::config::{self, TargetKind};
+use crate::guard::Guard;
+use crate::sender::{self, connection};
+use crate::{debug, hooks, own_fds, sys};
+
+unsafe extern "C" {
+    /// Resolves the C shim's real functions (csrc/stdio_shim.c).
+    fn logtap_shim_init();
+}
+
+/// The value of an environment variable, if set (getenv; constructor only).
+fn env(name: &'static str) -> Option<&'static [u8]> {
+    let mut buf = [0u8; 64];
+    let c_name = buf.get_mut(..name.len())?;
+    c_name.copy_from_slice(name.as_bytes());
+    // SAFETY: `buf` is NUL-terminated (zeroed past the name; names are < 64 bytes).
+    let v = unsafe { libc::getenv(buf.as_ptr().cast()) };
+    if v.is_null() {
+        return None;
+    }
+    // SAFETY: getenv returns a NUL-terminated string that lives as long as the environment
+    // entry; the constructor copies what it keeps before returning.
+    Some(unsafe { core::ffi::CStr::from_ptr(v) }.to_bytes())
+}
+
+extern "C" fn on_load() {
+    let Some(_guard) = Guard::enter() else { return };
+    let _errno = sys::ErrnoGuard::save();
+    let now = sys::now_ns();
+    sender::set_pid(sys::getpid());
+    let (cfg, warnings) = config::parse(env);
+    debug::set_enabled(cfg.debug);
+    for (name, expected) in warnings.iter() {
+        crate::debug!("ignoring malformed {name} (expected {expected}); using the default");
+    }
+    hooks::write::resolve();
+    hooks::open::resolve();
+    // SAFETY: a plain C function of the shim; it only calls dlsym.
+    unsafe { logtap_shim_init() };
+    own_fds::init_base();
+    crate::sender::hello::capture_meta();
+    connection::set_load_time(now);
+    if cfg.passive_ms > 0 {
+        hooks::set_passive_until(now.saturating_add(cfg.passive_ms.saturating_mul(1_000_000)));
+    }
+    // SAFETY: registering a plain extern "C" handler without arguments.
+    unsafe { libc::pthread_atfork(None, None, Some(on_fork_child)) };
+    let mut injected = false;
+    if cfg.python_unbuffered && env("PYTHONUNBUFFERED").is_none() {
+        // SAFETY: NUL-terminated literals; overwrite = 0 keeps a value set meanwhile.
+        injected = unsafe { libc::setenv(c"PYTHONUNBUFFERED".as_ptr(), c"1".as_ptr(), 0) } == 0;
+    }
+    config::install(cfg);
+    if let Some(cfg) = config::get() {
+        crate::debug!(
+            "liblogtap active (debug mode){} - target {}:{} - tapping stdout={} stderr={} files={}",
+            if injected { " - injected PYTHONUNBUFFERED=1" } else { "" },
+            match cfg.target_kind {
+                TargetKind::File => "file",
+                TargetKind::Socket => "socket",
+            },
+            debug::Bytes(cfg.target_path.as_bytes()),
+            cfg.tap_stdout,
+            cfg.tap_stderr,
+            debug::Bytes(cfg.tap_files.as_bytes()),
+        );
+    }
+}
+
+extern "C" fn on_fork_child() {
+    let _errno = sys::ErrnoGuard::save();
+    sender::after_fork_child();
+}
+
+extern "C" fn on_unload() {
+    let Some(_guard) = Guard::enter() else { return };
+    sender::on_exit();
+}
+
+#[cfg(not(test))]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static INIT: extern "C" fn() = on_load;
+
+#[cfg(not(test))]
+#[used]
+#[unsafe(link_section = ".fini_array")]
+static FINI: extern "C" fn() = on_unload;
+

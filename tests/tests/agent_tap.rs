@@ -1,0 +1,218 @@
+//! `logtap agent` with the stdout output, fed by test clients that speak Contract 2 exactly
+//! (frames and real rings): line assembly, partial lines, long lines, raw bytes, loss
+//! accounting, bad peers, many peers, and the SIGTERM drain.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use logtap_protocol::tap::Stream;
+use logtap_tests::agent_harness::{Agent, TapClient};
+use serde_json::Value;
+
+const FAST: &[&str] = &["--flush-interval", "50ms", "--partial-flush", "300ms"];
+const T0: u64 = 1_700_000_000_000_000_000;
+
+fn messages(records: &[Value]) -> Vec<String> {
+    records.iter().map(|r| r["message"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn data_frames_become_contract3_records() {
+    let agent = Agent::start("data-frames", FAST);
+    let mut c = TapClient::connect(&agent.socket, 4242);
+    c.hello("myapp", None, &[]);
+    c.data(Stream::Stdout, T0 + 123_456_789, b"first li", false);
+    c.data(Stream::Stdout, T0 + 999, b"ne\nsecond\n", false);
+    c.data(Stream::Stderr, T0 + 5, b"oops\n", false);
+    let records = agent.wait_records(3, Duration::from_secs(10));
+    let by_msg: HashMap<String, &Value> = records.iter().map(|r| (r["message"].as_str().unwrap().to_owned(), r)).collect();
+    let first = by_msg["first line"];
+    assert_eq!(first["stream"], "stdout");
+    assert_eq!(first["pid"], 4242);
+    assert_eq!(first["comm"], "myapp");
+    assert_eq!(first["host"], "test-host");
+    assert_eq!(first["source"], "logtap");
+    assert_eq!(first["tag"], "logtap.stdout");
+    // The time of the write that brought the line's first byte, to the nanosecond.
+    assert_eq!(first["timestamp"], "2023-11-14T22:13:20.123456789Z");
+    assert!(first.get("partial").is_none());
+    assert_eq!(by_msg["second"]["timestamp"], "2023-11-14T22:13:20.000000999Z");
+    assert_eq!(by_msg["oops"]["stream"], "stderr");
+    assert_eq!(by_msg["oops"]["tag"], "logtap.stderr");
+    let (status, all) = agent.terminate();
+    assert!(status.success(), "{status}");
+    assert_eq!(all.len(), 3, "nothing duplicated: {all:?}");
+}
+
+#[test]
+fn ring_records_are_drained_even_after_the_process_left() {
+    let agent = Agent::start("ring", FAST);
+    let mut c = TapClient::connect(&agent.socket, 777);
+    c.hello("ringapp", Some(64 * 1024), &[]);
+    for i in 0..500 {
+        c.ring_write_wait(Stream::Stdout, T0 + i, format!("line {i}\n").as_bytes(), Duration::from_secs(5));
+    }
+    drop(c); // the process is gone; its ring still holds what it committed
+    let records = agent.wait_records(500, Duration::from_secs(10));
+    let msgs = messages(&records);
+    let expected: Vec<String> = (0..500).map(|i| format!("line {i}")).collect();
+    assert_eq!(msgs, expected, "all lines, in order");
+    assert!(records.iter().all(|r| r["pid"] == 777 && r["comm"] == "ringapp"));
+    let (status, _) = agent.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn partial_lines_are_flushed_after_partial_flush_and_marked() {
+    let agent = Agent::start("partial", FAST);
+    let mut c = TapClient::connect(&agent.socket, 1);
+    c.hello("prompt", None, &[]);
+    c.data(Stream::Stdout, T0, b"Password: ", false);
+    let records = agent.wait_records(1, Duration::from_secs(5));
+    assert_eq!(records[0]["message"], "Password: ");
+    assert_eq!(records[0]["partial"], true);
+    c.data(Stream::Stdout, T0 + 1, b"done\n", false);
+    c.data(Stream::Stdout, T0 + 2, b"no newline at exit", false);
+    drop(c);
+    let records = agent.wait_records(3, Duration::from_secs(5));
+    assert_eq!(records[1]["message"], "done");
+    assert!(records[1].get("partial").is_none());
+    assert_eq!(records[2]["message"], "no newline at exit");
+    assert_eq!(records[2]["partial"], true);
+    agent.terminate();
+}
+
+#[test]
+fn a_one_mebibyte_line_arrives_whole_in_pieces() {
+    let agent = Agent::start("long-line", FAST);
+    let mut c = TapClient::connect(&agent.socket, 2);
+    c.hello("big", None, &[]);
+    let line: Vec<u8> = (0..1 << 20).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut framed = line.clone();
+    framed.push(b'\n');
+    let pieces: Vec<&[u8]> = framed.chunks(64 * 1024).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        c.data(Stream::Stdout, T0, piece, i + 1 < pieces.len());
+    }
+    // 1 MiB + newline, cut at the default max_line_bytes of 64 KiB: 16 records, 15 partial.
+    let records = agent.wait_records(16, Duration::from_secs(10));
+    let mut joined = String::new();
+    for (i, r) in records.iter().enumerate() {
+        joined.push_str(r["message"].as_str().unwrap());
+        assert_eq!(r.get("partial").is_some(), i < 15, "record {i}");
+        assert_eq!(r["timestamp"], "2023-11-14T22:13:20.000000000Z");
+    }
+    assert_eq!(joined.as_bytes(), &line[..]);
+    agent.terminate();
+
+    let agent = Agent::start("long-line-whole", &["--flush-interval", "50ms", "--max-line-bytes", "2MB"]);
+    let mut c = TapClient::connect(&agent.socket, 3);
+    c.hello("big", None, &[]);
+    for (i, piece) in pieces.iter().enumerate() {
+        c.data(Stream::Stdout, T0, piece, i + 1 < pieces.len());
+    }
+    let records = agent.wait_records(1, Duration::from_secs(10));
+    assert_eq!(records[0]["message"].as_str().unwrap().as_bytes(), &line[..]);
+    let (_, all) = agent.terminate();
+    assert_eq!(all.len(), 1);
+}
+
+#[test]
+fn non_utf8_bytes_are_kept_exactly() {
+    let agent = Agent::start("raw-bytes", FAST);
+    let mut c = TapClient::connect(&agent.socket, 5);
+    c.hello("bin", None, &[]);
+    c.data(Stream::Stdout, T0, b"caf\xe9 \xff\x00end\n", false);
+    let records = agent.wait_records(1, Duration::from_secs(5));
+    assert_eq!(records[0]["message"], "caf\u{fffd} \u{fffd}\u{0}end");
+    assert_eq!(records[0]["message_base64"], "Y2Fm6SD/AGVuZA==");
+    agent.terminate();
+}
+
+#[test]
+fn a_bad_peer_is_dropped_and_the_others_go_on() {
+    let agent = Agent::start("bad-peer", FAST);
+    let mut good = TapClient::connect(&agent.socket, 10);
+    good.hello("good", None, &[]);
+    let mut bad = TapClient::connect(&agent.socket, 11);
+    bad.raw(b"definitely not a control frame, 40 bytes");
+    let mut early = TapClient::connect(&agent.socket, 12);
+    early.data(Stream::Stdout, T0, b"data before hello\n", false);
+    good.data(Stream::Stdout, T0, b"still here\n", false);
+    let records = agent.wait_records(1, Duration::from_secs(5));
+    assert_eq!(messages(&records), ["still here"]);
+    let (status, all) = agent.terminate();
+    assert!(status.success());
+    assert_eq!(all.len(), 1, "nothing from the bad peers: {all:?}");
+}
+
+#[test]
+fn a_hundred_processes_at_once() {
+    let agent = Agent::start("hundred", FAST);
+    let socket = agent.socket.clone();
+    let threads: Vec<_> = (0..100u32)
+        .map(|p| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let mut c = TapClient::connect(&socket, 1000 + p);
+                c.hello("worker", Some(64 * 1024), &[]);
+                for i in 0..100 {
+                    let line = format!("p{p} l{i}\n");
+                    c.ring_write_wait(Stream::Stdout, T0 + i, line.as_bytes(), Duration::from_secs(10));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let records = agent.wait_records(10_000, Duration::from_secs(30));
+    let mut per_pid: HashMap<u64, Vec<String>> = HashMap::new();
+    for r in &records {
+        per_pid.entry(r["pid"].as_u64().unwrap()).or_default().push(r["message"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(per_pid.len(), 100);
+    for (pid, msgs) in per_pid {
+        let p = pid - 1000;
+        let expected: Vec<String> = (0..100).map(|i| format!("p{p} l{i}")).collect();
+        assert_eq!(msgs, expected, "pid {pid}: every line once, in order");
+    }
+    let (status, all) = agent.terminate();
+    assert!(status.success());
+    assert_eq!(all.len(), 10_000);
+}
+
+#[test]
+fn sigterm_drains_rings_of_connected_processes() {
+    // A long flush interval: only the drain can deliver these in time.
+    let agent = Agent::start("sigterm", &["--flush-interval", "60s", "--partial-flush", "60s"]);
+    let mut c = TapClient::connect(&agent.socket, 99);
+    c.hello("steady", Some(64 * 1024), &[]);
+    for i in 0..300 {
+        c.ring_write_wait(Stream::Stderr, T0 + i, format!("e{i}\n").as_bytes(), Duration::from_secs(5));
+    }
+    c.ring_write(Stream::Stderr, T0 + 300, b"unterminated");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.records().is_empty(), "held until flush_interval");
+    let (status, records) = agent.terminate();
+    assert!(status.success(), "{status}");
+    assert_eq!(records.len(), 301);
+    assert_eq!(records[299]["message"], "e299");
+    assert_eq!(records[300]["message"], "unterminated");
+    assert_eq!(records[300]["partial"], true);
+    drop(c);
+}
+
+#[test]
+fn a_peers_own_pod_metadata_wins_and_feeds_the_tag() {
+    let agent = Agent::start("pod-meta", &["--flush-interval", "50ms", "--tag", "k8s.{namespace}.{pod_name}.{stream}"]);
+    let mut a = TapClient::connect(&agent.socket, 21);
+    a.hello_meta("app", None, &[], &[("POD_NAME", "web-1"), ("POD_NAMESPACE", "shop"), ("NODE_NAME", "n1")]);
+    a.data(Stream::Stdout, T0, b"from web\n", false);
+    let records = agent.wait_records(1, Duration::from_secs(5));
+    assert_eq!(records[0]["pod_name"], "web-1");
+    assert_eq!(records[0]["namespace"], "shop");
+    assert_eq!(records[0]["node_name"], "n1");
+    assert_eq!(records[0]["tag"], "k8s.shop.web-1.stdout");
+    agent.terminate();
+}
