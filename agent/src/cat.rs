@@ -84,7 +84,10 @@ pub fn main(args: CatArgs) -> ExitCode {
         }
     };
     crate::logging::init(config.log_format, &config.log_level);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("logtap cat: cannot start the async runtime: {e}");
@@ -109,11 +112,15 @@ pub fn main(args: CatArgs) -> ExitCode {
 
 /// Sends standard input; returns the number of records delivered.
 pub async fn cat(config: &Config, tag: &str, ack_timeout: Duration) -> Result<u64, CatError> {
-    let settings = forward::ForwardSettings::from_config(config).map_err(|e| CatError::Setup(e.to_string()))?;
+    let settings = forward::ForwardSettings::from_config(config)
+        .map_err(|e| CatError::Setup(e.to_string()))?;
     let buffer = Arc::new(MemoryBuffer::new(config.mem_buf_limit.bytes(), None));
     let (tx, rx) = mpsc::unbounded_channel();
     let abort = CancellationToken::new();
-    let ctx = OutputContext { kind: OutputKind::Forward, abort: abort.clone() };
+    let ctx = OutputContext {
+        kind: OutputKind::Forward,
+        abort: abort.clone(),
+    };
     let mut output = tokio::spawn(forward::run(rx, ctx, settings));
     let tag: Arc<str> = Arc::from(tag);
     let mut stdin = BufReader::new(tokio::io::stdin());
@@ -123,10 +130,13 @@ pub async fn cat(config: &Config, tag: &str, ack_timeout: Duration) -> Result<u6
     loop {
         line.clear();
         // An interactive input that pauses gets its lines sent without waiting for more.
-        let read = match tokio::time::timeout(config.flush_interval.0, stdin.read_until(b'\n', &mut line)).await {
-            Ok(r) => Some(r.map_err(CatError::Stdin)?),
-            Err(_) => None,
-        };
+        let read =
+            match tokio::time::timeout(config.flush_interval.0, stdin.read_until(b'\n', &mut line))
+                .await
+            {
+                Ok(r) => Some(r.map_err(CatError::Stdin)?),
+                Err(_) => None,
+            };
         let eof = read == Some(0);
         if read.is_some_and(|n| n > 0) {
             let text = line.strip_suffix(b"\n").unwrap_or(&line);
@@ -147,7 +157,10 @@ pub async fn cat(config: &Config, tag: &str, ack_timeout: Duration) -> Result<u6
             };
             total += u64::from(records);
             records = 0;
-            let delivery = buffer.admit(chunk, 1).await.map_err(|e| CatError::Output(e.to_string()))?;
+            let delivery = buffer
+                .admit(chunk, 1)
+                .await
+                .map_err(|e| CatError::Output(e.to_string()))?;
             for d in delivery {
                 let _ = tx.send(d);
             }

@@ -3,6 +3,10 @@
 //! Every source is read as `logtap agent` would (flags, `LOGTAP_*`, the TOML file), so
 //! `logtap check --config FILE` shows exactly what the agent would run with. Exit 0 when the
 //! configuration is usable, 2 when it is not (with the reason on stderr).
+//!
+//! Then, unless `--offline`, each forward server is probed as the forward output would reach it:
+//! DNS, TCP connect, TLS (certificate verified), and the `shared_key` handshake when one is set.
+//! One line per server on stderr; exit 1 when any server fails.
 
 use std::process::ExitCode;
 
@@ -15,6 +19,10 @@ use crate::config::{Config, Mode, Options};
 pub struct CheckArgs {
     #[command(flatten)]
     pub options: Options,
+    /// Only validate and print the configuration: do not contact the forward servers.
+    #[arg(long, env = "LOGTAP_OFFLINE", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub offline: Option<bool>,
 }
 
 /// Runs the check; prints the effective configuration as TOML on stdout.
@@ -23,11 +31,55 @@ pub fn main(args: CheckArgs) -> ExitCode {
         Ok(config) => {
             print!("{}", config.to_redacted_toml());
             eprintln!("logtap check: configuration is valid");
-            ExitCode::SUCCESS
+            if args.offline.unwrap_or(false) || config.forward.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            if probe_servers(&config) { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         Err(e) => {
             eprintln!("logtap check: {e}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Probes every forward server; prints one line each. True when all answered.
+fn probe_servers(config: &Config) -> bool {
+    use crate::output::forward;
+    let settings = match forward::ForwardSettings::from_config(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("logtap check: {e}");
+            return false;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("logtap check: cannot start the async runtime: {e}");
+            return false;
+        }
+    };
+    let what = match (config.tls, config.shared_key.is_some()) {
+        (true, true) => "TCP + TLS + shared_key handshake",
+        (true, false) => "TCP + TLS",
+        (false, true) => "TCP + shared_key handshake",
+        (false, false) => "TCP connect",
+    };
+    let mut all_ok = true;
+    for server in &config.forward {
+        let started = std::time::Instant::now();
+        match runtime.block_on(forward::probe(server, &settings)) {
+            Ok(()) => eprintln!(
+                "logtap check: forward server {}: ok ({what}, {} ms)",
+                server.address(),
+                started.elapsed().as_millis()
+            ),
+            Err(e) => {
+                all_ok = false;
+                eprintln!("logtap check: forward server {}: FAILED ({what}): {e}", server.address());
+            }
+        }
+    }
+    all_ok
 }

@@ -162,7 +162,7 @@ pub struct Options {
     #[arg(long, env = "LOGTAP_LOG_FORMAT", value_name = "text|json")]
     pub log_format: Option<LogFormat>,
 
-    /// Level (or tracing filter) of the agent's own log [default: info].
+    /// Level (or tracing filter) of the agent's own log [default: info; warn for run].
     #[arg(long, env = "LOGTAP_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
 
@@ -324,7 +324,8 @@ impl Config {
         }
         let tag_text = o.tag.unwrap_or_else(|| defaults::TAG.to_owned());
         let tag = TagTemplate::parse(&tag_text).map_err(ConfigError::Tag)?;
-        let log_level = o.log_level.unwrap_or_else(|| "info".to_owned());
+        // `logtap run` shares the terminal with the program it runs: only problems are logged.
+        let log_level = o.log_level.unwrap_or_else(|| if mode == Mode::Run { "warn" } else { "info" }.to_owned());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             return Err(ConfigError::LogLevel(log_level));
         }

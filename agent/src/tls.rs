@@ -17,7 +17,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 /// Where the system's CA bundle lives on Debian/Ubuntu/Alpine (and in our images).
-const SYSTEM_CA_BUNDLES: [&str; 2] = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"];
+const SYSTEM_CA_BUNDLES: [&str; 2] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+];
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -26,10 +29,15 @@ pub enum TlsError {
     Pem { path: PathBuf, message: String },
     #[error("{path} holds no certificate (expected -----BEGIN CERTIFICATE-----)")]
     NoCertificate { path: PathBuf },
-    #[error("no CA certificates: give --tls-ca-file FILE (no system bundle found at {SYSTEM_CA_BUNDLES:?})")]
+    #[error(
+        "no CA certificates: give --tls-ca-file FILE (no system bundle found at {SYSTEM_CA_BUNDLES:?})"
+    )]
     NoRoots,
     #[error("CA certificate in {path} rejected: {source}")]
-    BadCa { path: PathBuf, source: rustls::Error },
+    BadCa {
+        path: PathBuf,
+        source: rustls::Error,
+    },
     #[error("TLS settings rejected: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("`{0}` is not a valid TLS server name (SNI)")]
@@ -43,16 +51,22 @@ fn provider() -> Arc<CryptoProvider> {
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Pem { path: path.to_owned(), message: e.to_string() })?;
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate { path: path.to_owned() });
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }
 
 /// The client configuration of the forward output.
 pub fn client_config(ca_file: Option<&Path>, verify: bool) -> Result<Arc<ClientConfig>, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let config = if verify {
         let mut roots = RootCertStore::empty();
         let path = match ca_file {
@@ -64,7 +78,10 @@ pub fn client_config(ca_file: Option<&Path>, verify: bool) -> Result<Arc<ClientC
                 .ok_or(TlsError::NoRoots)?,
         };
         for cert in certs(&path)? {
-            roots.add(cert).map_err(|source| TlsError::BadCa { path: path.clone(), source })?;
+            roots.add(cert).map_err(|source| TlsError::BadCa {
+                path: path.clone(),
+                source,
+            })?;
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
@@ -88,8 +105,10 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
 /// The forward input's server configuration from a certificate chain and a key (PEM).
 pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certs(cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|e| TlsError::Pem { path: key_file.to_owned(), message: e.to_string() })?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| TlsError::Pem {
+        path: key_file.to_owned(),
+        message: e.to_string(),
+    })?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
@@ -119,7 +138,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -128,7 +152,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

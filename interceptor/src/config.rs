@@ -44,7 +44,10 @@ pub struct FixedBytes<const N: usize> {
 impl<const N: usize> FixedBytes<N> {
     /// The empty string.
     pub const fn empty() -> Self {
-        FixedBytes { buf: [0; N], len: 0 }
+        FixedBytes {
+            buf: [0; N],
+            len: 0,
+        }
     }
 
     /// A copy of `v`, or `None` when it does not fit (one byte stays free for a NUL).
@@ -191,7 +194,10 @@ pub fn parse_u64(v: &[u8]) -> Option<u64> {
 /// Parses a size: digits with an optional `k`/`K`/`KiB`/`m`/`M`/`MiB`/`g`/`G`/`GiB` suffix.
 pub fn parse_size(v: &[u8]) -> Option<usize> {
     let v = v.trim_ascii();
-    let split = v.iter().position(|b| !b.is_ascii_digit()).unwrap_or(v.len());
+    let split = v
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(v.len());
     let (digits, suffix) = v.split_at(split);
     let n = parse_u64(digits)?;
     let shift = match suffix.to_ascii_lowercase().as_slice() {
@@ -252,7 +258,10 @@ pub fn parse<'a>(lookup: impl Fn(&'static str) -> Option<&'a [u8]>) -> (Config, 
                 c.tap_stdout = n & 1 != 0;
                 c.tap_stderr = n & 2 != 0;
             }
-            None => w.push(("LLT_TAP_INTO", "0 (none), 1 (stdout), 2 (stderr) or 3 (both)")),
+            None => w.push((
+                "LLT_TAP_INTO",
+                "0 (none), 1 (stdout), 2 (stderr) or 3 (both)",
+            )),
         }
     }
     let mut number = |name: &'static str, field: &mut u64, what: &'static str| {
@@ -263,9 +272,21 @@ pub fn parse<'a>(lookup: impl Fn(&'static str) -> Option<&'a [u8]>) -> (Config, 
             }
         }
     };
-    number("LLT_PASSIV_ON_START", &mut c.passive_ms, "milliseconds (an integer)");
-    number("LLT_TARGET_1STCONNECT", &mut c.first_connect_s, "seconds (an integer)");
-    number("LLT_TARGET_RECONNECT", &mut c.reconnect_s, "seconds (an integer)");
+    number(
+        "LLT_PASSIV_ON_START",
+        &mut c.passive_ms,
+        "milliseconds (an integer)",
+    );
+    number(
+        "LLT_TARGET_1STCONNECT",
+        &mut c.first_connect_s,
+        "seconds (an integer)",
+    );
+    number(
+        "LLT_TARGET_RECONNECT",
+        &mut c.reconnect_s,
+        "seconds (an integer)",
+    );
 
     if let Some(v) = set("LLT_TARGET") {
         match parse_target(v).and_then(|(k, p)| Some((k, FixedBytes::from_bytes(p)?))) {
@@ -273,7 +294,10 @@ pub fn parse<'a>(lookup: impl Fn(&'static str) -> Option<&'a [u8]>) -> (Config, 
                 c.target_kind = kind;
                 c.target_path = path;
             }
-            None => w.push(("LLT_TARGET", "file:PATH or socket:PATH (socket path ≤ 107 bytes)")),
+            None => w.push((
+                "LLT_TARGET",
+                "file:PATH or socket:PATH (socket path ≤ 107 bytes)",
+            )),
         }
     }
     if let Some(v) = set("LLT_TRANSPORT") {
@@ -288,9 +312,10 @@ pub fn parse<'a>(lookup: impl Fn(&'static str) -> Option<&'a [u8]>) -> (Config, 
     }
     if let Some(v) = set("LLT_RING_SIZE") {
         match parse_size(v) {
-            Some(n) if (logtap_protocol::ring::MIN_RING_SIZE
-                ..=logtap_protocol::ring::MAX_RING_SIZE)
-                .contains(&n) =>
+            Some(n)
+                if (logtap_protocol::ring::MIN_RING_SIZE
+                    ..=logtap_protocol::ring::MAX_RING_SIZE)
+                    .contains(&n) =>
             {
                 c.ring_size = n
             }
@@ -300,7 +325,10 @@ pub fn parse<'a>(lookup: impl Fn(&'static str) -> Option<&'a [u8]>) -> (Config, 
     if let Some(v) = set("LLT_TAP_FILE") {
         match FixedBytes::from_bytes(v.trim_ascii()) {
             Some(list) => c.tap_files = list,
-            None => w.push(("LLT_TAP_FILE", "a ':'-list of paths shorter than 4096 bytes")),
+            None => w.push((
+                "LLT_TAP_FILE",
+                "a ':'-list of paths shorter than 4096 bytes",
+            )),
         }
     }
     (c, w)

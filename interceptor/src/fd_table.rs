@@ -53,7 +53,9 @@ pub fn copy(old: i32, new: i32) {
 
 /// Forgets every descriptor in `first..=last` (close_range).
 pub fn clear_range(first: u32, last: u32) {
-    let last_direct = usize::try_from(last).unwrap_or(usize::MAX).min(TABLE_FDS.saturating_sub(1));
+    let last_direct = usize::try_from(last)
+        .unwrap_or(usize::MAX)
+        .min(TABLE_FDS.saturating_sub(1));
     let first = usize::try_from(first).unwrap_or(usize::MAX);
     if let Some(slots) = DIRECT.get(first..=last_direct) {
         for s in slots {
@@ -96,7 +98,11 @@ fn high_set(fd: usize, value: u16) {
     for e in &HIGH {
         let v = e.load(Ordering::Relaxed);
         if v != 0 && v >> 16 == key {
-            let new = if value == 0 { 0 } else { (key << 16) | u64::from(value) };
+            let new = if value == 0 {
+                0
+            } else {
+                (key << 16) | u64::from(value)
+            };
             let _ = e.compare_exchange(v, new, Ordering::Relaxed, Ordering::Relaxed);
             return;
         }
@@ -105,15 +111,21 @@ fn high_set(fd: usize, value: u16) {
         return;
     }
     for e in &HIGH {
-        if e
-            .compare_exchange(0, (key << 16) | u64::from(value), Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
+        if e.compare_exchange(
+            0,
+            (key << 16) | u64::from(value),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        )
+        .is_ok()
         {
             HIGH_USED.fetch_add(1, Ordering::Relaxed);
             return;
         }
     }
-    crate::debug!("more than {OVERFLOW} tapped descriptors above {TABLE_FDS}: fd {fd} is not tapped");
+    crate::debug!(
+        "more than {OVERFLOW} tapped descriptors above {TABLE_FDS}: fd {fd} is not tapped"
+    );
 }
 
 #[cfg(test)]

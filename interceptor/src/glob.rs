@@ -129,7 +129,10 @@ mod tests {
         assert!(matches(b"/var/log/*.log", b"/var/log/.log"));
         assert!(!matches(b"/var/log/*.log", b"/var/log/sub/app.log"));
         assert!(matches(b"/var/log/*/*.log", b"/var/log/sub/app.log"));
-        assert!(matches(b"/var/log/app-????-??-??.log", b"/var/log/app-2026-11-24.log"));
+        assert!(matches(
+            b"/var/log/app-????-??-??.log",
+            b"/var/log/app-2026-11-24.log"
+        ));
         assert!(!matches(b"/a?c", b"/a/c"));
         assert!(matches(b"*", b"abc"));
         assert!(matches(b"a*b*c", b"aXXbYYbZc"));

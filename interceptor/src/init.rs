@@ -61,7 +61,11 @@ extern "C" fn on_load() {
     if let Some(cfg) = config::get() {
         crate::debug!(
             "liblogtap active (debug mode){} - target {}:{} - tapping stdout={} stderr={} files={}",
-            if injected { " - injected PYTHONUNBUFFERED=1" } else { "" },
+            if injected {
+                " - injected PYTHONUNBUFFERED=1"
+            } else {
+                ""
+            },
             match cfg.target_kind {
                 TargetKind::File => "file",
                 TargetKind::Socket => "socket",
@@ -93,4 +97,3 @@ static INIT: extern "C" fn() = on_load;
 #[used]
 #[unsafe(link_section = ".fini_array")]
 static FINI: extern "C" fn() = on_unload;
-

@@ -42,7 +42,9 @@ static BASE: AtomicI32 = AtomicI32::new(900);
 pub fn init_base() {
     let base = match sys::nofile_limit() {
         Some(lim) if lim >= 1024 => 900,
-        Some(lim) => c_int::try_from(lim.saturating_mul(3) / 4).unwrap_or(3).max(3),
+        Some(lim) => c_int::try_from(lim.saturating_mul(3) / 4)
+            .unwrap_or(3)
+            .max(3),
         None => 900,
     };
     BASE.store(base, Ordering::Relaxed);
@@ -56,7 +58,8 @@ pub fn base() -> c_int {
 /// The descriptor in `slot`, or -1.
 #[inline]
 pub fn get(slot: Slot) -> c_int {
-    FDS.get(slot as usize).map_or(-1, |a| a.load(Ordering::Acquire))
+    FDS.get(slot as usize)
+        .map_or(-1, |a| a.load(Ordering::Acquire))
 }
 
 /// Whether `fd` is one of ours.
@@ -77,8 +80,8 @@ pub fn sorted() -> [c_int; SLOTS] {
 
 /// Moves a fresh descriptor to a high close-on-exec number (closing the original).
 pub fn move_high(fd: c_int) -> Result<c_int, c_int> {
-    let high = sys::dup_cloexec_at_least(fd, base())
-        .or_else(|_| sys::dup_cloexec_at_least(fd, 3))?;
+    let high =
+        sys::dup_cloexec_at_least(fd, base()).or_else(|_| sys::dup_cloexec_at_least(fd, 3))?;
     sys::close(fd);
     Ok(high)
 }

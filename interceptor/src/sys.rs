@@ -252,7 +252,14 @@ pub fn enlarge_send_buffer(fd: c_int) {
     for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
         // SAFETY: a valid int option value of the given length.
         let r = unsafe {
-            libc::syscall(libc::SYS_setsockopt, fd, libc::SOL_SOCKET, opt, &raw const size, len)
+            libc::syscall(
+                libc::SYS_setsockopt,
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &raw const size,
+                len,
+            )
         };
         if r == 0 {
             return;

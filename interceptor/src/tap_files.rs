@@ -42,7 +42,9 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether `path` matches one of the `LLT_TAP_FILE` entries.
 pub fn is_tapped_path(path: &[u8]) -> bool {
-    let Some(cfg) = config::get() else { return false };
+    let Some(cfg) = config::get() else {
+        return false;
+    };
     let list = cfg.tap_files.as_bytes();
     !path.is_empty()
         && list
@@ -79,7 +81,10 @@ pub fn register(path: &[u8]) -> Option<(u16, bool)> {
     let i = NEXT.fetch_add(1, Ordering::AcqRel);
     let Some(e) = ENTRIES.get(i) else {
         NEXT.store(MAX_FILES, Ordering::Release);
-        crate::debug!("more than {MAX_FILES} tap files: {} is not tapped", crate::debug::Bytes(path));
+        crate::debug!(
+            "more than {MAX_FILES} tap files: {} is not tapped",
+            crate::debug::Bytes(path)
+        );
         return None;
     };
     // SAFETY: entry `i` was claimed by this thread alone (fetch_add) and is unpublished.
@@ -134,7 +139,10 @@ mod tests {
         assert!(new_b);
         assert_ne!(a, b);
         assert_eq!(register(b"/tmp/tap-files-test-a.log"), Some((a, false)));
-        assert_eq!(path(usize::from(a)), Some(&b"/tmp/tap-files-test-a.log"[..]));
+        assert_eq!(
+            path(usize::from(a)),
+            Some(&b"/tmp/tap-files-test-a.log"[..])
+        );
         assert!(contiguous_count() >= 2);
         set_announced(usize::from(a), true);
         assert!(unannounced().all(|(i, _)| i != usize::from(a)));

@@ -66,4 +66,7 @@ fn seeds_with_known_outcomes() {
     ));
     // An orphan continuation at the consumer's position is freed, and the rest delivered.
     assert_eq!(run("patch-orphan-cont").unwrap(), 4);
+    // A first slot already freed for the next round (a consumer died before storing `tail`)
+    // is stepped over.
+    assert_eq!(run("patch-freed-not-published").unwrap(), 4);
 }

@@ -255,6 +255,24 @@ impl TapClient {
         }
     }
 
+    /// Sends a HELLO announcing a ring but passing the given descriptors (hostile-peer tests).
+    pub fn hello_with_fds(&mut self, comm: &str, fds: &[RawFd]) {
+        let mut payload = vec![0u8; tap::MAX_CONTROL_PAYLOAD];
+        let fields = HelloFields {
+            pid: self.pid,
+            ppid: 1,
+            comm: comm.as_bytes(),
+            exe: b"/usr/bin/test",
+            hostname: b"test-host",
+            container_id: b"",
+            version: b"test",
+            ring: true,
+        };
+        let n = tap::encode_hello(&mut payload, &fields, std::iter::empty::<&[u8]>(), std::iter::empty::<(&[u8], &[u8])>()).unwrap();
+        let h = self.header(Kind::Hello, None, 0, 0, 0, n);
+        self.send(h, &payload[..n], fds);
+    }
+
     /// Sends the bytes of one write as a DATA frame.
     pub fn data(&mut self, stream: Stream, time_ns: u64, bytes: &[u8], continued: bool) {
         let flags = if continued { tap::FLAG_CONTINUED } else { 0 };

@@ -6,8 +6,10 @@
 //! - [`tap_receiver`] — a test receiver of Contract 2 built from `protocol::tap` and
 //!   `protocol::ring`: listens on a `SOCK_SEQPACKET` socket, maps each peer's ring, collects
 //!   frames and records.
+//! - [`forward_support`] — ports, a test CA (rcgen), and an independent Python Forward client.
 //! - [`agent_harness`] — starts the real `logtap` binary as a process and talks to it.
 
 pub mod agent_harness;
 pub mod artifacts;
+pub mod forward_support;
 pub mod tap_receiver;

@@ -150,43 +150,72 @@ fn sockaddr(path: &Path) -> (libc::sockaddr_un, libc::socklen_t) {
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     let bytes = path.as_os_str().as_encoded_bytes();
-    assert!(bytes.len() < addr.sun_path.len(), "socket path too long: {}", path.display());
+    assert!(
+        bytes.len() < addr.sun_path.len(),
+        "socket path too long: {}",
+        path.display()
+    );
     for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
         *d = *s as libc::c_char;
     }
-    (addr, std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t)
+    (
+        addr,
+        std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+    )
 }
 
 fn listen_seqpacket(path: &Path) -> std::io::Result<OwnedFd> {
     let _ = std::fs::remove_file(path);
     // SAFETY: plain syscalls; the fd is owned at once.
     let fd = cvt(
-        unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) },
+        unsafe {
+            libc::socket(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
+        },
         "socket",
     )?;
     // SAFETY: fresh fd.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let (addr, len) = sockaddr(path);
     // SAFETY: valid sockaddr_un.
-    cvt(unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len) }, "bind")?;
+    cvt(
+        unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len) },
+        "bind",
+    )?;
     // SAFETY: plain syscall.
     cvt(unsafe { libc::listen(fd.as_raw_fd(), 4096) }, "listen")?;
     Ok(fd)
 }
 
 fn peer_pid(fd: RawFd) -> u32 {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: valid out pointers of the right size.
     unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&raw mut cred).cast(), &raw mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &raw mut len,
+        )
     };
     cred.pid as u32
 }
 
 /// Receives one datagram with any SCM_RIGHTS fds. `Ok(None)`: would block. `Err`: EOF/error.
 fn recv_datagram(fd: RawFd, buf: &mut [u8]) -> Result<Option<(usize, Vec<OwnedFd>)>, ()> {
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
     let mut cbuf = [0u64; 16];
     // SAFETY: plain old data.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -195,10 +224,20 @@ fn recv_datagram(fd: RawFd, buf: &mut [u8]) -> Result<Option<(usize, Vec<OwnedFd
     msg.msg_control = cbuf.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&cbuf);
     // SAFETY: msg points at live buffers.
-    let n = unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
+    let n = unsafe {
+        libc::recvmsg(
+            fd,
+            &raw mut msg,
+            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
     if n < 0 {
         let e = std::io::Error::last_os_error().raw_os_error();
-        return if e == Some(libc::EAGAIN) || e == Some(libc::EINTR) { Ok(None) } else { Err(()) };
+        return if e == Some(libc::EAGAIN) || e == Some(libc::EINTR) {
+            Ok(None)
+        } else {
+            Err(())
+        };
     }
     if n == 0 {
         return Err(());
@@ -243,7 +282,11 @@ impl TapReceiver {
             .name("tap-receiver".into())
             .spawn(move || serve(listener, &s))
             .expect("spawn tap receiver");
-        TapReceiver { path: path.to_path_buf(), shared, thread: Some(thread) }
+        TapReceiver {
+            path: path.to_path_buf(),
+            shared,
+            thread: Some(thread),
+        }
     }
 
     /// The socket path (`LLT_TARGET=socket:<path>`).
@@ -322,7 +365,12 @@ fn serve(listener: OwnedFd, shared: &Shared) {
         loop {
             // SAFETY: accept4 on our listener; the fd is owned at once.
             let fd = unsafe {
-                libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+                libc::accept4(
+                    listener.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                )
             };
             if fd < 0 {
                 break;
@@ -371,7 +419,12 @@ fn serve(listener: OwnedFd, shared: &Shared) {
                     }),
                     Ok(None) => break,
                     Err(e) => {
-                        shared.collected.lock().expect("lock").errors.push(format!("ring of pid {}: {e}", ring.pid));
+                        shared
+                            .collected
+                            .lock()
+                            .expect("lock")
+                            .errors
+                            .push(format!("ring of pid {}: {e}", ring.pid));
                         bad.push(i);
                         break;
                     }
@@ -380,7 +433,8 @@ fn serve(listener: OwnedFd, shared: &Shared) {
             busy |= !got.is_empty();
             let mut c = shared.collected.lock().expect("lock");
             c.records.extend(got);
-            c.ring_counters.insert(ring.consumer.creator_pid(), ring.consumer.counters());
+            c.ring_counters
+                .insert(ring.consumer.creator_pid(), ring.consumer.counters());
         }
         for i in bad.into_iter().rev() {
             rings.remove(i);
@@ -390,9 +444,17 @@ fn serve(listener: OwnedFd, shared: &Shared) {
         }
         // Idle: sleep on the listener, the peers and the rings' eventfds, like the agent.
         let mut pfds: Vec<libc::pollfd> = Vec::new();
-        pfds.push(libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        pfds.push(libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
         for p in &peers {
-            pfds.push(libc::pollfd { fd: p.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            pfds.push(libc::pollfd {
+                fd: p.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         let mut may_sleep = true;
         for r in &rings {
@@ -400,7 +462,11 @@ fn serve(listener: OwnedFd, shared: &Shared) {
                 may_sleep = false;
             }
             if let Some(w) = &r.wake {
-                pfds.push(libc::pollfd { fd: w.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+                pfds.push(libc::pollfd {
+                    fd: w.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
             }
         }
         if !may_sleep {
@@ -418,11 +484,22 @@ fn serve(listener: OwnedFd, shared: &Shared) {
     }
 }
 
-fn handle_frame(dgram: &[u8], fds: Vec<OwnedFd>, peer_pid: u32, rings: &mut Vec<Ring>, shared: &Shared) {
+fn handle_frame(
+    dgram: &[u8],
+    fds: Vec<OwnedFd>,
+    peer_pid: u32,
+    rings: &mut Vec<Ring>,
+    shared: &Shared,
+) {
     let frame = match tap::decode_frame(dgram) {
         Ok(f) => f,
         Err(e) => {
-            shared.collected.lock().expect("lock").errors.push(format!("bad frame from pid {peer_pid}: {e}"));
+            shared
+                .collected
+                .lock()
+                .expect("lock")
+                .errors
+                .push(format!("bad frame from pid {peer_pid}: {e}"));
             return;
         }
     };
@@ -437,8 +514,18 @@ fn handle_frame(dgram: &[u8], fds: Vec<OwnedFd>, peer_pid: u32, rings: &mut Vec<
                     let (memfd, wake) = (it.next().expect("memfd"), it.next());
                     let ino = dev_ino(&memfd);
                     if !rings.iter().any(|r| r.ino == ino) {
-                        match Consumer::open(memfd, ConsumerOptions { stuck_timeout: Duration::from_millis(500) }) {
-                            Ok(consumer) => rings.push(Ring { consumer, wake, ino, pid: hello.pid }),
+                        match Consumer::open(
+                            memfd,
+                            ConsumerOptions {
+                                stuck_timeout: Duration::from_millis(500),
+                            },
+                        ) {
+                            Ok(consumer) => rings.push(Ring {
+                                consumer,
+                                wake,
+                                ino,
+                                pid: hello.pid,
+                            }),
                             Err(e) => c.errors.push(format!("ring of pid {}: {e}", hello.pid)),
                         }
                     }

@@ -216,3 +216,34 @@ fn a_peers_own_pod_metadata_wins_and_feeds_the_tag() {
     assert_eq!(records[0]["tag"], "k8s.shop.web-1.stdout");
     agent.terminate();
 }
+
+#[test]
+fn an_unsealed_or_missing_ring_is_refused_and_others_go_on() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let agent = Agent::start("hostile-ring", FAST);
+    // A plain memfd of the right size, but growable: the agent must not map it.
+    // SAFETY: plain syscalls; results checked.
+    let memfd = unsafe { libc::memfd_create(c"not-sealed".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(memfd >= 0);
+    // SAFETY: memfd is new and ours.
+    let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
+    // SAFETY: plain syscall on our fd.
+    assert_eq!(unsafe { libc::ftruncate(memfd.as_raw_fd(), 4096 + (1 << 20)) }, 0);
+    // SAFETY: plain syscall; checked.
+    let ev = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    assert!(ev >= 0);
+    // SAFETY: ev is new and ours.
+    let ev = unsafe { OwnedFd::from_raw_fd(ev) };
+    let mut unsealed = TapClient::connect(&agent.socket, 30);
+    unsealed.hello_with_fds("evil", &[memfd.as_raw_fd(), ev.as_raw_fd()]);
+    let mut missing = TapClient::connect(&agent.socket, 31);
+    missing.hello_with_fds("evil", &[]);
+    let mut good = TapClient::connect(&agent.socket, 32);
+    good.hello("good", Some(64 * 1024), &[]);
+    good.ring_write(Stream::Stdout, T0, b"fine\n");
+    let records = agent.wait_records(1, Duration::from_secs(5));
+    assert_eq!(messages(&records), ["fine"]);
+    let (status, all) = agent.terminate();
+    assert!(status.success());
+    assert_eq!(all.len(), 1, "{all:?}");
+}

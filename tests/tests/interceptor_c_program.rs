@@ -17,20 +17,43 @@ fn stdio(t: Transport) {
     let out = run(cmd, LIMIT);
     assert_ok(&out);
     // FORTIFY really routed printf through __printf_chk: the symbol is imported.
-    let nm = std::process::Command::new("nm").arg("-D").arg(&exe).output().unwrap();
+    let nm = std::process::Command::new("nm")
+        .arg("-D")
+        .arg(&exe)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&nm.stdout).contains("__printf_chk"));
-    assert!(s.receiver.wait_for(SETTLE, |c| c.bytes(None, STDOUT).len() >= out.stdout.len()
-        && c.bytes(None, STDERR).len() >= out.stderr.len()));
+    assert!(
+        s.receiver
+            .wait_for(SETTLE, |c| c.bytes(None, STDOUT).len() >= out.stdout.len()
+                && c.bytes(None, STDERR).len() >= out.stderr.len())
+    );
     let c = s.receiver.snapshot();
-    assert_eq!(String::from_utf8_lossy(&c.bytes(None, STDOUT)), String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        String::from_utf8_lossy(&c.bytes(None, STDOUT)),
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(c.bytes(None, STDERR), out.stderr);
     let text = String::from_utf8_lossy(&out.stdout);
-    for want in ["printf 42 str\n", "puts line\n", "fputs line\n", "fwrite line\n", "c\nd\n", "dprintf 1\n"] {
-        assert!(text.contains(want), "{want:?} missing from the app's stdout");
+    for want in [
+        "printf 42 str\n",
+        "puts line\n",
+        "fputs line\n",
+        "fwrite line\n",
+        "c\nd\n",
+        "dprintf 1\n",
+    ] {
+        assert!(
+            text.contains(want),
+            "{want:?} missing from the app's stdout"
+        );
     }
     assert!(text.contains(&format!("big {} end\n", "x".repeat(8999))));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("fprintf stderr 7\nfputs stderr\nperror: No such file or directory\n"), "{err}");
+    assert!(
+        err.contains("fprintf stderr 7\nfputs stderr\nperror: No such file or directory\n"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -47,35 +70,51 @@ fn threads(t: Transport) {
     let exe = compile("tapprog", s.dir.path());
     let mut cmd = s.command(&exe);
     // /dev/null for the app's stdout: the test reads the copies only.
-    cmd.arg("threads").env("LLT_TAP_INTO", "1").env("LLT_RING_SIZE", "16M");
+    cmd.arg("threads")
+        .env("LLT_TAP_INTO", "1")
+        .env("LLT_RING_SIZE", "16M");
     let out = run_to_null(cmd);
     assert!(out.success());
     let total = 8 * 10_000;
-    let arrived = s.receiver.wait_for(SETTLE, |c| c.lines(STDOUT).len() >= total);
+    let arrived = s
+        .receiver
+        .wait_for(SETTLE, |c| c.lines(STDOUT).len() >= total);
     let c = s.receiver.snapshot();
     let lines = c.lines(STDOUT);
     let (dropped, _) = c.dropped();
-    assert!(arrived, "{} of {total} lines arrived, {dropped} reported dropped", lines.len());
+    assert!(
+        arrived,
+        "{} of {total} lines arrived, {dropped} reported dropped",
+        lines.len()
+    );
     let mut seen = HashSet::new();
     for l in &lines {
         let parts: Vec<&str> = l.split(' ').collect();
         assert_eq!(parts.len(), 5, "damaged line {l:?}");
         let (th, i): (u32, u32) = (parts[1].parse().unwrap(), parts[3].parse().unwrap());
-        assert_eq!(parts[4], format!("payload-{:08x}", i.wrapping_mul(2654435761)), "damaged line {l:?}");
+        assert_eq!(
+            parts[4],
+            format!("payload-{:08x}", i.wrapping_mul(2654435761)),
+            "damaged line {l:?}"
+        );
         assert!(seen.insert((th, i)), "line {l:?} arrived twice");
     }
     assert_eq!(seen.len(), total);
 }
 
 fn run_to_null(mut cmd: std::process::Command) -> std::process::ExitStatus {
-    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::inherit());
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
     let mut child = cmd.spawn().unwrap();
     let end = std::time::Instant::now() + LIMIT;
     loop {
         if let Some(s) = child.try_wait().unwrap() {
             return s;
         }
-        assert!(std::time::Instant::now() < end, "program did not finish in time");
+        assert!(
+            std::time::Instant::now() < end,
+            "program did not finish in time"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
@@ -96,15 +135,25 @@ fn signal_handler(t: Transport) {
     cmd.arg("signal").env("LLT_TAP_INTO", "1");
     let out = run(cmd, LIMIT);
     assert_ok(&out);
-    assert!(s.receiver.wait_for(SETTLE, |c| c.bytes(None, STDOUT).len() >= out.stdout.len()));
+    assert!(
+        s.receiver
+            .wait_for(SETTLE, |c| c.bytes(None, STDOUT).len() >= out.stdout.len())
+    );
     let c = s.receiver.snapshot();
     // A handler may run between a write and its tap, so compare the lines, not their order.
     let mut tapped = c.lines(STDOUT);
-    let mut written: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    let mut written: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
     tapped.sort();
     written.sort();
     assert_eq!(tapped, written, "tapped lines differ from the app's output");
-    let from_handler = c.lines(STDOUT).iter().filter(|l| l.starts_with("from signal handler")).count();
+    let from_handler = c
+        .lines(STDOUT)
+        .iter()
+        .filter(|l| l.starts_with("from signal handler"))
+        .count();
     assert!(from_handler >= 200, "only {from_handler} handler lines");
 }
 
@@ -124,7 +173,10 @@ fn fork_and_exec(t: Transport) {
     cmd.arg("fork").env("LLT_TAP_INTO", "1");
     let out = run(cmd, LIMIT);
     assert_ok(&out);
-    assert!(s.receiver.wait_for(SETTLE, |c| c.lines(STDOUT).len() >= 201));
+    assert!(
+        s.receiver
+            .wait_for(SETTLE, |c| c.lines(STDOUT).len() >= 201)
+    );
     let c = s.receiver.snapshot();
     for r in &c.records {
         let text = String::from_utf8_lossy(&r.data);
@@ -132,7 +184,10 @@ fn fork_and_exec(t: Transport) {
             if l.starts_with("parent before fork") {
                 continue;
             }
-            if let Some(rest) = l.strip_prefix("parent ").or_else(|| l.strip_prefix("child ")) {
+            if let Some(rest) = l
+                .strip_prefix("parent ")
+                .or_else(|| l.strip_prefix("child "))
+            {
                 let pid: u32 = rest.split(' ').next().unwrap().parse().unwrap();
                 assert_eq!(pid, r.pid, "line {l:?} carried pid {}", r.pid);
             }
@@ -149,13 +204,24 @@ fn fork_and_exec(t: Transport) {
     let out = run(cmd, LIMIT);
     assert_ok(&out);
     assert!(
-        s.receiver.wait_for(SETTLE, |c| c.lines(STDOUT).iter().any(|l| l.starts_with("exec child"))),
+        s.receiver.wait_for(SETTLE, |c| c
+            .lines(STDOUT)
+            .iter()
+            .any(|l| l.starts_with("exec child"))),
         "the exec'd program was not tapped"
     );
     let c = s.receiver.snapshot();
-    let line = c.lines(STDOUT).into_iter().find(|l| l.starts_with("exec child")).unwrap();
+    let line = c
+        .lines(STDOUT)
+        .into_iter()
+        .find(|l| l.starts_with("exec child"))
+        .unwrap();
     let pid: u32 = line.split(' ').nth(2).unwrap().parse().unwrap();
-    assert!(c.records.iter().any(|r| r.pid == pid && String::from_utf8_lossy(&r.data).contains("exec child")));
+    assert!(
+        c.records
+            .iter()
+            .any(|r| r.pid == pid && String::from_utf8_lossy(&r.data).contains("exec child"))
+    );
     assert!(c.hello_pids().contains(&pid));
 }
 

@@ -14,7 +14,10 @@ use interceptor_support::*;
 use logtap_tests::tap_receiver::{Collected, TapReceiver};
 
 fn flood_lines(c: &Collected) -> Vec<String> {
-    c.lines(STDOUT).into_iter().filter(|l| l.starts_with("flood ")).collect()
+    c.lines(STDOUT)
+        .into_iter()
+        .filter(|l| l.starts_with("flood "))
+        .collect()
 }
 
 fn wait_file(p: &std::path::Path, limit: Duration) -> bool {
@@ -35,23 +38,41 @@ fn stopped_receiver(t: Transport) {
     let (done, go) = (s.path("done"), s.path("go"));
     s.receiver.pause();
     let mut cmd = s.command(&exe);
-    cmd.args(["flood", &total.to_string()]).arg(&done).arg(&go).env("LLT_TAP_INTO", "1");
+    cmd.args(["flood", &total.to_string()])
+        .arg(&done)
+        .arg(&go)
+        .env("LLT_TAP_INTO", "1");
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     // The app finishes its 100,000 lines while nobody reads: it is never blocked.
-    assert!(wait_file(&done, Duration::from_secs(30)), "the app blocked while the receiver was stopped");
+    assert!(
+        wait_file(&done, Duration::from_secs(30)),
+        "the app blocked while the receiver was stopped"
+    );
     s.receiver.resume();
     std::fs::write(&go, b"").unwrap();
     let out = wait_output(child, LIMIT);
     assert_ok(&out);
-    assert!(s.receiver.wait_for(SETTLE, |c| c.lines(STDOUT).iter().any(|l| l == "END")), "END never arrived");
+    assert!(
+        s.receiver
+            .wait_for(SETTLE, |c| c.lines(STDOUT).iter().any(|l| l == "END")),
+        "END never arrived"
+    );
     let c = s.receiver.snapshot();
     let lines = flood_lines(&c);
     let unique: HashSet<&String> = lines.iter().collect();
     assert_eq!(unique.len(), lines.len(), "duplicates");
     let (dropped, _) = c.dropped();
-    assert!(dropped > 0, "nothing was dropped: the test did not stop the receiver in time");
-    assert_eq!(lines.len() as u64 + dropped, total as u64, "delivered {} + dropped {dropped} ≠ written", lines.len());
+    assert!(
+        dropped > 0,
+        "nothing was dropped: the test did not stop the receiver in time"
+    );
+    assert_eq!(
+        lines.len() as u64 + dropped,
+        total as u64,
+        "delivered {} + dropped {dropped} ≠ written",
+        lines.len()
+    );
 }
 
 #[test]
@@ -69,7 +90,8 @@ fn restarted_receiver(t: Transport) {
     let exe = compile("tapprog", s.dir.path());
     let sock = s.receiver.path().to_path_buf();
     let mut cmd = s.command(&exe);
-    cmd.args(["slow", &total.to_string(), "2"]).env("LLT_TAP_INTO", "1");
+    cmd.args(["slow", &total.to_string(), "2"])
+        .env("LLT_TAP_INTO", "1");
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     std::thread::sleep(Duration::from_millis(600));
@@ -80,13 +102,21 @@ fn restarted_receiver(t: Transport) {
     let out = wait_output(child, LIMIT);
     assert_ok(&out);
     let last = format!("slow {:05}", total - 1);
-    assert!(second.wait_for(SETTLE, |c| c.lines(STDOUT).contains(&last)), "no reconnect");
+    assert!(
+        second.wait_for(SETTLE, |c| c.lines(STDOUT).contains(&last)),
+        "no reconnect"
+    );
     let c2 = second.snapshot();
     let mut all: Vec<String> = first.lines(STDOUT);
     all.extend(c2.lines(STDOUT));
     let unique: HashSet<&String> = all.iter().collect();
     assert_eq!(unique.len(), all.len(), "a line arrived twice");
-    assert!(c2.hellos.iter().any(|(_, h, _)| h.pid == first.hellos[0].1.pid), "the process said HELLO again");
+    assert!(
+        c2.hellos
+            .iter()
+            .any(|(_, h, _)| h.pid == first.hellos[0].1.pid),
+        "the process said HELLO again"
+    );
     match t {
         // The same ring was passed again: everything committed meanwhile arrived.
         Transport::Ring => {
@@ -100,7 +130,10 @@ fn restarted_receiver(t: Transport) {
             let (dropped, _) = c2.dropped();
             assert!(dropped > 0);
             let accounted = all.len() as u64 + dropped;
-            assert!(accounted <= total as u64 && accounted + 5 >= total as u64, "accounted {accounted} of {total}");
+            assert!(
+                accounted <= total as u64 && accounted + 5 >= total as u64,
+                "accounted {accounted} of {total}"
+            );
         }
     }
     drop(dir);
@@ -123,7 +156,12 @@ fn sigkilled_app(t: Transport) {
     let out = run(cmd, LIMIT);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGKILL));
-    assert!(s.receiver.wait_for(SETTLE, |c| c.lines(STDOUT).len() >= 1000), "{} lines", s.receiver.snapshot().lines(STDOUT).len());
+    assert!(
+        s.receiver
+            .wait_for(SETTLE, |c| c.lines(STDOUT).len() >= 1000),
+        "{} lines",
+        s.receiver.snapshot().lines(STDOUT).len()
+    );
     let want: Vec<String> = (0..1000).map(|i| format!("last words {i:04}")).collect();
     assert_eq!(s.receiver.snapshot().lines(STDOUT), want);
 }

@@ -23,7 +23,10 @@ fn garbage(cmd: &mut Command, transport: Option<&str>) {
         ("LLT_DEBUG_MODE", "sure".into()),
         ("LLT_RING_SIZE", "12 parsecs".into()),
         ("LLT_PYTHONUNBUFFERED", "perhaps".into()),
-        ("LLT_TRANSPORT", transport.unwrap_or("carrier-pigeon").into()),
+        (
+            "LLT_TRANSPORT",
+            transport.unwrap_or("carrier-pigeon").into(),
+        ),
     ];
     for (k, v) in pairs {
         cmd.env(k, v);
@@ -37,27 +40,47 @@ fn same_as_without_library(transport: Option<&str>, valid: Option<&Setup>) {
     let exe = compile("tapprog", dir.path());
     let py = python();
     let script = "import sys\nfor i in range(100): print('line', i)\nprint('err', file=sys.stderr)\nsys.exit(3)";
-    let cases: Vec<(std::path::PathBuf, Vec<&str>)> =
-        vec![(exe.clone(), vec!["stdio"]), (exe, vec!["fork"]), (py, vec!["-c", script])];
+    let cases: Vec<(std::path::PathBuf, Vec<&str>)> = vec![
+        (exe.clone(), vec!["stdio"]),
+        (exe, vec!["fork"]),
+        (py, vec!["-c", script]),
+    ];
     for (prog, args) in cases {
         let mut plain = Command::new(&prog);
         plain.args(&args).current_dir(dir.path());
         let want = run(plain, LIMIT);
         let mut tapped = Command::new(&prog);
-        tapped.args(&args).current_dir(dir.path()).env("LD_PRELOAD", logtap_tests::artifacts::liblogtap());
+        tapped
+            .args(&args)
+            .current_dir(dir.path())
+            .env("LD_PRELOAD", logtap_tests::artifacts::liblogtap());
         garbage(&mut tapped, transport);
         if let Some(s) = valid {
-            tapped.env("LLT_TAP_INTO", "3").env("LLT_TARGET", s.receiver.target()).env("LLT_TARGET_1STCONNECT", "0");
+            tapped
+                .env("LLT_TAP_INTO", "3")
+                .env("LLT_TARGET", s.receiver.target())
+                .env("LLT_TARGET_1STCONNECT", "0");
         }
         let got = run(tapped, LIMIT);
         assert_eq!(got.status.code(), want.status.code(), "{prog:?} {args:?}");
         // The fork scenario prints pids: compare line counts there, bytes elsewhere.
         if args == ["fork"] {
-            assert_eq!(got.stdout.split(|b| *b == b'\n').count(), want.stdout.split(|b| *b == b'\n').count());
+            assert_eq!(
+                got.stdout.split(|b| *b == b'\n').count(),
+                want.stdout.split(|b| *b == b'\n').count()
+            );
         } else {
-            assert_eq!(String::from_utf8_lossy(&got.stdout), String::from_utf8_lossy(&want.stdout), "{prog:?} {args:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&got.stdout),
+                String::from_utf8_lossy(&want.stdout),
+                "{prog:?} {args:?}"
+            );
         }
-        assert_eq!(String::from_utf8_lossy(&got.stderr), String::from_utf8_lossy(&want.stderr), "{prog:?} {args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&got.stderr),
+            String::from_utf8_lossy(&want.stderr),
+            "{prog:?} {args:?}"
+        );
     }
 }
 
@@ -70,7 +93,10 @@ fn garbage_but_tapping(t: Transport) {
     let s = Setup::new("garbage-tapping", t);
     same_as_without_library(Some(t.env()), Some(&s));
     // The copies still arrived: the hooks were live, not merely disabled by the garbage.
-    assert!(s.receiver.wait_for(SETTLE, |c| c.lines(STDOUT).iter().any(|l| l == "line 99")));
+    assert!(
+        s.receiver
+            .wait_for(SETTLE, |c| c.lines(STDOUT).iter().any(|l| l == "line 99"))
+    );
     assert!(s.receiver.snapshot().errors.is_empty());
 }
 

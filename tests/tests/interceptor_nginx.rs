@@ -24,11 +24,17 @@ fn nginx_binary() -> &'static str {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn get(port: u16, i: usize) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let req = format!("GET /req-{i} HTTP/1.0\r\nHost: localhost\r\n\r\n");
     if s.write_all(req.as_bytes()).is_err() {
@@ -56,16 +62,27 @@ fn nginx(t: Transport) {
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
     let mut cmd = s.command(nginx);
-    cmd.arg("-p").arg(dir).arg("-c").arg(dir.join("nginx.conf")).arg("-e").arg(dir.join("error.log"));
-    cmd.env("LLT_TAP_FILE", &access).env("LLT_SUPPRESS_TAP_FILE", "true");
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
+    cmd.arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-e")
+        .arg(dir.join("error.log"));
+    cmd.env("LLT_TAP_FILE", &access)
+        .env("LLT_SUPPRESS_TAP_FILE", "true");
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
     let mut child = cmd.spawn().expect("start nginx");
     let end = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Some(st) = child.try_wait().unwrap() {
             let mut e = String::new();
             child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
-            panic!("nginx exited: {st:?}: {e} {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
+            panic!(
+                "nginx exited: {st:?}: {e} {}",
+                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+            );
         }
         assert!(Instant::now() < end, "nginx did not listen on {port}");
         std::thread::sleep(Duration::from_millis(20));
@@ -75,7 +92,11 @@ fn nginx(t: Transport) {
         assert!(get(port, i), "request {i} failed");
     }
     let arrived = s.receiver.wait_for(SETTLE, |c| {
-        c.lines(FILE).iter().filter(|l| l.contains("GET /req-")).count() >= REQUESTS
+        c.lines(FILE)
+            .iter()
+            .filter(|l| l.contains("GET /req-"))
+            .count()
+            >= REQUESTS
     });
     // Stop nginx (SIGQUIT: graceful) and make sure it is gone.
     // SAFETY: sending a signal to our child.
@@ -89,16 +110,44 @@ fn nginx(t: Transport) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let c = s.receiver.snapshot();
-    let lines: Vec<String> = c.lines(FILE).into_iter().filter(|l| l.contains("GET /req-")).collect();
-    assert!(arrived, "{} of {REQUESTS} access-log lines arrived; errors {:?}", lines.len(), c.errors);
+    let lines: Vec<String> = c
+        .lines(FILE)
+        .into_iter()
+        .filter(|l| l.contains("GET /req-"))
+        .collect();
+    assert!(
+        arrived,
+        "{} of {REQUESTS} access-log lines arrived; errors {:?}",
+        lines.len(),
+        c.errors
+    );
     assert_eq!(lines.len(), REQUESTS, "{lines:?}");
     for i in 0..REQUESTS {
-        assert_eq!(lines.iter().filter(|l| l.contains(&format!("GET /req-{i} "))).count(), 1, "request {i}");
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.contains(&format!("GET /req-{i} ")))
+                .count(),
+            1,
+            "request {i}"
+        );
     }
     // Written by the workers (not the master), with the tap file's index.
-    let pids: std::collections::HashSet<u32> = c.records.iter().filter(|r| r.stream == FILE).map(|r| r.pid).collect();
-    assert!(!pids.contains(&child.id()), "the master does not serve requests");
-    assert_eq!(std::fs::metadata(&access).unwrap().len(), 0, "access.log must stay empty");
+    let pids: std::collections::HashSet<u32> = c
+        .records
+        .iter()
+        .filter(|r| r.stream == FILE)
+        .map(|r| r.pid)
+        .collect();
+    assert!(
+        !pids.contains(&child.id()),
+        "the master does not serve requests"
+    );
+    assert_eq!(
+        std::fs::metadata(&access).unwrap().len(),
+        0,
+        "access.log must stay empty"
+    );
 }
 
 #[test]
@@ -110,4 +159,3 @@ fn nginx_access_log_ring() {
 fn nginx_access_log_socket() {
     nginx(Transport::Socket);
 }
-

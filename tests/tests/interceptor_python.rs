@@ -33,8 +33,10 @@ fn python_prints(transport: Transport) {
     let want_out = stdout.as_bytes().to_vec();
     let want_err = out.stderr.clone();
     assert!(
-        s.receiver.wait_for(SETTLE, |c| c.bytes(Some(pid), STDOUT).len() >= want_out.len()
-            && c.bytes(Some(pid), STDERR).len() >= want_err.len()),
+        s.receiver
+            .wait_for(SETTLE, |c| c.bytes(Some(pid), STDOUT).len()
+                >= want_out.len()
+                && c.bytes(Some(pid), STDERR).len() >= want_err.len()),
         "not everything arrived: {:?}\nstderr: {}",
         s.receiver.snapshot(),
         String::from_utf8_lossy(&out.stderr)
@@ -43,15 +45,25 @@ fn python_prints(transport: Transport) {
     assert!(c.errors.is_empty(), "{:?}", c.errors);
     assert_eq!(c.bytes(Some(pid), STDOUT), want_out, "stdout bytes differ");
     assert_eq!(c.bytes(Some(pid), STDERR), want_err, "stderr bytes differ");
-    assert!(c.records.iter().all(|r| r.pid == pid), "a record with a foreign pid");
+    assert!(
+        c.records.iter().all(|r| r.pid == pid),
+        "a record with a foreign pid"
+    );
     assert!(c.hello_pids().contains(&pid), "no HELLO from {pid}");
     let times: Vec<u64> = c.records.iter().map(|r| r.time_ns).collect();
-    assert!(times.windows(2).all(|w| w[0] <= w[1]), "timestamps go backwards");
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "timestamps go backwards"
+    );
     let (_, hello, with_fds) = c.hellos.iter().find(|(_, h, _)| h.pid == pid).unwrap();
     assert_eq!(hello.ring, transport == Transport::Ring);
     assert_eq!(*with_fds, transport == Transport::Ring);
     let via_ring = transport == Transport::Ring;
-    assert!(c.records.iter().all(|r| (r.via == logtap_tests::tap_receiver::Via::Ring) == via_ring));
+    assert!(
+        c.records
+            .iter()
+            .all(|r| (r.via == logtap_tests::tap_receiver::Via::Ring) == via_ring)
+    );
 }
 
 #[test]

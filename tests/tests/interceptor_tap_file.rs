@@ -9,7 +9,14 @@ use interceptor_support::*;
 
 fn expected_lines() -> Vec<String> {
     let mut v = Vec::new();
-    for what in ["open line", "dup2 line", "after close line", "reopened line", "fopen line", "relative line"] {
+    for what in [
+        "open line",
+        "dup2 line",
+        "after close line",
+        "reopened line",
+        "fopen line",
+        "relative line",
+    ] {
         for i in 0..10 {
             v.push(format!("{what} {i}"));
         }
@@ -22,8 +29,14 @@ fn run_sequence(s: &Setup, suppress: bool, target: Option<&str>) -> std::path::P
     let log = s.path("app.log");
     let mut cmd = s.command(&exe);
     cmd.arg("sequence").arg(&log).arg("relative.log");
-    cmd.env("LLT_TAP_FILE", format!("{}:{}/rel*.log", log.display(), s.dir.path().display()));
-    cmd.env("LLT_SUPPRESS_TAP_FILE", if suppress { "true" } else { "false" });
+    cmd.env(
+        "LLT_TAP_FILE",
+        format!("{}:{}/rel*.log", log.display(), s.dir.path().display()),
+    );
+    cmd.env(
+        "LLT_SUPPRESS_TAP_FILE",
+        if suppress { "true" } else { "false" },
+    );
     if let Some(t) = target {
         cmd.env("LLT_TARGET", t);
     }
@@ -39,20 +52,42 @@ fn every_line_arrives(t: Transport) {
     let s = Setup::new("tapfile", t);
     let log = run_sequence(&s, false, None);
     let want = expected_lines();
-    assert!(s.receiver.wait_for(SETTLE, |c| c.lines(FILE).len() >= want.len()), "{:?}", s.receiver.snapshot().lines(FILE));
+    assert!(
+        s.receiver
+            .wait_for(SETTLE, |c| c.lines(FILE).len() >= want.len()),
+        "{:?}",
+        s.receiver.snapshot().lines(FILE)
+    );
     let c = s.receiver.snapshot();
     assert_eq!(c.lines(FILE), want);
     // The app's files are written as usual.
     assert!(read(&log.with_extension("log.1")).contains("after close line 9"));
     assert!(read(&log).contains("fopen line 9"));
     // Both tap files were announced (HELLO list or FILE frame) with their indexes.
-    let announced: Vec<String> = c.files.iter().map(|(_, f)| f.path.clone())
-        .chain(c.hellos.iter().flat_map(|(_, h, _)| h.files.clone())).collect();
-    assert!(announced.iter().any(|p| p.ends_with("/app.log")), "{announced:?}");
-    assert!(announced.iter().any(|p| p.ends_with("/relative.log")), "{announced:?}");
-    let rel_index = c.files.iter().find(|(_, f)| f.path.ends_with("/relative.log")).map(|(_, f)| f.index);
+    let announced: Vec<String> = c
+        .files
+        .iter()
+        .map(|(_, f)| f.path.clone())
+        .chain(c.hellos.iter().flat_map(|(_, h, _)| h.files.clone()))
+        .collect();
+    assert!(
+        announced.iter().any(|p| p.ends_with("/app.log")),
+        "{announced:?}"
+    );
+    assert!(
+        announced.iter().any(|p| p.ends_with("/relative.log")),
+        "{announced:?}"
+    );
+    let rel_index = c
+        .files
+        .iter()
+        .find(|(_, f)| f.path.ends_with("/relative.log"))
+        .map(|(_, f)| f.index);
     if let Some(i) = rel_index {
-        assert!(c.records.iter().any(|r| r.file_index == i && String::from_utf8_lossy(&r.data).starts_with("relative line")));
+        assert!(
+            c.records.iter().any(|r| r.file_index == i
+                && String::from_utf8_lossy(&r.data).starts_with("relative line"))
+        );
     }
 }
 
@@ -69,10 +104,22 @@ fn suppressed_file_does_not_grow(t: Transport) {
     let s = Setup::new("tapfile-suppressed", t);
     let log = run_sequence(&s, true, None);
     let want = expected_lines();
-    assert!(s.receiver.wait_for(SETTLE, |c| c.lines(FILE).len() >= want.len()));
+    assert!(
+        s.receiver
+            .wait_for(SETTLE, |c| c.lines(FILE).len() >= want.len())
+    );
     assert_eq!(s.receiver.snapshot().lines(FILE), want);
-    for f in [log.clone(), log.with_extension("log.1"), s.path("relative.log")] {
-        assert_eq!(std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0), 0, "{} grew", f.display());
+    for f in [
+        log.clone(),
+        log.with_extension("log.1"),
+        s.path("relative.log"),
+    ] {
+        assert_eq!(
+            std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0),
+            0,
+            "{} grew",
+            f.display()
+        );
     }
 }
 
@@ -89,10 +136,17 @@ fn no_receiver_fails_open(t: Transport) {
     let s = Setup::new("tapfile-noreceiver", t);
     let missing = format!("socket:{}", s.path("nobody-listens.sock").display());
     let log = run_sequence(&s, true, Some(&missing));
-    let mut got: Vec<String> = read(&log.with_extension("log.1")).lines().map(str::to_owned).collect();
+    let mut got: Vec<String> = read(&log.with_extension("log.1"))
+        .lines()
+        .map(str::to_owned)
+        .collect();
     got.extend(read(&log).lines().map(str::to_owned));
     got.extend(read(&s.path("relative.log")).lines().map(str::to_owned));
-    assert_eq!(got, expected_lines(), "suppressed lines must land in the files when nobody receives them");
+    assert_eq!(
+        got,
+        expected_lines(),
+        "suppressed lines must land in the files when nobody receives them"
+    );
 }
 
 #[test]

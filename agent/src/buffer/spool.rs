@@ -107,7 +107,10 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 impl Spool {
     /// Opens (creates) `dir`, removes unfinished writes, and returns the chunks still to deliver.
     pub fn open(dir: &Path, limit: u64) -> Result<(Spool, Vec<Chunk>), SpoolError> {
-        let err = |source| SpoolError::Dir { path: dir.to_owned(), source };
+        let err = |source| SpoolError::Dir {
+            path: dir.to_owned(),
+            source,
+        };
         fs::create_dir_all(dir).map_err(err)?;
         let mut found: Vec<(SystemTime, Chunk)> = Vec::new();
         for entry in fs::read_dir(dir).map_err(err)? {
@@ -118,12 +121,17 @@ impl Spool {
                 let _ = fs::remove_file(&path);
                 continue;
             }
-            let Some(id) = name.strip_suffix(".chunk").and_then(parse_hex) else { continue };
+            let Some(id) = name.strip_suffix(".chunk").and_then(parse_hex) else {
+                continue;
+            };
             let mut bytes = Vec::new();
             let read = File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes));
             match read.ok().and_then(|_| decode(id, &bytes)) {
                 Some(chunk) => {
-                    let mtime = entry.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+                    let mtime = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(SystemTime::UNIX_EPOCH);
                     found.push((mtime, chunk));
                 }
                 None => {
@@ -133,7 +141,10 @@ impl Spool {
             }
         }
         found.sort_by_key(|(t, _)| *t);
-        let mut state = State { used: 0, sizes: HashMap::new() };
+        let mut state = State {
+            used: 0,
+            sizes: HashMap::new(),
+        };
         for (_, c) in &found {
             let size = c.size() as u64;
             state.used += size;
@@ -142,7 +153,12 @@ impl Spool {
         if !found.is_empty() {
             tracing::info!(chunks = found.len(), bytes = state.used, dir = %dir.display(), "chunks recovered from storage_path; sending them again");
         }
-        let spool = Spool { dir: dir.to_owned(), limit: limit.max(1), state: Mutex::new(state), room: Condvar::new() };
+        let spool = Spool {
+            dir: dir.to_owned(),
+            limit: limit.max(1),
+            state: Mutex::new(state),
+            room: Condvar::new(),
+        };
         Ok((spool, found.into_iter().map(|(_, c)| c).collect()))
     }
 
@@ -171,7 +187,11 @@ impl Spool {
                     self.limit
                 )));
             }
-            st = self.room.wait_timeout(st, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            st = self
+                .room
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         st.used += size;
         st.sizes.insert(id, size);
@@ -220,7 +240,12 @@ mod tests {
     use super::*;
 
     fn chunk(n: u8) -> Chunk {
-        Chunk { id: ChunkId::random(), tag: "app.x".into(), entries: vec![n; 100].into(), records: u32::from(n) }
+        Chunk {
+            id: ChunkId::random(),
+            tag: "app.x".into(),
+            entries: vec![n; 100].into(),
+            records: u32::from(n),
+        }
     }
 
     fn tempdir(name: &str) -> PathBuf {
@@ -242,9 +267,15 @@ mod tests {
         drop(spool);
         let (spool, found) = Spool::open(&dir, 1 << 20).unwrap();
         assert_eq!(found.len(), 1);
-        assert_eq!((found[0].id, &*found[0].tag, found[0].records), (b.id, "app.x", 2));
+        assert_eq!(
+            (found[0].id, &*found[0].tag, found[0].records),
+            (b.id, "app.x", 2)
+        );
         assert_eq!(found[0].entries, b.entries);
-        assert!(!dir.join("0123.tmp").exists(), "unfinished writes are removed");
+        assert!(
+            !dir.join("0123.tmp").exists(),
+            "unfinished writes are removed"
+        );
         assert_eq!(spool.used(), b.size() as u64);
         spool.persist(&found[0]).unwrap(); // re-admitted after recovery: no second copy
         assert_eq!(spool.used(), b.size() as u64);
@@ -278,7 +309,10 @@ mod tests {
         let s2 = Arc::clone(&spool);
         let waiter = std::thread::spawn(move || s2.persist(&chunk(2)));
         std::thread::sleep(Duration::from_millis(100));
-        assert!(!waiter.is_finished(), "no room until the first chunk is delivered");
+        assert!(
+            !waiter.is_finished(),
+            "no room until the first chunk is delivered"
+        );
         spool.remove(a.id);
         waiter.join().unwrap().unwrap();
         fs::remove_dir_all(&dir).unwrap();

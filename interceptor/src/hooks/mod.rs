@@ -118,7 +118,11 @@ pub fn route_for_fd(fd: i32) -> Option<Route> {
 /// - Suppressed: the copy is delivered first; if all of it was, the real call is skipped and
 ///   the full count returned with errno untouched; otherwise the undelivered rest is written
 ///   for real (fail open: nothing is lost).
-pub fn tapped_write(route: Route, data: Payload<'_>, mut real: impl FnMut(usize) -> isize) -> isize {
+pub fn tapped_write(
+    route: Route,
+    data: Payload<'_>,
+    mut real: impl FnMut(usize) -> isize,
+) -> isize {
     let total = data.len();
     let saved = sys::errno();
     if route.suppressed {
@@ -135,7 +139,9 @@ pub fn tapped_write(route: Route, data: Payload<'_>, mut real: impl FnMut(usize)
             }
             return r;
         }
-        return isize::try_from(delivered).unwrap_or(isize::MAX).saturating_add(r);
+        return isize::try_from(delivered)
+            .unwrap_or(isize::MAX)
+            .saturating_add(r);
     }
     let r = real(0);
     if r > 0 {
@@ -149,7 +155,11 @@ pub fn tapped_write(route: Route, data: Payload<'_>, mut real: impl FnMut(usize)
 /// Writes `data` from byte `skip` on, segment by segment, with `write_at(buf, offset_in_data)`;
 /// stops at the first short or failed call. Returns the bytes written, or the first call's
 /// error result when nothing was written.
-pub fn write_rest(data: &Payload<'_>, skip: usize, mut write_at: impl FnMut(&[u8], usize) -> isize) -> isize {
+pub fn write_rest(
+    data: &Payload<'_>,
+    skip: usize,
+    mut write_at: impl FnMut(&[u8], usize) -> isize,
+) -> isize {
     let mut pos = 0usize;
     let mut written = 0usize;
     for seg in data.chunks(data.len(), usize::MAX) {
@@ -159,7 +169,11 @@ pub fn write_rest(data: &Payload<'_>, skip: usize, mut write_at: impl FnMut(&[u8
             let part = seg.get(from..).unwrap_or(&[]);
             let r = write_at(part, pos.saturating_add(from));
             if r < 0 {
-                return if written > 0 { isize::try_from(written).unwrap_or(isize::MAX) } else { r };
+                return if written > 0 {
+                    isize::try_from(written).unwrap_or(isize::MAX)
+                } else {
+                    r
+                };
             }
             let n = usize::try_from(r).unwrap_or(0);
             written = written.saturating_add(n);

@@ -36,14 +36,25 @@ type Int2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
 type Int3Fn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
 type CloseRangeFn = unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int;
 type FopenFn = unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE;
-type FreopenFn = unsafe extern "C" fn(*const c_char, *const c_char, *mut libc::FILE) -> *mut libc::FILE;
+type FreopenFn =
+    unsafe extern "C" fn(*const c_char, *const c_char, *mut libc::FILE) -> *mut libc::FILE;
 type FcloseFn = unsafe extern "C" fn(*mut libc::FILE) -> c_int;
 
 /// Resolves every real function of this module (constructor).
 pub fn resolve() {
     for f in [
-        &CREAT, &CREAT64, &DUP, &DUP2, &DUP3, &CLOSE, &CLOSE_RANGE, &FOPEN, &FOPEN64, &FREOPEN,
-        &FREOPEN64, &FCLOSE,
+        &CREAT,
+        &CREAT64,
+        &DUP,
+        &DUP2,
+        &DUP3,
+        &CLOSE,
+        &CLOSE_RANGE,
+        &FOPEN,
+        &FOPEN64,
+        &FREOPEN,
+        &FREOPEN64,
+        &FCLOSE,
     ] {
         let _ = f.get();
     }
@@ -71,7 +82,11 @@ fn proc_fd_path(fd: c_int, buf: &mut [u8; 32]) -> usize {
         }
     }
     let mut at = 0usize;
-    for b in prefix.iter().chain(digits.iter().take(d).rev()).chain(core::iter::once(&0u8)) {
+    for b in prefix
+        .iter()
+        .chain(digits.iter().take(d).rev())
+        .chain(core::iter::once(&0u8))
+    {
         if let Some(slot) = buf.get_mut(at) {
             *slot = *b;
             at = at.saturating_add(1);
@@ -114,7 +129,10 @@ pub unsafe fn on_new_fd(fd: c_int, path: *const c_char, flags: c_int) {
     match tap_files::register(matched) {
         Some((index, new)) => {
             fd_table::set(fd, Some(index));
-            crate::debug!("tapping file {} (index {index}) on fd {fd}", crate::debug::Bytes(matched));
+            crate::debug!(
+                "tapping file {} (index {index}) on fd {fd}",
+                crate::debug::Bytes(matched)
+            );
             if new {
                 connection::file_opened(index);
             }
@@ -128,7 +146,12 @@ pub unsafe fn on_new_fd(fd: c_int, path: *const c_char, flags: c_int) {
 /// # Safety
 /// `path` is NUL-terminated (or null).
 #[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn logtap_on_open(fd: c_int, _dirfd: c_int, path: *const c_char, flags: c_int) {
+pub unsafe extern "C" fn logtap_on_open(
+    fd: c_int,
+    _dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+) {
     // SAFETY: the shim passes the app's path of a successful open.
     unsafe { on_new_fd(fd, path, flags) };
 }
@@ -189,7 +212,9 @@ fn before_dup_onto(old: c_int, new: c_int) {
 /// `dup2(2)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    let Some(p) = DUP2.get() else { return no_real() };
+    let Some(p) = DUP2.get() else {
+        return no_real();
+    };
     before_dup_onto(old, new);
     // SAFETY: dlsym("dup2") has dup2's signature.
     let r = unsafe { core::mem::transmute::<*mut c_void, Int2Fn>(p)(old, new) };
@@ -202,7 +227,9 @@ pub extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 /// `dup3(2)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    let Some(p) = DUP3.get() else { return no_real() };
+    let Some(p) = DUP3.get() else {
+        return no_real();
+    };
     before_dup_onto(old, new);
     // SAFETY: dlsym("dup3") has dup3's signature.
     let r = unsafe { core::mem::transmute::<*mut c_void, Int3Fn>(p)(old, new, flags) };
@@ -215,7 +242,9 @@ pub extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 /// `close(2)`. Our own descriptors are not closed (see `own_fds`).
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub extern "C" fn close(fd: c_int) -> c_int {
-    let Some(p) = CLOSE.get() else { return no_real() };
+    let Some(p) = CLOSE.get() else {
+        return no_real();
+    };
     if !guard::held() {
         if own_fds::is_own(fd) {
             crate::debug!("the app closes fd {fd}, which is ours: skipped");
@@ -230,7 +259,9 @@ pub extern "C" fn close(fd: c_int) -> c_int {
 fn real_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     match CLOSE_RANGE.get() {
         // SAFETY: dlsym("close_range") has close_range's signature.
-        Some(p) => unsafe { core::mem::transmute::<*mut c_void, CloseRangeFn>(p)(first, last, flags) },
+        Some(p) => unsafe {
+            core::mem::transmute::<*mut c_void, CloseRangeFn>(p)(first, last, flags)
+        },
         None => match sys::close_range(first, last, c_uint::try_from(flags).unwrap_or(0)) {
             Ok(()) => 0,
             Err(e) => {
@@ -251,7 +282,9 @@ pub extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_in
     fd_table::clear_range(first, last);
     let mut from = first;
     for own in own_fds::sorted() {
-        let Ok(own) = c_uint::try_from(own) else { continue };
+        let Ok(own) = c_uint::try_from(own) else {
+            continue;
+        };
         if own < from || own > last {
             continue;
         }
@@ -327,7 +360,12 @@ pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *m
     fopen_common(&FOPEN64, path, mode)
 }
 
-fn freopen_common(f: &RealFn, path: *const c_char, mode: *const c_char, stream: *mut libc::FILE) -> *mut libc::FILE {
+fn freopen_common(
+    f: &RealFn,
+    path: *const c_char,
+    mode: *const c_char,
+    stream: *mut libc::FILE,
+) -> *mut libc::FILE {
     let Some(p) = f.get() else {
         sys::set_errno(libc::ENOSYS);
         return core::ptr::null_mut();
@@ -358,7 +396,11 @@ fn freopen_common(f: &RealFn, path: *const c_char, mode: *const c_char, stream: 
 /// # Safety
 /// The caller's contract of `freopen(3)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn freopen(path: *const c_char, mode: *const c_char, stream: *mut libc::FILE) -> *mut libc::FILE {
+pub unsafe extern "C" fn freopen(
+    path: *const c_char,
+    mode: *const c_char,
+    stream: *mut libc::FILE,
+) -> *mut libc::FILE {
     freopen_common(&FREOPEN, path, mode, stream)
 }
 
@@ -381,7 +423,9 @@ pub unsafe extern "C" fn freopen64(
 /// The caller's contract of `fclose(3)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn fclose(stream: *mut libc::FILE) -> c_int {
-    let Some(p) = FCLOSE.get() else { return no_real() };
+    let Some(p) = FCLOSE.get() else {
+        return no_real();
+    };
     let fd = file_fd(stream);
     // SAFETY: dlsym("fclose") has fclose's signature; the caller's argument.
     let r = unsafe { core::mem::transmute::<*mut c_void, FcloseFn>(p)(stream) };

@@ -17,7 +17,9 @@ use crate::sys;
 const SUPPRESSED: c_int = 4;
 
 fn encode(r: Route) -> c_int {
-    c_int::from(r.stream & 3) | if r.suppressed { SUPPRESSED } else { 0 } | (c_int::from(r.file_index) << 8)
+    c_int::from(r.stream & 3)
+        | if r.suppressed { SUPPRESSED } else { 0 }
+        | (c_int::from(r.file_index) << 8)
 }
 
 fn decode(code: c_int) -> Option<Route> {
@@ -41,7 +43,11 @@ pub extern "C" fn logtap_stdio_route(fd: c_int) -> c_int {
 /// # Safety
 /// `buf` is readable for `len` bytes.
 #[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn logtap_stdio_deliver(route: c_int, buf: *const c_char, len: size_t) -> size_t {
+pub unsafe extern "C" fn logtap_stdio_deliver(
+    route: c_int,
+    buf: *const c_char,
+    len: size_t,
+) -> size_t {
     let Some(route) = decode(route) else { return 0 };
     if buf.is_null() || len == 0 {
         return 0;
@@ -69,9 +75,21 @@ mod tests {
     #[test]
     fn route_codes_round_trip() {
         for r in [
-            Route { stream: 1, file_index: 0, suppressed: false },
-            Route { stream: 2, file_index: 0, suppressed: true },
-            Route { stream: 3, file_index: 63, suppressed: true },
+            Route {
+                stream: 1,
+                file_index: 0,
+                suppressed: false,
+            },
+            Route {
+                stream: 2,
+                file_index: 0,
+                suppressed: true,
+            },
+            Route {
+                stream: 3,
+                file_index: 63,
+                suppressed: true,
+            },
         ] {
             assert_ne!(encode(r), 0);
             assert_eq!(decode(encode(r)), Some(r));

@@ -30,7 +30,16 @@ type Pwritev2Fn = unsafe extern "C" fn(c_int, *const iovec, c_int, off_t, c_int)
 
 /// Resolves every real function of this module (constructor).
 pub fn resolve() {
-    for f in [&WRITE, &WRITEV, &PWRITE, &PWRITE64, &PWRITEV, &PWRITEV64, &PWRITEV2, &PWRITEV64V2] {
+    for f in [
+        &WRITE,
+        &WRITEV,
+        &PWRITE,
+        &PWRITE64,
+        &PWRITEV,
+        &PWRITEV64,
+        &PWRITEV2,
+        &PWRITEV64V2,
+    ] {
         let _ = f.get();
     }
 }
@@ -126,7 +135,9 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
             return real(iov, cnt);
         }
         // SAFETY: `part` is a valid slice of the caller's iovec buffers.
-        write_rest(&data, skip, |part, _| unsafe { real_write(fd, part.as_ptr().cast(), part.len()) })
+        write_rest(&data, skip, |part, _| unsafe {
+            real_write(fd, part.as_ptr().cast(), part.len())
+        })
     })
 }
 
@@ -147,7 +158,12 @@ fn pwrite_common(f: &RealFn, fd: c_int, buf: *const c_void, count: size_t, off: 
 /// # Safety
 /// The caller's contract of `pwrite(2)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn pwrite(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t {
+pub unsafe extern "C" fn pwrite(
+    fd: c_int,
+    buf: *const c_void,
+    count: size_t,
+    off: off_t,
+) -> ssize_t {
     pwrite_common(&PWRITE, fd, buf, count, off)
 }
 
@@ -156,7 +172,12 @@ pub unsafe extern "C" fn pwrite(fd: c_int, buf: *const c_void, count: size_t, of
 /// # Safety
 /// The caller's contract of `pwrite64(2)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn pwrite64(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t {
+pub unsafe extern "C" fn pwrite64(
+    fd: c_int,
+    buf: *const c_void,
+    count: size_t,
+    off: off_t,
+) -> ssize_t {
     pwrite_common(&PWRITE64, fd, buf, count, off)
 }
 
@@ -178,7 +199,11 @@ fn pwritev_common(
         }
         write_rest(&data, skip, |part, pos| {
             let one = crate::sender::payload::iovec_of(part);
-            let at = if off < 0 { off } else { off.saturating_add(off_t::try_from(pos).unwrap_or(0)) };
+            let at = if off < 0 {
+                off
+            } else {
+                off.saturating_add(off_t::try_from(pos).unwrap_or(0))
+            };
             real(&raw const one, 1, at)
         })
     })
@@ -195,10 +220,19 @@ fn call_pwritev(f: &RealFn, fd: c_int, iov: *const iovec, cnt: c_int, off: off_t
     }
 }
 
-fn call_pwritev2(f: &RealFn, fd: c_int, iov: *const iovec, cnt: c_int, off: off_t, flags: c_int) -> ssize_t {
+fn call_pwritev2(
+    f: &RealFn,
+    fd: c_int,
+    iov: *const iovec,
+    cnt: c_int,
+    off: off_t,
+    flags: c_int,
+) -> ssize_t {
     match f.get() {
         // SAFETY: dlsym of a pwritev2 name has pwritev2's signature.
-        Some(p) => unsafe { core::mem::transmute::<*mut c_void, Pwritev2Fn>(p)(fd, iov, cnt, off, flags) },
+        Some(p) => unsafe {
+            core::mem::transmute::<*mut c_void, Pwritev2Fn>(p)(fd, iov, cnt, off, flags)
+        },
         None => {
             crate::sys::set_errno(libc::ENOSYS);
             -1
@@ -212,7 +246,9 @@ fn call_pwritev2(f: &RealFn, fd: c_int, iov: *const iovec, cnt: c_int, off: off_
 /// The caller's contract of `pwritev(2)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn pwritev(fd: c_int, iov: *const iovec, cnt: c_int, off: off_t) -> ssize_t {
-    pwritev_common(fd, iov, cnt, off, |i, c, o| call_pwritev(&PWRITEV, fd, i, c, o))
+    pwritev_common(fd, iov, cnt, off, |i, c, o| {
+        call_pwritev(&PWRITEV, fd, i, c, o)
+    })
 }
 
 /// `pwritev64(2)`.
@@ -220,8 +256,15 @@ pub unsafe extern "C" fn pwritev(fd: c_int, iov: *const iovec, cnt: c_int, off: 
 /// # Safety
 /// The caller's contract of `pwritev64(2)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn pwritev64(fd: c_int, iov: *const iovec, cnt: c_int, off: off_t) -> ssize_t {
-    pwritev_common(fd, iov, cnt, off, |i, c, o| call_pwritev(&PWRITEV64, fd, i, c, o))
+pub unsafe extern "C" fn pwritev64(
+    fd: c_int,
+    iov: *const iovec,
+    cnt: c_int,
+    off: off_t,
+) -> ssize_t {
+    pwritev_common(fd, iov, cnt, off, |i, c, o| {
+        call_pwritev(&PWRITEV64, fd, i, c, o)
+    })
 }
 
 /// `pwritev2(2)`.
@@ -229,8 +272,16 @@ pub unsafe extern "C" fn pwritev64(fd: c_int, iov: *const iovec, cnt: c_int, off
 /// # Safety
 /// The caller's contract of `pwritev2(2)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn pwritev2(fd: c_int, iov: *const iovec, cnt: c_int, off: off_t, flags: c_int) -> ssize_t {
-    pwritev_common(fd, iov, cnt, off, |i, c, o| call_pwritev2(&PWRITEV2, fd, i, c, o, flags))
+pub unsafe extern "C" fn pwritev2(
+    fd: c_int,
+    iov: *const iovec,
+    cnt: c_int,
+    off: off_t,
+    flags: c_int,
+) -> ssize_t {
+    pwritev_common(fd, iov, cnt, off, |i, c, o| {
+        call_pwritev2(&PWRITEV2, fd, i, c, o, flags)
+    })
 }
 
 /// `pwritev64v2(2)`.
@@ -245,5 +296,7 @@ pub unsafe extern "C" fn pwritev64v2(
     off: off_t,
     flags: c_int,
 ) -> ssize_t {
-    pwritev_common(fd, iov, cnt, off, |i, c, o| call_pwritev2(&PWRITEV64V2, fd, i, c, o, flags))
+    pwritev_common(fd, iov, cnt, off, |i, c, o| {
+        call_pwritev2(&PWRITEV64V2, fd, i, c, o, flags)
+    })
 }

@@ -104,7 +104,12 @@ pub fn maintain(cfg: &Config, now: u64) -> bool {
         DISCONNECTED
             if attempt_due(cfg, now)
                 && STATE
-                    .compare_exchange(DISCONNECTED, CONNECTING, Ordering::AcqRel, Ordering::Relaxed)
+                    .compare_exchange(
+                        DISCONNECTED,
+                        CONNECTING,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
                     .is_ok() =>
         {
             RETRY_NOW.store(false, Ordering::Relaxed);
@@ -156,7 +161,9 @@ fn hung_up() {
 
 fn connect(cfg: &Config, now: u64) -> bool {
     let _errno = sys::ErrnoGuard::save();
-    let Some(_guard) = Guard::enter() else { return false };
+    let Some(_guard) = Guard::enter() else {
+        return false;
+    };
     let ring = match cfg.transport {
         Transport::Ring => super::ring::get_or_create(cfg).is_some(),
         Transport::Socket => false,
@@ -222,7 +229,11 @@ fn send_hello(sock: i32, scratch: &mut Scratch, ring: bool, now: u64) -> Result<
     .encode();
     let (memfd, efd) = super::ring::fds();
     let fds = [memfd, efd];
-    let fds: &[i32] = if ring && memfd >= 0 && efd >= 0 { &fds } else { &[] };
+    let fds: &[i32] = if ring && memfd >= 0 && efd >= 0 {
+        &fds
+    } else {
+        &[]
+    };
     sys::send_datagram(sock, &[&header, payload], fds)?;
     for i in 0..files {
         tap_files::set_announced(i, true);
@@ -342,7 +353,11 @@ pub fn deliver_frames(
         let header = Header {
             kind: Kind::Data,
             stream: stream_of(route),
-            flags: if i.saturating_add(1) < k { FLAG_CONTINUED } else { 0 },
+            flags: if i.saturating_add(1) < k {
+                FLAG_CONTINUED
+            } else {
+                0
+            },
             pid: pid(),
             seq: seq0.wrapping_add(u32::try_from(i).unwrap_or(0)),
             time_ns: now,

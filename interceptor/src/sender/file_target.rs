@@ -6,7 +6,7 @@
 //! chunks (`O_APPEND` writes of a regular file do not interleave); small vectored writes are
 //! gathered first so that they stay one append.
 
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use super::payload::{GATHER_MAX, Payload};
 use crate::config::Config;
@@ -65,7 +65,9 @@ fn ensure_open(cfg: &Config, now: u64) -> Option<i32> {
 
 /// Appends the first `len` bytes; returns how many were written.
 pub fn deliver(cfg: &Config, data: &Payload<'_>, len: usize, now: u64) -> usize {
-    let Some(fd) = ensure_open(cfg, now) else { return 0 };
+    let Some(fd) = ensure_open(cfg, now) else {
+        return 0;
+    };
     let mut gathered = [0u8; GATHER_MAX];
     if let Payload::Iov(_) = data
         && let Some(bytes) = data.gather(len, &mut gathered)

@@ -83,22 +83,36 @@ pub fn capture_meta() {
         let kv = unsafe { CStr::from_ptr(entry) }.to_bytes();
         // SAFETY: not past the terminating NULL entry (checked above).
         p = unsafe { p.add(1) };
-        let Some(eq) = kv.iter().position(|b| *b == b'=') else { continue };
-        let (name, value) = (kv.get(..eq).unwrap_or(&[]), kv.get(eq.saturating_add(1)..).unwrap_or(&[]));
+        let Some(eq) = kv.iter().position(|b| *b == b'=') else {
+            continue;
+        };
+        let (name, value) = (
+            kv.get(..eq).unwrap_or(&[]),
+            kv.get(eq.saturating_add(1)..).unwrap_or(&[]),
+        );
         let mut key = [0u8; 64];
         let key_len = if let Some(k) = name.strip_prefix(b"LLT_META_") {
             k.len()
-        } else if matches!(name, b"POD_NAME" | b"POD_NAMESPACE" | b"CONTAINER_NAME" | b"NODE_NAME") {
+        } else if matches!(
+            name,
+            b"POD_NAME" | b"POD_NAMESPACE" | b"CONTAINER_NAME" | b"NODE_NAME"
+        ) {
             name.len()
         } else {
             continue;
         };
-        let src = name.get(name.len().saturating_sub(key_len)..).unwrap_or(&[]);
-        let Some(dst) = key.get_mut(..key_len) else { continue };
+        let src = name
+            .get(name.len().saturating_sub(key_len)..)
+            .unwrap_or(&[]);
+        let Some(dst) = key.get_mut(..key_len) else {
+            continue;
+        };
         dst.copy_from_slice(src);
         dst.make_ascii_lowercase();
         let need = key_len.saturating_add(value.len()).saturating_add(2);
-        let Some(out) = buf.get_mut(at..at.saturating_add(need)) else { continue };
+        let Some(out) = buf.get_mut(at..at.saturating_add(need)) else {
+            continue;
+        };
         let (k_out, rest) = out.split_at_mut(key_len);
         k_out.copy_from_slice(dst);
         if let Some((nul, rest)) = rest.split_first_mut() {
@@ -110,7 +124,8 @@ pub fn capture_meta() {
         at = at.saturating_add(need);
         pairs = pairs.saturating_add(1);
     }
-    let captured = FixedBytes::from_bytes(buf.get(..at).unwrap_or(&[])).unwrap_or(FixedBytes::empty());
+    let captured =
+        FixedBytes::from_bytes(buf.get(..at).unwrap_or(&[])).unwrap_or(FixedBytes::empty());
     // SAFETY: see `MetaCell`: constructor only.
     unsafe { *META.0.get() = captured };
 }

@@ -79,7 +79,9 @@ fn report_stream(fd: i32, now: u64, stream: u8, f: &AtomicU64, b: &AtomicU64) ->
         });
     match sent {
         Ok(_) => {
-            crate::debug!("reported {frames} dropped copies ({bytes} bytes) of stream {stream} in a LOSS frame");
+            crate::debug!(
+                "reported {frames} dropped copies ({bytes} bytes) of stream {stream} in a LOSS frame"
+            );
             Ok(())
         }
         Err(e) => {

@@ -100,7 +100,10 @@ pub fn get_or_create(cfg: &Config) -> Option<&'static Producer> {
             // SAFETY: we own CREATING; nobody reads RING before READY.
             unsafe { (*RING.0.get()).write(p) };
             STATE.store(READY, Ordering::Release);
-            crate::debug!("ring created: {} bytes, records up to {slot} bytes", cfg.ring_size);
+            crate::debug!(
+                "ring created: {} bytes, records up to {slot} bytes",
+                cfg.ring_size
+            );
             get()
         }
         Err(what) => {
@@ -125,7 +128,10 @@ fn create(cfg: &Config) -> Result<Producer, &'static str> {
 
 /// The (memfd, eventfd) pair a HELLO passes.
 pub fn fds() -> (i32, i32) {
-    (own_fds::get(Slot::RingMemfd), own_fds::get(Slot::WakeEventfd))
+    (
+        own_fds::get(Slot::RingMemfd),
+        own_fds::get(Slot::WakeEventfd),
+    )
 }
 
 /// Our eventfd moved to another number (the app `dup2`ed onto the old one).

@@ -10,7 +10,7 @@
 //! | `value.rs` | [`Value`]: MessagePack with `str` and `bin` kept apart, raw bytes never rewritten |
 //! | `event_time.rs` | [`EventTime`]: ext type 0 (`fixext 8` or `ext 8`), integer times accepted |
 //! | `message.rs` | [`Event`], [`Mode`], [`Options`], [`ChunkId`], [`EventBatch`], [`ClientMessage`], [`ServerMessage`] |
-//! | `check.rs` | the non-allocating framing pass (message length, depth and size caps) |
+//! | `check.rs` | the non-allocating, resumable framing walk (message length; depth and size caps) |
 //! | `read.rs`, `write.rs` | bounds-checked MessagePack reader, smallest-form writers |
 //! | `decode.rs` | [`StreamDecoder`]: [`ServerDecoder`] (reads clients) and [`ClientDecoder`] (reads servers), [`DecodeLimits`] |
 //! | `gzip.rs` | bounded multi-member gunzip |

@@ -42,7 +42,11 @@ impl Setup {
     pub fn new(name: &str, transport: Transport) -> Setup {
         let dir = TempDir::new(&format!("{name}-{}", transport.env()));
         let receiver = TapReceiver::start(&dir.path().join("tap.sock"));
-        Setup { dir, receiver, transport }
+        Setup {
+            dir,
+            receiver,
+            transport,
+        }
     }
 
     /// A command with the library preloaded and pointed at the receiver.
@@ -53,7 +57,10 @@ impl Setup {
             .env("LLT_TRANSPORT", self.transport.env())
             .env("LLT_TARGET_1STCONNECT", "0")
             .env("LLT_TARGET_RECONNECT", "1")
-            .env("LLT_DEBUG_MODE", std::env::var("LLT_TEST_DEBUG").unwrap_or_default())
+            .env(
+                "LLT_DEBUG_MODE",
+                std::env::var("LLT_TEST_DEBUG").unwrap_or_default(),
+            )
             .current_dir(self.dir.path());
         c
     }
@@ -65,7 +72,9 @@ impl Setup {
 
 /// Runs `cmd` to completion within `limit` (killed and failed otherwise).
 pub fn run(mut cmd: Command, limit: Duration) -> Output {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
     let child = cmd.spawn().expect("spawn program");
     wait_output(child, limit)
 }
@@ -101,7 +110,11 @@ pub fn wait_output(mut child: Child, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
 }
 
 /// The real Python interpreter (not a pyenv shim script, which would run bash under the
@@ -117,7 +130,9 @@ pub fn python() -> PathBuf {
 
 /// Compiles `tests/programs/<name>.c` with `gcc -O2 -D_FORTIFY_SOURCE=2 -pthread` into `dir`.
 pub fn compile(name: &str, dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs").join(format!("{name}.c"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("programs")
+        .join(format!("{name}.c"));
     let exe = dir.join(name);
     let out = Command::new("gcc")
         .args(["-O2", "-D_FORTIFY_SOURCE=2", "-pthread", "-Wall", "-o"])

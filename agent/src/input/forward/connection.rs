@@ -17,7 +17,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use logtap_protocol::forward::{AuthFailure, ClientMessage, DecodeError, EventBatch, ServerDecoder};
+use logtap_protocol::forward::{
+    AuthFailure, ClientMessage, DecodeError, EventBatch, ServerDecoder,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::ForwardInputSettings;
@@ -44,8 +46,13 @@ pub enum InputConnError {
     #[error("{what} timed out after {HANDSHAKE_TIMEOUT:?}")]
     Timeout { what: &'static str },
     #[error("rejected client `{client}`: {} ({failure})", handshake::explain(*failure))]
-    Auth { failure: AuthFailure, client: String },
-    #[error("rejected: the client sent events without the shared_key handshake (configure its shared_key)")]
+    Auth {
+        failure: AuthFailure,
+        client: String,
+    },
+    #[error(
+        "rejected: the client sent events without the shared_key handshake (configure its shared_key)"
+    )]
     HandshakeMissing,
     #[error("the client sent PING outside a handshake (this input has no shared_key)")]
     UnexpectedPing,
@@ -71,7 +78,9 @@ pub async fn serve(
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
             let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
                 .await
-                .map_err(|_| InputConnError::Timeout { what: "TLS handshake" })?
+                .map_err(|_| InputConnError::Timeout {
+                    what: "TLS handshake",
+                })?
                 .map_err(InputConnError::Tls)?;
             tracing::debug!(%peer, "TLS established");
             serve_stream(tls, &settings, &ingest).await
@@ -88,16 +97,27 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut dec = ServerDecoder::new(settings.limits);
     if let Some(key) = &settings.shared_key {
-        let hs = handshake::accept(&mut rd, &mut wr, &mut buf, &mut dec, key, &settings.hostname);
+        let hs = handshake::accept(
+            &mut rd,
+            &mut wr,
+            &mut buf,
+            &mut dec,
+            key,
+            &settings.hostname,
+        );
         tokio::time::timeout(HANDSHAKE_TIMEOUT, hs)
             .await
-            .map_err(|_| InputConnError::Timeout { what: "shared_key handshake" })??;
+            .map_err(|_| InputConnError::Timeout {
+                what: "shared_key handshake",
+            })??;
     }
     loop {
         loop {
             let before = buf.len();
             let decoded = dec.decode(&mut buf);
-            METRICS.bytes_in.fetch_add((before - buf.len()) as u64, Relaxed);
+            METRICS
+                .bytes_in
+                .fetch_add((before - buf.len()) as u64, Relaxed);
             match decoded {
                 Ok(None) => break,
                 Ok(Some(ClientMessage::Events(batch))) => queue(batch, ingest, &mut wr).await?,
@@ -117,8 +137,13 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Re-encodes a message's events as entries and queues them; acks once they are buffered.
-async fn queue<W: AsyncWrite + Unpin>(batch: EventBatch, ingest: &Ingest, wr: &mut W) -> Result<(), InputConnError> {
-    let records = u32::try_from(batch.events.len()).map_err(|_| InputConnError::TooManyEvents(batch.events.len()))?;
+async fn queue<W: AsyncWrite + Unpin>(
+    batch: EventBatch,
+    ingest: &Ingest,
+    wr: &mut W,
+) -> Result<(), InputConnError> {
+    let records = u32::try_from(batch.events.len())
+        .map_err(|_| InputConnError::TooManyEvents(batch.events.len()))?;
     let ack = batch.ack();
     let mut entries = Vec::with_capacity(batch.events.len() * 96);
     for e in &batch.events {
@@ -132,7 +157,12 @@ async fn queue<W: AsyncWrite + Unpin>(batch: EventBatch, ingest: &Ingest, wr: &m
     match ack {
         Some(ack) => {
             if records > 0 {
-                let chunk = Chunk { id: ChunkId::random(), tag, entries: entries.into(), records };
+                let chunk = Chunk {
+                    id: ChunkId::random(),
+                    tag,
+                    entries: entries.into(),
+                    records,
+                };
                 ingest.send_chunk(chunk).await?;
             }
             wr.write_all(&ack.to_vec()).await?;
@@ -140,7 +170,11 @@ async fn queue<W: AsyncWrite + Unpin>(batch: EventBatch, ingest: &Ingest, wr: &m
         }
         None => {
             ingest
-                .send(Entries { tag, buf: entries, records })
+                .send(Entries {
+                    tag,
+                    buf: entries,
+                    records,
+                })
                 .await
                 .map_err(|_| InputConnError::ShuttingDown)?;
         }

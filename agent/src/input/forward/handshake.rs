@@ -13,7 +13,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::connection::InputConnError;
 
 /// The PONG reason when a client sends events instead of PING.
-pub const MISSING_HANDSHAKE: &str = "shared_key handshake required: the client sent events without PING";
+pub const MISSING_HANDSHAKE: &str =
+    "shared_key handshake required: the client sent events without PING";
 
 /// Reads the next client message (`Closed` at end of stream).
 pub async fn next_message<R: AsyncRead + Unpin>(
@@ -49,7 +50,11 @@ where
     if getrandom::fill(&mut nonce).is_err() {
         nonce = crate::record::ChunkId::random().0;
     }
-    let helo = Helo { nonce: Bytes::copy_from_slice(&nonce), auth: Bytes::new(), keepalive: true };
+    let helo = Helo {
+        nonce: Bytes::copy_from_slice(&nonce),
+        auth: Bytes::new(),
+        keepalive: true,
+    };
     let mut out = Vec::with_capacity(128);
     helo.encode(&mut out);
     wr.write_all(&out).await?;
@@ -67,7 +72,10 @@ where
     pong.encode(&mut out);
     wr.write_all(&out).await?;
     wr.flush().await?;
-    verdict.map_err(|failure| InputConnError::Auth { failure, client: client_name(&ping) })
+    verdict.map_err(|failure| InputConnError::Auth {
+        failure,
+        client: client_name(&ping),
+    })
 }
 
 fn client_name(ping: &Ping) -> String {
@@ -75,7 +83,11 @@ fn client_name(ping: &Ping) -> String {
 }
 
 /// Answers PONG with `auth_result` false and `reason`.
-async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, hostname: &str, reason: &str) -> Result<(), InputConnError> {
+async fn refuse<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    hostname: &str,
+    reason: &str,
+) -> Result<(), InputConnError> {
     let pong = Pong {
         auth_result: false,
         reason: reason.to_owned(),
@@ -94,7 +106,9 @@ pub fn explain(failure: AuthFailure) -> &'static str {
     match failure {
         AuthFailure::SharedKeyMismatch => "wrong shared_key",
         AuthFailure::UserMismatch => "wrong username/password",
-        AuthFailure::SameHostname => "client and server use the same hostname (set --self-hostname on one)",
+        AuthFailure::SameHostname => {
+            "client and server use the same hostname (set --self-hostname on one)"
+        }
         AuthFailure::Refused => "refused",
     }
 }

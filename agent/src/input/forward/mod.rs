@@ -36,9 +36,15 @@ pub const DEFAULT_PORT: u16 = 24224;
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardInputError {
     #[error("cannot listen on --forward-listen {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot open the UDP heartbeat socket on {addr}: {source}")]
-    Heartbeat { addr: SocketAddr, source: std::io::Error },
+    Heartbeat {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("forward input TLS: {0}")]
     Tls(#[from] TlsError),
 }
@@ -59,7 +65,10 @@ pub struct ForwardInputSettings {
 impl ForwardInputSettings {
     /// From the agent's configuration: `shared_key` and `self_hostname` serve both directions.
     pub fn from_config(config: &Config) -> Result<ForwardInputSettings, ForwardInputError> {
-        let tls = match (&config.forward_listen_tls_cert, &config.forward_listen_tls_key) {
+        let tls = match (
+            &config.forward_listen_tls_cert,
+            &config.forward_listen_tls_key,
+        ) {
             (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
             _ => None,
         };
@@ -67,7 +76,10 @@ impl ForwardInputSettings {
             tls,
             shared_key: config.shared_key.as_ref().map(|k| k.0.as_bytes().to_vec()),
             hostname: config.self_hostname.clone(),
-            limits: DecodeLimits { max_message_bytes: MAX_MESSAGE_BYTES, ..DecodeLimits::default() },
+            limits: DecodeLimits {
+                max_message_bytes: MAX_MESSAGE_BYTES,
+                ..DecodeLimits::default()
+            },
             max_connections: MAX_CONNECTIONS,
         })
     }
@@ -88,7 +100,11 @@ fn listen_address(addr: &str) -> String {
     let addr = addr.trim();
     if let Some(port) = addr.strip_prefix(':') {
         format!("0.0.0.0:{port}")
-    } else if addr.parse::<SocketAddr>().is_ok() || addr.rsplit_once(':').is_some_and(|(h, _)| !h.contains(':') || h.ends_with(']')) {
+    } else if addr.parse::<SocketAddr>().is_ok()
+        || addr
+            .rsplit_once(':')
+            .is_some_and(|(h, _)| !h.contains(':') || h.ends_with(']'))
+    {
         addr.to_owned()
     } else {
         format!("{addr}:{DEFAULT_PORT}")
@@ -97,13 +113,31 @@ fn listen_address(addr: &str) -> String {
 
 impl ForwardInput {
     /// Binds TCP and UDP on `addr` and starts serving clients into `ingest`.
-    pub async fn start(addr: &str, settings: ForwardInputSettings, ingest: Ingest) -> Result<ForwardInput, ForwardInputError> {
+    pub async fn start(
+        addr: &str,
+        settings: ForwardInputSettings,
+        ingest: Ingest,
+    ) -> Result<ForwardInput, ForwardInputError> {
         let wanted = listen_address(addr);
-        let listener = TcpListener::bind(&wanted)
+        let listener =
+            TcpListener::bind(&wanted)
+                .await
+                .map_err(|source| ForwardInputError::Bind {
+                    addr: wanted.clone(),
+                    source,
+                })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ForwardInputError::Bind {
+                addr: wanted,
+                source,
+            })?;
+        let udp = UdpSocket::bind(local)
             .await
-            .map_err(|source| ForwardInputError::Bind { addr: wanted.clone(), source })?;
-        let local = listener.local_addr().map_err(|source| ForwardInputError::Bind { addr: wanted, source })?;
-        let udp = UdpSocket::bind(local).await.map_err(|source| ForwardInputError::Heartbeat { addr: local, source })?;
+            .map_err(|source| ForwardInputError::Heartbeat {
+                addr: local,
+                source,
+            })?;
         let stop = CancellationToken::new();
         let clients = TaskTracker::new();
         let settings = Arc::new(settings);
@@ -113,9 +147,21 @@ impl ForwardInput {
             shared_key = settings.shared_key.is_some(),
             "forward input listening"
         );
-        let acceptor = tokio::spawn(accept_loop(listener, settings, ingest, stop.clone(), clients.clone()));
+        let acceptor = tokio::spawn(accept_loop(
+            listener,
+            settings,
+            ingest,
+            stop.clone(),
+            clients.clone(),
+        ));
         let heartbeat = tokio::spawn(heartbeat(udp, stop.clone()));
-        Ok(ForwardInput { addr: local, stop, clients, acceptor, heartbeat })
+        Ok(ForwardInput {
+            addr: local,
+            stop,
+            clients,
+            acceptor,
+            heartbeat,
+        })
     }
 
     /// Stops accepting and ends every client connection (a chunk not yet acknowledged will be

@@ -1,0 +1,476 @@
+//! The interceptor benchmark: what tapping costs a program, measured beside its untapped
+//! baseline in the same run.
+//!
+//! A small C program (compiled here with `gcc -O2`) does 1,000,000 `write()`s of 64 bytes, or
+//! 1,000,000 `printf`s of 64-byte lines, to stdout, which is `/dev/null` or a pipe drained by a
+//! reader thread; it times its own loop with `clock_gettime` and prints ns per call. Each
+//! combination runs without the library, with the library loaded but tapping nothing, and
+//! tapping stdout to a draining receiver (ring transport, and `LLT_TRANSPORT=socket`). The
+//! receiver lives in this process and behaves like the agent: it sleeps on the ring's eventfd
+//! when idle. Delivered % = bytes the receiver got / bytes written.
+//!
+//! Run (release build, as the figures in bench/RESULTS.md):
+//! `cargo build --release -p logtap-interceptor -p logtap-bench && target/release/interceptor_bench`
+//! Options: `--calls N` (default 1,000,000), `--runs R` (default 3; the median is reported),
+//! `--preload PATH` (default: `liblogtap.so` beside this binary).
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use logtap_protocol::ring::{Consumer, ConsumerOptions};
+use logtap_protocol::tap::{self, Kind};
+
+const PROGRAM: &str = r#"
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc != 3) return 2;
+    long n = atol(argv[2]);
+    int use_printf = strcmp(argv[1], "printf") == 0;
+    char line[64];
+    memset(line, 'x', sizeof line);
+    line[63] = '\n';
+    const char *text = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    if (use_printf) {
+        for (long i = 0; i < n; i++) printf("%.54s %08ld\n", text, i);
+        fflush(stdout);
+    } else {
+        for (long i = 0; i < n; i++) {
+            if (write(1, line, sizeof line) != (ssize_t)sizeof line) return 3;
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double ns = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
+    fprintf(stderr, "%.2f\n", ns / (double)n);
+    return 0;
+}
+"#;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Untapped,
+    LoadedIdle,
+    Ring,
+    Socket,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Untapped => "untapped (no library)",
+            Mode::LoadedIdle => "library loaded, tapping nothing",
+            Mode::Ring => "tapped, ring",
+            Mode::Socket => "tapped, LLT_TRANSPORT=socket",
+        }
+    }
+}
+
+/// A minimal Contract 2 receiver that counts the bytes it gets.
+struct Receiver {
+    path: PathBuf,
+    bytes: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn check(r: i32, what: &str) -> i32 {
+    if r < 0 {
+        eprintln!(
+            "interceptor_bench: {what}: {}",
+            std::io::Error::last_os_error()
+        );
+        std::process::exit(1);
+    }
+    r
+}
+
+impl Receiver {
+    fn start(path: &Path) -> Receiver {
+        let _ = std::fs::remove_file(path);
+        // SAFETY: plain socket calls on a fresh fd we own.
+        let fd = unsafe {
+            let fd = check(
+                libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0),
+                "socket",
+            );
+            OwnedFd::from_raw_fd(fd)
+        };
+        // SAFETY: plain old data.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in addr
+            .sun_path
+            .iter_mut()
+            .zip(path.as_os_str().as_encoded_bytes())
+        {
+            *d = *s as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        // SAFETY: a valid address of `len` bytes.
+        check(
+            unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len) },
+            "bind",
+        );
+        // SAFETY: plain syscall. The backlog also caps each connection's datagram queue.
+        check(unsafe { libc::listen(fd.as_raw_fd(), 4096) }, "listen");
+        let bytes = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b, s) = (Arc::clone(&bytes), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || accept_loop(fd, &b, &s));
+        Receiver {
+            path: path.to_path_buf(),
+            bytes,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn target(&self) -> String {
+        format!("socket:{}", self.path.display())
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn poll_in(fd: i32, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&raw mut p, 1, ms) > 0 }
+}
+
+fn accept_loop(listener: OwnedFd, bytes: &Arc<AtomicU64>, stop: &Arc<AtomicBool>) {
+    let mut workers = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        if !poll_in(listener.as_raw_fd(), 20) {
+            continue;
+        }
+        // SAFETY: accept on our listener; the fd is owned at once.
+        let fd = unsafe {
+            libc::accept4(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: fresh fd.
+        let conn = unsafe { OwnedFd::from_raw_fd(fd) };
+        let (b, s) = (Arc::clone(bytes), Arc::clone(stop));
+        workers.push(std::thread::spawn(move || serve_connection(conn, &b, &s)));
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+}
+
+fn recv_with_fds(fd: i32, buf: &mut [u8]) -> Option<(usize, Vec<OwnedFd>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut cbuf = [0u64; 8];
+    // SAFETY: plain old data.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: msg points at live buffers.
+    let n = unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n <= 0 {
+        return None;
+    }
+    let mut fds = Vec::new();
+    // SAFETY: walking control messages the kernel filled in.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&raw const msg);
+        if !c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS {
+            let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+            let data = libc::CMSG_DATA(c).cast::<i32>();
+            for i in 0..count {
+                fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+            }
+        }
+    }
+    Some((n as usize, fds))
+}
+
+fn serve_connection(conn: OwnedFd, bytes: &Arc<AtomicU64>, stop: &Arc<AtomicBool>) {
+    let mut buf = vec![0u8; tap::MAX_FRAME_LEN];
+    let mut ring_thread = None;
+    while !stop.load(Ordering::SeqCst) {
+        if !poll_in(conn.as_raw_fd(), 20) {
+            continue;
+        }
+        let Some((n, fds)) = recv_with_fds(conn.as_raw_fd(), &mut buf) else {
+            break;
+        };
+        let Ok(frame) = tap::decode_frame(&buf[..n]) else {
+            continue;
+        };
+        match frame.header.kind {
+            Kind::Data => {
+                bytes.fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
+            }
+            Kind::Hello if fds.len() == 2 && ring_thread.is_none() => {
+                let mut it = fds.into_iter();
+                let (memfd, wake) = (it.next(), it.next());
+                if let (Some(memfd), Some(wake)) = (memfd, wake)
+                    && let Ok(consumer) = Consumer::open(memfd, ConsumerOptions::default())
+                {
+                    let (b, s) = (Arc::clone(bytes), Arc::clone(stop));
+                    ring_thread = Some(std::thread::spawn(move || {
+                        drain_ring(consumer, &wake, &b, &s)
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(t) = ring_thread {
+        let _ = t.join();
+    }
+}
+
+fn drain_ring(
+    mut consumer: Consumer,
+    wake: &OwnedFd,
+    bytes: &Arc<AtomicU64>,
+    stop: &Arc<AtomicBool>,
+) {
+    let mut payload = Vec::with_capacity(64 * 1024);
+    let mut idle = 0u32;
+    loop {
+        let mut got = 0u64;
+        while let Ok(Some(_)) = consumer.next(&mut payload) {
+            got += payload.len() as u64;
+        }
+        bytes.fetch_add(got, Ordering::Relaxed);
+        if got > 0 {
+            idle = 0;
+            continue;
+        }
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        // Before sleeping on the eventfd, nap briefly a few times: while the producer is busy
+        // it then never finds the consumer asleep, so it makes no wake-up syscall per write
+        // (a 1 MiB ring holds 8,192 small records: 50 µs naps leave plenty of room).
+        idle += 1;
+        if idle < 20 {
+            std::thread::sleep(Duration::from_micros(50));
+            continue;
+        }
+        // Like the agent: announce sleep, re-check, sleep on the eventfd.
+        if consumer.prepare_sleep() && poll_in(wake.as_raw_fd(), 100) {
+            let mut v = 0u64;
+            // SAFETY: reading the 8-byte counter into a u64.
+            unsafe { libc::read(wake.as_raw_fd(), (&raw mut v).cast(), 8) };
+        }
+    }
+}
+
+struct Opts {
+    calls: u64,
+    runs: usize,
+    preload: PathBuf,
+}
+
+fn parse_opts() -> Opts {
+    let mut o = Opts {
+        calls: 1_000_000,
+        runs: 3,
+        preload: std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("liblogtap.so")))
+            .unwrap_or_default(),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let v = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--calls" => o.calls = v.parse().unwrap_or(o.calls),
+            "--runs" => o.runs = v.parse().unwrap_or(o.runs).max(1),
+            "--preload" => o.preload = PathBuf::from(v),
+            other => {
+                eprintln!("interceptor_bench: unknown option {other}");
+                std::process::exit(2);
+            }
+        }
+        i += 2;
+    }
+    if !o.preload.exists() {
+        eprintln!(
+            "interceptor_bench: {} not found: cargo build --release -p logtap-interceptor",
+            o.preload.display()
+        );
+        std::process::exit(1);
+    }
+    o
+}
+
+/// One run: (ns per call, delivered fraction or None when not tapped).
+fn run_once(
+    exe: &Path,
+    dir: &Path,
+    o: &Opts,
+    op: &str,
+    pipe: bool,
+    mode: Mode,
+) -> (f64, Option<f64>) {
+    let receiver =
+        matches!(mode, Mode::Ring | Mode::Socket).then(|| Receiver::start(&dir.join("bench.sock")));
+    let mut cmd = Command::new(exe);
+    cmd.args([op, &o.calls.to_string()]);
+    cmd.stdin(Stdio::null()).stderr(Stdio::piped());
+    if pipe {
+        cmd.stdout(Stdio::piped());
+    } else {
+        cmd.stdout(Stdio::from(
+            std::fs::File::create("/dev/null").expect("/dev/null"),
+        ));
+    }
+    if mode != Mode::Untapped {
+        cmd.env("LD_PRELOAD", &o.preload);
+    }
+    if let Some(r) = &receiver {
+        cmd.env("LLT_TAP_INTO", "1")
+            .env("LLT_TARGET", r.target())
+            .env("LLT_TARGET_1STCONNECT", "0")
+            .env(
+                "LLT_TRANSPORT",
+                if mode == Mode::Ring { "ring" } else { "socket" },
+            );
+    } else {
+        cmd.env("LLT_TAP_INTO", "0");
+    }
+    let mut child = cmd.spawn().expect("spawn the bench program");
+    let reader = child.stdout.take().map(|mut out| {
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+    });
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let status = child.wait().expect("wait");
+    if let Some(r) = reader {
+        let _ = r.join();
+    }
+    if !status.success() {
+        eprintln!("interceptor_bench: {op} failed: {status} {err}");
+        std::process::exit(1);
+    }
+    let ns: f64 = err.trim().parse().unwrap_or(f64::NAN);
+    let delivered = receiver.map(|r| {
+        let want = o.calls * 64;
+        let end = Instant::now() + Duration::from_secs(3);
+        let mut last = u64::MAX;
+        loop {
+            let now = r.bytes.load(Ordering::Relaxed);
+            if now >= want || (now == last && Instant::now() > end) {
+                break now as f64 / want as f64;
+            }
+            last = now;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    (ns, delivered)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let o = parse_opts();
+    let dir = std::env::temp_dir().join(format!("logtap-interceptor-bench-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let src = dir.join("bench.c");
+    let exe = dir.join("bench");
+    std::fs::write(&src, PROGRAM).expect("write bench.c");
+    let st = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("gcc");
+    assert!(st.success(), "gcc failed");
+
+    println!(
+        "interceptor_bench: {} calls of 64 bytes per run, median of {} runs",
+        o.calls, o.runs
+    );
+    println!();
+    println!("| call | sink | mode | ns/call | × untapped | delivered |");
+    println!("|---|---|---|---:|---:|---:|");
+    for op in ["write", "printf"] {
+        for pipe in [false, true] {
+            let sink = if pipe { "pipe (drained)" } else { "/dev/null" };
+            let mut base = f64::NAN;
+            for mode in [Mode::Untapped, Mode::LoadedIdle, Mode::Ring, Mode::Socket] {
+                let mut ns = Vec::new();
+                let mut del = Vec::new();
+                for _ in 0..o.runs {
+                    let (n, d) = run_once(&exe, &dir, &o, op, pipe, mode);
+                    ns.push(n);
+                    if let Some(d) = d {
+                        del.push(d);
+                    }
+                }
+                let ns = median(ns);
+                if mode == Mode::Untapped {
+                    base = ns;
+                }
+                let delivered = if del.is_empty() {
+                    "—".to_string()
+                } else {
+                    format!(
+                        "{:.2} %",
+                        100.0 * del.iter().copied().fold(f64::INFINITY, f64::min)
+                    )
+                };
+                println!(
+                    "| `{op}` | {sink} | {} | {ns:.1} | {:.2}× | {delivered} |",
+                    mode.name(),
+                    ns / base
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,80 @@
+//! What `create_ring_memfd` hands out: a close-on-exec memfd of the normalized size, sealed so
+//! that nobody (not even its creator) can shrink, grow or unseal it; and the largest record of
+//! a default-size ring (64 KiB) round-trips.
+
+mod ring_support;
+
+use std::os::fd::{AsFd, AsRawFd};
+
+use logtap_protocol::ring::layout::{HEADER_BYTES, MAX_RECORD_PAYLOAD};
+use logtap_protocol::ring::{
+    Consumer, ConsumerOptions, DEFAULT_RING_SIZE, MAX_RING_SIZE, MIN_RING_SIZE, Producer,
+    create_ring_memfd,
+};
+use ring_support::*;
+
+fn size_of(fd: &impl AsFd) -> usize {
+    RawRing::map(fd.as_fd()).len()
+}
+
+#[test]
+fn sizes_are_clamped_and_rounded_to_a_power_of_two() {
+    for (asked, data) in [
+        (0, MIN_RING_SIZE),
+        (MIN_RING_SIZE + 1, 2 * MIN_RING_SIZE),
+        (DEFAULT_RING_SIZE, DEFAULT_RING_SIZE),
+        (3 << 20, 4 << 20),
+    ] {
+        let fd = create_ring_memfd(asked, 1).unwrap();
+        assert_eq!(size_of(&fd), HEADER_BYTES + data, "asked {asked}");
+    }
+    assert!(MAX_RING_SIZE.is_power_of_two());
+}
+
+#[test]
+fn ring_is_sealed_and_close_on_exec() {
+    let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
+    let raw = fd.as_raw_fd();
+    // SAFETY: plain fcntl/ftruncate queries on our own fd.
+    let (seals, fd_flags, shrink, grow) = unsafe {
+        (
+            libc::fcntl(raw, libc::F_GET_SEALS),
+            libc::fcntl(raw, libc::F_GETFD),
+            libc::ftruncate(raw, 4096),
+            libc::ftruncate(raw, 1 << 30),
+        )
+    };
+    let want = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    assert_eq!(seals & want, want);
+    assert_ne!(fd_flags & libc::FD_CLOEXEC, 0);
+    assert_eq!(
+        (shrink, grow),
+        (-1, -1),
+        "the seals hold against our own ftruncate"
+    );
+    // SAFETY: as above.
+    let unseal = unsafe { libc::fcntl(raw, libc::F_ADD_SEALS, libc::F_SEAL_WRITE) };
+    assert_eq!(
+        unseal, -1,
+        "F_SEAL_SEAL: no more seals (a write seal would break the agent)"
+    );
+}
+
+#[test]
+fn largest_record_of_a_default_ring_round_trips() {
+    let fd = create_ring_memfd(DEFAULT_RING_SIZE, 1).unwrap();
+    let producer = Producer::map(fd.as_fd()).unwrap();
+    assert_eq!(producer.max_payload(), MAX_RECORD_PAYLOAD);
+    let mut consumer = Consumer::open(fd, ConsumerOptions::default()).unwrap();
+    assert_eq!(consumer.max_payload(), MAX_RECORD_PAYLOAD);
+    let bytes: Vec<u8> = (0..MAX_RECORD_PAYLOAD)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let mut payload = Vec::new();
+    for round in 0..40 {
+        producer.try_push(&meta_for(0, round), &bytes).unwrap();
+        let meta = consumer.next(&mut payload).unwrap().expect("the record");
+        assert_eq!(meta, meta_for(0, round));
+        assert!(payload == bytes, "round {round}: payload intact");
+    }
+}

@@ -1,0 +1,181 @@
+//! Helpers for the Forward protocol tests (`tests/tests/agent_forward_*.rs`).
+//!
+//! - [`free_port`] — a TCP port on 127.0.0.1 that was free a moment ago.
+//! - [`TestCa`] — a throw-away CA and a server certificate for `127.0.0.1`/`localhost`
+//!   (rcgen), written as PEM files.
+//! - [`python`] — runs a Python 3 script with a time limit, with [`FORWARD_PY`] prepended: a
+//!   small independent Forward client written with PyPI `msgpack` and the standard library
+//!   (`hashlib` for the handshake digests, `ssl`, `gzip`), so the tests do not check logtap
+//!   against its own encoder.
+//! - [`wait_port`] — waits until something listens on a port.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that was free when asked (bind to 0, read, release).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Waits (at most `limit`) until a TCP connect to 127.0.0.1:`port` succeeds.
+pub fn wait_port(port: u16, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on port {port} after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A CA and a server certificate signed by it, as PEM files in `dir`.
+pub struct TestCa {
+    pub ca_pem: PathBuf,
+    pub cert_pem: PathBuf,
+    pub key_pem: PathBuf,
+}
+
+impl TestCa {
+    /// Creates `<name>-ca.pem`, `<name>-cert.pem`, `<name>-key.pem` in `dir`.
+    pub fn create(dir: &Path, name: &str) -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("logtap test CA {name}"));
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let t = TestCa {
+            ca_pem: dir.join(format!("{name}-ca.pem")),
+            cert_pem: dir.join(format!("{name}-cert.pem")),
+            key_pem: dir.join(format!("{name}-key.pem")),
+        };
+        std::fs::write(&t.ca_pem, ca_cert.pem()).unwrap();
+        std::fs::write(&t.cert_pem, cert.pem()).unwrap();
+        std::fs::write(&t.key_pem, key.serialize_pem()).unwrap();
+        t
+    }
+}
+
+/// What a Python script printed and how it ended.
+#[derive(Debug)]
+pub struct PyResult {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `FORWARD_PY + script` with `args` (in `sys.argv[1:]`), killed after `limit`.
+pub fn python(script: &str, args: &[&str], limit: Duration) -> PyResult {
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(format!("{FORWARD_PY}\n{script}"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("python script did not finish within {limit:?}:\n{script}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    PyResult {
+        success: status.success(),
+        stdout,
+        stderr,
+    }
+}
+
+/// An independent Forward client in Python (msgpack + standard library).
+pub const FORWARD_PY: &str = r#"
+import gzip, hashlib, os, socket, ssl, struct, sys, time
+import msgpack
+
+def event_time(secs, nanos):
+    return msgpack.ExtType(0, struct.pack('>II', secs, nanos))
+
+def connect(port, ca=None, timeout=10):
+    s = socket.create_connection(('127.0.0.1', port), timeout=timeout)
+    if ca:
+        ctx = ssl.create_default_context(cafile=ca)
+        s = ctx.wrap_socket(s, server_hostname='127.0.0.1')
+    return s
+
+class Reader:
+    def __init__(self, sock):
+        self.sock = sock
+        self.unpacker = msgpack.Unpacker(raw=False)
+    def next(self):
+        for obj in self.unpacker:
+            return obj
+        while True:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError('server closed the connection')
+            self.unpacker.feed(data)
+            for obj in self.unpacker:
+                return obj
+
+def handshake(sock, reader, key, hostname):
+    helo = reader.next()
+    assert helo[0] == 'HELO', helo
+    nonce = helo[1]['nonce']
+    if isinstance(nonce, str): nonce = nonce.encode()
+    salt = os.urandom(16).hex().encode()
+    digest = hashlib.sha512(salt + hostname.encode() + nonce + key.encode()).hexdigest()
+    sock.sendall(msgpack.packb(['PING', hostname, salt, digest, '', ''], use_bin_type=True))
+    pong = reader.next()
+    assert pong[0] == 'PONG', pong
+    if pong[1]:
+        expected = hashlib.sha512(salt + pong[3].encode() + nonce + key.encode()).hexdigest()
+        assert pong[4] == expected, 'server digest mismatch'
+    return pong
+
+def entries(records, secs=1700000000):
+    return b''.join(msgpack.packb([event_time(secs, n), r], use_bin_type=True) for n, r in records)
+
+def packed(tag, body, chunk=None, compressed=None, as_str=False):
+    opts = {'size': 1}
+    if chunk is not None: opts['chunk'] = chunk
+    if compressed: opts['compressed'] = compressed
+    if as_str:
+        # str32 holding raw (non-UTF-8) entry bytes, as Fluentd writes PackedForward.
+        return b'\x93' + msgpack.packb(tag) + b'\xdb' + struct.pack('>I', len(body)) + body + msgpack.packb(opts)
+    return msgpack.packb([tag, body, opts], use_bin_type=True)
+"#;

@@ -1,0 +1,236 @@
+//! Two real agents in a chain: tapped lines → `logtap agent --output forward` → forward (ack) →
+//! `logtap agent --forward-listen --output stdout`. Records per Contract 3 with their tag and
+//! EventTime nanoseconds; the receiver killed (SIGKILL) and restarted mid-stream; the sender
+//! killed -9 and restarted with `--storage-path`: every line arrives (counted by the sequence
+//! numbers in the payloads; duplicates are allowed after a failure, loss is not).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use logtap_protocol::tap::Stream;
+use logtap_tests::agent_harness::{Agent, TapClient};
+use logtap_tests::artifacts::TempDir;
+use logtap_tests::forward_support::{free_port, python, wait_port};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(30);
+const T0: u64 = 1_700_000_000_000_000_000;
+
+fn receiver(name: &str, port: u16, extra: &[&str]) -> Agent {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "--forward-listen",
+        listen.as_str(),
+        "--output",
+        "stdout",
+        "--flush-interval",
+        "50ms",
+        "--self-hostname",
+        "receiver",
+    ];
+    args.extend_from_slice(extra);
+    let agent = Agent::start(name, &args);
+    wait_port(port, LIMIT);
+    agent
+}
+
+fn sender(name: &str, to: u16, extra: &[&str]) -> Agent {
+    let server = format!("127.0.0.1:{to}");
+    let mut args = vec![
+        "--output",
+        "forward",
+        "--forward",
+        server.as_str(),
+        "--flush-interval",
+        "50ms",
+        "--self-hostname",
+        "sender",
+    ];
+    args.extend_from_slice(extra);
+    Agent::start(name, &args)
+}
+
+/// Sequence numbers in messages `seq <n>`.
+fn seqs(records: &[Value]) -> BTreeSet<u64> {
+    records
+        .iter()
+        .filter_map(|r| r["message"].as_str()?.strip_prefix("seq ")?.parse().ok())
+        .collect()
+}
+
+fn wait_all(get: impl Fn() -> BTreeSet<u64>, n: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = get();
+        if (0..n).all(|i| got.contains(&i)) {
+            return;
+        }
+        let missing: Vec<u64> = (0..n).filter(|i| !got.contains(i)).take(10).collect();
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} lines arrived; missing e.g. {missing:?}",
+            got.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn tapped_lines_cross_two_agents_with_tags_records_and_nanoseconds() {
+    let port = free_port();
+    let recv = receiver("chain-recv", port, &[]);
+    let send = sender("chain-send", port, &["--compress", "gzip"]);
+    let mut c = TapClient::connect(&send.socket, 4321);
+    c.hello("chainapp", None, &[]);
+    c.data(
+        Stream::Stdout,
+        T0 + 123_456_789,
+        b"first line\nsecond ",
+        false,
+    );
+    c.data(Stream::Stdout, T0 + 999_999_999, b"line\n", false);
+    c.data(Stream::Stderr, T0 + 1, b"an error\n", false);
+    let records = recv.wait_records(3, LIMIT);
+    let find = |m: &str| {
+        records
+            .iter()
+            .find(|r| r["message"] == m)
+            .unwrap_or_else(|| panic!("{m} missing: {records:?}"))
+    };
+    let first = find("first line");
+    assert_eq!(first["tag"], "logtap.stdout");
+    assert_eq!(
+        first["timestamp"], "2023-11-14T22:13:20.123456789Z",
+        "EventTime ns preserved across the hop"
+    );
+    assert_eq!(first["pid"], 4321);
+    assert_eq!(first["comm"], "chainapp");
+    assert_eq!(first["stream"], "stdout");
+    assert_eq!(first["host"], "test-host");
+    assert_eq!(
+        find("second line")["timestamp"],
+        "2023-11-14T22:13:20.123456789Z",
+        "time of the line's first byte"
+    );
+    let err = find("an error");
+    assert_eq!(
+        (err["tag"].as_str(), err["stream"].as_str()),
+        (Some("logtap.stderr"), Some("stderr"))
+    );
+    drop(c);
+    let (status, _) = send.terminate();
+    assert!(status.success());
+    let (status, all) = recv.terminate();
+    assert!(status.success());
+    assert_eq!(all.len(), 3, "no duplicates in steady state: {all:?}");
+}
+
+#[test]
+fn receiver_killed_and_restarted_mid_stream_loses_nothing() {
+    let port = free_port();
+    let spool = TempDir::new("chain-kill-recv-spool");
+    let storage = spool.path().to_str().unwrap().to_owned();
+    let mut recv = receiver("chain-kill-recv-1", port, &["--storage-path", &storage]);
+    let send = sender("chain-kill-send", port, &[]);
+    let mut c = TapClient::connect(&send.socket, 77);
+    c.hello("seqapp", None, &[]);
+    const N: u64 = 3000;
+    let mut before = Vec::new();
+    for i in 0..N {
+        c.data(
+            Stream::Stdout,
+            T0 + i,
+            format!("seq {i}\n").as_bytes(),
+            false,
+        );
+        if i % 100 == 99 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if i == N / 2 {
+            recv.child.kill().unwrap(); // SIGKILL
+            recv.child.wait().unwrap();
+            before = recv.records();
+            drop(recv);
+            std::thread::sleep(Duration::from_millis(300));
+            recv = receiver("chain-kill-recv-2", port, &["--storage-path", &storage]);
+        }
+    }
+    wait_all(|| &seqs(&before) | &seqs(&recv.records()), N, LIMIT);
+    drop(c);
+    let (status, _) = send.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn sender_killed_9_with_storage_path_loses_nothing_it_acked() {
+    let p_recv = free_port();
+    let p_send = free_port();
+    let recv = receiver("chain-spool-recv", p_recv, &[]);
+    let spool = TempDir::new("chain-spool-send-spool");
+    let storage = spool.path().to_str().unwrap().to_owned();
+    let listen = format!("127.0.0.1:{p_send}");
+    let args = [
+        "--forward-listen",
+        listen.as_str(),
+        "--storage-path",
+        storage.as_str(),
+    ];
+    let mut send = sender("chain-spool-send-1", p_recv, &args);
+    wait_port(p_send, LIMIT);
+    // The client sends chunks of 10 records and moves on only once a chunk is acked; on any
+    // failure it reconnects and resends the same chunk (what Fluent Bit and Fluentd do).
+    const CHUNKS: u64 = 300;
+    let script = r#"
+port, chunks = int(sys.argv[1]), int(sys.argv[2])
+s = None
+i = 0
+deadline = time.time() + 60
+while i < chunks:
+    assert time.time() < deadline, 'stuck at chunk %d' % i
+    try:
+        if s is None:
+            s = connect(port, timeout=5); r = Reader(s)
+        body = entries([(n, {'message': 'seq %d' % (i * 10 + n)}) for n in range(10)])
+        s.sendall(packed('spool.tag', body, chunk='c%d' % i))
+        assert r.next() == {'ack': 'c%d' % i}
+        i += 1
+        if i % 20 == 0: time.sleep(0.02)
+    except (OSError, EOFError):
+        s = None
+        time.sleep(0.1)
+print('acked', i)
+"#;
+    let client = std::thread::spawn(move || {
+        python(
+            script,
+            &[&p_send.to_string(), &CHUNKS.to_string()],
+            Duration::from_secs(90),
+        )
+    });
+    // Kill the sending agent -9 once part of the stream went through it, then restart it.
+    let deadline = Instant::now() + LIMIT;
+    while seqs(&recv.records()).len() < 500 {
+        assert!(Instant::now() < deadline, "the chain did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    send.child.kill().unwrap();
+    send.child.wait().unwrap();
+    drop(send);
+    let send = sender("chain-spool-send-2", p_recv, &args);
+    let out = client.join().unwrap();
+    assert!(
+        out.success && out.stdout.contains(&format!("acked {CHUNKS}")),
+        "{out:?}"
+    );
+    wait_all(|| seqs(&recv.records()), CHUNKS * 10, LIMIT);
+    let (status, _) = send.terminate();
+    assert!(status.success());
+    let left: Vec<_> = std::fs::read_dir(spool.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the spool is empty once everything is acked: {left:?}"
+    );
+}

@@ -1,0 +1,247 @@
+//! The forward input (`logtap agent --forward-listen`) against independent clients: PyPI
+//! `fluent-logger` (Message mode, no ack — it has no ack support), and a Python `msgpack`
+//! client for PackedForward with `chunk` (the ack's exact bytes and type), multi-member gzip,
+//! the shared_key handshake (right / wrong / missing key), TLS with a test CA (and a wrong CA),
+//! the UDP heartbeat, and an oversized message that must cost only its own connection.
+
+use std::time::Duration;
+
+use logtap_tests::agent_harness::Agent;
+use logtap_tests::artifacts::TempDir;
+use logtap_tests::forward_support::{TestCa, free_port, python, wait_port};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn receiver(name: &str, port: u16, extra: &[&str]) -> Agent {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "--forward-listen",
+        listen.as_str(),
+        "--output",
+        "stdout",
+        "--flush-interval",
+        "50ms",
+    ];
+    args.extend_from_slice(extra);
+    let agent = Agent::start(name, &args);
+    wait_port(port, LIMIT);
+    agent
+}
+
+fn messages(records: &[Value]) -> Vec<String> {
+    let mut m: Vec<String> = records
+        .iter()
+        .map(|r| r["message"].as_str().unwrap_or("").to_owned())
+        .collect();
+    m.sort();
+    m
+}
+
+#[test]
+fn fluent_logger_events_arrive_without_ack() {
+    let port = free_port();
+    let agent = receiver("fwd-in-fluent-logger", port, &[]);
+    let out = python(
+        r#"
+from fluent import sender
+s = sender.FluentSender('app', host='127.0.0.1', port=int(sys.argv[1]), nanosecond_precision=True)
+for i in range(3):
+    assert s.emit('web', {'message': 'hello %d' % i, 'n': i}), s.last_error
+s.close()
+"#,
+        &[&port.to_string()],
+        LIMIT,
+    );
+    assert!(out.success, "{out:?}");
+    let records = agent.wait_records(3, LIMIT);
+    assert_eq!(messages(&records), ["hello 0", "hello 1", "hello 2"]);
+    assert!(records.iter().all(|r| r["tag"] == "app.web"), "{records:?}");
+    assert!(records.iter().any(|r| r["n"] == 2));
+    let (status, all) = agent.terminate();
+    assert!(status.success());
+    assert_eq!(all.len(), 3);
+}
+
+#[test]
+fn packed_forward_with_chunk_is_acked_with_the_same_bytes_and_type() {
+    let port = free_port();
+    let agent = receiver("fwd-in-ack", port, &[]);
+    let out = python(
+        r#"
+port = int(sys.argv[1])
+s = connect(port); r = Reader(s)
+body = entries([(123456789, {'message': 'packed a'}), (5, {'message': 'packed b'})])
+# Fluentd's ids end in a newline; Fluent Bit's are str. Both must come back unchanged.
+s.sendall(packed('relay.x', body, chunk='Zm9vYmFy\n'))
+a = r.next(); assert a == {'ack': 'Zm9vYmFy\n'}, a
+s.sendall(packed('relay.x', entries([(7, {'message': 'packed c'})]), chunk=b'\x01bin-id'))
+u = msgpack.Unpacker(raw=True)
+raw = s.recv(100)
+assert raw == msgpack.packb({'ack': b'\x01bin-id'}, use_bin_type=True), raw
+print('ok')
+"#,
+        &[&port.to_string()],
+        LIMIT,
+    );
+    assert!(out.success && out.stdout.contains("ok"), "{out:?}");
+    let records = agent.wait_records(3, LIMIT);
+    assert_eq!(messages(&records), ["packed a", "packed b", "packed c"]);
+    let a = records.iter().find(|r| r["message"] == "packed a").unwrap();
+    assert_eq!(
+        a["timestamp"], "2023-11-14T22:13:20.123456789Z",
+        "EventTime nanoseconds kept"
+    );
+    assert_eq!(a["tag"], "relay.x");
+}
+
+#[test]
+fn gzip_compressed_packed_forward_with_several_members() {
+    let port = free_port();
+    let agent = receiver("fwd-in-gzip", port, &[]);
+    let out = python(
+        r#"
+s = connect(int(sys.argv[1])); r = Reader(s)
+# Fluentd appends one gzip member per write: the body is several concatenated members.
+body = gzip.compress(entries([(1, {'message': 'gz 1'})])) + gzip.compress(entries([(2, {'message': 'gz 2'}), (3, {'message': 'gz 3'})]))
+s.sendall(packed('gz.tag', body, chunk='gzchunk', compressed='gzip'))
+assert r.next() == {'ack': 'gzchunk'}
+# `compressed: text` means uncompressed; a str32 body as Fluentd writes it.
+s.sendall(packed('gz.tag', entries([(4, {'message': 'text 4'})]), chunk='t', compressed='text', as_str=True))
+assert r.next() == {'ack': 't'}
+print('ok')
+"#,
+        &[&port.to_string()],
+        LIMIT,
+    );
+    assert!(out.success, "{out:?}");
+    let records = agent.wait_records(4, LIMIT);
+    assert_eq!(messages(&records), ["gz 1", "gz 2", "gz 3", "text 4"]);
+}
+
+const HANDSHAKE_CLIENT: &str = r#"
+port, key = int(sys.argv[1]), sys.argv[2]
+s = connect(port); r = Reader(s)
+if key == '-':
+    # No handshake at all: events straight away.
+    r.next()  # HELO
+    s.sendall(packed('sk.tag', entries([(1, {'message': 'sneaky'})]), chunk='c1'))
+    pong = r.next()
+    print('PONG', pong[1], pong[2])
+else:
+    pong = handshake(s, r, key, 'client-host')
+    print('PONG', pong[1], pong[2])
+    if pong[1]:
+        s.sendall(packed('sk.tag', entries([(1, {'message': 'with key'})]), chunk='c1'))
+        assert r.next() == {'ack': 'c1'}
+        print('acked')
+"#;
+
+#[test]
+fn shared_key_right_wrong_and_missing() {
+    let port = free_port();
+    let agent = receiver(
+        "fwd-in-sharedkey",
+        port,
+        &["--shared-key", "s3cret", "--self-hostname", "server-host"],
+    );
+    let right = python(HANDSHAKE_CLIENT, &[&port.to_string(), "s3cret"], LIMIT);
+    assert!(
+        right.success && right.stdout.contains("PONG True") && right.stdout.contains("acked"),
+        "{right:?}"
+    );
+    let wrong = python(HANDSHAKE_CLIENT, &[&port.to_string(), "guess"], LIMIT);
+    assert!(
+        wrong.stdout.contains("PONG False shared_key mismatch"),
+        "{wrong:?}"
+    );
+    let missing = python(HANDSHAKE_CLIENT, &[&port.to_string(), "-"], LIMIT);
+    assert!(
+        missing
+            .stdout
+            .contains("PONG False shared_key handshake required"),
+        "{missing:?}"
+    );
+    let records = agent.wait_records(1, LIMIT);
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, all) = agent.terminate();
+    assert!(status.success());
+    assert_eq!(
+        messages(&all),
+        ["with key"],
+        "only the authenticated client's event: {records:?}"
+    );
+}
+
+const TLS_CLIENT: &str = r#"
+port, ca = int(sys.argv[1]), sys.argv[2]
+try:
+    s = connect(port, ca=ca); r = Reader(s)
+except ssl.SSLError as e:
+    print('TLS-FAILED', e); sys.exit(3)
+s.sendall(packed('tls.tag', entries([(9, {'message': 'over tls'})]), chunk='tls1'))
+assert r.next() == {'ack': 'tls1'}
+print('acked')
+"#;
+
+#[test]
+fn tls_with_the_test_ca_and_failure_with_a_wrong_ca() {
+    let dir = TempDir::new("fwd-in-tls-certs");
+    let good = TestCa::create(dir.path(), "good");
+    let other = TestCa::create(dir.path(), "other");
+    let port = free_port();
+    let agent = receiver(
+        "fwd-in-tls",
+        port,
+        &[
+            "--forward-listen-tls-cert",
+            good.cert_pem.to_str().unwrap(),
+            "--forward-listen-tls-key",
+            good.key_pem.to_str().unwrap(),
+        ],
+    );
+    let ok = python(
+        TLS_CLIENT,
+        &[&port.to_string(), good.ca_pem.to_str().unwrap()],
+        LIMIT,
+    );
+    assert!(ok.success && ok.stdout.contains("acked"), "{ok:?}");
+    let bad = python(
+        TLS_CLIENT,
+        &[&port.to_string(), other.ca_pem.to_str().unwrap()],
+        LIMIT,
+    );
+    assert!(!bad.success && bad.stdout.contains("TLS-FAILED"), "{bad:?}");
+    let records = agent.wait_records(1, LIMIT);
+    assert_eq!(records[0]["message"], "over tls");
+}
+
+#[test]
+fn udp_heartbeat_is_answered_and_oversized_messages_drop_only_their_connection() {
+    let port = free_port();
+    let agent = receiver("fwd-in-heartbeat", port, &[]);
+    let out = python(
+        r#"
+port = int(sys.argv[1])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+u.sendto(b'', ('127.0.0.1', port))
+data, _ = u.recvfrom(16); assert data == b'\x00', data
+good = connect(port); gr = Reader(good)
+bad = connect(port)
+# A declared bin32 body of 1 GiB: refused from its header, without waiting for the bytes.
+bad.sendall(b'\x93\xa3big\xc6\x40\x00\x00\x00')
+try:
+    assert bad.recv(10) == b''
+except ConnectionResetError:
+    pass
+good.sendall(packed('hb.tag', entries([(1, {'message': 'still served'})]), chunk='g'))
+assert gr.next() == {'ack': 'g'}
+print('ok')
+"#,
+        &[&port.to_string()],
+        LIMIT,
+    );
+    assert!(out.success && out.stdout.contains("ok"), "{out:?}");
+    let records = agent.wait_records(1, LIMIT);
+    assert_eq!(records[0]["message"], "still served");
+}
