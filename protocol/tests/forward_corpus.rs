@@ -4,6 +4,8 @@
 //! `fixture-*`, `valid-*`, `server-*`, `client-*` decode without error; `hostile-*` produce an
 //! error; anything else (crashers found by the fuzzer) must only not panic.
 
+#![cfg(feature = "forward")]
+
 #[path = "../fuzz/harness/forward_decode.rs"]
 mod harness;
 

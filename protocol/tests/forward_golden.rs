@@ -3,6 +3,8 @@
 //! independent reading by Python `msgpack` + `gzip` — whole, split at every byte offset into two
 //! reads, and fed one byte at a time.
 
+#![cfg(feature = "forward")]
+
 use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;

@@ -2,6 +2,8 @@
 //! `tests/fixtures/forward/README.md` (Ruby `Digest::SHA512` and Python `hashlib`), and a full
 //! exchange through both decoders succeeds or fails for the right reason.
 
+#![cfg(feature = "forward")]
+
 use bytes::{Bytes, BytesMut};
 use logtap_protocol::forward::{
     AuthFailure, ClientDecoder, ClientMessage, DecodeError, Helo, Ping, Pong, ServerDecoder,

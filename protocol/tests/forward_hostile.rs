@@ -3,6 +3,8 @@
 //! bytes"), never a panic, and never a large allocation. A counting allocator in this test binary
 //! records the largest single allocation made on the decoding thread to prove the last point.
 
+#![cfg(feature = "forward")]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::Write;

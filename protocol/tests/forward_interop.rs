@@ -10,6 +10,8 @@
 //! These tests FAIL (never skip) when python3 or its modules are missing: CI installs them with
 //! `python3 -m pip install msgpack fluent-logger`.
 
+#![cfg(feature = "forward")]
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};

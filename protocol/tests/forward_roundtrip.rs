@@ -2,6 +2,8 @@
 //! messages in a row — decodes back to the same thing however the byte stream is split; the
 //! builder's records decode to the fields written; arbitrary bytes never make the decoder panic.
 
+#![cfg(feature = "forward")]
+
 use bytes::{Bytes, BytesMut};
 use logtap_protocol::forward::{
     ChunkId, ClientMessage, Compression, DecodeLimits, Event, EventBatch, EventTime, Mode, Options,

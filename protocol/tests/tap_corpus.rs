@@ -10,10 +10,10 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| {
-            let e = e.unwrap();
+            let e = e.expect("corpus entry");
             (
                 e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
+                std::fs::read(e.path()).expect("corpus file"),
             )
         })
         .collect();

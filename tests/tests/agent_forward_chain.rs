@@ -184,6 +184,7 @@ fn sender_killed_9_with_storage_path_loses_nothing_it_acked() {
 port, chunks = int(sys.argv[1]), int(sys.argv[2])
 s = None
 i = 0
+reconnects = 0
 deadline = time.time() + 60
 while i < chunks:
     assert time.time() < deadline, 'stuck at chunk %d' % i
@@ -194,11 +195,12 @@ while i < chunks:
         s.sendall(packed('spool.tag', body, chunk='c%d' % i))
         assert r.next() == {'ack': 'c%d' % i}
         i += 1
-        if i % 20 == 0: time.sleep(0.02)
+        time.sleep(0.005)
     except (OSError, EOFError):
         s = None
+        reconnects += 1
         time.sleep(0.1)
-print('acked', i)
+print('acked', i, 'reconnects', reconnects)
 "#;
     let client = std::thread::spawn(move || {
         python(
@@ -219,9 +221,10 @@ print('acked', i)
     let send = sender("chain-spool-send-2", p_recv, &args);
     let out = client.join().unwrap();
     assert!(
-        out.success && out.stdout.contains(&format!("acked {CHUNKS}")),
+        out.success && out.stdout.contains(&format!("acked {CHUNKS} ")),
         "{out:?}"
     );
+    assert!(!out.stdout.contains("reconnects 0"), "the kill happened mid-stream: {out:?}");
     wait_all(|| seqs(&recv.records()), CHUNKS * 10, LIMIT);
     let (status, _) = send.terminate();
     assert!(status.success());
@@ -233,4 +236,22 @@ print('acked', i)
         left.is_empty(),
         "the spool is empty once everything is acked: {left:?}"
     );
+}
+
+#[test]
+fn a_real_program_under_the_interceptor_reaches_the_second_agent() {
+    let port = free_port();
+    let recv = receiver("chain-real-recv", port, &[]);
+    let server = format!("127.0.0.1:{port}");
+    let args = ["--output", "forward", "--forward", server.as_str(), "--flush-interval", "50ms", "--self-hostname", "sender"];
+    let script = "for i in range(2000): print('seq', i)\nprint('no newline', end='')";
+    let (status, _) = logtap_tests::agent_harness::run(&args, &["python3", "-c", script], &[]);
+    assert!(status.success(), "{status}");
+    wait_all(|| seqs(&recv.records()), 2000, LIMIT);
+    let records = recv.wait_records(2001, LIMIT);
+    let line = records.iter().find(|r| r["message"] == "seq 1999").unwrap();
+    assert_eq!((line["tag"].as_str(), line["stream"].as_str()), (Some("logtap.stdout"), Some("stdout")));
+    assert!(line["pid"].as_u64().is_some() && line["comm"].is_string(), "{line}");
+    let last = records.iter().find(|r| r["message"] == "no newline").unwrap();
+    assert_eq!(last["partial"], true);
 }

@@ -148,7 +148,6 @@ pub(crate) fn ext(buf: &mut Vec<u8>, ty: i8, data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::forward::Value;
     use bytes::Bytes;
 
