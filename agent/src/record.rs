@@ -142,7 +142,12 @@ pub mod mp {
 
     /// `bin` with its bytes.
     pub fn bin(buf: &mut Vec<u8>, b: &[u8]) {
-        let len = b.len();
+        bin_header(buf, b.len());
+        buf.extend_from_slice(b);
+    }
+
+    /// The header of a `bin` of `len` bytes (the bytes follow separately).
+    pub fn bin_header(buf: &mut Vec<u8>, len: usize) {
         if len <= 0xff {
             buf.extend_from_slice(&[0xc4, len as u8]);
         } else if len <= 0xffff {
@@ -152,7 +157,6 @@ pub mod mp {
             buf.push(0xc6);
             buf.extend_from_slice(&(len as u32).to_be_bytes());
         }
-        buf.extend_from_slice(b);
     }
 
     /// Non-negative integer.

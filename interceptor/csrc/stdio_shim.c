@@ -38,6 +38,15 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+/* With optimisation glibc turns some stdio names into macros (bits/stdio.h); this file defines
+ * the functions themselves. (The extern-inline ones may be redefined as they are gnu_inline.) */
+#undef fwrite_unlocked
+#undef putc
+#undef putchar
+#undef fputc_unlocked
+#undef putc_unlocked
+#undef putchar_unlocked
+
 /* ---- the Rust side (interceptor/src/hooks/stdio.rs and hooks/open.rs) ---- */
 /* 0: not tapped now; else a route code for logtap_stdio_deliver. Preserves errno. */
 extern int logtap_stdio_route(int fd);

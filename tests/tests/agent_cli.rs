@@ -29,7 +29,7 @@ fn check_prints_the_effective_config_redacted_with_precedence() {
     )
     .unwrap();
     let path = file.to_str().unwrap();
-    let (code, out, err) = logtap(&["check", "--config", path, "--flush-interval", "250ms"], &[("LOGTAP_TAG", "from.env")]);
+    let (code, out, err) = logtap(&["check", "--offline", "--config", path, "--flush-interval", "250ms"], &[("LOGTAP_TAG", "from.env")]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("tag = \"from.env\""), "env beats file: {out}");
     assert!(out.contains("flush_interval = \"250ms\""), "flag beats file: {out}");

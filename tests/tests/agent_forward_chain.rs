@@ -224,7 +224,10 @@ print('acked', i, 'reconnects', reconnects)
         out.success && out.stdout.contains(&format!("acked {CHUNKS} ")),
         "{out:?}"
     );
-    assert!(!out.stdout.contains("reconnects 0"), "the kill happened mid-stream: {out:?}");
+    assert!(
+        !out.stdout.contains("reconnects 0"),
+        "the kill happened mid-stream: {out:?}"
+    );
     wait_all(|| seqs(&recv.records()), CHUNKS * 10, LIMIT);
     let (status, _) = send.terminate();
     assert!(status.success());
@@ -243,15 +246,33 @@ fn a_real_program_under_the_interceptor_reaches_the_second_agent() {
     let port = free_port();
     let recv = receiver("chain-real-recv", port, &[]);
     let server = format!("127.0.0.1:{port}");
-    let args = ["--output", "forward", "--forward", server.as_str(), "--flush-interval", "50ms", "--self-hostname", "sender"];
+    let args = [
+        "--output",
+        "forward",
+        "--forward",
+        server.as_str(),
+        "--flush-interval",
+        "50ms",
+        "--self-hostname",
+        "sender",
+    ];
     let script = "for i in range(2000): print('seq', i)\nprint('no newline', end='')";
     let (status, _) = logtap_tests::agent_harness::run(&args, &["python3", "-c", script], &[]);
     assert!(status.success(), "{status}");
     wait_all(|| seqs(&recv.records()), 2000, LIMIT);
     let records = recv.wait_records(2001, LIMIT);
     let line = records.iter().find(|r| r["message"] == "seq 1999").unwrap();
-    assert_eq!((line["tag"].as_str(), line["stream"].as_str()), (Some("logtap.stdout"), Some("stdout")));
-    assert!(line["pid"].as_u64().is_some() && line["comm"].is_string(), "{line}");
-    let last = records.iter().find(|r| r["message"] == "no newline").unwrap();
+    assert_eq!(
+        (line["tag"].as_str(), line["stream"].as_str()),
+        (Some("logtap.stdout"), Some("stdout"))
+    );
+    assert!(
+        line["pid"].as_u64().is_some() && line["comm"].is_string(),
+        "{line}"
+    );
+    let last = records
+        .iter()
+        .find(|r| r["message"] == "no newline")
+        .unwrap();
     assert_eq!(last["partial"], true);
 }

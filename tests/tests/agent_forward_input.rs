@@ -245,3 +245,83 @@ print('ok')
     let records = agent.wait_records(1, LIMIT);
     assert_eq!(records[0]["message"], "still served");
 }
+
+/// The golden byte streams recorded from real Fluentd 1.18 and Fluent Bit 5.1 senders
+/// (`protocol/tests/fixtures/forward/`), replayed to our input: every chunk acked with its exact
+/// id, every event received with its tag and EventTime. (The handshake captures are bound to
+/// the nonce of their recording and cannot be replayed.)
+#[test]
+fn real_fluentd_and_fluent_bit_streams_are_acked_and_received() {
+    use bytes::BytesMut;
+    use logtap_protocol::forward::{ClientDecoder, ServerMessage};
+    use std::io::{Read, Write};
+
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/tests/fixtures/forward");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("EXPECTED.json")).unwrap()).unwrap();
+    let port = free_port();
+    let agent = receiver("fwd-in-golden", port, &[]);
+    let mut total = 0;
+    let mut firsts = Vec::new();
+    for (name, messages) in expected.as_object().unwrap() {
+        if name.contains("handshake") {
+            continue;
+        }
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        conn.set_read_timeout(Some(LIMIT)).unwrap();
+        conn.write_all(&std::fs::read(dir.join(name)).unwrap())
+            .unwrap();
+        let mut dec = ClientDecoder::default();
+        let mut buf = BytesMut::new();
+        for m in messages.as_array().unwrap() {
+            total += m["events"].as_u64().unwrap() as usize;
+            firsts.push((
+                m["tag"].as_str().unwrap().to_owned(),
+                m["first_event"].clone(),
+            ));
+            let Some(chunk) = m["options"]["chunk"].as_str() else {
+                continue;
+            };
+            let ack = loop {
+                if let Some(reply) = dec.decode(&mut buf).unwrap() {
+                    break reply;
+                }
+                let mut part = [0u8; 4096];
+                let n = conn.read(&mut part).unwrap();
+                assert!(
+                    n > 0,
+                    "{name}: connection closed before the ack of {chunk:?}"
+                );
+                buf.extend_from_slice(&part[..n]);
+            };
+            let ServerMessage::Ack(ack) = ack else {
+                panic!("{name}: not an ack: {ack:?}")
+            };
+            assert_eq!(
+                ack.chunk.bytes,
+                chunk.as_bytes(),
+                "{name}: the ack echoes the id byte for byte"
+            );
+        }
+    }
+    let records = agent.wait_records(total, LIMIT);
+    for (tag, first) in firsts {
+        let [secs, nanos] = [0, 1].map(|i| first[0]["EventTime"][i].as_u64().unwrap());
+        let message = first[1]["message"].as_str().unwrap();
+        let found = records.iter().any(|r| {
+            r["tag"] == tag.as_str()
+                && r["message"] == message
+                && r["timestamp"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with(&format!(".{nanos:09}Z")))
+        });
+        assert!(
+            found,
+            "{tag} {message} at {secs}.{nanos:09} missing: {records:?}"
+        );
+    }
+    let (status, all) = agent.terminate();
+    assert!(status.success());
+    assert_eq!(all.len(), total, "each event exactly once");
+}

@@ -40,7 +40,7 @@ pub const SWEEP_BUSY: Duration = Duration::from_millis(100);
 /// Sweep period of an idle peer (wake-ups come from the eventfd).
 pub const SWEEP_IDLE: Duration = Duration::from_secs(1);
 /// Entries bytes gathered before they are handed to the pipeline mid-drain.
-const HANDOFF_BYTES: usize = 128 * 1024;
+const HANDOFF_BYTES: usize = 64 * 1024;
 
 /// Settings shared by all peers.
 #[derive(Debug, Clone)]

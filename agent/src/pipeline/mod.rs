@@ -20,9 +20,10 @@ use crate::buffer::memory::BufferError;
 use crate::output::Router;
 use crate::record::{Chunk, Entries};
 
-/// Capacity (in [`Entries`] messages) of the channel into the batch stage. Small: it only
-/// smooths bursts; the buffer's limit is what bounds memory.
-const BATCH_CHANNEL: usize = 256;
+/// Capacity (in [`Entries`] messages, each at most ~64 KiB) of the channel into the batch
+/// stage. Small: it only smooths bursts, and what waits here is outside `mem_buf_limit` —
+/// 16 × 64 KiB keeps that under about a megabyte.
+const BATCH_CHANNEL: usize = 16;
 
 /// The inputs' handle on the pipeline. Cloneable; the batch stage ends when every clone is gone.
 #[derive(Clone)]

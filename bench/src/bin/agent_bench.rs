@@ -5,7 +5,9 @@
 //! - baseline `ring only`: the same lines through `protocol::ring` to an in-process consumer
 //!   (the floor: what moving the bytes costs without any agent work);
 //! - `agent → null`: the agent reads, assembles lines, enriches, batches, and acks at once;
-//! - `agent → forward+ack → receiver`: the full path of issue 4.
+//! - `agent → forward+ack → receiver`: the forward output against an in-process acking receiver;
+//! - `agent → forward+ack → logtap → null`: the full path of issue 4, the receiver being a second
+//!   `logtap agent` with `--forward-listen` and the null output.
 //!
 //! For the agent cases it also reports agent CPU-seconds per million lines, peak RSS (VmHWM),
 //! idle RSS; then p50/p99 write-to-ack latency at 10,000 lines/s (the receiver acks on receipt
@@ -364,8 +366,17 @@ fn main() -> Result<(), BoxError> {
     let receiver = Receiver::start(false)?;
     let forward = AgentProc::start(&["--forward".into(), format!("127.0.0.1:{}", receiver.port)])?;
     let null = AgentProc::start(&["--output".into(), "null".into()])?;
+    let relay_port = free_port()?;
+    let relay_rx = AgentProc::start(&[
+        "--forward-listen".into(),
+        format!("127.0.0.1:{relay_port}"),
+        "--output".into(),
+        "null".into(),
+    ])?;
+    let relay = AgentProc::start(&["--forward".into(), format!("127.0.0.1:{relay_port}")])?;
     let mut null_usage = Vec::new();
     let mut fwd_usage = Vec::new();
+    let mut relay_usage = Vec::new();
     let fail = |e: BoxError| -> Sample { panic!("benchmark run failed: {e}") };
     {
         let mut cases = [
@@ -379,18 +390,27 @@ fn main() -> Result<(), BoxError> {
                 let before = receiver.events.load(Ordering::Relaxed);
                 agent_run(n, &forward, || receiver.events.load(Ordering::Relaxed) - before, &mut fwd_usage).unwrap_or_else(fail)
             }),
+            Case::new("agent → forward (ack) → logtap --forward-listen → null", || {
+                let key = "logtap_output_records_total{output=\"null\"}";
+                let before = relay_rx.metric(key);
+                agent_run(n, &relay, || relay_rx.metric(key) - before, &mut relay_usage).unwrap_or_else(fail)
+            }),
         ];
         side_by_side(&format!("agent: {} lines of {LINE} bytes, tap ring → agent", human(n as f64)), rounds, &mut cases);
     }
     println!("\n| agent case | CPU-s per 1M lines (median) | idle RSS | peak RSS (VmHWM) |");
     println!("|---|---:|---:|---:|");
-    for (name, u) in [("→ null", &null_usage), ("→ forward (ack)", &fwd_usage)] {
+    for (name, u) in [
+        ("→ null", &null_usage),
+        ("→ forward (ack) → in-process receiver", &fwd_usage),
+        ("→ forward (ack) → logtap → null (sender's figures)", &relay_usage),
+    ] {
         let cpu = median(u.iter().map(|u| u.cpu_per_m).collect());
         let idle = u.first().map_or(0, |u| u.idle_rss_kib);
         let peak = u.iter().map(|u| u.peak_rss_kib).max().unwrap_or(0);
         println!("| {name} | {cpu:.3} | {:.1} MiB | {:.1} MiB |", idle as f64 / 1024.0, peak as f64 / 1024.0);
     }
-    drop((forward, null));
+    drop((forward, null, relay, relay_rx));
 
     // Latency at 10,000 lines/s with the default flush_interval (1 s).
     let receiver = Receiver::start(true)?;

@@ -112,3 +112,76 @@ pub fn explain(failure: AuthFailure) -> &'static str {
         AuthFailure::Refused => "refused",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logtap_protocol::forward::{ClientDecoder, ServerMessage};
+
+    /// Runs `accept` against a client that answers with `client_key`; returns both outcomes.
+    async fn run(
+        client_key: &'static [u8],
+        client_host: &'static str,
+    ) -> (Result<(), InputConnError>, Pong) {
+        let (client, server) = tokio::io::duplex(4096);
+        let srv = tokio::spawn(async move {
+            let (mut rd, mut wr) = tokio::io::split(server);
+            let (mut buf, mut dec) = (BytesMut::new(), ServerDecoder::default());
+            accept(&mut rd, &mut wr, &mut buf, &mut dec, b"k3y", "server-host").await
+        });
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let (mut buf, mut dec) = (BytesMut::new(), ClientDecoder::default());
+        let mut next = async || loop {
+            if let Some(m) = dec.decode(&mut buf).unwrap() {
+                return m;
+            }
+            assert!(rd.read_buf(&mut buf).await.unwrap() > 0);
+        };
+        let ServerMessage::Helo(helo) = next().await else {
+            panic!("HELO first")
+        };
+        assert_eq!(helo.nonce.len(), 16);
+        let ping = Ping::new(&helo, client_host, client_key, b"0123456789abcdef", None);
+        let mut out = Vec::new();
+        ping.encode(&mut out);
+        wr.write_all(&out).await.unwrap();
+        let ServerMessage::Pong(pong) = next().await else {
+            panic!("PONG")
+        };
+        if pong.auth_result {
+            pong.verify(&ping, &helo, client_key).unwrap();
+        }
+        (srv.await.unwrap(), pong)
+    }
+
+    #[tokio::test]
+    async fn right_key_is_accepted_and_proven_back() {
+        let (r, pong) = run(b"k3y", "client-host").await;
+        assert!(r.is_ok() && pong.auth_result && pong.server_hostname == "server-host");
+    }
+
+    #[tokio::test]
+    async fn wrong_key_and_same_hostname_are_refused_with_a_reason() {
+        let (r, pong) = run(b"nope", "client-host").await;
+        assert!(matches!(
+            r,
+            Err(InputConnError::Auth {
+                failure: AuthFailure::SharedKeyMismatch,
+                ..
+            })
+        ));
+        assert_eq!(
+            (pong.auth_result, pong.reason.as_str()),
+            (false, "shared_key mismatch")
+        );
+        let (r, pong) = run(b"k3y", "server-host").await;
+        assert!(matches!(
+            r,
+            Err(InputConnError::Auth {
+                failure: AuthFailure::SameHostname,
+                ..
+            })
+        ));
+        assert!(!pong.auth_result);
+    }
+}

@@ -140,6 +140,16 @@ impl Connection {
         ConnectionError::Unexpected { server: self.server.clone(), what, expected }
     }
 
+    /// Writes one chunk's message with one vectored write where the stream supports it.
+    pub async fn send_wire(&mut self, wire: &super::wire::Wire) -> Result<(), ConnectionError> {
+        use bytes::Buf;
+        let mut parts = wire.head.clone().chain(wire.body.clone()).chain(wire.tail.clone());
+        let server = &self.server;
+        let io = |source| ConnectionError::Io { server: server.clone(), source };
+        self.stream.write_all_buf(&mut parts).await.map_err(io)?;
+        self.stream.flush().await.map_err(io)
+    }
+
     /// Writes one complete message.
     pub async fn send(&mut self, wire: &[u8]) -> Result<(), ConnectionError> {
         let server = &self.server;

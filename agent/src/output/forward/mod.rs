@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
-use bytes::Bytes;
 use logtap_protocol::forward::{ChunkId, ServerMessage};
 use tokio::time::Instant;
 
@@ -84,7 +83,7 @@ impl ForwardSettings {
 /// A chunk on its way: encoded once, resent as is.
 struct Flight {
     delivery: Delivery,
-    wire: Bytes,
+    wire: wire::Wire,
     id: ChunkId,
     attempts: u32,
     sent_at: Instant,
@@ -207,7 +206,7 @@ impl Forward<'_> {
                 self.metrics.chunks_retried.fetch_add(1, Relaxed);
             }
             f.attempts += 1;
-            if let Err(e) = conn.send(&f.wire).await {
+            if let Err(e) = conn.send_wire(&f.wire).await {
                 self.pending.push_front(f);
                 return Err(e);
             }

@@ -1,8 +1,9 @@
 //! A chunk on the wire: `[tag, bin(entries), {"size": n, "chunk": id, "compressed": "gzip"?}]`.
 //!
-//! The chunk's entries are already PackedForward entries (see `record.rs`), so this is a header,
-//! the body (gzip-compressed with `compress gzip`: CompressedPackedForward) and the option map.
-//! `chunk` is present only when an ack is wanted (`require_ack_response`).
+//! The chunk's entries are already PackedForward entries (see `record.rs`), so a message is a
+//! small head, the body — the chunk's own bytes, shared, not copied (gzip-compressed with
+//! `compress gzip`: CompressedPackedForward) — and the option map. The three parts go out with
+//! one vectored write. `chunk` is present only when an ack is wanted (`require_ack_response`).
 
 use std::io::Write;
 
@@ -12,16 +13,39 @@ use logtap_protocol::forward::{ChunkId, Compression, Options};
 
 use crate::record::{Chunk, mp};
 
+/// One Forward message in three parts.
+#[derive(Debug, Clone)]
+pub struct Wire {
+    pub head: Bytes,
+    pub body: Bytes,
+    pub tail: Bytes,
+}
+
+impl Wire {
+    /// Bytes on the wire.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len() + self.tail.len()
+    }
+
+    /// Whether the message is empty (never, for an encoded chunk).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The parts as one contiguous buffer (tests, small messages).
+    pub fn to_vec(&self) -> Vec<u8> {
+        [&self.head[..], &self.body[..], &self.tail[..]].concat()
+    }
+}
+
 /// Encodes `chunk` as one Forward message.
-pub fn encode(chunk: &Chunk, id: Option<&ChunkId>, gzip: bool) -> std::io::Result<Bytes> {
-    let compressed;
-    let body: &[u8] = if gzip {
+pub fn encode(chunk: &Chunk, id: Option<&ChunkId>, gzip: bool) -> std::io::Result<Wire> {
+    let body = if gzip {
         let mut enc = GzEncoder::new(Vec::with_capacity(chunk.entries.len() / 4 + 64), flate2::Compression::default());
         enc.write_all(&chunk.entries)?;
-        compressed = enc.finish()?;
-        &compressed
+        Bytes::from(enc.finish()?)
     } else {
-        &chunk.entries
+        chunk.entries.clone()
     };
     let options = Options {
         size: Some(u64::from(chunk.records)),
@@ -29,12 +53,13 @@ pub fn encode(chunk: &Chunk, id: Option<&ChunkId>, gzip: bool) -> std::io::Resul
         compressed: if gzip { Compression::Gzip } else { Compression::None },
         ..Options::default()
     };
-    let mut buf = Vec::with_capacity(body.len() + chunk.tag.len() + 80);
-    mp::array(&mut buf, 3);
-    mp::str(&mut buf, chunk.tag.as_bytes());
-    mp::bin(&mut buf, body);
-    options.encode(&mut buf);
-    Ok(Bytes::from(buf))
+    let mut head = Vec::with_capacity(chunk.tag.len() + 16);
+    mp::array(&mut head, 3);
+    mp::str(&mut head, chunk.tag.as_bytes());
+    mp::bin_header(&mut head, body.len());
+    let mut tail = Vec::with_capacity(80);
+    options.encode(&mut tail);
+    Ok(Wire { head: head.into(), body, tail: tail.into() })
 }
 
 #[cfg(test)]
@@ -63,7 +88,7 @@ mod tests {
         for gzip in [false, true] {
             let c = chunk();
             let id = ChunkId::from_random_bytes(c.id.0);
-            let wire = encode(&c, Some(&id), gzip).unwrap();
+            let wire = encode(&c, Some(&id), gzip).unwrap().to_vec();
             let mut server = ServerDecoder::default();
             let Some(ClientMessage::Events(batch)) = server.decode(&mut BytesMut::from(&wire[..])).unwrap() else {
                 panic!("not events")
@@ -76,7 +101,7 @@ mod tests {
             assert!(ack.acknowledges(&id));
             assert_eq!(std::str::from_utf8(&id.bytes).unwrap(), c.id.to_base64());
         }
-        let wire = encode(&chunk(), None, false).unwrap();
+        let wire = encode(&chunk(), None, false).unwrap().to_vec();
         let Some(ClientMessage::Events(batch)) = ServerDecoder::default().decode(&mut BytesMut::from(&wire[..])).unwrap() else {
             panic!()
         };
