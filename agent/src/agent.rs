@@ -22,6 +22,9 @@ use crate::input::tap::{TapInput, TapInputError};
 use crate::output::{self, OutputError, OutputSet};
 use crate::pipeline::{self, batch::BatchConfig, enrich::{Enricher, Metadata}};
 
+/// How often losses (LOSS frames, full rings, dropped chunks) are summarised in the log.
+const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -94,6 +97,8 @@ impl Agent {
         };
         let tap = TapInput::bind(&config.socket, config.socket_mode.0, settings, enricher, ingest)?;
         health.set_ready(true);
+        // Lives as long as the runtime: losses are logged at most once per interval.
+        tokio::spawn(crate::metrics::report_drops(DROP_REPORT_INTERVAL));
         Ok(Agent { tap, forward_in, batch, outputs, buffer, health, http })
     }
 

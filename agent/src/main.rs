@@ -14,6 +14,7 @@ use logtap_agent::shutdown::StopSignals;
 use logtap_agent::{check, install, logging, run};
 
 fn main() -> ExitCode {
+    logtap_agent::sys::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => check::main(args),

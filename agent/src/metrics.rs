@@ -197,6 +197,30 @@ impl Metrics {
     }
 }
 
+/// Logs, once per `interval`, the drops counted since the last report — one line per reason
+/// that grew, however many peers or chunks the drops came from (the counters keep the totals).
+pub async fn report_drops(interval: std::time::Duration) {
+    let mut last = [0u64; REASONS.len()];
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for (i, reason) in REASONS.iter().enumerate() {
+            let now = METRICS.drops[i].records.load(Relaxed);
+            if now > last[i] {
+                tracing::warn!(
+                    reason = reason.as_str(),
+                    records = now - last[i],
+                    bytes_total = METRICS.drops[i].bytes.load(Relaxed),
+                    records_total = now,
+                    "records lost since the last report (logtap_dropped_records_total)"
+                );
+                last[i] = now;
+            }
+        }
+    }
+}
+
 /// Escapes a Prometheus label value.
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")

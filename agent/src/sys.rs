@@ -178,6 +178,22 @@ pub fn register_readable<T: OwnsDescriptor>(inner: T) -> io::Result<tokio::io::u
         .map_err(io::Error::from)
 }
 
+/// Makes glibc's allocator give memory back: at most two arenas (the agent's few threads would
+/// otherwise each keep their own), and a fixed mmap threshold, so that chunk-sized buffers
+/// (≥ 128 KiB) are mapped and unmapped instead of staying in a heap that only grows. RSS then
+/// follows what the buffer holds. No effect with other C libraries.
+pub fn tune_allocator() {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt only changes allocator parameters; it is called before the runtime
+        // starts its threads.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        }
+    }
+}
+
 /// Sends `signal` to process `pid`.
 pub fn kill(pid: u32, signal: i32) -> io::Result<()> {
     let pid = libc::pid_t::try_from(pid)

@@ -166,27 +166,19 @@ fn sockaddr(path: &Path) -> (libc::sockaddr_un, libc::socklen_t) {
 
 fn listen_seqpacket(path: &Path) -> std::io::Result<OwnedFd> {
     let _ = std::fs::remove_file(path);
-    // SAFETY: plain syscalls; the fd is owned at once.
-    let fd = cvt(
-        unsafe {
-            libc::socket(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
-        },
-        "socket",
-    )?;
+    let flags = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+    // SAFETY: plain syscall; the fd is owned at once below.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, flags, 0) };
+    let fd = cvt(fd, "socket")?;
     // SAFETY: fresh fd.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let (addr, len) = sockaddr(path);
-    // SAFETY: valid sockaddr_un.
-    cvt(
-        unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len) },
-        "bind",
-    )?;
-    // SAFETY: plain syscall.
-    cvt(unsafe { libc::listen(fd.as_raw_fd(), 4096) }, "listen")?;
+    // SAFETY: a valid sockaddr_un of `len` bytes.
+    let r = unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len) };
+    cvt(r, "bind")?;
+    // SAFETY: plain syscall. The backlog also caps each accepted connection's datagram queue.
+    let r = unsafe { libc::listen(fd.as_raw_fd(), 4096) };
+    cvt(r, "listen")?;
     Ok(fd)
 }
 

@@ -2,7 +2,8 @@
 //!
 //! - [`tap`] — the tap socket (Contract 2): accepts tapped processes.
 //! - [`forward`] — the Forward protocol TCP input (`--forward-listen`), for relaying.
-//! - [`peer`] — one tapped process: control frames, its ring, its line assemblers.
+//! - [`peer`] — one tapped process: control frames and its ring.
+//! - [`streams`] — that process's streams: bytes → lines → encoded records.
 //!
 //! Inputs feed the pipeline through a [`crate::pipeline::Ingest`]: encoded entries to be
 //! batched ([`crate::pipeline::Ingest::send`]) or, for inputs that receive whole chunks, a
@@ -10,4 +11,5 @@
 
 pub mod forward;
 pub mod peer;
+pub mod streams;
 pub mod tap;

@@ -15,7 +15,6 @@
 //! process. A peer that sends a bad frame or whose ring is inconsistent is dropped and
 //! counted; the others go on.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
@@ -30,9 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{DropReason, METRICS};
 use crate::pipeline::Ingest;
-use crate::pipeline::enrich::{Enricher, Origin, PodNames, StreamContext};
-use crate::pipeline::lines::LineAssembler;
-use crate::record::Entries;
+use super::streams::Streams;
+use crate::pipeline::enrich::{Enricher, Origin, PodNames};
 use crate::sys;
 
 /// Sweep period while a partial line or an uncommitted reservation waits.
@@ -69,14 +67,6 @@ pub enum PeerError {
     Io(#[from] io::Error),
 }
 
-/// The per-stream state: key is (pid, stream, file index).
-struct StreamState {
-    assembler: LineAssembler,
-    ctx: StreamContext,
-    /// Time of the first part of a write still CONTINUED.
-    continued_time: Option<u64>,
-}
-
 struct Ring {
     consumer: Consumer,
     seen: RingCounters,
@@ -85,14 +75,8 @@ struct Ring {
 /// Everything of a peer but its file descriptors.
 struct Peer {
     settings: Arc<PeerSettings>,
-    enricher: Enricher,
-    origin: Option<Origin>,
-    files: HashMap<u32, String>,
-    streams: HashMap<(u32, u8, u16), StreamState>,
+    streams: Streams,
     ring: Option<Ring>,
-    out: Vec<Entries>,
-    out_bytes: usize,
-    tapped_bytes: u64,
     payload: Vec<u8>,
 }
 
@@ -109,18 +93,8 @@ pub async fn run(sock: OwnedFd, settings: Arc<PeerSettings>, enricher: Enricher,
     METRICS.peers.fetch_add(1, Relaxed);
     METRICS.peers_total.fetch_add(1, Relaxed);
     let cred = sys::peer_cred(sock.as_fd()).map(|c| c.0).unwrap_or(0);
-    let mut peer = Peer {
-        settings,
-        enricher,
-        origin: None,
-        files: HashMap::new(),
-        streams: HashMap::new(),
-        ring: None,
-        out: Vec::new(),
-        out_bytes: 0,
-        tapped_bytes: 0,
-        payload: Vec::new(),
-    };
+    let streams = Streams::new(enricher, settings.max_line_bytes, settings.partial_flush);
+    let mut peer = Peer { settings, streams, ring: None, payload: Vec::new() };
     match serve(&mut peer, sock, &ingest, &stop).await {
         Ok(()) => tracing::debug!(pid = peer.pid(), "tap peer finished"),
         Err(e) => {
@@ -130,7 +104,7 @@ pub async fn run(sock: OwnedFd, settings: Arc<PeerSettings>, enricher: Enricher,
         }
     }
     // Whatever happened, what was read is delivered.
-    peer.finish();
+    peer.streams.finish();
     let _ = peer.handoff(&ingest).await;
     METRICS.peers.fetch_sub(1, Relaxed);
 }
@@ -216,24 +190,24 @@ fn read_frames(
                     *evfd = Some(sys::register_readable(File::from(fd))?);
                 }
             }
-            _ if peer.origin.is_none() => return Err(PeerError::NoHello(h.kind)),
+            _ if peer.streams.origin().is_none() => return Err(PeerError::NoHello(h.kind)),
             Kind::Data => {
                 // Writes before this one may still sit in the ring: take them first.
                 peer.drain_ring_now()?;
                 let stream = h.stream.map(|s| s as u8).unwrap_or(0);
                 let continued = h.flags & FLAG_CONTINUED != 0;
                 let file = u16::try_from(h.file_index).unwrap_or(u16::MAX);
-                peer.write(h.pid, stream, file, continued, h.time_ns, frame.payload)?;
+                peer.streams.write(h.pid, stream, file, continued, h.time_ns, frame.payload).map_err(PeerError::Stream)?;
             }
             Kind::Loss => {
                 let loss = Loss::decode(frame.payload)?;
                 METRICS.dropped(DropReason::InterceptorLoss, loss.frames, loss.bytes);
-                tracing::warn!(pid = h.pid, records = loss.frames, bytes = loss.bytes,
+                tracing::debug!(pid = h.pid, records = loss.frames, bytes = loss.bytes,
                     "the interceptor dropped copies (agent too slow or away)");
             }
             Kind::File => {
                 let f = FileAnnounce::decode(frame.payload)?;
-                peer.file(f.index, f.path);
+                peer.streams.file(f.index, f.path);
             }
         }
     }
@@ -241,23 +215,19 @@ fn read_frames(
 
 impl Peer {
     fn pid(&self) -> u32 {
-        self.origin.as_ref().map_or(0, |o| o.pid)
+        self.streams.origin().map_or(0, |o| o.pid)
     }
 
     /// Takes a HELLO; returns the eventfd to watch when a ring came with it.
     fn hello(&mut self, hello: Hello, fds: Vec<OwnedFd>) -> Result<Option<OwnedFd>, PeerError> {
         let host = if hello.hostname.is_empty() {
-            self.enricher.metadata().host.clone()
+            self.streams.default_host().to_owned()
         } else {
             hello.hostname.clone()
         };
         tracing::debug!(pid = hello.pid, comm = %hello.comm, ring = hello.ring, "tap peer HELLO");
         let pod = PodNames::from_meta(&hello.meta);
-        self.origin = Some(Origin { pid: hello.pid, comm: hello.comm, host, pod });
-        for (i, path) in hello.files.into_iter().enumerate() {
-            self.files.entry(i as u32).or_insert(path);
-        }
-        self.streams.clear(); // contexts are rebuilt with the new origin
+        self.streams.set_origin(Origin { pid: hello.pid, comm: hello.comm, host, pod }, hello.files);
         if !hello.ring {
             return Ok(None);
         }
@@ -272,38 +242,21 @@ impl Peer {
         Ok(Some(eventfd))
     }
 
-    fn file(&mut self, index: u32, path: String) {
-        self.files.insert(index, path);
-        // Records of this file made from now on carry the new name (and tag).
-        self.streams.retain(|&(_, stream, idx), _| !(stream == 3 && u32::from(idx) == index));
-    }
-
     /// Whether something waits for the sweep: a partial line or a ring backlog.
     fn busy(&self) -> bool {
-        self.streams.values().any(|s| s.assembler.has_pending())
+        self.streams.has_pending()
             || self.ring.as_ref().is_some_and(|r| r.consumer.backlog_slots() > 0)
     }
 
     fn sweep(&mut self) {
-        let now = Instant::now();
-        let flush = self.settings.partial_flush;
-        let Peer { streams, out, out_bytes, .. } = self;
-        for st in streams.values_mut() {
-            let StreamState { assembler, ctx, .. } = st;
-            assembler.flush_stale(now, flush, &mut |line| {
-                let e = entries_for(out, ctx);
-                let before = e.buf.len();
-                Enricher::encode(ctx, line, e);
-                *out_bytes += e.buf.len() - before;
-            });
-        }
+        self.streams.flush_stale(Instant::now());
         if let Some(ring) = &mut self.ring {
             let c = ring.consumer.counters();
             let dropped = c.dropped_records.saturating_sub(ring.seen.dropped_records);
             if dropped > 0 {
                 let bytes = c.dropped_bytes.saturating_sub(ring.seen.dropped_bytes);
                 METRICS.dropped(DropReason::RingFull, dropped, bytes);
-                tracing::warn!(pid = self.origin.as_ref().map_or(0, |o| o.pid), records = dropped,
+                tracing::debug!(pid = self.streams.origin().map_or(0, |o| o.pid), records = dropped,
                     "ring full: the process dropped copies of its writes");
             }
             let abandoned = c.abandoned_slots.saturating_sub(ring.seen.abandoned_slots);
@@ -318,7 +271,7 @@ impl Peer {
     async fn drain_ring(&mut self, ingest: &Ingest) -> Result<(), PeerError> {
         loop {
             let more = self.drain_pass()?;
-            if self.out_bytes >= HANDOFF_BYTES && self.handoff(ingest).await.is_err() {
+            if self.streams.out_bytes() >= HANDOFF_BYTES && self.handoff(ingest).await.is_err() {
                 return Ok(());
             }
             if !more {
@@ -342,10 +295,10 @@ impl Peer {
             match ring.consumer.next(&mut payload) {
                 Ok(Some(m)) => {
                     let continued = m.flags & RECORD_CONTINUED != 0;
-                    if let Err(e) = self.write(m.pid, m.stream, m.file_index, continued, m.time_ns, &payload) {
-                        break Err(e);
+                    if let Err(stream) = self.streams.write(m.pid, m.stream, m.file_index, continued, m.time_ns, &payload) {
+                        break Err(PeerError::Stream(stream));
                     }
-                    if self.out_bytes >= HANDOFF_BYTES {
+                    if self.streams.out_bytes() >= HANDOFF_BYTES {
                         break Ok(true);
                     }
                 }
@@ -364,66 +317,14 @@ impl Peer {
         result
     }
 
-    /// The bytes of one tapped write (or one part of it).
-    fn write(&mut self, pid: u32, stream: u8, file: u16, continued: bool, time_ns: u64, bytes: &[u8]) -> Result<(), PeerError> {
-        let name = match tap::Stream::from_u8(stream) {
-            Some(s) => s.as_str(),
-            None => return Err(PeerError::Stream(stream)),
-        };
-        self.tapped_bytes += bytes.len() as u64;
-        let Peer { streams, out, out_bytes, origin, files, enricher, settings, .. } = self;
-        let st = streams.entry((pid, stream, file)).or_insert_with(|| {
-            let mut o = origin.clone().unwrap_or_default();
-            o.pid = pid;
-            let path = (stream == 3).then(|| files.get(&u32::from(file)).cloned().unwrap_or_default());
-            StreamState {
-                assembler: LineAssembler::new(settings.max_line_bytes),
-                ctx: enricher.stream_context(&o, name, path.as_deref()),
-                continued_time: None,
-            }
-        });
-        let time = st.continued_time.unwrap_or(time_ns);
-        st.continued_time = continued.then_some(time);
-        let StreamState { assembler, ctx, .. } = st;
-        assembler.push(time, bytes, Instant::now(), &mut |line| {
-            let e = entries_for(out, ctx);
-            let before = e.buf.len();
-            Enricher::encode(ctx, line, e);
-            *out_bytes += e.buf.len() - before;
-        });
-        Ok(())
-    }
-
-    /// The process is gone or the agent stops: pending tails become partial records.
-    fn finish(&mut self) {
-        let Peer { streams, out, .. } = self;
-        for st in streams.values_mut() {
-            let StreamState { assembler, ctx, .. } = st;
-            assembler.finish(&mut |line| Enricher::encode(ctx, line, entries_for(out, ctx)));
-        }
-    }
-
     /// Sends the gathered entries to the pipeline (waits while it is full).
     async fn handoff(&mut self, ingest: &Ingest) -> Result<(), crate::pipeline::Closed> {
-        let records: u64 = self.out.iter().map(|e| u64::from(e.records)).sum();
-        METRICS.records_in.fetch_add(records, Relaxed);
-        METRICS.bytes_in.fetch_add(std::mem::take(&mut self.tapped_bytes), Relaxed);
-        self.out_bytes = 0;
-        for entries in self.out.drain(..) {
+        let batch = self.streams.take();
+        METRICS.records_in.fetch_add(batch.records, Relaxed);
+        METRICS.bytes_in.fetch_add(batch.tapped_bytes, Relaxed);
+        for entries in batch.entries {
             ingest.send(entries).await?;
         }
         Ok(())
     }
-}
-
-/// The entries being gathered for the tag of `ctx`.
-fn entries_for<'a>(out: &'a mut Vec<Entries>, ctx: &StreamContext) -> &'a mut Entries {
-    let i = match out.iter().position(|e| Arc::ptr_eq(&e.tag, &ctx.tag) || e.tag == ctx.tag) {
-        Some(i) => i,
-        None => {
-            out.push(Entries::new(Arc::clone(&ctx.tag)));
-            out.len() - 1
-        }
-    };
-    &mut out[i]
 }

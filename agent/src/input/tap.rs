@@ -2,9 +2,10 @@
 //!
 //! The listener accepts connections and starts one [`peer`](super::peer) task per process.
 //! The socket file gets `socket_mode` (0660 by default) so that only the owner and group may
-//! tap into the agent. [`TapInput::stop`] stops accepting — after taking every connection
-//! already queued, since a short-lived process may have connected, written and exited before
-//! we got to it — then lets every peer drain its ring and waits for them.
+//! tap into the agent; it is bound under a temporary name and renamed into place with its mode.
+//! [`TapInput::stop`] stops accepting — after taking every connection already queued, since a
+//! short-lived process may have connected, written and exited before we got to it — then lets
+//! every peer drain its ring and waits for them.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -58,10 +59,33 @@ impl TapInput {
         ingest: Ingest,
     ) -> Result<TapInput, TapInputError> {
         prepare_path(path)?;
-        let fd = sys::seqpacket_listen(path, BACKLOG)
-            .map_err(|source| TapInputError::Listen { path: path.to_owned(), source })?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|source| TapInputError::Mode { path: path.to_owned(), mode, source })?;
+        // Bound under a temporary name, given its mode, then renamed into place: the socket
+        // never appears at `path` with the umask's permissions, not even for a moment.
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let staging = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        let _ = std::fs::remove_file(&staging);
+        let listen = |at: &Path| {
+            sys::seqpacket_listen(at, BACKLOG)
+                .map_err(|source| TapInputError::Listen { path: path.to_owned(), source })
+        };
+        let chmod = |at: &Path| {
+            std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode))
+                .map_err(|source| TapInputError::Mode { path: path.to_owned(), mode, source })
+        };
+        let fd = match listen(&staging) {
+            Ok(fd) => {
+                chmod(&staging)?;
+                std::fs::rename(&staging, path)
+                    .map_err(|source| TapInputError::Listen { path: path.to_owned(), source })?;
+                fd
+            }
+            // The staging name may be too long for a socket address: bind in place.
+            Err(_) => {
+                let fd = listen(path)?;
+                chmod(path)?;
+                fd
+            }
+        };
         let listener = sys::register_readable(fd)
             .map_err(|source| TapInputError::Listen { path: path.to_owned(), source })?;
         let stop_accepting = CancellationToken::new();

@@ -88,7 +88,9 @@ fn add(open: &mut HashMap<Arc<str>, Open>, entries: Entries, config: &BatchConfi
         return None;
     }
     let o = open.entry(Arc::clone(&entries.tag)).or_insert_with(|| Open {
-        buf: Vec::with_capacity(entries.buf.len().max(4096).min(config.chunk_limit)),
+        // Room for a full chunk at once: growing by doubling would copy, and leave up to twice
+        // the bytes the buffer accounts for.
+        buf: Vec::with_capacity(config.chunk_limit + config.chunk_limit / 4),
         records: 0,
         deadline: Instant::now() + config.flush_interval,
     });
@@ -107,7 +109,9 @@ fn add(open: &mut HashMap<Arc<str>, Open>, entries: Entries, config: &BatchConfi
     }
 }
 
-fn seal(tag: Arc<str>, o: Open) -> Chunk {
+fn seal(tag: Arc<str>, mut o: Open) -> Chunk {
+    // The buffer's accounting counts `len`; unused capacity would be memory nobody counts.
+    o.buf.shrink_to_fit();
     Chunk { id: ChunkId::random(), tag, entries: Bytes::from(o.buf), records: o.records }
 }
 

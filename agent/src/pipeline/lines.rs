@@ -52,7 +52,7 @@ impl LineAssembler {
     /// Feeds the bytes of one write made at `time_ns`; calls `emit` for each finished record.
     pub fn push(&mut self, time_ns: u64, data: &[u8], now: Instant, emit: &mut impl FnMut(Line<'_>)) {
         let mut rest = data;
-        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
             self.feed(time_ns, &rest[..nl], now, emit);
             self.end_line(time_ns, emit);
             rest = &rest[nl + 1..];

@@ -314,18 +314,18 @@ pub fn deliver_frames(
     connected: bool,
 ) -> usize {
     // A small vectored write travels as one frame (and is counted as one when dropped).
-    let mut gathered = [0u8; GATHER_MAX];
-    let one;
-    let data = match data {
-        Payload::Iov(_) if len <= GATHER_MAX => match data.gather(len, &mut gathered) {
-            Some(b) => {
-                one = Payload::One(b);
-                &one
-            }
-            None => data,
-        },
-        _ => data,
-    };
+    if let Payload::Iov(_) = data
+        && len <= GATHER_MAX
+    {
+        let mut gathered = [0u8; GATHER_MAX];
+        if let Some(bytes) = data.gather(len, &mut gathered) {
+            return send_frames(route, &Payload::One(bytes), bytes.len(), now, connected);
+        }
+    }
+    send_frames(route, data, len, now, connected)
+}
+
+fn send_frames(route: Route, data: &Payload<'_>, len: usize, now: u64, connected: bool) -> usize {
     let k = data.chunk_count(len, MAX_DATA_PAYLOAD);
     let count_loss = |frames: usize, bytes: usize| {
         if !route.suppressed {

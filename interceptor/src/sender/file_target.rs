@@ -68,11 +68,13 @@ pub fn deliver(cfg: &Config, data: &Payload<'_>, len: usize, now: u64) -> usize 
     let Some(fd) = ensure_open(cfg, now) else {
         return 0;
     };
-    let mut gathered = [0u8; GATHER_MAX];
     if let Payload::Iov(_) = data
-        && let Some(bytes) = data.gather(len, &mut gathered)
+        && len <= GATHER_MAX
     {
-        return sys::write_all(fd, bytes);
+        let mut gathered = [0u8; GATHER_MAX];
+        if let Some(bytes) = data.gather(len, &mut gathered) {
+            return sys::write_all(fd, bytes);
+        }
     }
     let mut done = 0usize;
     for chunk in data.chunks(len, usize::MAX) {

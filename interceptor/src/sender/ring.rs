@@ -165,12 +165,14 @@ pub fn deliver(
     if route.suppressed && !connected {
         return 0;
     }
-    let mut gathered = [0u8; GATHER_MAX];
     if let Payload::Iov(_) = data
         && len <= GATHER_MAX
-        && let Some(bytes) = data.gather(len, &mut gathered)
     {
-        return push_chunks(p, route, &Payload::One(bytes), bytes.len(), now, connected);
+        // Zeroing this buffer costs a few ns: only vectored writes pay it.
+        let mut gathered = [0u8; GATHER_MAX];
+        if let Some(bytes) = data.gather(len, &mut gathered) {
+            return push_chunks(p, route, &Payload::One(bytes), bytes.len(), now, connected);
+        }
     }
     push_chunks(p, route, data, len, now, connected)
 }
@@ -184,6 +186,30 @@ fn push_chunks(
     connected: bool,
 ) -> usize {
     let max = p.max_payload();
+    // The common case: one buffer, one record.
+    if let Payload::One(bytes) = data
+        && len <= max
+        && let Some(bytes) = bytes.get(..len)
+    {
+        let meta = RecordMeta {
+            stream: route.stream,
+            flags: 0,
+            file_index: route.file_index,
+            pid: pid(),
+            seq: reserve_seq(1),
+            time_ns: now,
+        };
+        return match p.try_push(&meta, bytes) {
+            Ok(()) => len,
+            Err(PushError::Full) => {
+                if !route.suppressed {
+                    p.note_dropped(1, u64::try_from(len).unwrap_or(u64::MAX));
+                }
+                0
+            }
+            Err(_) => 0,
+        };
+    }
     let k = data.chunk_count(len, max);
     let seq0 = reserve_seq(u32::try_from(k).unwrap_or(u32::MAX));
     let big = k > 1;
@@ -219,22 +245,27 @@ fn push_chunks(
 /// One record; a part of a write larger than one record may wait (bounded) for room while
 /// the agent is draining, since dropping one part would break the whole write.
 fn push(p: &Producer, meta: &RecordMeta, chunk: &[u8], may_wait: bool) -> Result<(), PushError> {
+    let first = p.try_push(meta, chunk);
+    if !may_wait || !matches!(first, Err(PushError::Full)) {
+        return first;
+    }
+    // Only the parts of a large write get here (the common path reads no shared counter).
+    let _errno = sys::ErrnoGuard::save();
     let mut backlog = p.backlog_slots();
     let mut stalled = 0u64;
-    loop {
+    while stalled < BIG_WRITE_STALL_NS {
+        sys::sleep_ns(BIG_WRITE_NAP_NS);
         match p.try_push(meta, chunk) {
-            Err(PushError::Full) if may_wait && stalled < BIG_WRITE_STALL_NS => {
-                let _errno = sys::ErrnoGuard::save();
-                sys::sleep_ns(BIG_WRITE_NAP_NS);
-                let now_backlog = p.backlog_slots();
-                if now_backlog < backlog {
-                    stalled = 0;
-                } else {
-                    stalled = stalled.saturating_add(BIG_WRITE_NAP_NS);
-                }
-                backlog = now_backlog;
-            }
+            Err(PushError::Full) => {}
             r => return r,
         }
+        let now_backlog = p.backlog_slots();
+        if now_backlog < backlog {
+            stalled = 0;
+        } else {
+            stalled = stalled.saturating_add(BIG_WRITE_NAP_NS);
+        }
+        backlog = now_backlog;
     }
+    Err(PushError::Full)
 }
