@@ -16,11 +16,15 @@ use tokio::time::{Instant, timeout_at};
 use crate::buffer::memory::MemoryBuffer;
 use crate::config::Config;
 use crate::http::{self, Health, HttpServer};
-use crate::input::peer::PeerSettings;
 use crate::input::forward::{ForwardInput, ForwardInputError, ForwardInputSettings};
+use crate::input::peer::PeerSettings;
 use crate::input::tap::{TapInput, TapInputError};
 use crate::output::{self, OutputError, OutputSet};
-use crate::pipeline::{self, batch::BatchConfig, enrich::{Enricher, Metadata}};
+use crate::pipeline::{
+    self,
+    batch::BatchConfig,
+    enrich::{Enricher, Metadata},
+};
 
 /// How often losses (LOSS frames, full rings, dropped chunks) are summarised in the log.
 const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
@@ -63,8 +67,12 @@ impl Agent {
         let limit = config.mem_buf_limit.bytes();
         let (store, recovered) = match &config.storage_path {
             Some(dir) => {
-                let (spool, chunks) = crate::buffer::spool::Spool::open(dir, config.storage_limit.0)?;
-                (Some(Arc::new(spool) as Arc<dyn crate::buffer::ChunkStore>), chunks)
+                let (spool, chunks) =
+                    crate::buffer::spool::Spool::open(dir, config.storage_limit.0)?;
+                (
+                    Some(Arc::new(spool) as Arc<dyn crate::buffer::ChunkStore>),
+                    chunks,
+                )
             }
             None => (None, Vec::new()),
         };
@@ -81,7 +89,8 @@ impl Agent {
                 }
             });
         }
-        let (ingest, batch) = pipeline::start(router, BatchConfig::new(config.flush_interval.0, limit));
+        let (ingest, batch) =
+            pipeline::start(router, BatchConfig::new(config.flush_interval.0, limit));
         let enricher = Enricher::new(Metadata::from_env(), config.tag.clone());
         let settings = PeerSettings {
             max_line_bytes: config.max_line_bytes.bytes(),
@@ -95,11 +104,25 @@ impl Agent {
             }
             None => None,
         };
-        let tap = TapInput::bind(&config.socket, config.socket_mode.0, settings, enricher, ingest)?;
+        let tap = TapInput::bind(
+            &config.socket,
+            config.socket_mode.0,
+            settings,
+            enricher,
+            ingest,
+        )?;
         health.set_ready(true);
         // Lives as long as the runtime: losses are logged at most once per interval.
         tokio::spawn(crate::metrics::report_drops(DROP_REPORT_INTERVAL));
-        Ok(Agent { tap, forward_in, batch, outputs, buffer, health, http })
+        Ok(Agent {
+            tap,
+            forward_in,
+            batch,
+            outputs,
+            buffer,
+            health,
+            http,
+        })
     }
 
     /// The HTTP endpoint's address, if it runs.
@@ -110,7 +133,15 @@ impl Agent {
     /// Stops reading, flushes, and waits for the outputs' acknowledgements, all within `grace`.
     /// Returns whether everything was delivered.
     pub async fn drain(self, grace: Duration) -> bool {
-        let Agent { tap, forward_in, batch, outputs, buffer, health, http } = self;
+        let Agent {
+            tap,
+            forward_in,
+            batch,
+            outputs,
+            buffer,
+            health,
+            http,
+        } = self;
         health.set_ready(false);
         let deadline = Instant::now() + grace;
         let started = Instant::now();

@@ -34,7 +34,11 @@ pub fn main(args: CheckArgs) -> ExitCode {
             if args.offline.unwrap_or(false) || config.forward.is_empty() {
                 return ExitCode::SUCCESS;
             }
-            if probe_servers(&config) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if probe_servers(&config) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(e) => {
             eprintln!("logtap check: {e}");
@@ -53,7 +57,10 @@ fn probe_servers(config: &Config) -> bool {
             return false;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("logtap check: cannot start the async runtime: {e}");
@@ -77,7 +84,10 @@ fn probe_servers(config: &Config) -> bool {
             ),
             Err(e) => {
                 all_ok = false;
-                eprintln!("logtap check: forward server {}: FAILED ({what}): {e}", server.address());
+                eprintln!(
+                    "logtap check: forward server {}: FAILED ({what}): {e}",
+                    server.address()
+                );
             }
         }
     }

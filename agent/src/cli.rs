@@ -46,7 +46,12 @@ pub struct RunArgs {
     #[command(flatten)]
     pub options: Options,
     /// The command to tap, after `--`.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
     pub command: Vec<OsString>,
 }
 
@@ -69,16 +74,33 @@ mod tests {
 
     #[test]
     fn run_takes_the_command_after_dashes() {
-        let cli = Cli::try_parse_from(["logtap", "run", "--output", "null", "--", "python3", "-c", "print(1)"]).unwrap();
-        let Command::Run(r) = cli.command else { panic!() };
+        let cli = Cli::try_parse_from([
+            "logtap", "run", "--output", "null", "--", "python3", "-c", "print(1)",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!()
+        };
         assert_eq!(r.command, ["python3", "-c", "print(1)"]);
-        assert_eq!(r.options.output, Some(vec![crate::config::OutputKind::Null]));
+        assert_eq!(
+            r.options.output,
+            Some(vec![crate::config::OutputKind::Null])
+        );
     }
 
     #[test]
     fn bool_flags_take_an_optional_value() {
-        let cli = Cli::try_parse_from(["logtap", "agent", "--tls", "--require-ack-response", "false"]).unwrap();
-        let Command::Agent(a) = cli.command else { panic!() };
+        let cli = Cli::try_parse_from([
+            "logtap",
+            "agent",
+            "--tls",
+            "--require-ack-response",
+            "false",
+        ])
+        .unwrap();
+        let Command::Agent(a) = cli.command else {
+            panic!()
+        };
         assert_eq!(a.options.tls, Some(true));
         assert_eq!(a.options.require_ack_response, Some(false));
     }

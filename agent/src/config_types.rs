@@ -171,10 +171,9 @@ impl FromStr for HttpListen {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.trim() {
             "" | "off" | "false" | "none" => Ok(HttpListen(None)),
-            a => a
-                .parse()
-                .map(|a| HttpListen(Some(a)))
-                .map_err(|_| format!("bad http_listen `{s}`: use IP:PORT (e.g. 127.0.0.1:2020) or off")),
+            a => a.parse().map(|a| HttpListen(Some(a))).map_err(|_| {
+                format!("bad http_listen `{s}`: use IP:PORT (e.g. 127.0.0.1:2020) or off")
+            }),
         }
     }
 }
@@ -198,7 +197,9 @@ impl FromStr for SocketMode {
         let digits = s.trim().trim_start_matches("0o");
         match u32::from_str_radix(digits, 8) {
             Ok(m) if m <= 0o777 => Ok(SocketMode(m)),
-            _ => Err(format!("bad socket_mode `{s}`: octal permission bits, e.g. 0660")),
+            _ => Err(format!(
+                "bad socket_mode `{s}`: octal permission bits, e.g. 0660"
+            )),
         }
     }
 }
@@ -270,7 +271,10 @@ mod tests {
         let f: ForwardServer = "fluentd".parse().unwrap();
         assert_eq!(f.port, 24224);
         let f: ForwardServer = "[::1]:9".parse().unwrap();
-        assert_eq!((f.host.as_str(), f.port, f.address().as_str()), ("::1", 9, "[::1]:9"));
+        assert_eq!(
+            (f.host.as_str(), f.port, f.address().as_str()),
+            ("::1", 9, "[::1]:9")
+        );
         assert!("host:notaport".parse::<ForwardServer>().is_err());
         assert_eq!("no_limits".parse::<RetryLimit>().unwrap(), RetryLimit(None));
         assert_eq!("3".parse::<RetryLimit>().unwrap(), RetryLimit(Some(3)));

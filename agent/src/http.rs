@@ -58,8 +58,12 @@ pub struct HttpError {
 
 /// Binds `addr` and serves until the returned server is dropped.
 pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<HttpServer, HttpError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| HttpError { addr, source })?;
-    let addr = listener.local_addr().map_err(|source| HttpError { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| HttpError { addr, source })?;
     tracing::info!(%addr, "HTTP metrics and health listening");
     let task = tokio::spawn(async move {
         loop {
@@ -89,24 +93,42 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<HttpServer, 
 fn respond(req: &Request<Incoming>, health: &Health) -> Response<Full<Bytes>> {
     const TEXT: &str = "text/plain; charset=utf-8";
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/metrics" | "/api/v1/metrics/prometheus") => {
-            (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", METRICS.render())
+        (&Method::GET | &Method::HEAD, "/metrics" | "/api/v1/metrics/prometheus") => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            METRICS.render(),
+        ),
+        (&Method::GET | &Method::HEAD, "/api/v1/health" | "/healthz") => {
+            (StatusCode::OK, TEXT, "ok\n".to_owned())
         }
-        (&Method::GET | &Method::HEAD, "/api/v1/health" | "/healthz") => (StatusCode::OK, TEXT, "ok\n".to_owned()),
         (&Method::GET | &Method::HEAD, "/readyz") => {
             if health.ready.load(Ordering::Relaxed) {
                 (StatusCode::OK, TEXT, "ready\n".to_owned())
             } else {
-                (StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n".to_owned())
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT,
+                    "not ready\n".to_owned(),
+                )
             }
         }
-        (&Method::GET | &Method::HEAD, _) => (StatusCode::NOT_FOUND, TEXT, "not found: try /metrics, /healthz, /readyz\n".to_owned()),
-        _ => (StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n".to_owned()),
+        (&Method::GET | &Method::HEAD, _) => (
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "not found: try /metrics, /healthz, /readyz\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            TEXT,
+            "only GET\n".to_owned(),
+        ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
-        response.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, v);
     }
     response
 }

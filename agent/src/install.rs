@@ -36,7 +36,11 @@ pub enum InstallError {
     #[error("cannot find the running logtap binary: {0}")]
     Exe(io::Error),
     #[error("cannot install {what} into {dir}: {source}")]
-    Copy { what: String, dir: PathBuf, source: io::Error },
+    Copy {
+        what: String,
+        dir: PathBuf,
+        source: io::Error,
+    },
 }
 
 /// Copies the files; returns the installed paths.
@@ -44,7 +48,10 @@ pub fn install(args: &InstallArgs) -> Result<Vec<PathBuf>, InstallError> {
     let library = find_preload(args.preload.as_deref())?;
     let mut files = vec![(library, "liblogtap.so")];
     if !args.library_only {
-        files.push((std::env::current_exe().map_err(InstallError::Exe)?, "logtap"));
+        files.push((
+            std::env::current_exe().map_err(InstallError::Exe)?,
+            "logtap",
+        ));
     }
     let mut installed = Vec::new();
     for (src, name) in files {
@@ -95,8 +102,15 @@ mod tests {
         fs::write(&src, b"two").unwrap();
         copy_atomically(&src, &out, "liblogtap.so").unwrap();
         assert_eq!(fs::read(&dst).unwrap(), b"two");
-        assert_eq!(fs::metadata(&dst).unwrap().permissions().mode() & 0o777, 0o755);
-        assert_eq!(fs::read_dir(&out).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            fs::metadata(&dst).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        assert_eq!(
+            fs::read_dir(&out).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

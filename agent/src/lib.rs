@@ -7,7 +7,8 @@
 //! - [`buffer`] — bounded memory (`mem_buf_limit`); chunks leave when every output acked them.
 //! - [`output`] — stdout JSON, null (and forward).
 //! - [`agent`] — assembles the above; [`shutdown`] — the signals and the drain order.
-//! - [`cli`], [`config`], [`config_types`], [`units`] — options: flags, `LOGTAP_*`, TOML.
+//! - [`cli`], [`options`], [`config`], [`config_types`], [`units`] — options: flags,
+//!   `LOGTAP_*`, TOML, and the effective configuration.
 //! - [`run`], [`install`], [`check`] — the other subcommands.
 //! - [`http`], [`metrics`], [`logging`] — observability. [`record`] — the units in transit.
 //! - [`sys`] — the only `unsafe` (seqpacket sockets, `SCM_RIGHTS`, `kill`).
@@ -26,6 +27,7 @@ pub mod input;
 pub mod install;
 pub mod logging;
 pub mod metrics;
+pub mod options;
 pub mod output;
 pub mod pipeline;
 pub mod record;
@@ -35,4 +37,3 @@ pub mod shutdown;
 pub mod sys;
 pub mod tls;
 pub mod units;
-

@@ -96,9 +96,27 @@ pub static METRICS: Metrics = Metrics {
     records_in: AtomicU64::new(0),
     bytes_in: AtomicU64::new(0),
     outputs: [
-        zeroed!(OutputMetrics { records, bytes, chunks_sent, chunks_acked, chunks_retried }),
-        zeroed!(OutputMetrics { records, bytes, chunks_sent, chunks_acked, chunks_retried }),
-        zeroed!(OutputMetrics { records, bytes, chunks_sent, chunks_acked, chunks_retried }),
+        zeroed!(OutputMetrics {
+            records,
+            bytes,
+            chunks_sent,
+            chunks_acked,
+            chunks_retried
+        }),
+        zeroed!(OutputMetrics {
+            records,
+            bytes,
+            chunks_sent,
+            chunks_acked,
+            chunks_retried
+        }),
+        zeroed!(OutputMetrics {
+            records,
+            bytes,
+            chunks_sent,
+            chunks_acked,
+            chunks_retried
+        }),
     ],
     drops: [
         zeroed!(DropMetrics { records, bytes }),
@@ -160,39 +178,124 @@ impl Metrics {
         let one = |v: i128| vec![(String::new(), v)];
         let u = |a: &AtomicU64| i128::from(a.load(Relaxed));
         let i = |a: &AtomicI64| i128::from(a.load(Relaxed));
-        family("logtap_input_records_total", "counter", "Records made by the inputs.", &one(u(&self.records_in)));
-        family("logtap_input_bytes_total", "counter", "Bytes received by the inputs.", &one(u(&self.bytes_in)));
+        family(
+            "logtap_input_records_total",
+            "counter",
+            "Records made by the inputs.",
+            &one(u(&self.records_in)),
+        );
+        family(
+            "logtap_input_bytes_total",
+            "counter",
+            "Bytes received by the inputs.",
+            &one(u(&self.bytes_in)),
+        );
         let per_output = |f: fn(&OutputMetrics) -> &AtomicU64| {
             OUTPUTS
                 .iter()
-                .map(|k| (format!("{{output=\"{}\"}}", k.as_str()), u(f(self.output(*k)))))
+                .map(|k| {
+                    (
+                        format!("{{output=\"{}\"}}", k.as_str()),
+                        u(f(self.output(*k))),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
-        family("logtap_output_records_total", "counter", "Records delivered by each output.", &per_output(|m| &m.records));
-        family("logtap_output_bytes_total", "counter", "Bytes delivered by each output.", &per_output(|m| &m.bytes));
-        family("logtap_output_chunks_sent_total", "counter", "Chunks sent (first sends and resends).", &per_output(|m| &m.chunks_sent));
-        family("logtap_output_chunks_acked_total", "counter", "Chunks acknowledged (delivered).", &per_output(|m| &m.chunks_acked));
-        family("logtap_output_chunks_retried_total", "counter", "Chunks sent again after a failure.", &per_output(|m| &m.chunks_retried));
+        family(
+            "logtap_output_records_total",
+            "counter",
+            "Records delivered by each output.",
+            &per_output(|m| &m.records),
+        );
+        family(
+            "logtap_output_bytes_total",
+            "counter",
+            "Bytes delivered by each output.",
+            &per_output(|m| &m.bytes),
+        );
+        family(
+            "logtap_output_chunks_sent_total",
+            "counter",
+            "Chunks sent (first sends and resends).",
+            &per_output(|m| &m.chunks_sent),
+        );
+        family(
+            "logtap_output_chunks_acked_total",
+            "counter",
+            "Chunks acknowledged (delivered).",
+            &per_output(|m| &m.chunks_acked),
+        );
+        family(
+            "logtap_output_chunks_retried_total",
+            "counter",
+            "Chunks sent again after a failure.",
+            &per_output(|m| &m.chunks_retried),
+        );
         let per_reason = |f: fn(&DropMetrics) -> &AtomicU64| {
             REASONS
                 .iter()
                 .enumerate()
-                .map(|(n, r)| (format!("{{reason=\"{}\"}}", r.as_str()), u(f(&self.drops[n]))))
+                .map(|(n, r)| {
+                    (
+                        format!("{{reason=\"{}\"}}", r.as_str()),
+                        u(f(&self.drops[n])),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
-        family("logtap_dropped_records_total", "counter", "Records lost, by reason.", &per_reason(|d| &d.records));
-        family("logtap_dropped_bytes_total", "counter", "Bytes lost, by reason.", &per_reason(|d| &d.bytes));
-        family("logtap_buffer_bytes", "gauge", "Bytes of chunks not yet delivered by every output.", &one(i(&self.buffer_bytes)));
-        family("logtap_buffer_chunks", "gauge", "Chunks not yet delivered by every output.", &one(i(&self.buffer_chunks)));
-        family("logtap_tap_peers", "gauge", "Processes connected to the tap socket.", &one(i(&self.peers)));
-        family("logtap_tap_peers_total", "counter", "Processes that connected since start.", &one(u(&self.peers_total)));
-        family("logtap_tap_peers_rejected_total", "counter", "Peers dropped for bad frames or an inconsistent ring.", &one(u(&self.peers_rejected)));
+        family(
+            "logtap_dropped_records_total",
+            "counter",
+            "Records lost, by reason.",
+            &per_reason(|d| &d.records),
+        );
+        family(
+            "logtap_dropped_bytes_total",
+            "counter",
+            "Bytes lost, by reason.",
+            &per_reason(|d| &d.bytes),
+        );
+        family(
+            "logtap_buffer_bytes",
+            "gauge",
+            "Bytes of chunks not yet delivered by every output.",
+            &one(i(&self.buffer_bytes)),
+        );
+        family(
+            "logtap_buffer_chunks",
+            "gauge",
+            "Chunks not yet delivered by every output.",
+            &one(i(&self.buffer_chunks)),
+        );
+        family(
+            "logtap_tap_peers",
+            "gauge",
+            "Processes connected to the tap socket.",
+            &one(i(&self.peers)),
+        );
+        family(
+            "logtap_tap_peers_total",
+            "counter",
+            "Processes that connected since start.",
+            &one(u(&self.peers_total)),
+        );
+        family(
+            "logtap_tap_peers_rejected_total",
+            "counter",
+            "Peers dropped for bad frames or an inconsistent ring.",
+            &one(u(&self.peers_rejected)),
+        );
         let upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         let rows: Vec<_> = upstreams
             .iter()
             .map(|(server, g)| (format!("{{server=\"{}\"}}", escape(server)), i(g)))
             .collect();
-        family("logtap_upstream_up", "gauge", "1 while the forward server is connected.", &rows);
+        family(
+            "logtap_upstream_up",
+            "gauge",
+            "1 while the forward server is connected.",
+            &rows,
+        );
         s
     }
 }
@@ -223,7 +326,9 @@ pub async fn report_drops(interval: std::time::Duration) {
 
 /// Escapes a Prometheus label value.
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -232,15 +337,24 @@ mod tests {
 
     #[test]
     fn renders_prometheus_text() {
-        METRICS.output(OutputKind::Null).records.fetch_add(5, Relaxed);
+        METRICS
+            .output(OutputKind::Null)
+            .records
+            .fetch_add(5, Relaxed);
         METRICS.dropped(DropReason::RingFull, 2, 20);
         METRICS.upstream("127.0.0.1:24224").store(1, Relaxed);
         let text = METRICS.render();
         assert!(text.contains("# TYPE logtap_output_records_total counter"));
-        assert!(text.contains("logtap_output_records_total{output=\"null\"} 5"), "{text}");
+        assert!(
+            text.contains("logtap_output_records_total{output=\"null\"} 5"),
+            "{text}"
+        );
         assert!(text.contains("logtap_dropped_records_total{reason=\"ring_full\"} 2"));
         assert!(text.contains("logtap_dropped_bytes_total{reason=\"ring_full\"} 20"));
         assert!(text.contains("logtap_upstream_up{server=\"127.0.0.1:24224\"} 1"));
-        assert!(std::ptr::eq(METRICS.upstream("127.0.0.1:24224"), METRICS.upstream("127.0.0.1:24224")));
+        assert!(std::ptr::eq(
+            METRICS.upstream("127.0.0.1:24224"),
+            METRICS.upstream("127.0.0.1:24224")
+        ));
     }
 }

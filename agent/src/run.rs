@@ -26,18 +26,29 @@ const WAIT_FOR_PEERS: Duration = Duration::from_secs(2);
 /// Why `logtap run` could not run CMD.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("liblogtap.so not found at {0}: put it beside the logtap binary or pass --preload PATH")]
+    #[error(
+        "liblogtap.so not found at {0}: put it beside the logtap binary or pass --preload PATH"
+    )]
     NoPreload(PathBuf),
     #[error("cannot create a private directory for the tap socket in {dir}: {source}")]
-    TempDir { dir: PathBuf, source: std::io::Error },
+    TempDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Start(#[from] StartError),
     #[error("cannot start `{command}`: {source}")]
-    Spawn { command: String, source: std::io::Error },
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("waiting for `{command}` failed: {source}")]
-    Wait { command: String, source: std::io::Error },
+    Wait {
+        command: String,
+        source: std::io::Error,
+    },
 }
 
 impl RunError {
@@ -77,7 +88,10 @@ impl PrivateDir {
         let _ = getrandom::fill(&mut random);
         let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let dir = base.join(format!("logtap-run-{}-{name}", std::process::id()));
-        let fail = |source| RunError::TempDir { dir: base.clone(), source };
+        let fail = |source| RunError::TempDir {
+            dir: base.clone(),
+            source,
+        };
         std::fs::create_dir(&dir).map_err(fail)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
         Ok(PrivateDir(dir))
@@ -99,7 +113,10 @@ pub async fn run(mut config: Config, command: Vec<OsString>) -> Result<u8, RunEr
     let mut signals = StopSignals::new().map_err(RunError::Signals)?;
     let agent = Agent::start(&config).await?;
 
-    let name = command.first().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = command
+        .first()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut cmd = tokio::process::Command::new(command.first().map_or(OsStr::new(""), |c| c));
     cmd.args(&command[1..]);
     for (key, value) in child_env(&preload, &config.socket) {
@@ -109,7 +126,10 @@ pub async fn run(mut config: Config, command: Vec<OsString>) -> Result<u8, RunEr
         Ok(child) => child,
         Err(source) => {
             agent.drain(config.grace.0).await;
-            return Err(RunError::Spawn { command: name, source });
+            return Err(RunError::Spawn {
+                command: name,
+                source,
+            });
         }
     };
     let pid = child.id();
@@ -129,7 +149,10 @@ pub async fn run(mut config: Config, command: Vec<OsString>) -> Result<u8, RunEr
         Ok(status) => status,
         Err(source) => {
             agent.drain(config.grace.0).await;
-            return Err(RunError::Wait { command: name, source });
+            return Err(RunError::Wait {
+                command: name,
+                source,
+            });
         }
     };
     agent.tap.wait_idle(WAIT_FOR_PEERS).await;
@@ -174,14 +197,22 @@ mod tests {
     #[test]
     fn exit_codes_like_a_shell() {
         assert_eq!(exit_code(std::process::ExitStatus::from_raw(3 << 8)), 3);
-        assert_eq!(exit_code(std::process::ExitStatus::from_raw(libc::SIGKILL)), 137);
+        assert_eq!(
+            exit_code(std::process::ExitStatus::from_raw(libc::SIGKILL)),
+            137
+        );
     }
 
     #[test]
     fn environment_for_the_child() {
         let env = child_env(Path::new("/lib/liblogtap.so"), Path::new("/tmp/d/tap.sock"));
         let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-        assert!(get("LD_PRELOAD").unwrap().to_string_lossy().starts_with("/lib/liblogtap.so"));
+        assert!(
+            get("LD_PRELOAD")
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("/lib/liblogtap.so")
+        );
         assert_eq!(get("LLT_TARGET").unwrap(), "socket:/tmp/d/tap.sock");
     }
 }

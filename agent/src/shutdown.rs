@@ -45,7 +45,10 @@ pub struct StopSignals {
 impl StopSignals {
     /// Installs the handlers.
     pub fn new() -> io::Result<StopSignals> {
-        Ok(StopSignals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
 
     /// The next stop signal.

@@ -17,7 +17,11 @@ use std::path::Path;
 const MAX_FDS: usize = 4;
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 /// The machine's hostname (`/proc/sys/kernel/hostname`), or `localhost`.
@@ -38,7 +42,11 @@ pub fn seqpacket_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
     if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("socket path {} is longer than {} bytes", path.display(), addr.sun_path.len() - 1),
+            format!(
+                "socket path {} is longer than {} bytes",
+                path.display(),
+                addr.sun_path.len() - 1
+            ),
         ));
     }
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
@@ -47,7 +55,11 @@ pub fn seqpacket_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
     }
     // SAFETY: plain syscall with constant arguments; the result is checked.
     let fd = check(unsafe {
-        libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
     })?;
     // SAFETY: `fd` was just returned by socket() and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -109,19 +121,27 @@ pub struct Received {
 pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
     // u64 alignment suits cmsghdr; the size is CMSG_SPACE(MAX_FDS * sizeof(int)) rounded up.
     let mut control = [0u64; 8];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
     // SAFETY: msghdr is plain old data; zero is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    let space =
+        unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
     debug_assert!(space <= std::mem::size_of_val(&control));
     msg.msg_controllen = space.min(std::mem::size_of_val(&control));
     // SAFETY: `msg` points at `iov` (our buffer) and `control`, both alive for the call.
     let n = unsafe {
-        libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC)
+        libc::recvmsg(
+            sock.as_raw_fd(),
+            &mut msg,
+            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
     };
     if n < 0 {
         return Err(io::Error::last_os_error());
@@ -174,8 +194,10 @@ pub fn register_readable<T: OwnsDescriptor>(inner: T) -> io::Result<tokio::io::u
     // SAFETY: `T` is an `OwnedFd` or a `File`: it owns one open descriptor, returns that same
     // descriptor from every `as_raw_fd` call, and closes it only when dropped — after the
     // `AsyncFd` that owns it.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }
-        .map_err(io::Error::from)
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE)
+    }
+    .map_err(io::Error::from)
 }
 
 /// Makes glibc's allocator give memory back: at most two arenas (the agent's few threads would
@@ -192,6 +214,28 @@ pub fn tune_allocator() {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
         }
     }
+}
+
+/// Turns on TCP keepalive (first probe after `idle_secs`, then every 10 s, 3 probes), so a
+/// forward connection through a silently dropped NAT or firewall entry is noticed.
+pub fn set_tcp_keepalive(sock: BorrowedFd<'_>, idle_secs: i32) -> io::Result<()> {
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+        // SAFETY: `value` is a live c_int and its size is passed.
+        check(unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                level,
+                name,
+                (&raw const value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })
+        .map(|_| ())
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle_secs)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3)
 }
 
 /// Sends `signal` to process `pid`.
@@ -214,7 +258,10 @@ mod tests {
         let path = dir.join("s.sock");
         let _ = std::fs::remove_file(&path);
         let listener = seqpacket_listen(&path, 8).unwrap();
-        assert_eq!(accept(listener.as_fd()).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            accept(listener.as_fd()).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
         let long = dir.join("x".repeat(200));
         assert!(seqpacket_listen(&long, 8).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -45,7 +45,9 @@
 //!   `recv(MSG_PEEK)` at most once a second, not per write.
 //! - **Our descriptors.** Close-on-exec, moved to ≥ 900 (or ¾ of a small `RLIMIT_NOFILE`),
 //!   never 0/1/2; reconnects `dup3` onto the same number; `close`/`close_range` of our numbers
-//!   by the app is skipped; `dup2` onto one moves ours away first ([`own_fds`]).
+//!   by the app is skipped; `dup2` onto one moves ours away first ([`own_fds`]). A descriptor
+//!   closed behind our back with a raw syscall is noticed by its (dev, inode) within a second
+//!   and forgotten, never closed or written again.
 //! - **fork / exec.** `pthread_atfork` child handler: new pid, `seq` from 0, our copies of the
 //!   parent's ring and socket closed, a new ring and connection on the child's first tapped
 //!   write. exec: everything of ours is close-on-exec; `LD_PRELOAD` is inherited, so the new

@@ -12,7 +12,7 @@
 //!   on purpose gets it: we first move our descriptor elsewhere (see [`relocate_if_own`]).
 
 use core::ffi::c_int;
-use core::sync::atomic::{AtomicI32, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use crate::sys;
 
@@ -37,6 +37,49 @@ static FDS: [AtomicI32; SLOTS] = [
     AtomicI32::new(-1),
 ];
 static BASE: AtomicI32 = AtomicI32::new(900);
+/// (device, inode) of each slot's file when we installed it, to notice a descriptor that was
+/// closed behind our back (a raw `close` syscall) and reused by the app.
+static IDS: [[AtomicU64; 2]; SLOTS] = [
+    [AtomicU64::new(0), AtomicU64::new(0)],
+    [AtomicU64::new(0), AtomicU64::new(0)],
+    [AtomicU64::new(0), AtomicU64::new(0)],
+    [AtomicU64::new(0), AtomicU64::new(0)],
+];
+
+fn remember(slot: usize, fd: c_int) {
+    let (dev, ino) = sys::dev_ino(fd).unwrap_or((0, 0));
+    if let Some([d, i]) = IDS.get(slot) {
+        d.store(dev, Ordering::Relaxed);
+        i.store(ino, Ordering::Relaxed);
+    }
+}
+
+/// Forgets (without closing: it is not ours any more) every slot whose descriptor no longer
+/// refers to the file we installed. Called about once a second. Returns whether any was lost.
+pub fn verify() -> bool {
+    let mut lost = false;
+    for (i, (cell, [d, n])) in FDS.iter().zip(IDS.iter()).enumerate() {
+        let fd = cell.load(Ordering::Acquire);
+        if fd < 0 {
+            continue;
+        }
+        let want = (d.load(Ordering::Relaxed), n.load(Ordering::Relaxed));
+        if sys::dev_ino(fd) == Some(want) {
+            continue;
+        }
+        if cell
+            .compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            lost = true;
+            if i == Slot::WakeEventfd as usize {
+                crate::sender::ring::wake_fd_moved(-1);
+            }
+            crate::debug!("our fd {fd} was closed behind our back: forgotten");
+        }
+    }
+    lost
+}
 
 /// Chooses the lowest number our descriptors take, from `RLIMIT_NOFILE` (called at load).
 pub fn init_base() {
@@ -97,9 +140,13 @@ pub fn install(slot: Slot, fd: c_int) -> Result<c_int, c_int> {
     if current >= 0 {
         let r = sys::dup3_cloexec(fd, current);
         sys::close(fd);
+        if r.is_ok() {
+            remember(slot as usize, current);
+        }
         return r.map(|()| current);
     }
     let high = move_high(fd)?;
+    remember(slot as usize, high);
     cell.store(high, Ordering::Release);
     Ok(high)
 }
@@ -120,6 +167,7 @@ pub fn relocate_if_own(fd: c_int) {
         }
         match sys::dup_cloexec_at_least(fd, base()).or_else(|_| sys::dup_cloexec_at_least(fd, 3)) {
             Ok(new) => {
+                remember(i, new);
                 cell.store(new, Ordering::Release);
                 if i == Slot::WakeEventfd as usize {
                     crate::sender::ring::wake_fd_moved(new);

@@ -35,7 +35,9 @@ pub struct Output {
     pub other: Vec<String>,
 }
 
-fn collect(stdout: impl std::io::Read + Send + 'static) -> (Arc<Mutex<Output>>, std::thread::JoinHandle<()>) {
+fn collect(
+    stdout: impl std::io::Read + Send + 'static,
+) -> (Arc<Mutex<Output>>, std::thread::JoinHandle<()>) {
     let out = Arc::new(Mutex::new(Output::default()));
     let sink = Arc::clone(&out);
     let thread = std::thread::spawn(move || {
@@ -72,7 +74,9 @@ impl Agent {
         if !args.contains(&"--http-listen") {
             cmd.args(["--http-listen", "off"]);
         }
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("start logtap agent");
         let (out, reader) = collect(child.stdout.take().unwrap());
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -80,10 +84,19 @@ impl Agent {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!("logtap agent exited early: {status}");
             }
-            assert!(Instant::now() < deadline, "logtap agent did not create its socket");
+            assert!(
+                Instant::now() < deadline,
+                "logtap agent did not create its socket"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
-        Agent { child, socket, dir, out, reader: Some(reader) }
+        Agent {
+            child,
+            socket,
+            dir,
+            out,
+            reader: Some(reader),
+        }
     }
 
     /// Records received so far.
@@ -99,7 +112,11 @@ impl Agent {
             if r.len() >= n {
                 return r;
             }
-            assert!(Instant::now() < deadline, "only {} of {n} records after {limit:?}", r.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} records after {limit:?}",
+                r.len()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -142,7 +159,9 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
 pub fn run(args: &[&str], command: &[&str], env: &[(&str, &str)]) -> (ExitStatus, Output) {
     let mut cmd = Command::new(artifacts::logtap_bin());
     cmd.arg("run").args(args).arg("--").args(command);
-    cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    cmd.envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     let mut child = cmd.spawn().expect("start logtap run");
     let (out, reader) = collect(child.stdout.take().unwrap());
     let status = wait_bounded(&mut child, Duration::from_secs(60));
@@ -161,14 +180,17 @@ pub struct TapClient {
     sock: OwnedFd,
     pub pid: u32,
     seq: u32,
-    ring: Option<(Producer, OwnedFd)>,
+    /// The ring's producer, eventfd and memfd (kept to pass the same ring again on reconnect).
+    ring: Option<(Producer, OwnedFd, OwnedFd)>,
 }
 
 impl TapClient {
     /// Connects to the agent's socket.
     pub fn connect(socket: &Path, pid: u32) -> TapClient {
         // SAFETY: plain syscall; the result is checked.
-        let fd = check(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) }, "socket");
+        let ret =
+            unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+        let fd = check(ret, "socket");
         // SAFETY: fd is new and ours.
         let sock = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: zeroed sockaddr_un is valid.
@@ -179,15 +201,27 @@ impl TapClient {
         }
         let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
         // SAFETY: addr is a valid sockaddr_un of `len` bytes.
-        check(unsafe { libc::connect(sock.as_raw_fd(), (&raw const addr).cast(), len) }, "connect");
-        TapClient { sock, pid, seq: 0, ring: None }
+        let ret = unsafe { libc::connect(sock.as_raw_fd(), (&raw const addr).cast(), len) };
+        check(ret, "connect");
+        TapClient {
+            sock,
+            pid,
+            seq: 0,
+            ring: None,
+        }
     }
 
     fn send(&mut self, header: Header, payload: &[u8], fds: &[RawFd]) {
         let head = header.encode();
         let mut iov = [
-            libc::iovec { iov_base: head.as_ptr() as *mut _, iov_len: head.len() },
-            libc::iovec { iov_base: payload.as_ptr() as *mut _, iov_len: payload.len() },
+            libc::iovec {
+                iov_base: head.as_ptr() as *mut _,
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: payload.as_ptr() as *mut _,
+                iov_len: payload.len(),
+            },
         ];
         let mut control = [0u64; 8];
         // SAFETY: zeroed msghdr is valid.
@@ -209,12 +243,30 @@ impl TapClient {
             }
         }
         // SAFETY: msg points at live buffers for the duration of the call.
-        check(unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) } as i32, "sendmsg");
+        let ret = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) } as i32;
+        check(ret, "sendmsg");
     }
 
-    fn header(&mut self, kind: Kind, stream: Option<Stream>, flags: u16, time_ns: u64, file_index: u32, len: usize) -> Header {
+    fn header(
+        &mut self,
+        kind: Kind,
+        stream: Option<Stream>,
+        flags: u16,
+        time_ns: u64,
+        file_index: u32,
+        len: usize,
+    ) -> Header {
         self.seq = self.seq.wrapping_add(1);
-        Header { kind, stream, flags, pid: self.pid, seq: self.seq, time_ns, file_index, payload_len: len as u32 }
+        Header {
+            kind,
+            stream,
+            flags,
+            pid: self.pid,
+            seq: self.seq,
+            time_ns,
+            file_index,
+            payload_len: len as u32,
+        }
     }
 
     /// Sends HELLO; with `ring_bytes`, creates a sealed ring and passes it with an eventfd.
@@ -223,7 +275,13 @@ impl TapClient {
     }
 
     /// [`TapClient::hello`] with HELLO `meta` pairs (e.g. `POD_NAME`).
-    pub fn hello_meta(&mut self, comm: &str, ring_bytes: Option<usize>, files: &[&str], meta: &[(&str, &str)]) {
+    pub fn hello_meta(
+        &mut self,
+        comm: &str,
+        ring_bytes: Option<usize>,
+        files: &[&str],
+        meta: &[(&str, &str)],
+    ) {
         let mut payload = vec![0u8; tap::MAX_CONTROL_PAYLOAD];
         let fields = HelloFields {
             pid: self.pid,
@@ -236,7 +294,10 @@ impl TapClient {
             ring: ring_bytes.is_some(),
         };
         let files: Vec<&[u8]> = files.iter().map(|f| f.as_bytes()).collect();
-        let meta: Vec<(&[u8], &[u8])> = meta.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+        let meta: Vec<(&[u8], &[u8])> = meta
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
         let n = tap::encode_hello(&mut payload, &fields, files, meta).unwrap();
         let h = self.header(Kind::Hello, None, 0, 0, 0, n);
         match ring_bytes {
@@ -245,14 +306,26 @@ impl TapClient {
                 let memfd = create_ring_memfd(bytes, self.pid).unwrap();
                 let producer = Producer::map(std::os::fd::AsFd::as_fd(&memfd)).unwrap();
                 // SAFETY: plain syscall; the result is checked.
-                let ev = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) }, "eventfd");
+                let ret = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+                let ev = check(ret, "eventfd");
                 // SAFETY: ev is new and ours.
                 let ev = unsafe { OwnedFd::from_raw_fd(ev) };
                 producer.set_wake_fd(ev.as_raw_fd());
                 self.send(h, &payload[..n], &[memfd.as_raw_fd(), ev.as_raw_fd()]);
-                self.ring = Some((producer, ev));
+                self.ring = Some((producer, ev, memfd));
             }
         }
+    }
+
+    /// Like a process whose agent restarted: connects to `socket` and sends HELLO with the
+    /// same ring and eventfd as before (records committed meanwhile are still in it).
+    pub fn reconnect(mut self, socket: &Path) -> TapClient {
+        let ring = self.ring.take().expect("hello with a ring first");
+        let mut c = TapClient::connect(socket, self.pid);
+        c.seq = self.seq;
+        c.hello_with_fds("reconnected", &[ring.2.as_raw_fd(), ring.1.as_raw_fd()]);
+        c.ring = Some(ring);
+        c
     }
 
     /// Sends a HELLO announcing a ring but passing the given descriptors (hostile-peer tests).
@@ -268,7 +341,13 @@ impl TapClient {
             version: b"test",
             ring: true,
         };
-        let n = tap::encode_hello(&mut payload, &fields, std::iter::empty::<&[u8]>(), std::iter::empty::<(&[u8], &[u8])>()).unwrap();
+        let n = tap::encode_hello(
+            &mut payload,
+            &fields,
+            std::iter::empty::<&[u8]>(),
+            std::iter::empty::<(&[u8], &[u8])>(),
+        )
+        .unwrap();
         let h = self.header(Kind::Hello, None, 0, 0, 0, n);
         self.send(h, &payload[..n], fds);
     }
@@ -283,16 +362,30 @@ impl TapClient {
     /// Pushes one write into the ring (panics if there is no ring or it is full).
     pub fn ring_write(&mut self, stream: Stream, time_ns: u64, bytes: &[u8]) {
         self.seq = self.seq.wrapping_add(1);
-        let meta = RecordMeta { stream: stream as u8, flags: 0, file_index: 0, pid: self.pid, seq: self.seq, time_ns };
-        let (producer, _) = self.ring.as_ref().expect("hello with a ring first");
+        let meta = RecordMeta {
+            stream: stream as u8,
+            flags: 0,
+            file_index: 0,
+            pid: self.pid,
+            seq: self.seq,
+            time_ns,
+        };
+        let (producer, _, _) = self.ring.as_ref().expect("hello with a ring first");
         producer.try_push(&meta, bytes).unwrap();
     }
 
     /// Pushes one write into the ring, retrying while it is full (up to `limit`).
     pub fn ring_write_wait(&mut self, stream: Stream, time_ns: u64, bytes: &[u8], limit: Duration) {
         self.seq = self.seq.wrapping_add(1);
-        let meta = RecordMeta { stream: stream as u8, flags: 0, file_index: 0, pid: self.pid, seq: self.seq, time_ns };
-        let (producer, _) = self.ring.as_ref().expect("hello with a ring first");
+        let meta = RecordMeta {
+            stream: stream as u8,
+            flags: 0,
+            file_index: 0,
+            pid: self.pid,
+            seq: self.seq,
+            time_ns,
+        };
+        let (producer, _, _) = self.ring.as_ref().expect("hello with a ring first");
         let deadline = Instant::now() + limit;
         while producer.try_push(&meta, bytes).is_err() {
             assert!(Instant::now() < deadline, "ring stayed full for {limit:?}");
@@ -319,6 +412,14 @@ impl TapClient {
     /// Sends raw bytes as one datagram (for bad-frame tests).
     pub fn raw(&mut self, datagram: &[u8]) {
         // SAFETY: the buffer is valid for its length.
-        check(unsafe { libc::send(self.sock.as_raw_fd(), datagram.as_ptr().cast(), datagram.len(), libc::MSG_NOSIGNAL) } as i32, "send");
+        let ret = unsafe {
+            libc::send(
+                self.sock.as_raw_fd(),
+                datagram.as_ptr().cast(),
+                datagram.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        } as i32;
+        check(ret, "send");
     }
 }

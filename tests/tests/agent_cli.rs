@@ -10,7 +10,11 @@ use logtap_tests::agent_harness::{Agent, TapClient};
 use logtap_tests::artifacts::{self, TempDir};
 
 fn logtap(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(artifacts::logtap_bin()).args(args).envs(env.iter().copied()).output().unwrap();
+    let out = Command::new(artifacts::logtap_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -29,13 +33,35 @@ fn check_prints_the_effective_config_redacted_with_precedence() {
     )
     .unwrap();
     let path = file.to_str().unwrap();
-    let (code, out, err) = logtap(&["check", "--offline", "--config", path, "--flush-interval", "250ms"], &[("LOGTAP_TAG", "from.env")]);
+    let (code, out, err) = logtap(
+        &[
+            "check",
+            "--offline",
+            "--config",
+            path,
+            "--flush-interval",
+            "250ms",
+        ],
+        &[("LOGTAP_TAG", "from.env")],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("tag = \"from.env\""), "env beats file: {out}");
-    assert!(out.contains("flush_interval = \"250ms\""), "flag beats file: {out}");
-    assert!(out.contains("mem_buf_limit = \"32MB\""), "file beats default: {out}");
-    assert!(out.contains("require_ack_response = true"), "default: {out}");
-    assert!(out.contains("<redacted>") && !out.contains("hunter2"), "secret redacted: {out}");
+    assert!(
+        out.contains("flush_interval = \"250ms\""),
+        "flag beats file: {out}"
+    );
+    assert!(
+        out.contains("mem_buf_limit = \"32MB\""),
+        "file beats default: {out}"
+    );
+    assert!(
+        out.contains("require_ack_response = true"),
+        "default: {out}"
+    );
+    assert!(
+        out.contains("<redacted>") && !out.contains("hunter2"),
+        "secret redacted: {out}"
+    );
     assert!(out.contains("standby = true"), "{out}");
 }
 
@@ -75,13 +101,21 @@ fn install_copies_library_and_binary_atomically() {
         std::fs::read(to.join("liblogtap.so")).unwrap(),
         std::fs::read(artifacts::liblogtap()).unwrap()
     );
-    assert_eq!(std::fs::read_dir(&to).unwrap().count(), 2, "no temporary files left");
+    assert_eq!(
+        std::fs::read_dir(&to).unwrap().count(),
+        2,
+        "no temporary files left"
+    );
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let status = text.split(' ').nth(1).unwrap().parse().unwrap();
@@ -90,14 +124,21 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
 fn http_serves_metrics_and_health() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let agent = Agent::start("http", &["--http-listen", &listen, "--flush-interval", "50ms"]);
+    let agent = Agent::start(
+        "http",
+        &["--http-listen", &listen, "--flush-interval", "50ms"],
+    );
     let mut c = TapClient::connect(&agent.socket, 321);
     c.hello("metered", None, &[]);
     c.data(Stream::Stdout, 1, b"one\ntwo\n", false);
@@ -113,7 +154,10 @@ fn http_serves_metrics_and_health() {
         "logtap_dropped_bytes_total{reason=\"interceptor_loss\"} 700",
         "logtap_tap_peers 1",
     ] {
-        assert!(body.lines().any(|l| l == line), "missing `{line}` in:\n{body}");
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing `{line}` in:\n{body}"
+        );
     }
     let (status, fb) = http_get(port, "/api/v1/metrics/prometheus");
     assert_eq!(status, 200);
@@ -130,14 +174,27 @@ fn http_serves_metrics_and_health() {
 fn the_socket_gets_the_configured_mode_and_refuses_to_replace_a_file() {
     use std::os::unix::fs::PermissionsExt;
     let agent = Agent::start("mode", &["--socket-mode", "0600"]);
-    let mode = std::fs::metadata(&agent.socket).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&agent.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     agent.terminate();
 
     let dir = TempDir::new("not-a-socket");
     let file = dir.path().join("precious.log");
     std::fs::write(&file, "keep me").unwrap();
-    let (code, _, err) = logtap(&["agent", "--socket", file.to_str().unwrap(), "--http-listen", "off"], &[]);
+    let (code, _, err) = logtap(
+        &[
+            "agent",
+            "--socket",
+            file.to_str().unwrap(),
+            "--http-listen",
+            "off",
+        ],
+        &[],
+    );
     assert_eq!(code, 1);
     assert!(err.contains("not a socket"), "{err}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");

@@ -24,7 +24,8 @@ fn a_hundred_tapped_processes_at_once() {
     let agent = Agent::start("preload-hundred", &["--flush-interval", "100ms"]);
     let mut children: Vec<_> = (0..100)
         .map(|p| {
-            let script = format!("i=0; while [ $i -lt 50 ]; do echo \"proc {p} line $i\"; i=$((i+1)); done");
+            let script =
+                format!("i=0; while [ $i -lt 50 ]; do echo \"proc {p} line $i\"; i=$((i+1)); done");
             tapped(&agent, &script).spawn().unwrap()
         })
         .collect();
@@ -53,7 +54,9 @@ fn a_hundred_tapped_processes_at_once() {
 #[test]
 fn sigterm_delivers_what_a_running_process_wrote() {
     let agent = Agent::start("preload-sigterm", &["--flush-interval", "60s"]);
-    let mut child = tapped(&agent, "echo before; printf unterminated; sleep 30").spawn().unwrap();
+    let mut child = tapped(&agent, "echo before; printf unterminated; sleep 30")
+        .spawn()
+        .unwrap();
     // The lines sit in the batch stage (60 s flush interval) until the drain.
     std::thread::sleep(Duration::from_millis(500));
     assert!(agent.records().is_empty());
@@ -61,7 +64,9 @@ fn sigterm_delivers_what_a_running_process_wrote() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(status.success(), "{status}");
-    let got: Vec<(&str, bool)> =
-        records.iter().map(|r| (r["message"].as_str().unwrap(), r.get("partial").is_some())).collect();
+    let got: Vec<(&str, bool)> = records
+        .iter()
+        .map(|r| (r["message"].as_str().unwrap(), r.get("partial").is_some()))
+        .collect();
     assert_eq!(got, [("before", false), ("unterminated", true)]);
 }

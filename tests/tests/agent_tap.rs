@@ -13,7 +13,10 @@ const FAST: &[&str] = &["--flush-interval", "50ms", "--partial-flush", "300ms"];
 const T0: u64 = 1_700_000_000_000_000_000;
 
 fn messages(records: &[Value]) -> Vec<String> {
-    records.iter().map(|r| r["message"].as_str().unwrap().to_owned()).collect()
+    records
+        .iter()
+        .map(|r| r["message"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[test]
@@ -25,7 +28,10 @@ fn data_frames_become_contract3_records() {
     c.data(Stream::Stdout, T0 + 999, b"ne\nsecond\n", false);
     c.data(Stream::Stderr, T0 + 5, b"oops\n", false);
     let records = agent.wait_records(3, Duration::from_secs(10));
-    let by_msg: HashMap<String, &Value> = records.iter().map(|r| (r["message"].as_str().unwrap().to_owned(), r)).collect();
+    let by_msg: HashMap<String, &Value> = records
+        .iter()
+        .map(|r| (r["message"].as_str().unwrap().to_owned(), r))
+        .collect();
     let first = by_msg["first line"];
     assert_eq!(first["stream"], "stdout");
     assert_eq!(first["pid"], 4242);
@@ -36,7 +42,10 @@ fn data_frames_become_contract3_records() {
     // The time of the write that brought the line's first byte, to the nanosecond.
     assert_eq!(first["timestamp"], "2023-11-14T22:13:20.123456789Z");
     assert!(first.get("partial").is_none());
-    assert_eq!(by_msg["second"]["timestamp"], "2023-11-14T22:13:20.000000999Z");
+    assert_eq!(
+        by_msg["second"]["timestamp"],
+        "2023-11-14T22:13:20.000000999Z"
+    );
     assert_eq!(by_msg["oops"]["stream"], "stderr");
     assert_eq!(by_msg["oops"]["tag"], "logtap.stderr");
     let (status, all) = agent.terminate();
@@ -50,14 +59,23 @@ fn ring_records_are_drained_even_after_the_process_left() {
     let mut c = TapClient::connect(&agent.socket, 777);
     c.hello("ringapp", Some(64 * 1024), &[]);
     for i in 0..500 {
-        c.ring_write_wait(Stream::Stdout, T0 + i, format!("line {i}\n").as_bytes(), Duration::from_secs(5));
+        c.ring_write_wait(
+            Stream::Stdout,
+            T0 + i,
+            format!("line {i}\n").as_bytes(),
+            Duration::from_secs(5),
+        );
     }
     drop(c); // the process is gone; its ring still holds what it committed
     let records = agent.wait_records(500, Duration::from_secs(10));
     let msgs = messages(&records);
     let expected: Vec<String> = (0..500).map(|i| format!("line {i}")).collect();
     assert_eq!(msgs, expected, "all lines, in order");
-    assert!(records.iter().all(|r| r["pid"] == 777 && r["comm"] == "ringapp"));
+    assert!(
+        records
+            .iter()
+            .all(|r| r["pid"] == 777 && r["comm"] == "ringapp")
+    );
     let (status, _) = agent.terminate();
     assert!(status.success());
 }
@@ -105,14 +123,20 @@ fn a_one_mebibyte_line_arrives_whole_in_pieces() {
     assert_eq!(joined.as_bytes(), &line[..]);
     agent.terminate();
 
-    let agent = Agent::start("long-line-whole", &["--flush-interval", "50ms", "--max-line-bytes", "2MB"]);
+    let agent = Agent::start(
+        "long-line-whole",
+        &["--flush-interval", "50ms", "--max-line-bytes", "2MB"],
+    );
     let mut c = TapClient::connect(&agent.socket, 3);
     c.hello("big", None, &[]);
     for (i, piece) in pieces.iter().enumerate() {
         c.data(Stream::Stdout, T0, piece, i + 1 < pieces.len());
     }
     let records = agent.wait_records(1, Duration::from_secs(10));
-    assert_eq!(records[0]["message"].as_str().unwrap().as_bytes(), &line[..]);
+    assert_eq!(
+        records[0]["message"].as_str().unwrap().as_bytes(),
+        &line[..]
+    );
     let (_, all) = agent.terminate();
     assert_eq!(all.len(), 1);
 }
@@ -158,7 +182,12 @@ fn a_hundred_processes_at_once() {
                 c.hello("worker", Some(64 * 1024), &[]);
                 for i in 0..100 {
                     let line = format!("p{p} l{i}\n");
-                    c.ring_write_wait(Stream::Stdout, T0 + i, line.as_bytes(), Duration::from_secs(10));
+                    c.ring_write_wait(
+                        Stream::Stdout,
+                        T0 + i,
+                        line.as_bytes(),
+                        Duration::from_secs(10),
+                    );
                 }
             })
         })
@@ -169,7 +198,10 @@ fn a_hundred_processes_at_once() {
     let records = agent.wait_records(10_000, Duration::from_secs(30));
     let mut per_pid: HashMap<u64, Vec<String>> = HashMap::new();
     for r in &records {
-        per_pid.entry(r["pid"].as_u64().unwrap()).or_default().push(r["message"].as_str().unwrap().to_owned());
+        per_pid
+            .entry(r["pid"].as_u64().unwrap())
+            .or_default()
+            .push(r["message"].as_str().unwrap().to_owned());
     }
     assert_eq!(per_pid.len(), 100);
     for (pid, msgs) in per_pid {
@@ -185,11 +217,19 @@ fn a_hundred_processes_at_once() {
 #[test]
 fn sigterm_drains_rings_of_connected_processes() {
     // A long flush interval: only the drain can deliver these in time.
-    let agent = Agent::start("sigterm", &["--flush-interval", "60s", "--partial-flush", "60s"]);
+    let agent = Agent::start(
+        "sigterm",
+        &["--flush-interval", "60s", "--partial-flush", "60s"],
+    );
     let mut c = TapClient::connect(&agent.socket, 99);
     c.hello("steady", Some(64 * 1024), &[]);
     for i in 0..300 {
-        c.ring_write_wait(Stream::Stderr, T0 + i, format!("e{i}\n").as_bytes(), Duration::from_secs(5));
+        c.ring_write_wait(
+            Stream::Stderr,
+            T0 + i,
+            format!("e{i}\n").as_bytes(),
+            Duration::from_secs(5),
+        );
     }
     c.ring_write(Stream::Stderr, T0 + 300, b"unterminated");
     std::thread::sleep(Duration::from_millis(300));
@@ -205,9 +245,26 @@ fn sigterm_drains_rings_of_connected_processes() {
 
 #[test]
 fn a_peers_own_pod_metadata_wins_and_feeds_the_tag() {
-    let agent = Agent::start("pod-meta", &["--flush-interval", "50ms", "--tag", "k8s.{namespace}.{pod_name}.{stream}"]);
+    let agent = Agent::start(
+        "pod-meta",
+        &[
+            "--flush-interval",
+            "50ms",
+            "--tag",
+            "k8s.{namespace}.{pod_name}.{stream}",
+        ],
+    );
     let mut a = TapClient::connect(&agent.socket, 21);
-    a.hello_meta("app", None, &[], &[("POD_NAME", "web-1"), ("POD_NAMESPACE", "shop"), ("NODE_NAME", "n1")]);
+    a.hello_meta(
+        "app",
+        None,
+        &[],
+        &[
+            ("POD_NAME", "web-1"),
+            ("POD_NAMESPACE", "shop"),
+            ("NODE_NAME", "n1"),
+        ],
+    );
     a.data(Stream::Stdout, T0, b"from web\n", false);
     let records = agent.wait_records(1, Duration::from_secs(5));
     assert_eq!(records[0]["pod_name"], "web-1");
@@ -228,7 +285,8 @@ fn an_unsealed_or_missing_ring_is_refused_and_others_go_on() {
     // SAFETY: memfd is new and ours.
     let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
     // SAFETY: plain syscall on our fd.
-    assert_eq!(unsafe { libc::ftruncate(memfd.as_raw_fd(), 4096 + (1 << 20)) }, 0);
+    let ret = unsafe { libc::ftruncate(memfd.as_raw_fd(), 4096 + (1 << 20)) };
+    assert_eq!(ret, 0);
     // SAFETY: plain syscall; checked.
     let ev = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     assert!(ev >= 0);
@@ -246,4 +304,70 @@ fn an_unsealed_or_missing_ring_is_refused_and_others_go_on() {
     let (status, all) = agent.terminate();
     assert!(status.success());
     assert_eq!(all.len(), 1, "{all:?}");
+}
+
+#[test]
+fn ring_records_and_data_frames_keep_write_order() {
+    let agent = Agent::start("order", FAST);
+    for round in 0..20u32 {
+        let mut c = TapClient::connect(&agent.socket, 500 + round);
+        c.hello("mixed", Some(64 * 1024), &[]);
+        // The ring holds writes 1 and 3; write 2 (too large for the ring, say) goes as a DATA
+        // frame. Whichever path the agent reads first, `seq` puts them back in order.
+        c.ring_write(Stream::Stdout, T0, b"first ");
+        c.data(Stream::Stdout, T0 + 1, b"second\n", false);
+        c.ring_write(Stream::Stdout, T0 + 2, b"third\n");
+    }
+    let records = agent.wait_records(40, Duration::from_secs(10));
+    let mut per_pid: HashMap<u64, Vec<String>> = HashMap::new();
+    for r in &records {
+        per_pid
+            .entry(r["pid"].as_u64().unwrap())
+            .or_default()
+            .push(r["message"].as_str().unwrap().to_owned());
+    }
+    for (pid, msgs) in per_pid {
+        assert_eq!(msgs, ["first second", "third"], "pid {pid}");
+    }
+    agent.terminate();
+}
+
+#[test]
+fn a_ring_outlives_the_agent_and_the_next_agent_resumes_at_its_tail() {
+    let first = Agent::start("resume-a", FAST);
+    let mut c = TapClient::connect(&first.socket, 77);
+    c.hello("survivor", Some(64 * 1024), &[]);
+    for i in 0..100 {
+        c.ring_write_wait(
+            Stream::Stdout,
+            T0 + i,
+            format!("before {i}\n").as_bytes(),
+            Duration::from_secs(5),
+        );
+    }
+    first.wait_records(100, Duration::from_secs(10));
+    let (status, got) = first.terminate();
+    assert!(status.success());
+    assert_eq!(got.len(), 100);
+    // No agent now: the process keeps writing into its ring.
+    for i in 0..50 {
+        c.ring_write(
+            Stream::Stdout,
+            T0 + 100 + i,
+            format!("while away {i}\n").as_bytes(),
+        );
+    }
+    let second = Agent::start("resume-b", FAST);
+    let mut c = c.reconnect(&second.socket);
+    c.ring_write(Stream::Stdout, T0 + 150, b"after\n");
+    let records = second.wait_records(51, Duration::from_secs(10));
+    let mut expected: Vec<String> = (0..50).map(|i| format!("while away {i}")).collect();
+    expected.push("after".into());
+    assert_eq!(
+        messages(&records),
+        expected,
+        "nothing lost, nothing read twice"
+    );
+    let (_, all) = second.terminate();
+    assert_eq!(all.len(), 51);
 }

@@ -55,7 +55,9 @@ impl Drop for Held {
                 self.chunk.entries.len() as u64,
             );
         }
-        METRICS.buffer_bytes.fetch_sub(self.size as i64, Ordering::Relaxed);
+        METRICS
+            .buffer_bytes
+            .fetch_sub(self.size as i64, Ordering::Relaxed);
         METRICS.buffer_chunks.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -69,8 +71,14 @@ pub struct Delivery {
 impl MemoryBuffer {
     /// A buffer of at most `limit` bytes (a larger chunk is admitted alone).
     pub fn new(limit: usize, store: Option<Arc<dyn ChunkStore>>) -> MemoryBuffer {
-        let limit = limit.clamp(1, Semaphore::MAX_PERMITS).min(u32::MAX as usize);
-        MemoryBuffer { permits: Arc::new(Semaphore::new(limit)), limit, store }
+        let limit = limit
+            .clamp(1, Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize);
+        MemoryBuffer {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+            store,
+        }
     }
 
     /// Waits for room, persists the chunk if a store is configured, and returns one
@@ -92,7 +100,9 @@ impl MemoryBuffer {
             }
             None => chunk,
         };
-        METRICS.buffer_bytes.fetch_add(size as i64, Ordering::Relaxed);
+        METRICS
+            .buffer_bytes
+            .fetch_add(size as i64, Ordering::Relaxed);
         METRICS.buffer_chunks.fetch_add(1, Ordering::Relaxed);
         let held = Arc::new(Held {
             chunk,
@@ -102,7 +112,10 @@ impl MemoryBuffer {
             _permit: permit,
         });
         Ok((0..outputs)
-            .map(|_| Delivery { held: Arc::clone(&held), settled: false })
+            .map(|_| Delivery {
+                held: Arc::clone(&held),
+                settled: false,
+            })
             .collect())
     }
 
@@ -132,7 +145,11 @@ impl Delivery {
     /// as a drop, and the chunk is settled for it.
     pub fn give_up(mut self) {
         let c = &self.held.chunk;
-        METRICS.dropped(DropReason::OutputGaveUp, u64::from(c.records), c.entries.len() as u64);
+        METRICS.dropped(
+            DropReason::OutputGaveUp,
+            u64::from(c.records),
+            c.entries.len() as u64,
+        );
         self.settle();
     }
 
@@ -170,7 +187,12 @@ mod tests {
     use std::time::Duration;
 
     fn chunk(bytes: usize) -> Chunk {
-        Chunk { id: ChunkId::random(), tag: "t".into(), entries: vec![0u8; bytes].into(), records: 1 }
+        Chunk {
+            id: ChunkId::random(),
+            tag: "t".into(),
+            entries: vec![0u8; bytes].into(),
+            records: 1,
+        }
     }
 
     #[tokio::test]
@@ -178,13 +200,19 @@ mod tests {
         let buf = MemoryBuffer::new(100, None);
         let first = buf.admit(chunk(60), 2).await.unwrap();
         assert_eq!(buf.used(), 61);
-        let blocked = tokio::time::timeout(Duration::from_millis(50), buf.admit(chunk(60), 1)).await;
+        let blocked =
+            tokio::time::timeout(Duration::from_millis(50), buf.admit(chunk(60), 1)).await;
         assert!(blocked.is_err(), "no room until both outputs let go");
         let mut first = first.into_iter();
         first.next().unwrap().ack();
-        assert!(tokio::time::timeout(Duration::from_millis(50), buf.admit(chunk(60), 1)).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), buf.admit(chunk(60), 1))
+                .await
+                .is_err()
+        );
         first.next().unwrap().ack();
-        let second = tokio::time::timeout(Duration::from_millis(500), buf.admit(chunk(60), 1)).await;
+        let second =
+            tokio::time::timeout(Duration::from_millis(500), buf.admit(chunk(60), 1)).await;
         assert!(second.is_ok(), "room after the last ack");
     }
 
@@ -224,6 +252,9 @@ mod tests {
         let mut d = buf.admit(c, 2).await.unwrap().into_iter();
         d.next().unwrap().ack();
         d.next().unwrap().give_up();
-        assert_eq!(rec.0.lock().unwrap().last().unwrap(), &format!("remove {id2:?}"));
+        assert_eq!(
+            rec.0.lock().unwrap().last().unwrap(),
+            &format!("remove {id2:?}")
+        );
     }
 }

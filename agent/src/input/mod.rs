@@ -3,6 +3,7 @@
 //! - [`tap`] — the tap socket (Contract 2): accepts tapped processes.
 //! - [`forward`] — the Forward protocol TCP input (`--forward-listen`), for relaying.
 //! - [`peer`] — one tapped process: control frames and its ring.
+//! - [`ring_reader`] — that process's ring, read in write order with its frames (`seq`).
 //! - [`streams`] — that process's streams: bytes → lines → encoded records.
 //!
 //! Inputs feed the pipeline through a [`crate::pipeline::Ingest`]: encoded entries to be
@@ -11,5 +12,6 @@
 
 pub mod forward;
 pub mod peer;
+pub mod ring_reader;
 pub mod streams;
 pub mod tap;

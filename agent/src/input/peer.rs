@@ -22,14 +22,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use logtap_protocol::ring::{Consumer, ConsumerOptions, RECORD_CONTINUED, RingCounters};
+use logtap_protocol::ring::ConsumerOptions;
 use logtap_protocol::tap::{self, FLAG_CONTINUED, FileAnnounce, Hello, Kind, Loss};
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 
+use super::ring_reader::{Pass, PassError, RingReader};
+use super::streams::{StreamError, Streams};
 use crate::metrics::{DropReason, METRICS};
 use crate::pipeline::Ingest;
-use super::streams::Streams;
 use crate::pipeline::enrich::{Enricher, Origin, PodNames};
 use crate::sys;
 
@@ -61,23 +62,21 @@ pub enum PeerError {
     MissingRingFds(usize),
     #[error("ring rejected: {0}")]
     Ring(#[from] logtap_protocol::ring::RingError),
-    #[error("record with unknown stream {0}")]
-    Stream(u8),
+    #[error(transparent)]
+    Pass(#[from] PassError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
     #[error("control socket: {0}")]
     Io(#[from] io::Error),
-}
-
-struct Ring {
-    consumer: Consumer,
-    seen: RingCounters,
 }
 
 /// Everything of a peer but its file descriptors.
 struct Peer {
     settings: Arc<PeerSettings>,
     streams: Streams,
-    ring: Option<Ring>,
-    payload: Vec<u8>,
+    ring: Option<RingReader>,
+    /// The next `seq` expected from the process (frames and ring records share the sequence).
+    expected: Option<u32>,
 }
 
 /// Why the peer's loop woke.
@@ -89,12 +88,23 @@ enum Wake {
 }
 
 /// Serves one accepted connection until it closes, is dropped, or the agent stops.
-pub async fn run(sock: OwnedFd, settings: Arc<PeerSettings>, enricher: Enricher, ingest: Ingest, stop: CancellationToken) {
+pub async fn run(
+    sock: OwnedFd,
+    settings: Arc<PeerSettings>,
+    enricher: Enricher,
+    ingest: Ingest,
+    stop: CancellationToken,
+) {
     METRICS.peers.fetch_add(1, Relaxed);
     METRICS.peers_total.fetch_add(1, Relaxed);
     let cred = sys::peer_cred(sock.as_fd()).map(|c| c.0).unwrap_or(0);
     let streams = Streams::new(enricher, settings.max_line_bytes, settings.partial_flush);
-    let mut peer = Peer { settings, streams, ring: None, payload: Vec::new() };
+    let mut peer = Peer {
+        settings,
+        streams,
+        ring: None,
+        expected: None,
+    };
     match serve(&mut peer, sock, &ingest, &stop).await {
         Ok(()) => tracing::debug!(pid = peer.pid(), "tap peer finished"),
         Err(e) => {
@@ -109,7 +119,12 @@ pub async fn run(sock: OwnedFd, settings: Arc<PeerSettings>, enricher: Enricher,
     METRICS.peers.fetch_sub(1, Relaxed);
 }
 
-async fn serve(peer: &mut Peer, sock: OwnedFd, ingest: &Ingest, stop: &CancellationToken) -> Result<(), PeerError> {
+async fn serve(
+    peer: &mut Peer,
+    sock: OwnedFd,
+    ingest: &Ingest,
+    stop: &CancellationToken,
+) -> Result<(), PeerError> {
     let sock = sys::register_readable(sock)?;
     let mut evfd: Option<AsyncFd<File>> = None;
     let mut buf = vec![0u8; tap::MAX_FRAME_LEN + 1];
@@ -121,15 +136,9 @@ async fn serve(peer: &mut Peer, sock: OwnedFd, ingest: &Ingest, stop: &Cancellat
             r = readable(evfd.as_ref()) => { r?.clear_ready(); Wake::Event }
             () = tokio::time::sleep(sweep) => Wake::Sweep,
         };
+        let mut open = true;
         match wake {
-            Wake::Control => {
-                let open = read_frames(peer, &sock, &mut evfd, &mut buf)?;
-                if !open {
-                    // The process is gone (or hung up): its ring still holds what it committed.
-                    peer.drain_ring(ingest).await?;
-                    return Ok(());
-                }
-            }
+            Wake::Control => open = read_frames(peer, &sock, &mut evfd, &mut buf)?,
             Wake::Event => {
                 if let Some(fd) = &evfd {
                     // Reset the counter; WouldBlock just means another wake-up took it.
@@ -140,19 +149,44 @@ async fn serve(peer: &mut Peer, sock: OwnedFd, ingest: &Ingest, stop: &Cancellat
             Wake::Stop => {
                 // Stop reading new work: take what is queued, drain the ring, end.
                 read_frames(peer, &sock, &mut evfd, &mut buf)?;
-                peer.drain_ring(ingest).await?;
-                return Ok(());
+                open = false;
             }
         }
-        peer.drain_ring(ingest).await?;
+        // A closed peer's ring still holds what it committed: drain it to the end first.
+        if !drain(peer, &sock, &mut evfd, &mut buf, ingest, open).await? {
+            return Ok(());
+        }
         if peer.handoff(ingest).await.is_err() {
             return Ok(()); // the pipeline is closed: the agent is stopping
         }
     }
 }
 
+/// Drains the ring; on a `seq` gap reads the control socket first (while it is open), since a
+/// frame sent before the held record may fill it. Returns whether the socket is still open.
+async fn drain(
+    peer: &mut Peer,
+    sock: &AsyncFd<OwnedFd>,
+    evfd: &mut Option<AsyncFd<File>>,
+    buf: &mut [u8],
+    ingest: &Ingest,
+    mut open: bool,
+) -> Result<bool, PeerError> {
+    while peer.drain_ring(ingest).await? {
+        if open {
+            open = read_frames(peer, sock, evfd, buf)?;
+        }
+        if let Some(ring) = peer.ring.as_mut() {
+            ring.gap_checked();
+        }
+    }
+    Ok(open)
+}
+
 /// Waits until `fd` is readable; never, if there is none.
-async fn readable(fd: Option<&AsyncFd<File>>) -> io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, File>> {
+async fn readable(
+    fd: Option<&AsyncFd<File>>,
+) -> io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, File>> {
     match fd {
         Some(fd) => fd.readable().await,
         None => std::future::pending().await,
@@ -182,6 +216,8 @@ fn read_frames(
         }
         let frame = tap::decode_frame(&buf[..got.len])?;
         let h = frame.header;
+        tracing::trace!(seq = h.seq, kind = ?h.kind, expected = ?peer.expected, "frame");
+        peer.saw(h.seq);
         match h.kind {
             Kind::Hello => {
                 let hello = Hello::decode(frame.payload)?;
@@ -193,21 +229,26 @@ fn read_frames(
             _ if peer.streams.origin().is_none() => return Err(PeerError::NoHello(h.kind)),
             Kind::Data => {
                 // Writes before this one may still sit in the ring: take them first.
-                peer.drain_ring_now()?;
+                peer.drain_before(h.seq)?;
                 let stream = h.stream.map(|s| s as u8).unwrap_or(0);
                 let continued = h.flags & FLAG_CONTINUED != 0;
                 let file = u16::try_from(h.file_index).unwrap_or(u16::MAX);
-                peer.streams.write(h.pid, stream, file, continued, h.time_ns, frame.payload).map_err(PeerError::Stream)?;
+                peer.streams
+                    .write(h.pid, stream, file, continued, h.time_ns, frame.payload)?;
             }
             Kind::Loss => {
                 let loss = Loss::decode(frame.payload)?;
                 METRICS.dropped(DropReason::InterceptorLoss, loss.frames, loss.bytes);
-                tracing::debug!(pid = h.pid, records = loss.frames, bytes = loss.bytes,
-                    "the interceptor dropped copies (agent too slow or away)");
+                tracing::debug!(
+                    pid = h.pid,
+                    records = loss.frames,
+                    bytes = loss.bytes,
+                    "the interceptor dropped copies (agent too slow or away)"
+                );
             }
             Kind::File => {
                 let f = FileAnnounce::decode(frame.payload)?;
-                peer.streams.file(f.index, f.path);
+                peer.streams.file(f.index, f.path)?;
             }
         }
     }
@@ -227,7 +268,15 @@ impl Peer {
         };
         tracing::debug!(pid = hello.pid, comm = %hello.comm, ring = hello.ring, "tap peer HELLO");
         let pod = PodNames::from_meta(&hello.meta);
-        self.streams.set_origin(Origin { pid: hello.pid, comm: hello.comm, host, pod }, hello.files);
+        self.streams.set_origin(
+            Origin {
+                pid: hello.pid,
+                comm: hello.comm,
+                host,
+                pod,
+            },
+            hello.files,
+        );
         if !hello.ring {
             return Ok(None);
         }
@@ -236,85 +285,59 @@ impl Peer {
         let (Some(memfd), Some(eventfd)) = (fds.next(), fds.next()) else {
             return Err(PeerError::MissingRingFds(n));
         };
-        let consumer = Consumer::open(memfd, self.settings.ring)?;
-        let seen = consumer.counters();
-        self.ring = Some(Ring { consumer, seen });
+        self.ring = Some(RingReader::open(memfd, self.settings.ring)?);
         Ok(Some(eventfd))
+    }
+
+    /// A frame with this `seq` was read: the ring's records after it are in order.
+    fn saw(&mut self, seq: u32) {
+        let next = seq.wrapping_add(1);
+        if self
+            .expected
+            .is_none_or(|e| (next.wrapping_sub(e) as i32) > 0)
+        {
+            self.expected = Some(next);
+        }
     }
 
     /// Whether something waits for the sweep: a partial line or a ring backlog.
     fn busy(&self) -> bool {
-        self.streams.has_pending()
-            || self.ring.as_ref().is_some_and(|r| r.consumer.backlog_slots() > 0)
+        self.streams.has_pending() || self.ring.as_ref().is_some_and(RingReader::has_backlog)
     }
 
     fn sweep(&mut self) {
         self.streams.flush_stale(Instant::now());
         if let Some(ring) = &mut self.ring {
-            let c = ring.consumer.counters();
-            let dropped = c.dropped_records.saturating_sub(ring.seen.dropped_records);
-            if dropped > 0 {
-                let bytes = c.dropped_bytes.saturating_sub(ring.seen.dropped_bytes);
-                METRICS.dropped(DropReason::RingFull, dropped, bytes);
-                tracing::debug!(pid = self.streams.origin().map_or(0, |o| o.pid), records = dropped,
-                    "ring full: the process dropped copies of its writes");
-            }
-            let abandoned = c.abandoned_slots.saturating_sub(ring.seen.abandoned_slots);
-            if abandoned > 0 {
-                METRICS.dropped(DropReason::RingAbandoned, abandoned, 0);
-            }
-            ring.seen = c;
+            ring.report_losses();
         }
     }
 
-    /// Drains the ring to empty, handing entries to the pipeline as they accumulate.
-    async fn drain_ring(&mut self, ingest: &Ingest) -> Result<(), PeerError> {
+    /// Drains the ring, handing entries to the pipeline as they accumulate. Returns `true` when
+    /// it stopped at a `seq` gap (read the socket, then call again).
+    async fn drain_ring(&mut self, ingest: &Ingest) -> Result<bool, PeerError> {
         loop {
-            let more = self.drain_pass()?;
-            if self.streams.out_bytes() >= HANDOFF_BYTES && self.handoff(ingest).await.is_err() {
-                return Ok(());
+            let Some(ring) = self.ring.as_mut() else {
+                return Ok(false);
+            };
+            match ring.pass(&mut self.streams, &mut self.expected, None, HANDOFF_BYTES)? {
+                Pass::Empty | Pass::Reached => return Ok(false),
+                Pass::Gap => return Ok(true),
+                Pass::Handoff => {
+                    if self.handoff(ingest).await.is_err() {
+                        return Ok(false);
+                    }
+                    tokio::task::yield_now().await;
+                }
             }
-            if !more {
-                return Ok(());
-            }
-            tokio::task::yield_now().await;
         }
     }
 
-    /// Drains without handing off (before a DATA frame, to keep write order).
-    fn drain_ring_now(&mut self) -> Result<(), PeerError> {
-        while self.drain_pass()? {}
+    /// Applies the ring's records written before `seq` (a DATA frame's), keeping write order.
+    fn drain_before(&mut self, seq: u32) -> Result<(), PeerError> {
+        if let Some(ring) = self.ring.as_mut() {
+            ring.pass(&mut self.streams, &mut self.expected, Some(seq), usize::MAX)?;
+        }
         Ok(())
-    }
-
-    /// Reads records until the ring is empty (returns false) or a hand-off is due (true).
-    fn drain_pass(&mut self) -> Result<bool, PeerError> {
-        let Some(mut ring) = self.ring.take() else { return Ok(false) };
-        let mut payload = std::mem::take(&mut self.payload);
-        let result = loop {
-            match ring.consumer.next(&mut payload) {
-                Ok(Some(m)) => {
-                    let continued = m.flags & RECORD_CONTINUED != 0;
-                    if let Err(stream) = self.streams.write(m.pid, m.stream, m.file_index, continued, m.time_ns, &payload) {
-                        break Err(PeerError::Stream(stream));
-                    }
-                    if self.streams.out_bytes() >= HANDOFF_BYTES {
-                        break Ok(true);
-                    }
-                }
-                Ok(None) => {
-                    if ring.consumer.prepare_sleep() {
-                        break Ok(false);
-                    }
-                }
-                Err(e) => break Err(PeerError::Ring(e)),
-            }
-        };
-        self.payload = payload;
-        if result.is_ok() {
-            self.ring = Some(ring);
-        }
-        result
     }
 
     /// Sends the gathered entries to the pipeline (waits while it is full).

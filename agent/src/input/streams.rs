@@ -18,6 +18,22 @@ use crate::record::Entries;
 
 /// Stream number of the file stream on the wire.
 const FILE_STREAM: u8 = 3;
+/// Most (pid, stream, file) streams one connection may open: each holds a line buffer of up to
+/// `max_line_bytes`, and a hostile peer must not make the agent grow without bound.
+pub const MAX_STREAMS: usize = 1024;
+/// Most tapped files one connection may announce.
+pub const MAX_FILES: usize = 4096;
+
+/// Why a peer's write cannot be taken (the peer is dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    #[error("record with unknown stream {0}")]
+    UnknownStream(u8),
+    #[error("more than {MAX_STREAMS} (pid, stream, file) streams on one connection")]
+    TooManyStreams,
+    #[error("more than {MAX_FILES} tapped files announced on one connection")]
+    TooManyFiles,
+}
 
 struct StreamState {
     assembler: LineAssembler,
@@ -85,9 +101,14 @@ impl Streams {
     }
 
     /// A FILE frame: the file's records made from now on carry this path (and tag).
-    pub fn file(&mut self, index: u32, path: String) {
+    pub fn file(&mut self, index: u32, path: String) -> Result<(), StreamError> {
+        if self.files.len() >= MAX_FILES && !self.files.contains_key(&index) {
+            return Err(StreamError::TooManyFiles);
+        }
         self.files.insert(index, path);
-        self.map.retain(|&((_, stream, idx), _)| !(stream == FILE_STREAM && u32::from(idx) == index));
+        self.map
+            .retain(|&((_, stream, idx), _)| !(stream == FILE_STREAM && u32::from(idx) == index));
+        Ok(())
     }
 
     /// Whether a line waits for its newline (the sweep must come back soon).
@@ -100,19 +121,39 @@ impl Streams {
         self.out_bytes
     }
 
-    /// The bytes of one tapped write (or of one CONTINUED part of it). `Err(stream)` for a
-    /// stream number Contract 2 does not define.
-    pub fn write(&mut self, pid: u32, stream: u8, file: u16, continued: bool, time_ns: u64, bytes: &[u8]) -> Result<(), u8> {
-        let name = tap::Stream::from_u8(stream).ok_or(stream)?.as_str();
+    /// The bytes of one tapped write (or of one CONTINUED part of it).
+    pub fn write(
+        &mut self,
+        pid: u32,
+        stream: u8,
+        file: u16,
+        continued: bool,
+        time_ns: u64,
+        bytes: &[u8],
+    ) -> Result<(), StreamError> {
+        let name = tap::Stream::from_u8(stream)
+            .ok_or(StreamError::UnknownStream(stream))?
+            .as_str();
         self.tapped_bytes += bytes.len() as u64;
-        let Streams { map, out, out_bytes, origin, files, enricher, max_line_bytes, .. } = self;
+        let Streams {
+            map,
+            out,
+            out_bytes,
+            origin,
+            files,
+            enricher,
+            max_line_bytes,
+            ..
+        } = self;
         let key = (pid, stream, file);
         let i = match map.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
+            None if map.len() >= MAX_STREAMS => return Err(StreamError::TooManyStreams),
             None => {
                 let mut o = origin.clone().unwrap_or_default();
                 o.pid = pid;
-                let path = (stream == FILE_STREAM).then(|| files.get(&u32::from(file)).cloned().unwrap_or_default());
+                let path = (stream == FILE_STREAM)
+                    .then(|| files.get(&u32::from(file)).cloned().unwrap_or_default());
                 let state = StreamState {
                     assembler: LineAssembler::new(*max_line_bytes),
                     ctx: enricher.stream_context(&o, name, path.as_deref()),
@@ -126,22 +167,37 @@ impl Streams {
         let time = st.continued_time.unwrap_or(time_ns);
         st.continued_time = continued.then_some(time);
         let StreamState { assembler, ctx, .. } = st;
-        assembler.push(time, bytes, Instant::now(), &mut |line| encode(out, out_bytes, ctx, line));
+        assembler.push(time, bytes, Instant::now(), &mut |line| {
+            encode(out, out_bytes, ctx, line)
+        });
         Ok(())
     }
 
     /// Sends tails that waited `partial_flush` for their newline, marked partial.
     pub fn flush_stale(&mut self, now: Instant) {
-        let Streams { map, out, out_bytes, partial_flush, .. } = self;
+        let Streams {
+            map,
+            out,
+            out_bytes,
+            partial_flush,
+            ..
+        } = self;
         for (_, st) in map.iter_mut() {
             let StreamState { assembler, ctx, .. } = st;
-            assembler.flush_stale(now, *partial_flush, &mut |line| encode(out, out_bytes, ctx, line));
+            assembler.flush_stale(now, *partial_flush, &mut |line| {
+                encode(out, out_bytes, ctx, line)
+            });
         }
     }
 
     /// The process is gone or the agent stops: pending tails become partial records.
     pub fn finish(&mut self) {
-        let Streams { map, out, out_bytes, .. } = self;
+        let Streams {
+            map,
+            out,
+            out_bytes,
+            ..
+        } = self;
         for (_, st) in map.iter_mut() {
             let StreamState { assembler, ctx, .. } = st;
             assembler.finish(&mut |line| encode(out, out_bytes, ctx, line));
@@ -162,7 +218,10 @@ impl Streams {
 
 /// Encodes `line` into the entries of its tag.
 fn encode(out: &mut Vec<Entries>, out_bytes: &mut usize, ctx: &StreamContext, line: Line<'_>) {
-    let i = match out.iter().position(|e| Arc::ptr_eq(&e.tag, &ctx.tag) || e.tag == ctx.tag) {
+    let i = match out
+        .iter()
+        .position(|e| Arc::ptr_eq(&e.tag, &ctx.tag) || e.tag == ctx.tag)
+    {
         Some(i) => i,
         None => {
             out.push(Entries::new(Arc::clone(&ctx.tag)));
@@ -181,9 +240,20 @@ mod tests {
     use crate::pipeline::enrich::{Metadata, TagTemplate};
 
     fn streams() -> Streams {
-        let e = Enricher::new(Metadata::default(), TagTemplate::parse("t.{stream}.{file}").unwrap());
+        let e = Enricher::new(
+            Metadata::default(),
+            TagTemplate::parse("t.{stream}.{file}").unwrap(),
+        );
         let mut s = Streams::new(e, 1024, Duration::from_secs(1));
-        s.set_origin(Origin { pid: 1, comm: "c".into(), host: "h".into(), ..Origin::default() }, vec!["/a.log".into()]);
+        s.set_origin(
+            Origin {
+                pid: 1,
+                comm: "c".into(),
+                host: "h".into(),
+                ..Origin::default()
+            },
+            vec!["/a.log".into()],
+        );
         s
     }
 
@@ -194,15 +264,35 @@ mod tests {
         s.write(1, 2, 0, false, 11, b"err\n").unwrap();
         s.write(1, 1, 0, false, 12, b"-b\n").unwrap();
         s.write(1, 3, 0, false, 13, b"file line\n").unwrap();
-        s.file(1, "/b.log".into());
+        s.file(1, "/b.log".into()).unwrap();
         s.write(1, 3, 1, false, 14, b"other file\n").unwrap();
-        assert_eq!(s.write(1, 9, 0, false, 15, b"x\n"), Err(9));
+        assert_eq!(
+            s.write(1, 9, 0, false, 15, b"x\n"),
+            Err(StreamError::UnknownStream(9))
+        );
         let batch = s.take();
         assert_eq!(batch.records, 4);
         assert_eq!(batch.tapped_bytes, 5 + 4 + 3 + 10 + 11);
         let tags: Vec<&str> = batch.entries.iter().map(|e| &*e.tag).collect();
-        assert_eq!(tags, ["t.stderr.", "t.stdout.", "t.file./a.log", "t.file./b.log"]);
+        assert_eq!(
+            tags,
+            ["t.stderr.", "t.stdout.", "t.file./a.log", "t.file./b.log"]
+        );
         assert_eq!(s.out_bytes(), 0);
+    }
+
+    #[test]
+    fn a_peer_cannot_open_streams_without_bound() {
+        let mut s = streams();
+        for pid in 0..MAX_STREAMS as u32 {
+            s.write(pid, 1, 0, false, 1, b"x").unwrap();
+        }
+        assert_eq!(
+            s.write(u32::MAX, 1, 0, false, 1, b"x"),
+            Err(StreamError::TooManyStreams)
+        );
+        s.write(7, 1, 0, false, 1, b"an existing stream goes on\n")
+            .unwrap();
     }
 
     #[test]

@@ -37,7 +37,11 @@ pub enum TapInputError {
     #[error("cannot listen on --socket {path}: {source}")]
     Listen { path: PathBuf, source: io::Error },
     #[error("cannot set mode {mode:04o} on --socket {path}: {source}")]
-    Mode { path: PathBuf, mode: u32, source: io::Error },
+    Mode {
+        path: PathBuf,
+        mode: u32,
+        source: io::Error,
+    },
 }
 
 /// The running tap input.
@@ -61,22 +65,34 @@ impl TapInput {
         prepare_path(path)?;
         // Bound under a temporary name, given its mode, then renamed into place: the socket
         // never appears at `path` with the umask's permissions, not even for a moment.
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let staging = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
         let _ = std::fs::remove_file(&staging);
         let listen = |at: &Path| {
-            sys::seqpacket_listen(at, BACKLOG)
-                .map_err(|source| TapInputError::Listen { path: path.to_owned(), source })
+            sys::seqpacket_listen(at, BACKLOG).map_err(|source| TapInputError::Listen {
+                path: path.to_owned(),
+                source,
+            })
         };
         let chmod = |at: &Path| {
-            std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode))
-                .map_err(|source| TapInputError::Mode { path: path.to_owned(), mode, source })
+            std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+                TapInputError::Mode {
+                    path: path.to_owned(),
+                    mode,
+                    source,
+                }
+            })
         };
         let fd = match listen(&staging) {
             Ok(fd) => {
                 chmod(&staging)?;
-                std::fs::rename(&staging, path)
-                    .map_err(|source| TapInputError::Listen { path: path.to_owned(), source })?;
+                std::fs::rename(&staging, path).map_err(|source| TapInputError::Listen {
+                    path: path.to_owned(),
+                    source,
+                })?;
                 fd
             }
             // The staging name may be too long for a socket address: bind in place.
@@ -86,8 +102,10 @@ impl TapInput {
                 fd
             }
         };
-        let listener = sys::register_readable(fd)
-            .map_err(|source| TapInputError::Listen { path: path.to_owned(), source })?;
+        let listener = sys::register_readable(fd).map_err(|source| TapInputError::Listen {
+            path: path.to_owned(),
+            source,
+        })?;
         let stop_accepting = CancellationToken::new();
         let stop_peers = CancellationToken::new();
         let peers = TaskTracker::new();
@@ -101,7 +119,13 @@ impl TapInput {
             peers.clone(),
         ));
         tracing::info!(socket = %path.display(), mode = format!("{mode:04o}"), "tap socket listening");
-        Ok(TapInput { path: path.to_owned(), stop_accepting, stop_peers, peers, acceptor })
+        Ok(TapInput {
+            path: path.to_owned(),
+            stop_accepting,
+            stop_peers,
+            peers,
+            acceptor,
+        })
     }
 
     /// Connected peers right now.
@@ -138,15 +162,19 @@ impl TapInput {
 /// Removes a stale socket left by an earlier agent; refuses to remove anything else.
 fn prepare_path(path: &Path) -> Result<(), TapInputError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| TapInputError::Dir { path: path.to_owned(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| TapInputError::Dir {
+            path: path.to_owned(),
+            source,
+        })?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             let _ = std::fs::remove_file(path);
             Ok(())
         }
-        Ok(_) => Err(TapInputError::NotASocket { path: path.to_owned() }),
+        Ok(_) => Err(TapInputError::NotASocket {
+            path: path.to_owned(),
+        }),
         Err(_) => Ok(()),
     }
 }
@@ -161,7 +189,13 @@ async fn accept_loop(
     peers: TaskTracker,
 ) {
     let spawn = |fd: OwnedFd| {
-        peers.spawn(peer::run(fd, Arc::clone(&settings), enricher.clone(), ingest.clone(), stop_peers.clone()));
+        peers.spawn(peer::run(
+            fd,
+            Arc::clone(&settings),
+            enricher.clone(),
+            ingest.clone(),
+            stop_peers.clone(),
+        ));
     };
     loop {
         tokio::select! {
@@ -191,7 +225,11 @@ fn accept_all(listener: &AsyncFd<OwnedFd>, spawn: &impl Fn(OwnedFd)) -> io::Resu
         match sys::accept(listener.get_ref().as_fd()) {
             Ok(fd) => spawn(fd),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                ) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "accept on the tap socket failed");
                 return Err(e);

@@ -33,15 +33,23 @@ pub struct RenderError {
 pub fn render_chunk(chunk: &Chunk, out: &mut String) -> Result<u32, RenderError> {
     let mut offset = 0;
     let mut n = 0;
-    let fail = |offset, reason: String| RenderError { chunk: format!("{:?}", chunk.id), offset, reason };
+    let fail = |offset, reason: String| RenderError {
+        chunk: format!("{:?}", chunk.id),
+        offset,
+        reason,
+    };
     while offset < chunk.entries.len() {
         let rest: Bytes = chunk.entries.slice(offset..);
-        let (entry, used) = Value::decode(&rest, MAX_DEPTH).map_err(|e| fail(offset, e.to_string()))?;
+        let (entry, used) =
+            Value::decode(&rest, MAX_DEPTH).map_err(|e| fail(offset, e.to_string()))?;
         let Value::Array(mut parts) = entry else {
             return Err(fail(offset, "entry is not an array".into()));
         };
         if parts.len() != 2 {
-            return Err(fail(offset, format!("entry has {} elements, not 2", parts.len())));
+            return Err(fail(
+                offset,
+                format!("entry has {} elements, not 2", parts.len()),
+            ));
         }
         let record = parts.pop().unwrap_or(Value::Nil);
         let time = match parts.pop() {
@@ -65,7 +73,12 @@ pub fn render_record(tag: &str, time_ns: u64, record: &Value, out: &mut String) 
         Value::Map(m) => m,
         _ => &[],
     };
-    let get = |k: &str| fields.iter().find(|(key, _)| key.as_raw() == Some(k.as_bytes())).map(|(_, v)| v);
+    let get = |k: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key.as_raw() == Some(k.as_bytes()))
+            .map(|(_, v)| v)
+    };
     out.push_str("{\"timestamp\":\"");
     rfc3339_ns(time_ns, out);
     out.push('"');
@@ -247,16 +260,53 @@ mod tests {
 
     #[test]
     fn renders_seed_fields_and_raw_bytes() {
-        let meta = Metadata { host: "h".into(), pod_name: Some("p".into()), ..Metadata::default() };
+        let meta = Metadata {
+            host: "h".into(),
+            pod_name: Some("p".into()),
+            ..Metadata::default()
+        };
         let e = Enricher::new(meta, TagTemplate::parse("logtap.{stream}").unwrap());
-        let ctx = e.stream_context(&Origin { pid: 9, comm: "sh".into(), host: "h".into(), ..Origin::default() }, "stderr", None);
+        let ctx = e.stream_context(
+            &Origin {
+                pid: 9,
+                comm: "sh".into(),
+                host: "h".into(),
+                ..Origin::default()
+            },
+            "stderr",
+            None,
+        );
         let mut entries = Entries::new(ctx.tag.clone());
-        Enricher::encode(&ctx, Line { time_ns: 10_000_000_005, bytes: b"a \"q\"", partial: false }, &mut entries);
-        Enricher::encode(&ctx, Line { time_ns: 2, bytes: b"\xff\xfeok", partial: true }, &mut entries);
-        let chunk = Chunk { id: ChunkId::random(), tag: ctx.tag.clone(), entries: entries.buf.into(), records: 2 };
+        Enricher::encode(
+            &ctx,
+            Line {
+                time_ns: 10_000_000_005,
+                bytes: b"a \"q\"",
+                partial: false,
+            },
+            &mut entries,
+        );
+        Enricher::encode(
+            &ctx,
+            Line {
+                time_ns: 2,
+                bytes: b"\xff\xfeok",
+                partial: true,
+            },
+            &mut entries,
+        );
+        let chunk = Chunk {
+            id: ChunkId::random(),
+            tag: ctx.tag.clone(),
+            entries: entries.buf.into(),
+            records: 2,
+        };
         let mut out = String::new();
         assert_eq!(render_chunk(&chunk, &mut out).unwrap(), 2);
-        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines[0]["timestamp"], "1970-01-01T00:00:10.000000005Z");
         assert_eq!(lines[0]["message"], "a \"q\"");
         assert_eq!(lines[0]["pod_name"], "p");

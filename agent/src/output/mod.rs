@@ -81,7 +81,10 @@ pub struct OutputSet {
 }
 
 /// Starts one task per configured output and returns the router that feeds them.
-pub fn start(config: &Config, buffer: Arc<MemoryBuffer>) -> Result<(Router, OutputSet), OutputError> {
+pub fn start(
+    config: &Config,
+    buffer: Arc<MemoryBuffer>,
+) -> Result<(Router, OutputSet), OutputError> {
     let abort = CancellationToken::new();
     let mut senders = Vec::new();
     let mut tasks = Vec::new();
@@ -89,7 +92,10 @@ pub fn start(config: &Config, buffer: Arc<MemoryBuffer>) -> Result<(Router, Outp
     kinds.dedup();
     for kind in kinds {
         let (tx, rx) = mpsc::unbounded_channel();
-        let ctx = OutputContext { kind, abort: abort.clone() };
+        let ctx = OutputContext {
+            kind,
+            abort: abort.clone(),
+        };
         let task = match kind {
             OutputKind::Stdout => tokio::spawn(stdout::run(rx, ctx)),
             OutputKind::Null => tokio::spawn(null::run(rx, ctx)),
@@ -102,7 +108,13 @@ pub fn start(config: &Config, buffer: Arc<MemoryBuffer>) -> Result<(Router, Outp
         senders.push(tx);
         tasks.push((kind, task));
     }
-    Ok((Router { buffer, outputs: senders }, OutputSet { tasks, abort }))
+    Ok((
+        Router {
+            buffer,
+            outputs: senders,
+        },
+        OutputSet { tasks, abort },
+    ))
 }
 
 impl OutputSet {

@@ -31,7 +31,10 @@ pub struct BatchConfig {
 impl BatchConfig {
     /// Chunks of at most [`CHUNK_LIMIT`], and small enough that four fit in the buffer.
     pub fn new(flush_interval: Duration, mem_buf_limit: usize) -> BatchConfig {
-        BatchConfig { flush_interval, chunk_limit: CHUNK_LIMIT.min(mem_buf_limit / 4).max(1024) }
+        BatchConfig {
+            flush_interval,
+            chunk_limit: CHUNK_LIMIT.min(mem_buf_limit / 4).max(1024),
+        }
     }
 }
 
@@ -83,17 +86,23 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Adds entries to the open chunk of their tag; returns a chunk that became full.
-fn add(open: &mut HashMap<Arc<str>, Open>, entries: Entries, config: &BatchConfig) -> Option<Chunk> {
+fn add(
+    open: &mut HashMap<Arc<str>, Open>,
+    entries: Entries,
+    config: &BatchConfig,
+) -> Option<Chunk> {
     if entries.records == 0 {
         return None;
     }
-    let o = open.entry(Arc::clone(&entries.tag)).or_insert_with(|| Open {
-        // Room for a full chunk at once: growing by doubling would copy, and leave up to twice
-        // the bytes the buffer accounts for.
-        buf: Vec::with_capacity(config.chunk_limit + config.chunk_limit / 4),
-        records: 0,
-        deadline: Instant::now() + config.flush_interval,
-    });
+    let o = open
+        .entry(Arc::clone(&entries.tag))
+        .or_insert_with(|| Open {
+            // Room for a full chunk at once: growing by doubling would copy, and leave up to twice
+            // the bytes the buffer accounts for.
+            buf: Vec::with_capacity(config.chunk_limit + config.chunk_limit / 4),
+            records: 0,
+            deadline: Instant::now() + config.flush_interval,
+        });
     if o.buf.is_empty() && entries.buf.len() >= config.chunk_limit {
         // Already a chunk's worth: no copy.
         o.buf = entries.buf;
@@ -112,7 +121,12 @@ fn add(open: &mut HashMap<Arc<str>, Open>, entries: Entries, config: &BatchConfi
 fn seal(tag: Arc<str>, mut o: Open) -> Chunk {
     // The buffer's accounting counts `len`; unused capacity would be memory nobody counts.
     o.buf.shrink_to_fit();
-    Chunk { id: ChunkId::random(), tag, entries: Bytes::from(o.buf), records: o.records }
+    Chunk {
+        id: ChunkId::random(),
+        tag,
+        entries: Bytes::from(o.buf),
+        records: o.records,
+    }
 }
 
 async fn dispatch(router: &Router, chunk: Chunk) {
@@ -126,17 +140,27 @@ mod tests {
     use super::*;
 
     fn entries(tag: &str, n: u32, bytes: usize) -> Entries {
-        Entries { tag: tag.into(), buf: vec![0x90; bytes], records: n }
+        Entries {
+            tag: tag.into(),
+            buf: vec![0x90; bytes],
+            records: n,
+        }
     }
 
     #[test]
     fn groups_by_tag_and_cuts_at_limit() {
-        let config = BatchConfig { flush_interval: Duration::from_secs(1), chunk_limit: 100 };
+        let config = BatchConfig {
+            flush_interval: Duration::from_secs(1),
+            chunk_limit: 100,
+        };
         let mut open = HashMap::new();
         assert!(add(&mut open, entries("a", 1, 60), &config).is_none());
         assert!(add(&mut open, entries("b", 1, 60), &config).is_none());
         let full = add(&mut open, entries("a", 2, 60), &config).unwrap();
-        assert_eq!((&*full.tag, full.records, full.entries.len()), ("a", 3, 120));
+        assert_eq!(
+            (&*full.tag, full.records, full.entries.len()),
+            ("a", 3, 120)
+        );
         assert_eq!(open.len(), 1, "b stays open");
         assert!(add(&mut open, entries("c", 0, 0), &config).is_none());
         assert_eq!(open.len(), 1, "empty runs open nothing");

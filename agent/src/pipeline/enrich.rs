@@ -146,7 +146,10 @@ impl TagTemplate {
         if text.is_empty() {
             return Err("the tag template is empty".to_owned());
         }
-        Ok(TagTemplate { text: text.to_owned(), parts })
+        Ok(TagTemplate {
+            text: text.to_owned(),
+            parts,
+        })
     }
 
     /// The template as written.
@@ -161,8 +164,12 @@ impl TagTemplate {
                 Part::Text(t) => t.as_str(),
                 Part::Field(Field::Stream) => stream,
                 Part::Field(Field::Comm) => &origin.comm,
-                Part::Field(Field::PodName) => pick(&origin.pod.pod_name, &meta.pod_name).unwrap_or(""),
-                Part::Field(Field::Namespace) => pick(&origin.pod.namespace, &meta.namespace).unwrap_or(""),
+                Part::Field(Field::PodName) => {
+                    pick(&origin.pod.pod_name, &meta.pod_name).unwrap_or("")
+                }
+                Part::Field(Field::Namespace) => {
+                    pick(&origin.pod.namespace, &meta.namespace).unwrap_or("")
+                }
                 Part::Field(Field::ContainerName) => {
                     pick(&origin.pod.container_name, &meta.container_name).unwrap_or("")
                 }
@@ -203,7 +210,10 @@ pub struct Enricher {
 
 impl Enricher {
     pub fn new(meta: Metadata, tag: TagTemplate) -> Enricher {
-        Enricher { meta: Arc::new(meta), tag }
+        Enricher {
+            meta: Arc::new(meta),
+            tag,
+        }
     }
 
     /// The agent's metadata (host fallback for peers that send no hostname).
@@ -212,7 +222,12 @@ impl Enricher {
     }
 
     /// Prepares the constant part of the records of one stream (`file` for the file stream).
-    pub fn stream_context(&self, origin: &Origin, stream: &str, file: Option<&str>) -> StreamContext {
+    pub fn stream_context(
+        &self,
+        origin: &Origin,
+        stream: &str,
+        file: Option<&str>,
+    ) -> StreamContext {
         let meta = &*self.meta;
         let mut fields = Vec::with_capacity(128);
         let mut n = 0;
@@ -231,7 +246,10 @@ impl Enricher {
         for (k, v) in [
             ("pod_name", pick(&pod.pod_name, &meta.pod_name)),
             ("namespace", pick(&pod.namespace, &meta.namespace)),
-            ("container_name", pick(&pod.container_name, &meta.container_name)),
+            (
+                "container_name",
+                pick(&pod.container_name, &meta.container_name),
+            ),
             ("node_name", pick(&pod.node_name, &meta.node_name)),
         ] {
             if let Some(v) = v {
@@ -281,10 +299,23 @@ mod tests {
 
     #[test]
     fn templates() {
-        let origin = Origin { pid: 1, comm: "nginx".into(), host: "h".into(), ..Origin::default() };
-        let t = TagTemplate::parse("k8s.{namespace}.{pod_name}.{comm}.{stream}{container_name}").unwrap();
-        assert_eq!(t.render(&meta(), &origin, "stderr", None), "k8s.shop.web-1.nginx.stderr");
-        assert!(TagTemplate::parse("x.{nope}").unwrap_err().contains("{nope}"));
+        let origin = Origin {
+            pid: 1,
+            comm: "nginx".into(),
+            host: "h".into(),
+            ..Origin::default()
+        };
+        let t = TagTemplate::parse("k8s.{namespace}.{pod_name}.{comm}.{stream}{container_name}")
+            .unwrap();
+        assert_eq!(
+            t.render(&meta(), &origin, "stderr", None),
+            "k8s.shop.web-1.nginx.stderr"
+        );
+        assert!(
+            TagTemplate::parse("x.{nope}")
+                .unwrap_err()
+                .contains("{nope}")
+        );
         assert!(TagTemplate::parse("x.{stream").is_err());
         assert!(TagTemplate::parse("x.}").is_err());
         assert!(TagTemplate::parse("").is_err());
@@ -293,32 +324,78 @@ mod tests {
     #[test]
     fn encodes_contract3_record() {
         let e = Enricher::new(meta(), TagTemplate::parse("logtap.{stream}").unwrap());
-        let origin = Origin { pid: 4242, comm: "python3".into(), host: "app".into(), ..Origin::default() };
+        let origin = Origin {
+            pid: 4242,
+            comm: "python3".into(),
+            host: "app".into(),
+            ..Origin::default()
+        };
         let ctx = e.stream_context(&origin, "stdout", None);
         assert_eq!(&*ctx.tag, "logtap.stdout");
         let mut out = Entries::new(ctx.tag.clone());
-        Enricher::encode(&ctx, Line { time_ns: 1_000_000_001, bytes: b"hi", partial: true }, &mut out);
+        Enricher::encode(
+            &ctx,
+            Line {
+                time_ns: 1_000_000_001,
+                bytes: b"hi",
+                partial: true,
+            },
+            &mut out,
+        );
         assert_eq!(out.records, 1);
         let b = &out.buf;
         assert_eq!(&b[..2], &[0x92, 0xd7], "[fixext8 time, map]");
         assert_eq!(&b[2..12], &[0, 0, 0, 0, 1, 0, 0, 0, 1, 0x80 | 9]);
         let text = String::from_utf8_lossy(b);
-        for key in ["message", "hi", "stream", "stdout", "comm", "python3", "host", "app",
-                    "pod_name", "web-1", "namespace", "shop", "node_name", "node-a", "pid", "partial"] {
+        for key in [
+            "message",
+            "hi",
+            "stream",
+            "stdout",
+            "comm",
+            "python3",
+            "host",
+            "app",
+            "pod_name",
+            "web-1",
+            "namespace",
+            "shop",
+            "node_name",
+            "node-a",
+            "pid",
+            "partial",
+        ] {
             assert!(text.contains(key), "{key} missing");
         }
-        assert!(!text.contains("container_name"), "unknown values are left out");
+        assert!(
+            !text.contains("container_name"),
+            "unknown values are left out"
+        );
     }
 
     #[test]
     fn a_peers_own_pod_names_win_over_the_agents() {
-        let e = Enricher::new(meta(), TagTemplate::parse("{namespace}.{pod_name}").unwrap());
-        let meta_pairs = vec![("POD_NAME".to_owned(), "app-7".to_owned()), ("namespace".to_owned(), "team".to_owned())];
-        let origin = Origin { pid: 1, comm: "c".into(), host: "h".into(), pod: PodNames::from_meta(&meta_pairs) };
+        let e = Enricher::new(
+            meta(),
+            TagTemplate::parse("{namespace}.{pod_name}").unwrap(),
+        );
+        let meta_pairs = vec![
+            ("POD_NAME".to_owned(), "app-7".to_owned()),
+            ("namespace".to_owned(), "team".to_owned()),
+        ];
+        let origin = Origin {
+            pid: 1,
+            comm: "c".into(),
+            host: "h".into(),
+            pod: PodNames::from_meta(&meta_pairs),
+        };
         let ctx = e.stream_context(&origin, "stdout", None);
         assert_eq!(&*ctx.tag, "team.app-7");
         let text = String::from_utf8_lossy(&ctx.fields).into_owned();
         assert!(text.contains("app-7") && !text.contains("web-1"), "{text}");
-        assert!(text.contains("node-a"), "the agent's value stays the fallback");
+        assert!(
+            text.contains("node-a"),
+            "the agent's value stays the fallback"
+        );
     }
 }

@@ -50,7 +50,13 @@ impl LineAssembler {
     }
 
     /// Feeds the bytes of one write made at `time_ns`; calls `emit` for each finished record.
-    pub fn push(&mut self, time_ns: u64, data: &[u8], now: Instant, emit: &mut impl FnMut(Line<'_>)) {
+    pub fn push(
+        &mut self,
+        time_ns: u64,
+        data: &[u8],
+        now: Instant,
+        emit: &mut impl FnMut(Line<'_>),
+    ) {
         let mut rest = data;
         while let Some(nl) = memchr::memchr(b'\n', rest) {
             self.feed(time_ns, &rest[..nl], now, emit);
@@ -61,11 +67,21 @@ impl LineAssembler {
     }
 
     /// Bytes of a line segment that holds no newline.
-    fn feed(&mut self, time_ns: u64, mut seg: &[u8], now: Instant, emit: &mut impl FnMut(Line<'_>)) {
+    fn feed(
+        &mut self,
+        time_ns: u64,
+        mut seg: &[u8],
+        now: Instant,
+        emit: &mut impl FnMut(Line<'_>),
+    ) {
         // Straight from the write while nothing is pending: full pieces that more bytes follow.
         if self.pending.is_empty() {
             while seg.len() > self.max_line {
-                emit(Line { time_ns, bytes: &seg[..self.max_line], partial: true });
+                emit(Line {
+                    time_ns,
+                    bytes: &seg[..self.max_line],
+                    partial: true,
+                });
                 seg = &seg[self.max_line..];
             }
         }
@@ -87,14 +103,22 @@ impl LineAssembler {
     fn end_line(&mut self, time_ns: u64, emit: &mut impl FnMut(Line<'_>)) {
         if self.pending_since.is_none() {
             // Nothing pending: an empty line (the segment before it was empty).
-            emit(Line { time_ns, bytes: &[], partial: false });
+            emit(Line {
+                time_ns,
+                bytes: &[],
+                partial: false,
+            });
         } else {
             self.emit_pending(false, emit);
         }
     }
 
     fn emit_pending(&mut self, partial: bool, emit: &mut impl FnMut(Line<'_>)) {
-        emit(Line { time_ns: self.pending_time_ns, bytes: &self.pending, partial });
+        emit(Line {
+            time_ns: self.pending_time_ns,
+            bytes: &self.pending,
+            partial,
+        });
         self.pending.clear();
         self.pending_since = None;
         if self.pending.capacity() > KEEP_CAPACITY {
@@ -103,7 +127,12 @@ impl LineAssembler {
     }
 
     /// Emits the pending tail as partial if it has waited at least `partial_flush`.
-    pub fn flush_stale(&mut self, now: Instant, partial_flush: Duration, emit: &mut impl FnMut(Line<'_>)) {
+    pub fn flush_stale(
+        &mut self,
+        now: Instant,
+        partial_flush: Duration,
+        emit: &mut impl FnMut(Line<'_>),
+    ) {
         if let Some(since) = self.pending_since
             && now.saturating_duration_since(since) >= partial_flush
         {
@@ -136,7 +165,9 @@ mod tests {
         let mut out = Vec::new();
         let now = Instant::now();
         for (t, w) in writes {
-            a.push(*t, w, now, &mut |l: Line<'_>| out.push((l.time_ns, l.bytes.to_vec(), l.partial)));
+            a.push(*t, w, now, &mut |l: Line<'_>| {
+                out.push((l.time_ns, l.bytes.to_vec(), l.partial))
+            });
         }
         a.finish(&mut |l: Line<'_>| out.push((l.time_ns, l.bytes.to_vec(), l.partial)));
         out
@@ -159,7 +190,15 @@ mod tests {
 
     #[test]
     fn long_lines_are_cut_at_max() {
-        let out = run(4, &[(1, b"abcdefghij\n"), (2, b"wxyz\n"), (3, b"12"), (4, b"345\n")]);
+        let out = run(
+            4,
+            &[
+                (1, b"abcdefghij\n"),
+                (2, b"wxyz\n"),
+                (3, b"12"),
+                (4, b"345\n"),
+            ],
+        );
         assert_eq!(
             out,
             vec![
@@ -179,12 +218,16 @@ mod tests {
         let t0 = Instant::now();
         let mut out = Vec::new();
         a.push(7, b"waiting", t0, &mut |_| panic!("nothing complete yet"));
-        a.flush_stale(t0 + Duration::from_millis(10), Duration::from_secs(1), &mut |_| {
-            panic!("too early")
-        });
-        a.flush_stale(t0 + Duration::from_secs(1), Duration::from_secs(1), &mut |l| {
-            out.push((l.time_ns, l.bytes.to_vec(), l.partial))
-        });
+        a.flush_stale(
+            t0 + Duration::from_millis(10),
+            Duration::from_secs(1),
+            &mut |_| panic!("too early"),
+        );
+        a.flush_stale(
+            t0 + Duration::from_secs(1),
+            Duration::from_secs(1),
+            &mut |l| out.push((l.time_ns, l.bytes.to_vec(), l.partial)),
+        );
         assert_eq!(out, vec![(7, b"waiting".to_vec(), true)]);
         assert!(!a.has_pending());
     }

@@ -31,7 +31,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use logtap_bench::{Case, Sample, human, rounds, side_by_side};
 use logtap_protocol::forward::{ClientMessage, ServerDecoder};
-use logtap_protocol::ring::{Consumer, ConsumerOptions, DEFAULT_RING_SIZE, Producer, RecordMeta, create_ring_memfd};
+use logtap_protocol::ring::{
+    Consumer, ConsumerOptions, DEFAULT_RING_SIZE, Producer, RecordMeta, create_ring_memfd,
+};
 use logtap_protocol::tap::{self, Header, HelloFields, Kind};
 
 type BoxError = Box<dyn std::error::Error>;
@@ -39,7 +41,10 @@ type BoxError = Box<dyn std::error::Error>;
 const LINE: usize = 100;
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// `line 0000042 xxxx…\n`, 100 bytes.
@@ -51,7 +56,11 @@ fn line(i: u64, buf: &mut Vec<u8>) {
 }
 
 fn check(ret: libc::c_int, what: &str) -> Result<libc::c_int, BoxError> {
-    if ret < 0 { Err(format!("{what}: {}", std::io::Error::last_os_error()).into()) } else { Ok(ret) }
+    if ret < 0 {
+        Err(format!("{what}: {}", std::io::Error::last_os_error()).into())
+    } else {
+        Ok(ret)
+    }
 }
 
 /// A tapped process in miniature: HELLO with a ring over the agent's SOCK_SEQPACKET socket.
@@ -64,7 +73,9 @@ struct Tapper {
 impl Tapper {
     fn connect(socket: &Path) -> Result<Tapper, BoxError> {
         // SAFETY: plain syscall; checked.
-        let fd = check(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) }, "socket")?;
+        let ret =
+            unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+        let fd = check(ret, "socket")?;
         // SAFETY: a new descriptor nobody else owns.
         let sock = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: all-zero sockaddr_un is valid.
@@ -75,11 +86,13 @@ impl Tapper {
         }
         let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
         // SAFETY: addr is a valid sockaddr_un of `len` bytes.
-        check(unsafe { libc::connect(sock.as_raw_fd(), (&raw const addr).cast(), len) }, "connect")?;
+        let ret = unsafe { libc::connect(sock.as_raw_fd(), (&raw const addr).cast(), len) };
+        check(ret, "connect")?;
         let memfd = create_ring_memfd(DEFAULT_RING_SIZE, std::process::id())?;
         let producer = Producer::map(memfd.as_fd())?;
         // SAFETY: plain syscall; checked.
-        let ev = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) }, "eventfd")?;
+        let ret = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        let ev = check(ret, "eventfd")?;
         // SAFETY: a new descriptor nobody else owns.
         let eventfd = unsafe { OwnedFd::from_raw_fd(ev) };
         producer.set_wake_fd(eventfd.as_raw_fd());
@@ -94,7 +107,12 @@ impl Tapper {
             version: b"bench",
             ring: true,
         };
-        let n = tap::encode_hello(&mut payload, &fields, std::iter::empty::<&[u8]>(), std::iter::empty::<(&[u8], &[u8])>())?;
+        let n = tap::encode_hello(
+            &mut payload,
+            &fields,
+            std::iter::empty::<&[u8]>(),
+            std::iter::empty::<(&[u8], &[u8])>(),
+        )?;
         let header = Header {
             kind: Kind::Hello,
             stream: None,
@@ -106,23 +124,50 @@ impl Tapper {
             payload_len: n as u32,
         }
         .encode();
-        send_with_fds(sock.as_raw_fd(), &header, &payload[..n], &[memfd.as_raw_fd(), eventfd.as_raw_fd()])?;
-        Ok(Tapper { _sock: sock, _eventfd: eventfd, producer })
+        send_with_fds(
+            sock.as_raw_fd(),
+            &header,
+            &payload[..n],
+            &[memfd.as_raw_fd(), eventfd.as_raw_fd()],
+        )?;
+        Ok(Tapper {
+            _sock: sock,
+            _eventfd: eventfd,
+            producer,
+        })
     }
 
     /// Pushes one line, waiting while the ring is full (the agent drains it).
     fn write(&self, seq: u32, bytes: &[u8]) {
-        let meta = RecordMeta { stream: 1, flags: 0, file_index: 0, pid: std::process::id(), seq, time_ns: now_ns() };
+        let meta = RecordMeta {
+            stream: 1,
+            flags: 0,
+            file_index: 0,
+            pid: std::process::id(),
+            seq,
+            time_ns: now_ns(),
+        };
         while self.producer.try_push(&meta, bytes).is_err() {
             thread::yield_now();
         }
     }
 }
 
-fn send_with_fds(sock: RawFd, header: &[u8], payload: &[u8], fds: &[RawFd]) -> Result<(), BoxError> {
+fn send_with_fds(
+    sock: RawFd,
+    header: &[u8],
+    payload: &[u8],
+    fds: &[RawFd],
+) -> Result<(), BoxError> {
     let mut iov = [
-        libc::iovec { iov_base: header.as_ptr() as *mut _, iov_len: header.len() },
-        libc::iovec { iov_base: payload.as_ptr() as *mut _, iov_len: payload.len() },
+        libc::iovec {
+            iov_base: header.as_ptr() as *mut _,
+            iov_len: header.len(),
+        },
+        libc::iovec {
+            iov_base: payload.as_ptr() as *mut _,
+            iov_len: payload.len(),
+        },
     ];
     let mut control = [0u64; 8];
     let bytes = std::mem::size_of_val(fds);
@@ -143,7 +188,8 @@ fn send_with_fds(sock: RawFd, header: &[u8], payload: &[u8], fds: &[RawFd]) -> R
         std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), bytes);
     }
     // SAFETY: msg points at live buffers for the duration of the call.
-    check(unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) } as i32, "sendmsg")?;
+    let ret = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) } as i32;
+    check(ret, "sendmsg")?;
     Ok(())
 }
 
@@ -163,7 +209,11 @@ impl Receiver {
         let events = Arc::new(AtomicU64::new(0));
         let latencies = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (ev, lat, st) = (Arc::clone(&events), Arc::clone(&latencies), Arc::clone(&stop));
+        let (ev, lat, st) = (
+            Arc::clone(&events),
+            Arc::clone(&latencies),
+            Arc::clone(&stop),
+        );
         thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 let Ok((sock, _)) = listener.accept() else {
@@ -174,7 +224,12 @@ impl Receiver {
                 thread::spawn(move || receive(sock, &ev, sample_latency.then_some(&*lat), &st));
             }
         });
-        Ok(Receiver { port, events, latencies, stop })
+        Ok(Receiver {
+            port,
+            events,
+            latencies,
+            stop,
+        })
     }
 }
 
@@ -184,7 +239,12 @@ impl Drop for Receiver {
     }
 }
 
-fn receive(mut sock: TcpStream, events: &AtomicU64, latencies: Option<&Mutex<Vec<u64>>>, stop: &AtomicBool) {
+fn receive(
+    mut sock: TcpStream,
+    events: &AtomicU64,
+    latencies: Option<&Mutex<Vec<u64>>>,
+    stop: &AtomicBool,
+) {
     let _ = sock.set_nonblocking(false);
     let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
     let mut decoder = ServerDecoder::default();
@@ -194,18 +254,32 @@ fn receive(mut sock: TcpStream, events: &AtomicU64, latencies: Option<&Mutex<Vec
         match sock.read(&mut chunk) {
             Ok(0) => return,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
             Err(_) => return,
         }
         while let Ok(Some(msg)) = decoder.decode(&mut buf) {
-            let ClientMessage::Events(batch) = msg else { continue };
+            let ClientMessage::Events(batch) = msg else {
+                continue;
+            };
             if let Some(ack) = batch.ack() {
                 let _ = sock.write_all(&ack.to_vec());
             }
             if let Some(lat) = latencies {
                 let now = now_ns();
                 let mut l = lat.lock().unwrap_or_else(|e| e.into_inner());
-                l.extend(batch.events.iter().map(|e| now.saturating_sub(e.time.as_nanos())));
+                l.extend(
+                    batch
+                        .events
+                        .iter()
+                        .map(|e| now.saturating_sub(e.time.as_nanos())),
+                );
             }
             events.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
         }
@@ -227,7 +301,11 @@ fn free_port() -> Result<u16, BoxError> {
 impl AgentProc {
     fn start(args: &[String]) -> Result<AgentProc, BoxError> {
         static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!("logtap-bench-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "logtap-bench-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&dir)?;
         let socket = dir.join("tap.sock");
         let http = free_port()?;
@@ -237,11 +315,21 @@ impl AgentProc {
             .arg("agent")
             .arg("--socket")
             .arg(&socket)
-            .args(["--http-listen", &format!("127.0.0.1:{http}"), "--log-level", "warn"])
+            .args([
+                "--http-listen",
+                &format!("127.0.0.1:{http}"),
+                "--log-level",
+                "warn",
+            ])
             .args(args)
             .stdout(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e} (cargo build --release -p logtap-agent)", bin.display()))?;
+            .map_err(|e| {
+                format!(
+                    "cannot start {}: {e} (cargo build --release -p logtap-agent)",
+                    bin.display()
+                )
+            })?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while !socket.exists() {
             if Instant::now() > deadline {
@@ -249,17 +337,32 @@ impl AgentProc {
             }
             thread::sleep(Duration::from_millis(5));
         }
-        Ok(AgentProc { child, socket, http, dir })
+        Ok(AgentProc {
+            child,
+            socket,
+            http,
+            dir,
+        })
     }
 
     /// (CPU seconds, RSS KiB, peak RSS KiB) from /proc.
     fn usage(&self) -> (f64, u64, u64) {
         let pid = self.child.id();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
         // SAFETY: sysconf has no memory effects.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         let cpu = (ticks(11) + ticks(12)) / hz; // utime, stime (fields 14, 15 of stat)
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let kib = |key: &str| {
@@ -275,8 +378,13 @@ impl AgentProc {
 
     /// A counter from /metrics.
     fn metric(&self, line_prefix: &str) -> u64 {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.http)) else { return 0 };
-        let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.http)) else {
+            return 0;
+        };
+        let _ = write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
         let mut text = String::new();
         let _ = s.read_to_string(&mut text);
         text.lines()
@@ -305,7 +413,12 @@ struct Usage {
 }
 
 /// Writes `n` lines into a ring read by an agent; waits until `delivered()` reaches `n`.
-fn agent_run(n: u64, agent: &AgentProc, delivered: impl Fn() -> u64, usage: &mut Vec<Usage>) -> Result<Sample, BoxError> {
+fn agent_run(
+    n: u64,
+    agent: &AgentProc,
+    delivered: impl Fn() -> u64,
+    usage: &mut Vec<Usage>,
+) -> Result<Sample, BoxError> {
     thread::sleep(Duration::from_millis(100));
     let (cpu0, idle, _) = agent.usage();
     let tapper = Tapper::connect(&agent.socket)?;
@@ -324,8 +437,16 @@ fn agent_run(n: u64, agent: &AgentProc, delivered: impl Fn() -> u64, usage: &mut
     }
     let elapsed = start.elapsed();
     let (cpu1, _, peak) = agent.usage();
-    usage.push(Usage { cpu_per_m: (cpu1 - cpu0) * 1e6 / n as f64, idle_rss_kib: idle, peak_rss_kib: peak });
-    Ok(Sample { items: n, bytes: n * LINE as u64, elapsed })
+    usage.push(Usage {
+        cpu_per_m: (cpu1 - cpu0) * 1e6 / n as f64,
+        idle_rss_kib: idle,
+        peak_rss_kib: peak,
+    });
+    Ok(Sample {
+        items: n,
+        bytes: n * LINE as u64,
+        elapsed,
+    })
 }
 
 fn ring_only(n: u64) -> Result<Sample, BoxError> {
@@ -346,13 +467,24 @@ fn ring_only(n: u64) -> Result<Sample, BoxError> {
     let mut buf = Vec::with_capacity(LINE);
     for i in 0..n {
         line(i, &mut buf);
-        let meta = RecordMeta { stream: 1, flags: 0, file_index: 0, pid: 1, seq: i as u32, time_ns: now_ns() };
+        let meta = RecordMeta {
+            stream: 1,
+            flags: 0,
+            file_index: 0,
+            pid: 1,
+            seq: i as u32,
+            time_ns: now_ns(),
+        };
         while producer.try_push(&meta, &buf).is_err() {
             thread::yield_now();
         }
     }
     reader.join().map_err(|_| "reader panicked")?;
-    Ok(Sample { items: n, bytes: n * LINE as u64, elapsed: start.elapsed() })
+    Ok(Sample {
+        items: n,
+        bytes: n * LINE as u64,
+        elapsed: start.elapsed(),
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -361,7 +493,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<(), BoxError> {
-    let n: u64 = std::env::var("LOGTAP_BENCH_LINES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = std::env::var("LOGTAP_BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let rounds = rounds(3);
     let receiver = Receiver::start(false)?;
     let forward = AgentProc::start(&["--forward".into(), format!("127.0.0.1:{}", receiver.port)])?;
@@ -380,35 +515,71 @@ fn main() -> Result<(), BoxError> {
     let fail = |e: BoxError| -> Sample { panic!("benchmark run failed: {e}") };
     {
         let mut cases = [
-            Case::new("ring only (in-process consumer, no agent)", || ring_only(n).unwrap_or_else(fail)),
+            Case::new("ring only (in-process consumer, no agent)", || {
+                ring_only(n).unwrap_or_else(fail)
+            }),
             Case::new("agent → null output", || {
                 let before = null.metric("logtap_output_records_total{output=\"null\"}");
-                agent_run(n, &null, || null.metric("logtap_output_records_total{output=\"null\"}") - before, &mut null_usage)
-                    .unwrap_or_else(fail)
+                agent_run(
+                    n,
+                    &null,
+                    || null.metric("logtap_output_records_total{output=\"null\"}") - before,
+                    &mut null_usage,
+                )
+                .unwrap_or_else(fail)
             }),
             Case::new("agent → forward (ack) → receiver", || {
                 let before = receiver.events.load(Ordering::Relaxed);
-                agent_run(n, &forward, || receiver.events.load(Ordering::Relaxed) - before, &mut fwd_usage).unwrap_or_else(fail)
+                agent_run(
+                    n,
+                    &forward,
+                    || receiver.events.load(Ordering::Relaxed) - before,
+                    &mut fwd_usage,
+                )
+                .unwrap_or_else(fail)
             }),
-            Case::new("agent → forward (ack) → logtap --forward-listen → null", || {
-                let key = "logtap_output_records_total{output=\"null\"}";
-                let before = relay_rx.metric(key);
-                agent_run(n, &relay, || relay_rx.metric(key) - before, &mut relay_usage).unwrap_or_else(fail)
-            }),
+            Case::new(
+                "agent → forward (ack) → logtap --forward-listen → null",
+                || {
+                    let key = "logtap_output_records_total{output=\"null\"}";
+                    let before = relay_rx.metric(key);
+                    agent_run(
+                        n,
+                        &relay,
+                        || relay_rx.metric(key) - before,
+                        &mut relay_usage,
+                    )
+                    .unwrap_or_else(fail)
+                },
+            ),
         ];
-        side_by_side(&format!("agent: {} lines of {LINE} bytes, tap ring → agent", human(n as f64)), rounds, &mut cases);
+        side_by_side(
+            &format!(
+                "agent: {} lines of {LINE} bytes, tap ring → agent",
+                human(n as f64)
+            ),
+            rounds,
+            &mut cases,
+        );
     }
     println!("\n| agent case | CPU-s per 1M lines (median) | idle RSS | peak RSS (VmHWM) |");
     println!("|---|---:|---:|---:|");
     for (name, u) in [
         ("→ null", &null_usage),
         ("→ forward (ack) → in-process receiver", &fwd_usage),
-        ("→ forward (ack) → logtap → null (sender's figures)", &relay_usage),
+        (
+            "→ forward (ack) → logtap → null (sender's figures)",
+            &relay_usage,
+        ),
     ] {
         let cpu = median(u.iter().map(|u| u.cpu_per_m).collect());
         let idle = u.first().map_or(0, |u| u.idle_rss_kib);
         let peak = u.iter().map(|u| u.peak_rss_kib).max().unwrap_or(0);
-        println!("| {name} | {cpu:.3} | {:.1} MiB | {:.1} MiB |", idle as f64 / 1024.0, peak as f64 / 1024.0);
+        println!(
+            "| {name} | {cpu:.3} | {:.1} MiB | {:.1} MiB |",
+            idle as f64 / 1024.0,
+            peak as f64 / 1024.0
+        );
     }
     drop((forward, null, relay, relay_rx));
 
@@ -431,11 +602,26 @@ fn main() -> Result<(), BoxError> {
     while receiver.events.load(Ordering::Relaxed) < total && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
     }
-    let mut lat = receiver.latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut lat = receiver
+        .latencies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0) as f64 / 1e6;
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0) as f64
+            / 1e6
+    };
     println!("\n| latency at 10k lines/s, flush_interval 1s | lines | p50 | p99 | max |");
     println!("|---|---:|---:|---:|---:|");
-    println!("| write → ack at receiver | {} | {:.1} ms | {:.1} ms | {:.1} ms |", lat.len(), pct(0.5), pct(0.99), pct(1.0));
+    println!(
+        "| write → ack at receiver | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
+        lat.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
     Ok(())
 }

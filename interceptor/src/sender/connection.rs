@@ -136,6 +136,7 @@ fn wait_while_connecting() {
 /// The periodic check of a connected process: hang-up, pending LOSS, unannounced files.
 fn check(cfg: &Config, now: u64) {
     let _errno = sys::ErrnoGuard::save();
+    own_fds::verify();
     let fd = own_fds::get(Slot::Control);
     if fd < 0 || sys::peer_hung_up(fd) {
         hung_up();
@@ -214,6 +215,11 @@ fn connect(cfg: &Config, now: u64) -> bool {
 
 fn send_hello(sock: i32, scratch: &mut Scratch, ring: bool, now: u64) -> Result<(), i32> {
     tap_files::reset_announced();
+    // Offer the ring only with both of its descriptors (one may have been lost, see
+    // `own_fds::verify`); without them the process falls back to DATA frames.
+    let (memfd, efd) = super::ring::fds();
+    let fds = [memfd, efd];
+    let ring = ring && memfd >= 0 && efd >= 0;
     let (len, files) = hello::encode(scratch, ring).map_err(|_| libc::EOVERFLOW)?;
     let payload = scratch.payload.get(..len).unwrap_or(&[]);
     let header = Header {
@@ -227,13 +233,7 @@ fn send_hello(sock: i32, scratch: &mut Scratch, ring: bool, now: u64) -> Result<
         payload_len: u32::try_from(len).unwrap_or(0),
     }
     .encode();
-    let (memfd, efd) = super::ring::fds();
-    let fds = [memfd, efd];
-    let fds: &[i32] = if ring && memfd >= 0 && efd >= 0 {
-        &fds
-    } else {
-        &[]
-    };
+    let fds: &[i32] = if ring { &fds } else { &[] };
     sys::send_datagram(sock, &[&header, payload], fds)?;
     for i in 0..files {
         tap_files::set_announced(i, true);

@@ -80,7 +80,9 @@ pub fn deliver(route: Route, data: &Payload<'_>, len: usize) -> usize {
         TargetKind::Socket => {
             let connected = connection::maintain(cfg, now);
             let ring = match cfg.transport {
-                Transport::Ring => ring::get_or_create(cfg),
+                // Without its memfd (closed behind our back) the ring could not be passed to
+                // an agent again: fall back to DATA frames.
+                Transport::Ring => ring::get_or_create(cfg).filter(|_| ring::passable()),
                 Transport::Socket => None,
             };
             match ring {

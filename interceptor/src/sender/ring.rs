@@ -126,6 +126,12 @@ fn create(cfg: &Config) -> Result<Producer, &'static str> {
     Ok(producer)
 }
 
+/// Whether the ring's memfd is still ours to pass in a HELLO.
+#[inline]
+pub fn passable() -> bool {
+    own_fds::get(Slot::RingMemfd) >= 0
+}
+
 /// The (memfd, eventfd) pair a HELLO passes.
 pub fn fds() -> (i32, i32) {
     (

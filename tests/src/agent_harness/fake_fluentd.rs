@@ -52,7 +52,12 @@ fn json(v: &Value) -> Json {
         Value::Array(a) => Json::Array(a.iter().map(json).collect()),
         Value::Map(m) => Json::Object(
             m.iter()
-                .map(|(k, v)| (String::from_utf8_lossy(k.as_raw().unwrap_or(b"?")).into_owned(), json(v)))
+                .map(|(k, v)| {
+                    (
+                        String::from_utf8_lossy(k.as_raw().unwrap_or(b"?")).into_owned(),
+                        json(v),
+                    )
+                })
                 .collect::<Map<_, _>>(),
         ),
         Value::Ext(_, _) => Json::Null,
@@ -74,7 +79,12 @@ impl FakeFluentd {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((sock, _)) => {
-                        let (ev, st, b, h) = (Arc::clone(&ev), Arc::clone(&st), behaviour.clone(), Arc::clone(&hang_ups));
+                        let (ev, st, b, h) = (
+                            Arc::clone(&ev),
+                            Arc::clone(&st),
+                            behaviour.clone(),
+                            Arc::clone(&hang_ups),
+                        );
                         conns.push(std::thread::spawn(move || serve(sock, &ev, &st, &b, &h)));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -84,7 +94,12 @@ impl FakeFluentd {
                 let _ = c.join();
             }
         });
-        FakeFluentd { port, events, stop, thread: Some(thread) }
+        FakeFluentd {
+            port,
+            events,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// Events received so far.
@@ -100,7 +115,11 @@ impl FakeFluentd {
             if e.len() >= n {
                 return e;
             }
-            assert!(Instant::now() < deadline, "fake fluentd got {} of {n} events in {limit:?}", e.len());
+            assert!(
+                Instant::now() < deadline,
+                "fake fluentd got {} of {n} events in {limit:?}",
+                e.len()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -124,14 +143,25 @@ impl Drop for FakeFluentd {
     }
 }
 
-fn serve(mut sock: TcpStream, events: &Mutex<Vec<Received>>, stop: &AtomicBool, b: &Behaviour, hang_ups: &AtomicUsize) {
+fn serve(
+    mut sock: TcpStream,
+    events: &Mutex<Vec<Received>>,
+    stop: &AtomicBool,
+    b: &Behaviour,
+    hang_ups: &AtomicUsize,
+) {
     sock.set_nonblocking(false).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
     let mut decoder = ServerDecoder::default();
     let mut buf = BytesMut::new();
     let mut helo = None;
     if b.shared_key.is_some() {
-        let h = Helo { nonce: bytes::Bytes::from_static(b"0123456789abcdef"), auth: bytes::Bytes::new(), keepalive: true };
+        let h = Helo {
+            nonce: bytes::Bytes::from_static(b"0123456789abcdef"),
+            auth: bytes::Bytes::new(),
+            keepalive: true,
+        };
         let mut out = Vec::new();
         h.encode(&mut out);
         if sock.write_all(&out).is_err() {
@@ -145,7 +175,14 @@ fn serve(mut sock: TcpStream, events: &Mutex<Vec<Received>>, stop: &AtomicBool, 
         match sock.read(&mut chunk) {
             Ok(0) => return,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
             Err(_) => return,
         }
         loop {
@@ -156,11 +193,14 @@ fn serve(mut sock: TcpStream, events: &Mutex<Vec<Received>>, stop: &AtomicBool, 
             };
             match msg {
                 ClientMessage::Ping(ping) => {
-                    let (Some(h), Some(key)) = (&helo, &b.shared_key) else { return };
+                    let (Some(h), Some(key)) = (&helo, &b.shared_key) else {
+                        return;
+                    };
                     let verdict = ping.verify(h, "fake-fluentd", key.as_bytes(), |_| None);
                     authenticated = verdict.is_ok();
                     let mut out = Vec::new();
-                    Pong::answer(&ping, h, "fake-fluentd", key.as_bytes(), verdict).encode(&mut out);
+                    Pong::answer(&ping, h, "fake-fluentd", key.as_bytes(), verdict)
+                        .encode(&mut out);
                     let _ = sock.write_all(&out);
                     if !authenticated {
                         return;
@@ -170,10 +210,14 @@ fn serve(mut sock: TcpStream, events: &Mutex<Vec<Received>>, stop: &AtomicBool, 
                     if !authenticated {
                         return;
                     }
-                    if hang_ups.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                    if hang_ups
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                    {
                         return; // received, never acked: the client must resend it
                     }
-                    let compressed = batch.options.compressed == logtap_protocol::forward::Compression::Gzip;
+                    let compressed =
+                        batch.options.compressed == logtap_protocol::forward::Compression::Gzip;
                     let chunk = batch.options.chunk.as_ref().map(|c| c.bytes.to_vec());
                     {
                         let mut ev = events.lock().unwrap();

@@ -31,23 +31,42 @@ pub struct Auth {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
     #[error("cannot connect to {server}: {source}")]
-    Connect { server: String, source: std::io::Error },
+    Connect {
+        server: String,
+        source: std::io::Error,
+    },
     #[error("TLS with {server} failed: {source}")]
-    Tls { server: String, source: std::io::Error },
+    Tls {
+        server: String,
+        source: std::io::Error,
+    },
     #[error("bad TLS server name for {server}: {message}")]
     TlsName { server: String, message: String },
     #[error("{server} did not {what} within {limit:?}")]
-    Timeout { server: String, what: &'static str, limit: Duration },
+    Timeout {
+        server: String,
+        what: &'static str,
+        limit: Duration,
+    },
     #[error("connection to {server} failed: {source}")]
-    Io { server: String, source: std::io::Error },
+    Io {
+        server: String,
+        source: std::io::Error,
+    },
     #[error("{server} closed the connection")]
     Closed { server: String },
     #[error("unreadable reply from {server}: {source}")]
     Decode { server: String, source: DecodeError },
-    #[error("handshake with {server} failed: {reason} (check shared_key, self_hostname, username, password)")]
+    #[error(
+        "handshake with {server} failed: {reason} (check shared_key, self_hostname, username, password)"
+    )]
     Auth { server: String, reason: String },
     #[error("{server} sent {what}, expected {expected}")]
-    Unexpected { server: String, what: &'static str, expected: &'static str },
+    Unexpected {
+        server: String,
+        what: &'static str,
+        expected: &'static str,
+    },
 }
 
 /// An open connection.
@@ -68,8 +87,16 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Connection, ConnectionError> {
         let name = server.address();
-        let opened = tokio::time::timeout(timeout, Connection::open_inner(server, auth, tls, name.clone())).await;
-        opened.map_err(|_| ConnectionError::Timeout { server: name, what: "connect and handshake", limit: timeout })?
+        let opened = tokio::time::timeout(
+            timeout,
+            Connection::open_inner(server, auth, tls, name.clone()),
+        )
+        .await;
+        opened.map_err(|_| ConnectionError::Timeout {
+            server: name,
+            what: "connect and handshake",
+            limit: timeout,
+        })?
     }
 
     async fn open_inner(
@@ -80,21 +107,33 @@ impl Connection {
     ) -> Result<Connection, ConnectionError> {
         let tcp = TcpStream::connect((server.host.as_str(), server.port))
             .await
-            .map_err(|source| ConnectionError::Connect { server: name.clone(), source })?;
+            .map_err(|source| ConnectionError::Connect {
+                server: name.clone(),
+                source,
+            })?;
         let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn Stream> = match tls {
-            None => Box::new(tcp),
-            Some(config) => {
-                let sni = crate::tls::server_name(&server.host)
-                    .map_err(|e| ConnectionError::TlsName { server: name.clone(), message: e.to_string() })?;
-                let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
-                let tls = connector
-                    .connect(sni, tcp)
-                    .await
-                    .map_err(|source| ConnectionError::Tls { server: name.clone(), source })?;
-                Box::new(tls)
-            }
-        };
+        // Keepalive: an idle connection to a server that vanished is noticed within ~1 min.
+        let _ = crate::sys::set_tcp_keepalive(std::os::fd::AsFd::as_fd(&tcp), 30);
+        let stream: Box<dyn Stream> =
+            match tls {
+                None => Box::new(tcp),
+                Some(config) => {
+                    let sni = crate::tls::server_name(&server.host).map_err(|e| {
+                        ConnectionError::TlsName {
+                            server: name.clone(),
+                            message: e.to_string(),
+                        }
+                    })?;
+                    let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+                    let tls = connector.connect(sni, tcp).await.map_err(|source| {
+                        ConnectionError::Tls {
+                            server: name.clone(),
+                            source,
+                        }
+                    })?;
+                    Box::new(tls)
+                }
+            };
         let mut conn = Connection {
             stream,
             decoder: ClientDecoder::default(),
@@ -125,10 +164,15 @@ impl Connection {
             ServerMessage::Pong(p) => p,
             other => return Err(self.unexpected(&other, "PONG")),
         };
-        pong.verify(&ping, &helo, key).map_err(|e| ConnectionError::Auth {
-            server: self.server.clone(),
-            reason: if pong.reason.is_empty() { e.to_string() } else { format!("{e}: {}", pong.reason) },
-        })
+        pong.verify(&ping, &helo, key)
+            .map_err(|e| ConnectionError::Auth {
+                server: self.server.clone(),
+                reason: if pong.reason.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{e}: {}", pong.reason)
+                },
+            })
     }
 
     fn unexpected(&self, got: &ServerMessage, expected: &'static str) -> ConnectionError {
@@ -137,23 +181,49 @@ impl Connection {
             ServerMessage::Pong(_) => "PONG",
             ServerMessage::Ack(_) => "an ack",
         };
-        ConnectionError::Unexpected { server: self.server.clone(), what, expected }
+        ConnectionError::Unexpected {
+            server: self.server.clone(),
+            what,
+            expected,
+        }
     }
 
-    /// Writes one chunk's message with one vectored write where the stream supports it.
-    pub async fn send_wire(&mut self, wire: &super::wire::Wire) -> Result<(), ConnectionError> {
+    /// Writes one chunk's message with one vectored write where the stream supports it. A
+    /// server that stops reading for `limit` (its window full) fails the connection.
+    pub async fn send_wire(
+        &mut self,
+        wire: &super::wire::Wire,
+        limit: Duration,
+    ) -> Result<(), ConnectionError> {
         use bytes::Buf;
-        let mut parts = wire.head.clone().chain(wire.body.clone()).chain(wire.tail.clone());
-        let server = &self.server;
-        let io = |source| ConnectionError::Io { server: server.clone(), source };
-        self.stream.write_all_buf(&mut parts).await.map_err(io)?;
-        self.stream.flush().await.map_err(io)
+        let mut parts = wire
+            .head
+            .clone()
+            .chain(wire.body.clone())
+            .chain(wire.tail.clone());
+        let server = self.server.clone();
+        let stream = &mut self.stream;
+        let write = async {
+            stream.write_all_buf(&mut parts).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(limit, write).await {
+            Ok(r) => r.map_err(|source| ConnectionError::Io { server, source }),
+            Err(_) => Err(ConnectionError::Timeout {
+                server,
+                what: "accept a chunk",
+                limit,
+            }),
+        }
     }
 
     /// Writes one complete message.
     pub async fn send(&mut self, wire: &[u8]) -> Result<(), ConnectionError> {
         let server = &self.server;
-        let io = |source| ConnectionError::Io { server: server.clone(), source };
+        let io = |source| ConnectionError::Io {
+            server: server.clone(),
+            source,
+        };
         self.stream.write_all(wire).await.map_err(io)?;
         self.stream.flush().await.map_err(io)
     }
@@ -164,15 +234,25 @@ impl Connection {
             match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(m)) => return Ok(m),
                 Ok(None) => {}
-                Err(source) => return Err(ConnectionError::Decode { server: self.server.clone(), source }),
+                Err(source) => {
+                    return Err(ConnectionError::Decode {
+                        server: self.server.clone(),
+                        source,
+                    });
+                }
             }
             let n = self
                 .stream
                 .read_buf(&mut self.rbuf)
                 .await
-                .map_err(|source| ConnectionError::Io { server: self.server.clone(), source })?;
+                .map_err(|source| ConnectionError::Io {
+                    server: self.server.clone(),
+                    source,
+                })?;
             if n == 0 {
-                return Err(ConnectionError::Closed { server: self.server.clone() });
+                return Err(ConnectionError::Closed {
+                    server: self.server.clone(),
+                });
             }
         }
     }

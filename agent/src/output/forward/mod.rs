@@ -37,6 +37,8 @@ pub const WINDOW: usize = 16;
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connect (and handshake) timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A server that takes no bytes of a chunk for this long is considered gone.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// First and longest wait before retrying a server.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -68,10 +70,15 @@ impl ForwardSettings {
             auth: Auth {
                 shared_key: c.shared_key.as_ref().map(|k| k.0.clone().into_bytes()),
                 self_hostname: c.self_hostname.clone(),
-                user: c
-                    .username
-                    .as_ref()
-                    .map(|u| (u.clone(), c.password.as_ref().map(|p| p.0.clone().into_bytes()).unwrap_or_default())),
+                user: c.username.as_ref().map(|u| {
+                    (
+                        u.clone(),
+                        c.password
+                            .as_ref()
+                            .map(|p| p.0.clone().into_bytes())
+                            .unwrap_or_default(),
+                    )
+                }),
             },
             require_ack: c.require_ack_response,
             gzip: c.compress == Compress::Gzip,
@@ -101,10 +108,18 @@ struct Forward<'a> {
 }
 
 /// Runs until the deliveries end and every chunk is settled, or the context aborts.
-pub async fn run(mut rx: Deliveries, ctx: OutputContext, settings: ForwardSettings) -> Result<(), OutputError> {
+pub async fn run(
+    mut rx: Deliveries,
+    ctx: OutputContext,
+    settings: ForwardSettings,
+) -> Result<(), OutputError> {
     let mut out = Forward {
         servers: Servers::new(&settings.servers, BACKOFF_BASE, BACKOFF_MAX),
-        gauges: settings.servers.iter().map(|s| METRICS.upstream(&s.address())).collect(),
+        gauges: settings
+            .servers
+            .iter()
+            .map(|s| METRICS.upstream(&s.address()))
+            .collect(),
         metrics: METRICS.output(OutputKind::Forward),
         settings: &settings,
         conn: None,
@@ -171,15 +186,35 @@ pub async fn run(mut rx: Deliveries, ctx: OutputContext, settings: ForwardSettin
 }
 
 /// Connects to `server` and runs the handshake (for `logtap check` and `logtap cat`).
-pub async fn probe(server: &ForwardServer, settings: &ForwardSettings) -> Result<(), ConnectionError> {
-    Connection::open(server, &settings.auth, settings.tls.as_ref(), CONNECT_TIMEOUT).await.map(drop)
+pub async fn probe(
+    server: &ForwardServer,
+    settings: &ForwardSettings,
+) -> Result<(), ConnectionError> {
+    Connection::open(
+        server,
+        &settings.auth,
+        settings.tls.as_ref(),
+        CONNECT_TIMEOUT,
+    )
+    .await
+    .map(drop)
 }
 
 fn flight(delivery: Delivery, settings: &ForwardSettings) -> Result<Flight, OutputError> {
     let id = ChunkId::from_random_bytes(delivery.chunk().id.0);
-    let wire = wire::encode(delivery.chunk(), settings.require_ack.then_some(&id), settings.gzip)
-        .map_err(|e| OutputError::Forward(e.to_string()))?;
-    Ok(Flight { delivery, wire, id, attempts: 0, sent_at: Instant::now() })
+    let wire = wire::encode(
+        delivery.chunk(),
+        settings.require_ack.then_some(&id),
+        settings.gzip,
+    )
+    .map_err(|e| OutputError::Forward(e.to_string()))?;
+    Ok(Flight {
+        delivery,
+        wire,
+        id,
+        attempts: 0,
+        sent_at: Instant::now(),
+    })
 }
 
 async fn reply(conn: Option<&mut (usize, Connection)>) -> Result<ServerMessage, ConnectionError> {
@@ -199,14 +234,18 @@ async fn sleep_until(t: Option<Instant>) {
 impl Forward<'_> {
     /// Sends queued chunks while connected and the window allows.
     async fn send_window(&mut self) -> Result<(), ConnectionError> {
-        let Some((i, conn)) = self.conn.as_mut() else { return Ok(()) };
+        let Some((i, conn)) = self.conn.as_mut() else {
+            return Ok(());
+        };
         while self.inflight.len() < WINDOW {
-            let Some(mut f) = self.pending.pop_front() else { break };
+            let Some(mut f) = self.pending.pop_front() else {
+                break;
+            };
             if f.attempts > 0 {
                 self.metrics.chunks_retried.fetch_add(1, Relaxed);
             }
             f.attempts += 1;
-            if let Err(e) = conn.send_wire(&f.wire).await {
+            if let Err(e) = conn.send_wire(&f.wire, SEND_TIMEOUT).await {
                 self.pending.push_front(f);
                 return Err(e);
             }
@@ -233,7 +272,9 @@ impl Forward<'_> {
                     settle(self.metrics, f);
                 }
             }
-            None => tracing::debug!(chunk = ?id.bytes, "ack for a chunk not in flight (already resent and acked?)"),
+            None => {
+                tracing::debug!(chunk = ?id.bytes, "ack for a chunk not in flight (already resent and acked?)")
+            }
         }
     }
 

@@ -21,7 +21,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Backoff {
-        Backoff { base, max: max.max(base), failures: 0 }
+        Backoff {
+            base,
+            max: max.max(base),
+            failures: 0,
+        }
     }
 
     /// Records a failure; returns how long to wait before the next attempt.
@@ -81,7 +85,11 @@ impl Servers {
         Servers {
             list: servers
                 .iter()
-                .map(|s| ServerState { server: s.clone(), backoff: Backoff::new(base, max), next_try: now })
+                .map(|s| ServerState {
+                    server: s.clone(),
+                    backoff: Backoff::new(base, max),
+                    next_try: now,
+                })
                 .collect(),
         }
     }
@@ -96,7 +104,10 @@ impl Servers {
             let ready: Vec<usize> = (0..self.list.len())
                 .filter(|&i| self.list[i].server.standby == standby && self.list[i].next_try <= now)
                 .collect();
-            let total: u64 = ready.iter().map(|&i| u64::from(self.list[i].server.weight)).sum();
+            let total: u64 = ready
+                .iter()
+                .map(|&i| u64::from(self.list[i].server.weight))
+                .sum();
             if ready.is_empty() {
                 continue;
             }
@@ -136,16 +147,30 @@ mod tests {
     use super::*;
 
     fn server(host: &str, weight: u32, standby: bool) -> ForwardServer {
-        ForwardServer { host: host.into(), port: 1, weight, standby }
+        ForwardServer {
+            host: host.into(),
+            port: 1,
+            weight,
+            standby,
+        }
     }
 
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         let d: Vec<Duration> = (0..8).map(|_| b.fail()).collect();
-        assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(100), "{d:?}");
-        assert!(d[3] >= Duration::from_millis(400) && d[3] <= Duration::from_millis(800), "{d:?}");
-        assert!(d[7] >= Duration::from_millis(500) && d[7] <= Duration::from_secs(1), "{d:?}");
+        assert!(
+            d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(100),
+            "{d:?}"
+        );
+        assert!(
+            d[3] >= Duration::from_millis(400) && d[3] <= Duration::from_millis(800),
+            "{d:?}"
+        );
+        assert!(
+            d[7] >= Duration::from_millis(500) && d[7] <= Duration::from_secs(1),
+            "{d:?}"
+        );
         b.reset();
         assert!(b.fail() <= Duration::from_millis(100));
     }
@@ -160,16 +185,28 @@ mod tests {
         let now = Instant::now();
         assert_eq!(s.pick(now), Pick::Now(0));
         s.failed(0, now);
-        assert_eq!(s.pick(now), Pick::Now(1), "standby while the active one rests");
+        assert_eq!(
+            s.pick(now),
+            Pick::Now(1),
+            "standby while the active one rests"
+        );
         s.failed(1, now);
         assert!(matches!(s.pick(now), Pick::Wait(_)));
-        assert_eq!(s.pick(now + Duration::from_secs(2)), Pick::Now(0), "active again after its delay");
+        assert_eq!(
+            s.pick(now + Duration::from_secs(2)),
+            Pick::Now(0),
+            "active again after its delay"
+        );
     }
 
     #[tokio::test]
     async fn weights_share_the_load() {
         let s = Servers::new(
-            &[server("a", 1, false), server("b", 3, false), server("z", 0, false)],
+            &[
+                server("a", 1, false),
+                server("b", 3, false),
+                server("z", 0, false),
+            ],
             Duration::from_secs(1),
             Duration::from_secs(10),
         );
@@ -179,7 +216,10 @@ mod tests {
             let Pick::Now(i) = s.pick(now) else { panic!() };
             counts[i] += 1;
         }
-        assert_eq!(counts[2], 0, "weight 0 is never picked while others are ready");
+        assert_eq!(
+            counts[2], 0,
+            "weight 0 is never picked while others are ready"
+        );
         assert!((800..1200).contains(&counts[0]), "{counts:?}");
     }
 }

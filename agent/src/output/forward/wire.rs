@@ -41,7 +41,10 @@ impl Wire {
 /// Encodes `chunk` as one Forward message.
 pub fn encode(chunk: &Chunk, id: Option<&ChunkId>, gzip: bool) -> std::io::Result<Wire> {
     let body = if gzip {
-        let mut enc = GzEncoder::new(Vec::with_capacity(chunk.entries.len() / 4 + 64), flate2::Compression::default());
+        let mut enc = GzEncoder::new(
+            Vec::with_capacity(chunk.entries.len() / 4 + 64),
+            flate2::Compression::default(),
+        );
         enc.write_all(&chunk.entries)?;
         Bytes::from(enc.finish()?)
     } else {
@@ -50,7 +53,11 @@ pub fn encode(chunk: &Chunk, id: Option<&ChunkId>, gzip: bool) -> std::io::Resul
     let options = Options {
         size: Some(u64::from(chunk.records)),
         chunk: id.cloned(),
-        compressed: if gzip { Compression::Gzip } else { Compression::None },
+        compressed: if gzip {
+            Compression::Gzip
+        } else {
+            Compression::None
+        },
         ..Options::default()
     };
     let mut head = Vec::with_capacity(chunk.tag.len() + 16);
@@ -59,7 +66,11 @@ pub fn encode(chunk: &Chunk, id: Option<&ChunkId>, gzip: bool) -> std::io::Resul
     mp::bin_header(&mut head, body.len());
     let mut tail = Vec::with_capacity(80);
     options.encode(&mut tail);
-    Ok(Wire { head: head.into(), body, tail: tail.into() })
+    Ok(Wire {
+        head: head.into(),
+        body,
+        tail: tail.into(),
+    })
 }
 
 #[cfg(test)]
@@ -78,7 +89,12 @@ mod tests {
             mp::str(&mut entries, b"message");
             mp::str(&mut entries, format!("line {i}").as_bytes());
         }
-        Chunk { id: OurId([9; 16]), tag: "logtap.stdout".into(), entries: entries.into(), records: 3 }
+        Chunk {
+            id: OurId([9; 16]),
+            tag: "logtap.stdout".into(),
+            entries: entries.into(),
+            records: 3,
+        }
     }
 
     /// What we send, the protocol crate's server decoder (the forward input's) reads back,
@@ -90,19 +106,30 @@ mod tests {
             let id = ChunkId::from_random_bytes(c.id.0);
             let wire = encode(&c, Some(&id), gzip).unwrap().to_vec();
             let mut server = ServerDecoder::default();
-            let Some(ClientMessage::Events(batch)) = server.decode(&mut BytesMut::from(&wire[..])).unwrap() else {
+            let Some(ClientMessage::Events(batch)) =
+                server.decode(&mut BytesMut::from(&wire[..])).unwrap()
+            else {
                 panic!("not events")
             };
             assert_eq!(batch.tag.as_str(), "logtap.stdout");
             assert_eq!(batch.events.len(), 3);
             assert_eq!(batch.events[2].time.as_nanos(), 1_700_000_000_000_000_002);
-            assert_eq!(batch.events[1].record.get("message").and_then(|v| v.as_str()), Some("line 1"));
+            assert_eq!(
+                batch.events[1]
+                    .record
+                    .get("message")
+                    .and_then(|v| v.as_str()),
+                Some("line 1")
+            );
             let ack = batch.ack().expect("chunk option present");
             assert!(ack.acknowledges(&id));
             assert_eq!(std::str::from_utf8(&id.bytes).unwrap(), c.id.to_base64());
         }
         let wire = encode(&chunk(), None, false).unwrap().to_vec();
-        let Some(ClientMessage::Events(batch)) = ServerDecoder::default().decode(&mut BytesMut::from(&wire[..])).unwrap() else {
+        let Some(ClientMessage::Events(batch)) = ServerDecoder::default()
+            .decode(&mut BytesMut::from(&wire[..]))
+            .unwrap()
+        else {
             panic!()
         };
         assert!(batch.ack().is_none(), "no chunk id: no ack requested");

@@ -1,0 +1,166 @@
+//! Reading one peer's ring in the order the process wrote.
+//!
+//! A process hands its writes over on two paths: most go into its ring, but a write too large
+//! for a ring record goes as DATA frames over the control socket, and FILE/LOSS frames travel
+//! there too. Every write part and every frame takes the next number of one per-process
+//! sequence (Contract 2's `seq`), so the agent restores the order with it:
+//! - a ring record whose `seq` skips ahead of the last one seen (a *gap*) may have to wait for a
+//!   frame: the pass stops with [`Pass::Gap`] and holds the record; the peer reads its socket;
+//!   the record then proceeds whether or not a frame filled the gap (a gap with no frame is a
+//!   write the process dropped, or another thread's write still being copied);
+//! - before a DATA frame is applied, the ring is read up to (not including) the frame's `seq`
+//!   ([`RingReader::pass`] with `before`).
+//!
+//! The held record keeps its bytes in the reader's payload buffer until it is applied.
+
+use std::os::fd::OwnedFd;
+
+use logtap_protocol::ring::{
+    Consumer, ConsumerOptions, RECORD_CONTINUED, RecordMeta, RingCounters, RingError,
+};
+
+use super::streams::{StreamError, Streams};
+use crate::metrics::{DropReason, METRICS};
+
+/// Why a pass over the ring stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Nothing more to read now; the consumer announced sleep (producers will wake it).
+    Empty,
+    /// Enough entries gathered: hand them off, then call again.
+    Handoff,
+    /// The next record skips ahead in `seq`: read the control socket, then call again.
+    Gap,
+    /// The next record is not older than the `before` bound.
+    Reached,
+}
+
+/// `a` comes after `b` in the wrapping sequence.
+fn after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+/// A peer's ring, its loss counters, and the ordering state.
+pub struct RingReader {
+    consumer: Consumer,
+    seen: RingCounters,
+    payload: Vec<u8>,
+    held: Option<RecordMeta>,
+    gap_checked: bool,
+}
+
+impl RingReader {
+    /// Maps and checks the ring memfd a peer passed (see `Consumer::open`).
+    pub fn open(memfd: OwnedFd, opts: ConsumerOptions) -> Result<RingReader, RingError> {
+        let consumer = Consumer::open(memfd, opts)?;
+        let seen = consumer.counters();
+        Ok(RingReader {
+            consumer,
+            seen,
+            payload: Vec::new(),
+            held: None,
+            gap_checked: false,
+        })
+    }
+
+    /// Whether records wait (committed or still being written) or one is held.
+    pub fn has_backlog(&self) -> bool {
+        self.held.is_some() || self.consumer.backlog_slots() > 0
+    }
+
+    /// The control socket was read after a [`Pass::Gap`]: let the held record proceed.
+    pub fn gap_checked(&mut self) {
+        self.gap_checked = true;
+    }
+
+    /// Applies records to `streams` in order. `expected` is the next `seq` the peer expects
+    /// (updated); `before` bounds the pass for a DATA frame; it stops early with
+    /// [`Pass::Handoff`] once `streams` holds `handoff_bytes`.
+    pub fn pass(
+        &mut self,
+        streams: &mut Streams,
+        expected: &mut Option<u32>,
+        before: Option<u32>,
+        handoff_bytes: usize,
+    ) -> Result<Pass, PassError> {
+        loop {
+            let meta = match self.held.take() {
+                Some(m) => m,
+                None => match self.consumer.next(&mut self.payload)? {
+                    Some(m) => m,
+                    None if self.consumer.prepare_sleep() => return Ok(Pass::Empty),
+                    None => continue,
+                },
+            };
+            if let Some(bound) = before {
+                if !after(bound, meta.seq) {
+                    self.held = Some(meta);
+                    return Ok(Pass::Reached);
+                }
+            } else if let Some(e) = *expected
+                && after(meta.seq, e)
+                && !self.gap_checked
+            {
+                self.held = Some(meta);
+                return Ok(Pass::Gap);
+            }
+            self.gap_checked = false;
+            let next = meta.seq.wrapping_add(1);
+            if expected.is_none_or(|e| after(next, e)) {
+                *expected = Some(next);
+            }
+            let continued = meta.flags & RECORD_CONTINUED != 0;
+            streams
+                .write(
+                    meta.pid,
+                    meta.stream,
+                    meta.file_index,
+                    continued,
+                    meta.time_ns,
+                    &self.payload,
+                )
+                .map_err(PassError::Stream)?;
+            if streams.out_bytes() >= handoff_bytes {
+                return Ok(Pass::Handoff);
+            }
+        }
+    }
+
+    /// Counts what producers dropped (ring full) and what the consumer skipped since last time.
+    pub fn report_losses(&mut self) {
+        let c = self.consumer.counters();
+        let dropped = c.dropped_records.saturating_sub(self.seen.dropped_records);
+        if dropped > 0 {
+            let bytes = c.dropped_bytes.saturating_sub(self.seen.dropped_bytes);
+            METRICS.dropped(DropReason::RingFull, dropped, bytes);
+        }
+        let abandoned = c.abandoned_slots.saturating_sub(self.seen.abandoned_slots);
+        if abandoned > 0 {
+            METRICS.dropped(DropReason::RingAbandoned, abandoned, 0);
+        }
+        self.seen = c;
+    }
+}
+
+/// Why a pass failed: the peer is dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("ring rejected: {0}")]
+    Ring(#[from] RingError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapping_order() {
+        assert!(after(5, 4));
+        assert!(!after(4, 4));
+        assert!(!after(3, 4));
+        assert!(after(0, u32::MAX), "wraps");
+        assert!(!after(u32::MAX, 0));
+    }
+}
