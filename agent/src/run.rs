@@ -5,7 +5,8 @@
 //!    and `LLT_TARGET=socket:<that socket>`, `LLT_TAP_INTO=3` (stdout and stderr),
 //!    `LLT_TARGET_1STCONNECT=0` (the agent already listens). The user's own `LLT_*` variables
 //!    pass through and win, except `LLT_TARGET`, which must be ours.
-//! 3. SIGINT and SIGTERM are passed on to CMD; we keep running until it exits.
+//! 3. SIGINT and SIGTERM are passed on to CMD (except a SIGINT while stdin is a terminal: Ctrl-C
+//!    reaches CMD by itself, through the shared process group); we keep running until it exits.
 //! 4. After CMD exits we wait briefly for its (and its children's) connections to close, drain
 //!    every ring to the end — a ring outlives its process — and flush the outputs.
 //! 5. We exit with CMD's exit code, or 128 + the signal that killed it, like a shell.
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use crate::agent::{Agent, StartError};
 use crate::config::{Config, SocketMode};
-use crate::shutdown::StopSignals;
+use crate::shutdown::{StopSignal, StopSignals};
 
 /// How long to wait, after CMD exited, for the remaining tapped processes to disconnect.
 const WAIT_FOR_PEERS: Duration = Duration::from_secs(2);
@@ -134,10 +135,16 @@ pub async fn run(mut config: Config, command: Vec<OsString>) -> Result<u8, RunEr
     };
     let pid = child.id();
     tracing::debug!(command = %name, pid, "started");
+    // Ctrl-C on a terminal already reaches CMD (it shares our foreground process group);
+    // passing that SIGINT on as well would deliver it twice.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdin());
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
             sig = signals.recv() => {
+                if sig == StopSignal::Int && terminal {
+                    continue;
+                }
                 tracing::debug!(signal = %sig, "passing the signal on");
                 if let Some(pid) = pid {
                     let _ = crate::sys::kill(pid, sig.number());

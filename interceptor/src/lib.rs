@@ -51,7 +51,10 @@
 //! - **fork / exec.** `pthread_atfork` child handler: new pid, `seq` from 0, our copies of the
 //!   parent's ring and socket closed, a new ring and connection on the child's first tapped
 //!   write. exec: everything of ours is close-on-exec; `LD_PRELOAD` is inherited, so the new
-//!   image loads the library anew and keeps tapping.
+//!   image loads the library anew and keeps tapping. A `vfork()` child (CPython's subprocess,
+//!   which closes every fd above 2 before `exec`) shares the parent's memory and runs no
+//!   atfork handler: the close/open/dup hooks notice it by its pid and leave the parent's fd
+//!   table alone.
 //! - **Only accepted bytes.** The real call runs first and only its first `r` bytes are
 //!   tapped (stdio: the bytes the FILE accepted).
 //! - **Large writes.** Split into ring records of at most `max_payload` bytes (DATA frames of

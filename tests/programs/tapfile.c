@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static void must(int ok, const char *what) {
@@ -63,7 +64,28 @@ static int fclose_reuse(const char *tapped, const char *other) {
     return 0;
 }
 
+/* creat + pwrite + pwritev + pwritev2 + writev + fcntl(F_DUPFD_CLOEXEC) on a tap file. */
+static int positional(const char *path) {
+    int fd = creat(path, 0644);
+    must(fd >= 0, "creat");
+    must(pwrite(fd, "pwrite line\n", 12, 0) == 12, "pwrite");
+    struct iovec v[2] = {{"pwritev ", 8}, {"line\n", 5}};
+    must(pwritev(fd, v, 2, 12) == 13, "pwritev");
+    struct iovec w[1] = {{"pwritev2 line\n", 14}};
+    must(pwritev2(fd, w, 1, 25, 0) == 14, "pwritev2");
+    must(lseek(fd, 39, SEEK_SET) == 39, "lseek");
+    struct iovec x[3] = {{"writev", 6}, {" ", 1}, {"line\n", 5}};
+    must(writev(fd, x, 3) == 12, "writev");
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 50);
+    must(d >= 50, "fcntl");
+    close(fd);
+    must(write(d, "fcntl dup line\n", 15) == 15, "write dup");
+    close(d);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "positional")) return positional(argv[2]);
     if (argc == 4 && !strcmp(argv[1], "sequence")) return sequence(argv[2], argv[3]);
     if (argc == 4 && !strcmp(argv[1], "fclose-reuse")) return fclose_reuse(argv[2], argv[3]);
     fprintf(stderr, "usage: tapfile sequence PATH RELATIVE | fclose-reuse TAPPED OTHER\n");

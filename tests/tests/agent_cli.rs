@@ -199,3 +199,42 @@ fn the_socket_gets_the_configured_mode_and_refuses_to_replace_a_file() {
     assert!(err.contains("not a socket"), "{err}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }
+
+#[test]
+fn several_outputs_each_get_every_record() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let agent = Agent::start(
+        "two-outputs",
+        &[
+            "--output",
+            "stdout,null",
+            "--http-listen",
+            &listen,
+            "--flush-interval",
+            "50ms",
+        ],
+    );
+    let mut c = TapClient::connect(&agent.socket, 55);
+    c.hello("twice", None, &[]);
+    c.data(Stream::Stderr, 1, b"a\nb\nc\n", false);
+    agent.wait_records(3, Duration::from_secs(5));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = http_get(port, "/metrics");
+        let null = body
+            .lines()
+            .any(|l| l == "logtap_output_records_total{output=\"null\"} 3");
+        let stdout = body
+            .lines()
+            .any(|l| l == "logtap_output_records_total{output=\"stdout\"} 3");
+        if null && stdout {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, records) = agent.terminate();
+    assert!(status.success());
+    assert_eq!(records.len(), 3);
+}

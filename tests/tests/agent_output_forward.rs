@@ -292,3 +292,58 @@ fn tls_to_a_logtap_receiver_verified_by_ca_and_refused_with_another_ca() {
     );
     wrong.terminate();
 }
+
+#[test]
+fn chunks_are_shared_among_active_servers_by_weight() {
+    let a = FakeFluentd::start(0, Behaviour::default());
+    let b = FakeFluentd::start(0, Behaviour::default());
+    let (sa, sb) = (
+        format!("127.0.0.1:{}", a.port),
+        format!("127.0.0.1:{}", b.port),
+    );
+    let agent = Agent::start(
+        "fwd-balance",
+        &[
+            "--forward",
+            &sa,
+            "--forward",
+            &sb,
+            "--flush-interval",
+            "20ms",
+        ],
+    );
+    let mut c = TapClient::connect(&agent.socket, 13);
+    c.hello("balanced", Some(256 * 1024), &[]);
+    for batch in 0..40u64 {
+        for i in 0..25 {
+            let n = batch * 25 + i;
+            c.ring_write_wait(
+                Stream::Stdout,
+                T0 + n,
+                format!("seq {n}\n").as_bytes(),
+                Duration::from_secs(5),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while a.events().len() + b.events().len() < 1000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (ea, eb) = (a.events(), b.events());
+    assert!(
+        !ea.is_empty() && !eb.is_empty(),
+        "both servers get chunks: {} / {}",
+        ea.len(),
+        eb.len()
+    );
+    let mut all: Vec<u64> = seqs(&ea);
+    all.extend(seqs(&eb));
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..1000).collect::<Vec<_>>(),
+        "every line exactly once"
+    );
+    agent.terminate();
+}

@@ -174,3 +174,60 @@ fn sigkilled_app_last_lines_arrive_ring() {
 fn sigkilled_app_last_lines_arrive_socket() {
     sigkilled_app(Transport::Socket);
 }
+
+fn suppressed_stream_falls_back_when_full(t: Transport) {
+    let total = 20_000;
+    let s = Setup::new("fault-suppressed-full", t);
+    let exe = compile("tapprog", s.dir.path());
+    let (done, go) = (s.path("done"), s.path("go"));
+    s.receiver.pause();
+    let mut cmd = s.command(&exe);
+    cmd.args(["flood", &total.to_string()]).arg(&done).arg(&go);
+    cmd.env("LLT_TAP_INTO", "1")
+        .env("LLT_SUPPRESS_STDOUT", "true")
+        .env("LLT_RING_SIZE", "64K");
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Drain the app's stdout while it runs (wait_output does), then let it finish.
+    let waiter = std::thread::spawn(move || wait_output(child, LIMIT));
+    assert!(wait_file(&done, Duration::from_secs(30)), "the app blocked");
+    s.receiver.resume();
+    std::fs::write(&go, b"").unwrap();
+    let out = waiter.join().unwrap();
+    assert_ok(&out);
+    assert!(
+        s.receiver
+            .wait_for(SETTLE, |c| c.lines(STDOUT).iter().any(|l| l == "END")
+                || String::from_utf8_lossy(&out.stdout).contains("END"))
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let c = s.receiver.snapshot();
+    let mut all = flood_lines(&c);
+    let written_for_real: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("flood "))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        !written_for_real.is_empty(),
+        "the ring/socket never filled: nothing fell back"
+    );
+    assert!(!all.is_empty(), "nothing was delivered");
+    all.extend(written_for_real);
+    all.sort();
+    let want: Vec<String> = (0..total).map(|i| format!("flood {i:06}")).collect();
+    assert_eq!(
+        all, want,
+        "every line exactly once: delivered or written for real"
+    );
+    assert_eq!(c.dropped().0, 0, "a suppressed stream never drops");
+}
+
+#[test]
+fn suppressed_stream_falls_back_when_full_ring() {
+    suppressed_stream_falls_back_when_full(Transport::Ring);
+}
+#[test]
+fn suppressed_stream_falls_back_when_full_socket() {
+    suppressed_stream_falls_back_when_full(Transport::Socket);
+}

@@ -187,3 +187,38 @@ fn errno_is_what_the_real_call_left_socket() {
     errno_preserved(Transport::Socket, true);
     errno_preserved(Transport::Socket, false);
 }
+
+fn vfork_child_closing_fds(t: Transport) {
+    let s = Setup::new("hostile-vfork", t);
+    let log = s.path("app.log");
+    // CPython's subprocess spawns with vfork() where it can, and the child closes every fd
+    // above 2 (close_range) before exec — in the parent's memory. The parent's tap file
+    // must stay tapped.
+    let script = format!(
+        "import subprocess\nf = open({:?}, 'a', buffering=1)\nf.write('before\\n')\n\
+         for _ in range(3): subprocess.run(['/bin/true'], close_fds=True)\nf.write('after\\n')\n",
+        log.display().to_string()
+    );
+    let mut cmd = s.command(python());
+    cmd.args(["-c", &script]).env("LLT_TAP_FILE", &log);
+    assert_ok(&run(cmd, LIMIT));
+    assert!(
+        s.receiver
+            .wait_for(SETTLE, |c| c.lines(FILE).contains(&"after".to_string())),
+        "{:?}",
+        s.receiver.snapshot().lines(FILE)
+    );
+    assert_eq!(
+        s.receiver.snapshot().lines(FILE),
+        vec!["before".to_string(), "after".to_string()]
+    );
+}
+
+#[test]
+fn vfork_child_closing_fds_keeps_the_parent_tapping_ring() {
+    vfork_child_closing_fds(Transport::Ring);
+}
+#[test]
+fn vfork_child_closing_fds_keeps_the_parent_tapping_socket() {
+    vfork_child_closing_fds(Transport::Socket);
+}

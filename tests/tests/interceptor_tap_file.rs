@@ -157,3 +157,35 @@ fn no_receiver_suppressed_lines_land_in_the_file_ring() {
 fn no_receiver_suppressed_lines_land_in_the_file_socket() {
     no_receiver_fails_open(Transport::Socket);
 }
+
+fn positional_writes(t: Transport) {
+    let s = Setup::new("tapfile-positional", t);
+    let exe = compile("tapfile", s.dir.path());
+    let log = s.path("positional.log");
+    let mut cmd = s.command(&exe);
+    cmd.arg("positional").arg(&log).env("LLT_TAP_FILE", &log);
+    assert_ok(&run(cmd, LIMIT));
+    let want = [
+        "pwrite line",
+        "pwritev line",
+        "pwritev2 line",
+        "writev line",
+        "fcntl dup line",
+    ];
+    assert!(
+        s.receiver
+            .wait_for(SETTLE, |c| c.lines(FILE).len() >= want.len())
+    );
+    assert_eq!(s.receiver.snapshot().lines(FILE), want);
+    // Not suppressed: the file holds the same bytes.
+    assert_eq!(read(&log), want.map(|l| format!("{l}\n")).concat());
+}
+
+#[test]
+fn creat_pwrite_pwritev_writev_fcntl_dup_ring() {
+    positional_writes(Transport::Ring);
+}
+#[test]
+fn creat_pwrite_pwritev_writev_fcntl_dup_socket() {
+    positional_writes(Transport::Socket);
+}

@@ -60,6 +60,26 @@ pub fn resolve() {
     }
 }
 
+/// Whether this call comes from a `vfork()` child (CPython's subprocess, `posix_spawn`
+/// variants) that still shares the parent's memory: its `close_range(3, ~0)` before `exec`
+/// must not clear the *parent's* fd table. A forked child has its own pid stored by the
+/// atfork handler; only a vfork child (whose atfork handlers do not run) differs.
+fn in_vfork_child() -> bool {
+    sys::getpid() != crate::sender::pid()
+}
+
+/// Whether the hook must leave the library's state alone.
+fn hands_off() -> bool {
+    guard::held() || in_vfork_child()
+}
+
+/// Forgets `fd` (the getpid check only runs when there is something to forget).
+fn forget(fd: c_int) {
+    if fd_table::get(fd).is_some() && !in_vfork_child() {
+        fd_table::set(fd, None);
+    }
+}
+
 fn no_real() -> c_int {
     sys::set_errno(libc::ENOSYS);
     -1
@@ -107,7 +127,7 @@ pub unsafe fn on_new_fd(fd: c_int, path: *const c_char, flags: c_int) {
     let acc = flags & libc::O_ACCMODE;
     let writable = acc == libc::O_WRONLY || acc == libc::O_RDWR;
     if !writable || cfg.tap_files.as_bytes().is_empty() || path.is_null() {
-        fd_table::set(fd, None);
+        forget(fd);
         return;
     }
     let _errno = sys::ErrnoGuard::save();
@@ -123,9 +143,12 @@ pub unsafe fn on_new_fd(fd: c_int, path: *const c_char, flags: c_int) {
         resolved.get(..len).filter(|p| tap_files::is_tapped_path(p))
     };
     let Some(matched) = matched else {
-        fd_table::set(fd, None);
+        forget(fd);
         return;
     };
+    if in_vfork_child() {
+        return;
+    }
     match tap_files::register(matched) {
         Some((index, new)) => {
             fd_table::set(fd, Some(index));
@@ -159,7 +182,7 @@ pub unsafe extern "C" fn logtap_on_open(
 /// Called by the C shim after a successful `fcntl(F_DUPFD*)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub extern "C" fn logtap_on_dup(old: c_int, new: c_int) {
-    if !guard::held() {
+    if fd_table::get(old) != fd_table::get(new) && !hands_off() {
         fd_table::copy(old, new);
     }
 }
@@ -204,7 +227,7 @@ pub extern "C" fn dup(old: c_int) -> c_int {
 }
 
 fn before_dup_onto(old: c_int, new: c_int) {
-    if old != new && !guard::held() {
+    if old != new && own_fds::is_own(new) && !hands_off() {
         own_fds::relocate_if_own(new);
     }
 }
@@ -246,11 +269,12 @@ pub extern "C" fn close(fd: c_int) -> c_int {
         return no_real();
     };
     if !guard::held() {
+        // (In a vfork child skipping is harmless too: ours are close-on-exec.)
         if own_fds::is_own(fd) {
             crate::debug!("the app closes fd {fd}, which is ours: skipped");
             return 0;
         }
-        fd_table::set(fd, None);
+        forget(fd);
     }
     // SAFETY: dlsym("close") has close's signature.
     unsafe { core::mem::transmute::<*mut c_void, Int1Fn>(p)(fd) }
@@ -276,7 +300,7 @@ fn real_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     let cloexec_only = c_uint::try_from(flags).unwrap_or(0) & libc::CLOSE_RANGE_CLOEXEC != 0;
-    if guard::held() || cloexec_only || first > last {
+    if cloexec_only || first > last || hands_off() {
         return real_close_range(first, last, flags);
     }
     fd_table::clear_range(first, last);
@@ -374,7 +398,7 @@ fn freopen_common(
     let old_entry = fd_table::get(old_fd);
     // SAFETY: dlsym of a freopen name has freopen's signature; the caller's arguments.
     let file = unsafe { core::mem::transmute::<*mut c_void, FreopenFn>(p)(path, mode, stream) };
-    if guard::held() {
+    if hands_off() {
         return file;
     }
     let new_fd = file_fd(file);
@@ -430,7 +454,7 @@ pub unsafe extern "C" fn fclose(stream: *mut libc::FILE) -> c_int {
     // SAFETY: dlsym("fclose") has fclose's signature; the caller's argument.
     let r = unsafe { core::mem::transmute::<*mut c_void, FcloseFn>(p)(stream) };
     if fd >= 0 && !guard::held() {
-        fd_table::set(fd, None);
+        forget(fd);
     }
     r
 }

@@ -1,31 +1,35 @@
 //! The forward output: chunks to Fluentd / Fluent Bit `in_forward`, at least once.
 //!
-//! - [`connection`] — one connection: connect, shared-key handshake, send, read replies.
-//! - [`retry`] — per-server exponential backoff with jitter, weights and standby failover.
+//! - [`link`] — one task per server keeping its connection up and carrying chunks.
+//! - [`connection`] — one connection: connect (TCP/TLS), shared-key handshake, send, replies.
+//! - [`retry`] — jittered exponential backoff and the weighted draw.
 //! - [`wire`] — a chunk as PackedForward (or CompressedPackedForward) with its `chunk` id.
 //!
-//! One connection at a time, to a server picked by [`retry::Servers`]. Chunks are sent in order
-//! with up to [`WINDOW`] awaiting their ack. A chunk is settled (its [`Delivery`] acked) only
-//! when the server's `{"ack": id}` comes back — or, with `require_ack_response false`, once it
-//! is written. A connection error, EOF, an unexpected reply or an ack overdue by
-//! [`ACK_TIMEOUT`] closes the connection: every chunk in flight goes back to the front of the
-//! queue, in order, to be resent on the next connection (to the next server where there are
-//! several). After `retry_limit` resends a chunk is given up (counted as dropped).
+//! Every configured server has a link that connects at start and reconnects after its own
+//! backoff. Each chunk is assigned to a link that is up and has fewer than [`WINDOW`] chunks
+//! unacknowledged, drawn by `weight` among the active servers (Fluentd's semantics); `standby`
+//! servers get chunks only while no active server is up. A chunk is settled (its [`Delivery`]
+//! acked) only when the server's `{"ack": id}` comes back — or, with `require_ack_response
+//! false`, once it is written. When a link fails, its unacknowledged chunks come back and go to
+//! the front of the queue, in order, for the next available server. After `retry_limit`
+//! resends a chunk is given up (counted as dropped).
 
 pub mod connection;
+pub mod link;
 pub mod retry;
 pub mod wire;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use logtap_protocol::forward::{ChunkId, ServerMessage};
+use logtap_protocol::forward::ChunkId;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use self::connection::{Auth, Connection, ConnectionError};
-use self::retry::{Pick, Servers};
+use self::link::LinkEvent;
 use super::{Deliveries, OutputContext, OutputError};
 use crate::buffer::memory::Delivery;
 use crate::config::{Compress, Config, ForwardServer, OutputKind};
@@ -88,7 +92,7 @@ impl ForwardSettings {
 }
 
 /// A chunk on its way: encoded once, resent as is.
-struct Flight {
+pub struct Flight {
     delivery: Delivery,
     wire: wire::Wire,
     id: ChunkId,
@@ -96,15 +100,12 @@ struct Flight {
     sent_at: Instant,
 }
 
-/// The output's state between events.
-struct Forward<'a> {
-    settings: &'a ForwardSettings,
-    servers: Servers,
-    gauges: Vec<&'static AtomicI64>,
-    metrics: &'static OutputMetrics,
-    conn: Option<(usize, Connection)>,
-    pending: VecDeque<Flight>,
-    inflight: VecDeque<Flight>,
+/// The output's view of one server's link.
+struct LinkState {
+    tx: mpsc::Sender<Flight>,
+    up: bool,
+    /// Chunks assigned to the link and not yet delivered or returned.
+    load: usize,
 }
 
 /// Runs until the deliveries end and every chunk is settled, or the context aborts.
@@ -113,74 +114,99 @@ pub async fn run(
     ctx: OutputContext,
     settings: ForwardSettings,
 ) -> Result<(), OutputError> {
-    let mut out = Forward {
-        servers: Servers::new(&settings.servers, BACKOFF_BASE, BACKOFF_MAX),
-        gauges: settings
-            .servers
-            .iter()
-            .map(|s| METRICS.upstream(&s.address()))
-            .collect(),
-        metrics: METRICS.output(OutputKind::Forward),
-        settings: &settings,
-        conn: None,
-        pending: VecDeque::new(),
-        inflight: VecDeque::new(),
-    };
+    let settings = Arc::new(settings);
+    let metrics = METRICS.output(OutputKind::Forward);
+    // The links end with the output (their senders drop) or at once on abort.
+    let links_abort = ctx.abort.child_token();
+    let _stop_links = links_abort.clone().drop_guard();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut links: Vec<LinkState> = (0..settings.servers.len())
+        .map(|i| {
+            let (tx, link_rx) = mpsc::channel(WINDOW);
+            tokio::spawn(link::run(
+                i,
+                Arc::clone(&settings),
+                link_rx,
+                events_tx.clone(),
+                links_abort.clone(),
+            ));
+            LinkState {
+                tx,
+                up: false,
+                load: 0,
+            }
+        })
+        .collect();
+    drop(events_tx);
+    let mut pending: VecDeque<Flight> = VecDeque::new();
     let mut rx_open = true;
     loop {
-        if !rx_open && out.pending.is_empty() && out.inflight.is_empty() {
+        if !rx_open && pending.is_empty() && links.iter().all(|l| l.load == 0) {
             return Ok(());
         }
-        let mut retry_at = None;
-        if out.conn.is_none() && !out.pending.is_empty() {
-            match out.servers.pick(Instant::now()) {
-                Pick::Now(i) => {
-                    tokio::select! {
-                        () = ctx.abort.cancelled() => return Ok(()),
-                        r = Connection::open(out.servers.get(i), &settings.auth, settings.tls.as_ref(), CONNECT_TIMEOUT) => match r {
-                            Ok(c) => {
-                                tracing::info!(server = %c.server, "forward server connected");
-                                out.gauges[i].store(1, Relaxed);
-                                out.conn = Some((i, c));
-                            }
-                            Err(e) => {
-                                let delay = out.servers.failed(i, Instant::now());
-                                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "forward server unavailable");
-                                continue;
-                            }
-                        }
-                    }
+        while !pending.is_empty() {
+            let Some(i) = pick(&links, &settings.servers) else {
+                break;
+            };
+            let Some(f) = pending.pop_front() else { break };
+            match links[i].tx.try_send(f) {
+                Ok(()) => links[i].load += 1,
+                Err(e) => {
+                    // Full or gone: keep the chunk and wait for the link's news.
+                    pending.push_front(e.into_inner());
+                    break;
                 }
-                Pick::Wait(t) => retry_at = Some(t),
             }
         }
-        if let Err(e) = out.send_window().await {
-            out.broken(e);
-            continue;
-        }
-        let ack_deadline = out.inflight.front().map(|f| f.sent_at + ACK_TIMEOUT);
-        let timer = [retry_at, ack_deadline].into_iter().flatten().min();
         tokio::select! {
             biased;
             () = ctx.abort.cancelled() => return Ok(()),
+            ev = events.recv() => match ev {
+                Some(LinkEvent::Up(i)) => links[i].up = true,
+                Some(LinkEvent::Delivered(i, f)) => {
+                    links[i].load = links[i].load.saturating_sub(1);
+                    settle(metrics, f);
+                }
+                Some(LinkEvent::Down(i, back, _)) => {
+                    links[i].up = false;
+                    links[i].load = links[i].load.saturating_sub(back.len());
+                    requeue(&mut pending, back, settings.retry_limit);
+                }
+                Some(LinkEvent::Returned(i, back)) => {
+                    links[i].load = links[i].load.saturating_sub(back.len());
+                    requeue(&mut pending, back, settings.retry_limit);
+                }
+                None => return Err(OutputError::Forward("every forward link stopped".into())),
+            },
             d = rx.recv(), if rx_open => match d {
-                Some(d) => out.pending.push_back(flight(d, &settings)?),
+                Some(d) => pending.push_back(flight(d, &settings)?),
                 None => rx_open = false,
             },
-            r = reply(out.conn.as_mut()) => match r {
-                Ok(ServerMessage::Ack(ack)) => out.acked(&ack.chunk),
-                Ok(_) => {
-                    let server = out.conn.as_ref().map(|(_, c)| c.server.clone()).unwrap_or_default();
-                    out.broken(ConnectionError::Unexpected { server, what: "a handshake message", expected: "an ack" });
-                }
-                Err(e) => out.broken(e),
-            },
-            () = sleep_until(timer) => {
-                if out.inflight.front().is_some_and(|f| f.sent_at + ACK_TIMEOUT <= Instant::now()) {
-                    let server = out.conn.as_ref().map(|(_, c)| c.server.clone()).unwrap_or_default();
-                    out.broken(ConnectionError::Timeout { server, what: "acknowledge a chunk", limit: ACK_TIMEOUT });
-                }
-            }
+        }
+    }
+}
+
+/// The link for the next chunk: among the active servers that are up and have room, one drawn
+/// by weight; `standby` servers only while no active server is up.
+fn pick(links: &[LinkState], servers: &[ForwardServer]) -> Option<usize> {
+    let active_up = links.iter().zip(servers).any(|(l, s)| l.up && !s.standby);
+    let ready: Vec<usize> = (0..links.len())
+        .filter(|&i| links[i].up && links[i].load < WINDOW && servers[i].standby != active_up)
+        .collect();
+    retry::weighted(&ready, |i| servers[i].weight)
+}
+
+/// Chunks a link could not deliver go back to the front of the queue, in their order — or are
+/// given up once they have been sent more than `retry_limit` times.
+fn requeue(pending: &mut VecDeque<Flight>, back: Vec<Flight>, retry_limit: Option<u32>) {
+    for f in back.into_iter().rev() {
+        if retry_limit.is_some_and(|limit| f.attempts > limit) {
+            let c = f.delivery.chunk();
+            tracing::error!(chunk = ?c.id, records = c.records, attempts = f.attempts,
+                "retry_limit reached; dropping the chunk");
+            f.delivery.give_up();
+        } else {
+            pending.push_front(f);
         }
     }
 }
@@ -215,94 +241,6 @@ fn flight(delivery: Delivery, settings: &ForwardSettings) -> Result<Flight, Outp
         attempts: 0,
         sent_at: Instant::now(),
     })
-}
-
-async fn reply(conn: Option<&mut (usize, Connection)>) -> Result<ServerMessage, ConnectionError> {
-    match conn {
-        Some((_, c)) => c.next_reply().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
-impl Forward<'_> {
-    /// Sends queued chunks while connected and the window allows.
-    async fn send_window(&mut self) -> Result<(), ConnectionError> {
-        let Some((i, conn)) = self.conn.as_mut() else {
-            return Ok(());
-        };
-        while self.inflight.len() < WINDOW {
-            let Some(mut f) = self.pending.pop_front() else {
-                break;
-            };
-            if f.attempts > 0 {
-                self.metrics.chunks_retried.fetch_add(1, Relaxed);
-            }
-            f.attempts += 1;
-            if let Err(e) = conn.send_wire(&f.wire, SEND_TIMEOUT).await {
-                self.pending.push_front(f);
-                return Err(e);
-            }
-            self.metrics.chunks_sent.fetch_add(1, Relaxed);
-            if self.settings.require_ack {
-                f.sent_at = Instant::now();
-                self.inflight.push_back(f);
-            } else {
-                self.servers.succeeded(*i);
-                settle(self.metrics, f);
-            }
-        }
-        Ok(())
-    }
-
-    /// An ack arrived: settle the matching chunk (acks may come in any order).
-    fn acked(&mut self, id: &ChunkId) {
-        match self.inflight.iter().position(|f| f.id.bytes == id.bytes) {
-            Some(pos) => {
-                if let Some(f) = self.inflight.remove(pos) {
-                    if let Some((i, _)) = &self.conn {
-                        self.servers.succeeded(*i);
-                    }
-                    settle(self.metrics, f);
-                }
-            }
-            None => {
-                tracing::debug!(chunk = ?id.bytes, "ack for a chunk not in flight (already resent and acked?)")
-            }
-        }
-    }
-
-    /// The connection failed: close it, put its chunks back in order, apply the retry limit.
-    fn broken(&mut self, error: ConnectionError) {
-        if let Some((i, _)) = self.conn.take() {
-            self.gauges[i].store(0, Relaxed);
-            let delay = self.servers.failed(i, Instant::now());
-            tracing::warn!(error = %error, in_flight = self.inflight.len(), retry_in_ms = delay.as_millis() as u64,
-                "forward connection lost; unacknowledged chunks will be resent");
-        }
-        while let Some(f) = self.inflight.pop_back() {
-            self.pending.push_front(f);
-        }
-        if let Some(limit) = self.settings.retry_limit {
-            let mut kept = VecDeque::with_capacity(self.pending.len());
-            for f in self.pending.drain(..) {
-                if f.attempts > limit {
-                    tracing::error!(chunk = ?f.delivery.chunk().id, records = f.delivery.chunk().records,
-                        attempts = f.attempts, "retry_limit reached; dropping the chunk");
-                    f.delivery.give_up();
-                } else {
-                    kept.push_back(f);
-                }
-            }
-            self.pending = kept;
-        }
-    }
 }
 
 fn settle(m: &OutputMetrics, f: Flight) {
