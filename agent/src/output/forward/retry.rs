@@ -6,19 +6,34 @@
 
 use std::time::Duration;
 
-/// Exponential backoff with jitter: `base · 2^failures`, capped, each delay drawn uniformly from
-/// its upper half (so retries of many agents do not synchronise, yet never come too soon).
-#[derive(Debug, Clone)]
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+
+/// Exponential backoff with jitter: `base · 2^failures`, capped at `max`, each delay drawn
+/// uniformly from the upper half of that ceiling (so retries of many agents do not synchronise,
+/// yet never come too soon).
+///
+/// The sequence comes from the `backon` crate (the design card named `backoff`, which RustSec
+/// marks unmaintained, RUSTSEC-2025-0012): its jittered exponential backoff draws from
+/// `[d, 2d)`, so it is built on half the base and half the cap.
+#[derive(Debug)]
 pub struct Backoff {
-    base: Duration,
+    builder: ExponentialBuilder,
+    delays: ExponentialBackoff,
     max: Duration,
     failures: u32,
 }
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Backoff {
+        let builder = ExponentialBuilder::new()
+            .with_jitter()
+            .with_factor(2.0)
+            .with_min_delay(base / 2)
+            .with_max_delay(max.max(base) / 2)
+            .without_max_times();
         Backoff {
-            base,
+            builder,
+            delays: builder.build(),
             max: max.max(base),
             failures: 0,
         }
@@ -26,16 +41,15 @@ impl Backoff {
 
     /// Records a failure; returns how long to wait before the next attempt.
     pub fn fail(&mut self) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << self.failures.min(20));
         self.failures = self.failures.saturating_add(1);
-        let ceiling = exp.min(self.max);
-        let half = ceiling / 2;
-        half + half.mul_f64(random_unit())
+        // `without_max_times` makes the sequence endless; the fallback is never taken.
+        self.delays.next().unwrap_or(self.max)
     }
 
     /// Records a success: the next failure starts from `base` again.
     pub fn reset(&mut self) {
         self.failures = 0;
+        self.delays = self.builder.build();
     }
 
     /// Consecutive failures so far.
