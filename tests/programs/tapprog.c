@@ -65,9 +65,10 @@ static void *thread_main(void *arg) {
             ssize_t w = writev(1, iov, 2);
             must(w == n, "writev");
         }
-        /* Log-like pacing (40k lines/s at most in all): the test is about concurrency, not
+        /* Log-like pacing (16k lines/s at most in all, so that a loaded machine's reader keeps up with
+         * the socket transport too): the test is about concurrency, not
          * about outrunning the reader. */
-        if (i % 5 == 4) usleep(1000);
+        if (i % 2 == 1) usleep(1000);
     }
     return NULL;
 }

@@ -85,7 +85,7 @@ fn stopped_receiver_losses_are_accounted_socket() {
 }
 
 fn restarted_receiver(t: Transport) {
-    let total = 1500;
+    let total = 2500;
     let s = Setup::new("fault-restart", t);
     let exe = compile("tapprog", s.dir.path());
     let sock = s.receiver.path().to_path_buf();
@@ -125,13 +125,14 @@ fn restarted_receiver(t: Transport) {
         }
         // DATA frames sent while nobody listened are lost, and reported. The frames that sat
         // unread in the dead receiver's socket queue are lost without the sender knowing (at
-        // 2 ms a line, a handful at most): the reason the ring is the default transport.
+        // 2 ms a line a handful; 30 allows for a loaded CI machine): the reason the ring is
+        // the default transport.
         Transport::Socket => {
             let (dropped, _) = c2.dropped();
             assert!(dropped > 0);
             let accounted = all.len() as u64 + dropped;
             assert!(
-                accounted <= total as u64 && accounted + 5 >= total as u64,
+                accounted <= total as u64 && accounted + 30 >= total as u64,
                 "accounted {accounted} of {total}"
             );
         }

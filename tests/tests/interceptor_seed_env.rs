@@ -100,9 +100,10 @@ fn passive_on_start_taps_nothing_at_first() {
     let mut c = s.command(python());
     c.args([
         "-c",
-        "import time\nprint('early')\ntime.sleep(0.6)\nprint('late')",
+        "import time\nprint('early')\ntime.sleep(1.5)\nprint('late')",
     ]);
-    c.env("LLT_TAP_INTO", "1").env("LLT_PASSIV_ON_START", "300");
+    c.env("LLT_TAP_INTO", "1")
+        .env("LLT_PASSIV_ON_START", "1000");
     let out = run(c, LIMIT);
     assert_ok(&out);
     assert!(
