@@ -25,7 +25,8 @@ use crate::metrics::{DropReason, METRICS};
 /// Why a pass over the ring stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
-    /// Nothing more to read now; the consumer announced sleep (producers will wake it).
+    /// Nothing more to read now. Unless the reader lingers, the consumer announced sleep
+    /// (producers will wake it through the eventfd).
     Empty,
     /// Enough entries gathered: hand them off, then call again.
     Handoff,
@@ -47,6 +48,10 @@ pub struct RingReader {
     payload: Vec<u8>,
     held: Option<RecordMeta>,
     gap_checked: bool,
+    /// While set, an empty pass does not announce sleep: the peer polls again shortly.
+    lingering: bool,
+    /// Records read so far (tells the peer whether a pass found anything).
+    records: u64,
 }
 
 impl RingReader {
@@ -60,12 +65,25 @@ impl RingReader {
             payload: Vec::new(),
             held: None,
             gap_checked: false,
+            lingering: false,
+            records: 0,
         })
     }
 
     /// Whether records wait (committed or still being written) or one is held.
     pub fn has_backlog(&self) -> bool {
         self.held.is_some() || self.consumer.backlog_slots() > 0
+    }
+
+    /// Lingering: an empty pass leaves `consumer_sleeping` unset, so the producer's writes cost
+    /// no eventfd wake-up (a syscall in the app's `write()`) while the peer polls on a timer.
+    pub fn set_lingering(&mut self, on: bool) {
+        self.lingering = on;
+    }
+
+    /// Records read from the ring so far.
+    pub fn records_read(&self) -> u64 {
+        self.records
     }
 
     /// The control socket was read after a [`Pass::Gap`]: let the held record proceed.
@@ -87,8 +105,13 @@ impl RingReader {
             let meta = match self.held.take() {
                 Some(m) => m,
                 None => match self.consumer.next(&mut self.payload)? {
-                    Some(m) => m,
-                    None if self.consumer.prepare_sleep() => return Ok(Pass::Empty),
+                    Some(m) => {
+                        self.records += 1;
+                        m
+                    }
+                    None if self.lingering || self.consumer.prepare_sleep() => {
+                        return Ok(Pass::Empty);
+                    }
                     None => continue,
                 },
             };
