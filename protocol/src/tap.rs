@@ -17,7 +17,14 @@
 //!
 //! Payloads:
 //! - DATA: the written bytes, at most [`MAX_DATA_PAYLOAD`] a frame; a longer write is split
-//!   and every frame but the last carries [`FLAG_CONTINUED`].
+//!   and every frame but the last carries [`FLAG_CONTINUED`]. DATA frames carry the writes of a
+//!   process that has no ring (`LLT_TRANSPORT=socket`, or a memfd the kernel refused). A process
+//!   with a ring sends even a write larger than one ring record through the ring, as chained
+//!   records (`RECORD_CONTINUED` on all but the last, consecutive `seq`), so that it stays in
+//!   order with the stream's other writes; Contract 2 in DESIGN.md allowed DATA frames there,
+//!   and this is the version-1 behaviour that counts.
+//! - Ordering: frames and ring records share one per-process `seq`, so the agent can merge the
+//!   two channels back into write order.
 //! - HELLO (first frame of every connection): a MessagePack map `{pid, ppid, comm, exe,
 //!   hostname, container_id, files: [path…], meta: {…}, version, ring: bool}`. With
 //!   `ring: true` the datagram carries, by `SCM_RIGHTS`, the ring's memfd and then an eventfd
