@@ -121,6 +121,7 @@ pub async fn run(
         }
     }
     // Whatever happened, what was read is delivered.
+    peer.sweep(); // and the ring's drops since the last sweep are counted: nobody reads them later
     peer.streams.finish();
     let _ = peer.handoff(&ingest).await;
     METRICS.peers.fetch_sub(1, Relaxed);
