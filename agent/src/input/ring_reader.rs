@@ -58,7 +58,9 @@ impl RingReader {
     /// Maps and checks the ring memfd a peer passed (see `Consumer::open`).
     pub fn open(memfd: OwnedFd, opts: ConsumerOptions) -> Result<RingReader, RingError> {
         let consumer = Consumer::open(memfd, opts)?;
-        let seen = consumer.counters();
+        // Losses a previous agent already reported are in the ring's header; the rest —
+        // drops before any agent held the ring, or while none did — are still to report.
+        let seen = consumer.reported();
         Ok(RingReader {
             consumer,
             seen,
@@ -160,6 +162,9 @@ impl RingReader {
         let abandoned = c.abandoned_slots.saturating_sub(self.seen.abandoned_slots);
         if abandoned > 0 {
             METRICS.dropped(DropReason::RingAbandoned, abandoned, 0);
+        }
+        if c != self.seen {
+            self.consumer.set_reported(&c);
         }
         self.seen = c;
     }

@@ -170,6 +170,27 @@ impl Consumer {
         }
     }
 
+    /// The loss counters as a consumer of this ring last reported them
+    /// ([`Consumer::set_reported`]); zero for a ring no consumer reported from. The difference
+    /// to [`Consumer::counters`] is what is still to be reported. The fields live in the shared
+    /// header, so a hostile producer may change them: callers subtract with saturation.
+    pub fn reported(&self) -> RingCounters {
+        let read = |off| self.map.u64_at(off).load(Ordering::Relaxed);
+        RingCounters {
+            dropped_records: read(layout::OFF_REPORTED_RECORDS),
+            dropped_bytes: read(layout::OFF_REPORTED_BYTES),
+            abandoned_slots: read(layout::OFF_REPORTED_ABANDONED),
+        }
+    }
+
+    /// Records that the counters `c` (from [`Consumer::counters`]) have been reported.
+    pub fn set_reported(&self, c: &RingCounters) {
+        let write = |off, v| self.map.u64_at(off).store(v, Ordering::Relaxed);
+        write(layout::OFF_REPORTED_RECORDS, c.dropped_records);
+        write(layout::OFF_REPORTED_BYTES, c.dropped_bytes);
+        write(layout::OFF_REPORTED_ABANDONED, c.abandoned_slots);
+    }
+
     /// Pid of the process that created the ring (from its header, read at open).
     pub fn creator_pid(&self) -> u32 {
         self.creator_pid

@@ -45,6 +45,13 @@ pub const OFF_CONSUMER_SLEEPING: usize = 192;
 pub const OFF_DROPPED_RECORDS: usize = 256;
 pub const OFF_DROPPED_BYTES: usize = 264;
 pub const OFF_ABANDONED_SLOTS: usize = 272;
+/// Consumer-owned: the three loss counters above as far as a consumer already reported them,
+/// so that a consumer that takes the ring over (an agent restarted) reports only the rest.
+pub const OFF_REPORTED_RECORDS: usize = 320;
+/// Consumer-owned, see [`OFF_REPORTED_RECORDS`].
+pub const OFF_REPORTED_BYTES: usize = 328;
+/// Consumer-owned, see [`OFF_REPORTED_RECORDS`].
+pub const OFF_REPORTED_ABANDONED: usize = 336;
 
 /// Largest valid slot position. Positions only grow (by at most a few million per second), so
 /// 2^60 is never reached by an honest ring; bounding them keeps every `pos + k` and the stamp's

@@ -29,6 +29,7 @@
 //! | 256 | 8 | `dropped_records` (producers add when they drop) |
 //! | 264 | 8 | `dropped_bytes` |
 //! | 272 | 8 | `abandoned_slots` (the consumer adds when it skips an uncommitted slot) |
+//! | 320 | 24 | consumer-owned: `dropped_records`, `dropped_bytes`, `abandoned_slots` as already reported by a consumer (0 in a new ring), so that a consumer taking the ring over — an agent restarted — reports the losses that happened meanwhile, and none twice |
 //! | 4096 | N × 128 | slots; position `p` (a u64 that only grows) lives in slot `p mod N` |
 //!
 //! Slot: an 8-byte **stamp**, then 120 data bytes. `stamp = (p << 2) | state` where `p` is the
