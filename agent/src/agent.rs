@@ -133,38 +133,31 @@ impl Agent {
     /// Stops reading, flushes, and waits for the outputs' acknowledgements, all within `grace`.
     /// Returns whether everything was delivered.
     pub async fn drain(self, grace: Duration) -> bool {
-        let Agent {
-            tap,
-            forward_in,
-            batch,
-            outputs,
-            buffer,
-            health,
-            http,
-        } = self;
-        health.set_ready(false);
+        // Each stage is moved out of `self` as it is taken down; `Agent` has no `Drop`, so
+        // these partial moves need no destructuring.
+        self.health.set_ready(false);
         let deadline = Instant::now() + grace;
         let started = Instant::now();
-        let tap_done = timeout_at(deadline, tap.stop()).await.is_ok();
-        if let Some(f) = forward_in {
+        let tap_done = timeout_at(deadline, self.tap.stop()).await.is_ok();
+        if let Some(f) = self.forward_in {
             // Its clients' pipeline handles must go before the batch stage can end.
             let _ = timeout_at(deadline, f.stop()).await;
         }
-        let batch_done = timeout_at(deadline, batch).await.is_ok();
+        let batch_done = timeout_at(deadline, self.batch).await.is_ok();
         if !(tap_done && batch_done) {
             // Stages are stuck behind a full buffer: free them so they can end.
-            buffer.close();
+            self.buffer.close();
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let delivered = outputs.finish(remaining).await;
+        let delivered = self.outputs.finish(remaining).await;
         let clean = tap_done && batch_done && delivered;
         tracing::info!(
             clean,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            buffered_bytes = buffer.used(),
+            buffered_bytes = self.buffer.used(),
             "drained"
         );
-        drop(http);
+        drop(self.http);
         clean
     }
 }

@@ -87,45 +87,83 @@ pub struct Metrics {
     upstreams: Mutex<Vec<(String, &'static AtomicI64)>>,
 }
 
-macro_rules! zeroed {
-    ($t:ident { $($f:ident),* }) => { $t { $($f: AtomicU64::new(0)),* } };
+/// One counter of an output's or a drop reason's group, as a family of the exposition reads it.
+type Field<M> = fn(&M) -> &AtomicU64;
+
+/// The per-output counter families, in exposition order: name, help, counter.
+const OUTPUT_FAMILIES: [(&str, &str, Field<OutputMetrics>); 5] = [
+    (
+        "logtap_output_records_total",
+        "Records delivered by each output.",
+        |m| &m.records,
+    ),
+    (
+        "logtap_output_bytes_total",
+        "Bytes delivered by each output.",
+        |m| &m.bytes,
+    ),
+    (
+        "logtap_output_chunks_sent_total",
+        "Chunks sent (first sends and resends).",
+        |m| &m.chunks_sent,
+    ),
+    (
+        "logtap_output_chunks_acked_total",
+        "Chunks acknowledged (delivered).",
+        |m| &m.chunks_acked,
+    ),
+    (
+        "logtap_output_chunks_retried_total",
+        "Chunks sent again after a failure.",
+        |m| &m.chunks_retried,
+    ),
+];
+
+/// The per-reason drop counter families, in exposition order: name, help, counter.
+const DROP_FAMILIES: [(&str, &str, Field<DropMetrics>); 2] = [
+    (
+        "logtap_dropped_records_total",
+        "Records lost, by reason.",
+        |d| &d.records,
+    ),
+    (
+        "logtap_dropped_bytes_total",
+        "Bytes lost, by reason.",
+        |d| &d.bytes,
+    ),
+];
+
+impl OutputMetrics {
+    /// All counters at zero; `const` so that the static can be built from it.
+    const fn zeroed() -> Self {
+        OutputMetrics {
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            chunks_sent: AtomicU64::new(0),
+            chunks_acked: AtomicU64::new(0),
+            chunks_retried: AtomicU64::new(0),
+        }
+    }
+}
+
+impl DropMetrics {
+    /// Both counters at zero; `const` so that the static can be built from it.
+    const fn zeroed() -> Self {
+        DropMetrics {
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
+    }
 }
 
 /// The one instance.
 pub static METRICS: Metrics = Metrics {
     records_in: AtomicU64::new(0),
     bytes_in: AtomicU64::new(0),
-    outputs: [
-        zeroed!(OutputMetrics {
-            records,
-            bytes,
-            chunks_sent,
-            chunks_acked,
-            chunks_retried
-        }),
-        zeroed!(OutputMetrics {
-            records,
-            bytes,
-            chunks_sent,
-            chunks_acked,
-            chunks_retried
-        }),
-        zeroed!(OutputMetrics {
-            records,
-            bytes,
-            chunks_sent,
-            chunks_acked,
-            chunks_retried
-        }),
-    ],
-    drops: [
-        zeroed!(DropMetrics { records, bytes }),
-        zeroed!(DropMetrics { records, bytes }),
-        zeroed!(DropMetrics { records, bytes }),
-        zeroed!(DropMetrics { records, bytes }),
-        zeroed!(DropMetrics { records, bytes }),
-        zeroed!(DropMetrics { records, bytes }),
-    ],
+    // An inline `const` may be repeated although the atomics are not `Copy`: each element is
+    // a fresh zeroed value.
+    outputs: [const { OutputMetrics::zeroed() }; 3],
+    drops: [const { DropMetrics::zeroed() }; 6],
     buffer_bytes: AtomicI64::new(0),
     buffer_chunks: AtomicI64::new(0),
     peers: AtomicI64::new(0),
@@ -169,134 +207,97 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(4096);
-        let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, i128)]| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in rows {
-                let _ = writeln!(s, "{name}{labels} {v}");
-            }
-        };
-        let one = |v: i128| vec![(String::new(), v)];
         let u = |a: &AtomicU64| i128::from(a.load(Relaxed));
         let i = |a: &AtomicI64| i128::from(a.load(Relaxed));
-        family(
-            "logtap_input_records_total",
-            "counter",
-            "Records made by the inputs.",
-            &one(u(&self.records_in)),
-        );
-        family(
-            "logtap_input_bytes_total",
-            "counter",
-            "Bytes received by the inputs.",
-            &one(u(&self.bytes_in)),
-        );
-        let per_output = |f: fn(&OutputMetrics) -> &AtomicU64| {
-            OUTPUTS
-                .iter()
-                .map(|k| {
-                    (
-                        format!("{{output=\"{}\"}}", k.as_str()),
-                        u(f(self.output(*k))),
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
-        family(
-            "logtap_output_records_total",
-            "counter",
-            "Records delivered by each output.",
-            &per_output(|m| &m.records),
-        );
-        family(
-            "logtap_output_bytes_total",
-            "counter",
-            "Bytes delivered by each output.",
-            &per_output(|m| &m.bytes),
-        );
-        family(
-            "logtap_output_chunks_sent_total",
-            "counter",
-            "Chunks sent (first sends and resends).",
-            &per_output(|m| &m.chunks_sent),
-        );
-        family(
-            "logtap_output_chunks_acked_total",
-            "counter",
-            "Chunks acknowledged (delivered).",
-            &per_output(|m| &m.chunks_acked),
-        );
-        family(
-            "logtap_output_chunks_retried_total",
-            "counter",
-            "Chunks sent again after a failure.",
-            &per_output(|m| &m.chunks_retried),
-        );
-        let per_reason = |f: fn(&DropMetrics) -> &AtomicU64| {
-            REASONS
-                .iter()
-                .enumerate()
-                .map(|(n, r)| {
-                    (
-                        format!("{{reason=\"{}\"}}", r.as_str()),
-                        u(f(&self.drops[n])),
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
-        family(
-            "logtap_dropped_records_total",
-            "counter",
-            "Records lost, by reason.",
-            &per_reason(|d| &d.records),
-        );
-        family(
-            "logtap_dropped_bytes_total",
-            "counter",
-            "Bytes lost, by reason.",
-            &per_reason(|d| &d.bytes),
-        );
-        family(
-            "logtap_buffer_bytes",
-            "gauge",
-            "Bytes of chunks not yet delivered by every output.",
-            &one(i(&self.buffer_bytes)),
-        );
-        family(
-            "logtap_buffer_chunks",
-            "gauge",
-            "Chunks not yet delivered by every output.",
-            &one(i(&self.buffer_chunks)),
-        );
-        family(
-            "logtap_tap_peers",
-            "gauge",
-            "Processes connected to the tap socket.",
-            &one(i(&self.peers)),
-        );
-        family(
-            "logtap_tap_peers_total",
-            "counter",
-            "Processes that connected since start.",
-            &one(u(&self.peers_total)),
-        );
-        family(
-            "logtap_tap_peers_rejected_total",
-            "counter",
-            "Peers dropped for bad frames or an inconsistent ring.",
-            &one(u(&self.peers_rejected)),
-        );
+        let input = [
+            (
+                "logtap_input_records_total",
+                "counter",
+                "Records made by the inputs.",
+                u(&self.records_in),
+            ),
+            (
+                "logtap_input_bytes_total",
+                "counter",
+                "Bytes received by the inputs.",
+                u(&self.bytes_in),
+            ),
+        ];
+        for (name, kind, help, v) in input {
+            family(&mut s, name, kind, help, [(String::new(), v)]);
+        }
+        for (name, help, field) in OUTPUT_FAMILIES {
+            let rows = OUTPUTS.iter().map(|k| {
+                let labels = format!("{{output=\"{}\"}}", k.as_str());
+                (labels, u(field(self.output(*k))))
+            });
+            family(&mut s, name, "counter", help, rows);
+        }
+        for (name, help, field) in DROP_FAMILIES {
+            let rows = REASONS.iter().zip(&self.drops).map(|(r, d)| {
+                let labels = format!("{{reason=\"{}\"}}", r.as_str());
+                (labels, u(field(d)))
+            });
+            family(&mut s, name, "counter", help, rows);
+        }
+        let state = [
+            (
+                "logtap_buffer_bytes",
+                "gauge",
+                "Bytes of chunks not yet delivered by every output.",
+                i(&self.buffer_bytes),
+            ),
+            (
+                "logtap_buffer_chunks",
+                "gauge",
+                "Chunks not yet delivered by every output.",
+                i(&self.buffer_chunks),
+            ),
+            (
+                "logtap_tap_peers",
+                "gauge",
+                "Processes connected to the tap socket.",
+                i(&self.peers),
+            ),
+            (
+                "logtap_tap_peers_total",
+                "counter",
+                "Processes that connected since start.",
+                u(&self.peers_total),
+            ),
+            (
+                "logtap_tap_peers_rejected_total",
+                "counter",
+                "Peers dropped for bad frames or an inconsistent ring.",
+                u(&self.peers_rejected),
+            ),
+        ];
+        for (name, kind, help, v) in state {
+            family(&mut s, name, kind, help, [(String::new(), v)]);
+        }
         let upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
-        let rows: Vec<_> = upstreams
+        let rows = upstreams
             .iter()
-            .map(|(server, g)| (format!("{{server=\"{}\"}}", escape(server)), i(g)))
-            .collect();
-        family(
-            "logtap_upstream_up",
-            "gauge",
-            "1 while the forward server is connected.",
-            &rows,
-        );
+            .map(|(server, g)| (format!("{{server=\"{}\"}}", escape(server)), i(g)));
+        let help = "1 while the forward server is connected.";
+        family(&mut s, "logtap_upstream_up", "gauge", help, rows);
         s
+    }
+}
+
+/// Writes one metric family: its `# HELP` and `# TYPE` header, then one sample per row
+/// (`labels` is the whole `{...}` part, or empty for an unlabelled sample).
+fn family(
+    s: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (String, i128)>,
+) {
+    // Writing to a String cannot fail.
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, v) in rows {
+        let _ = writeln!(s, "{name}{labels} {v}");
     }
 }
 

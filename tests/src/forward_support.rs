@@ -8,12 +8,16 @@
 //!   (`hashlib` for the handshake digests, `ssl`, `gzip`), so the tests do not check logtap
 //!   against its own encoder.
 //! - [`wait_port`] — waits until something listens on a port.
+//! - [`start_receiver`] / [`sender_args`] — the two ends of an agent-to-agent forward chain,
+//!   set up the same way by every test file that needs one.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::agent_harness::Agent;
 
 /// A port that was free when asked (bind to 0, read, release).
 pub fn free_port() -> u16 {
@@ -31,6 +35,40 @@ pub fn wait_port(port: u16, limit: Duration) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Starts `logtap agent` as a forward receiver on 127.0.0.1:`port` that prints its records on
+/// stdout and flushes every 50 ms, with `extra` arguments after those, and waits (at most
+/// `limit`) until the port accepts, so the test can send at once.
+pub fn start_receiver(name: &str, port: u16, extra: &[&str], limit: Duration) -> Agent {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "--forward-listen",
+        listen.as_str(),
+        "--output",
+        "stdout",
+        "--flush-interval",
+        "50ms",
+    ];
+    args.extend_from_slice(extra);
+    let agent = Agent::start(name, &args);
+    wait_port(port, limit);
+    agent
+}
+
+/// The arguments of a `logtap` that forwards to `server` (`host:port`), flushing every 50 ms,
+/// as host `sender`; callers append their own.
+pub fn sender_args(server: &str) -> Vec<&str> {
+    vec![
+        "--output",
+        "forward",
+        "--forward",
+        server,
+        "--flush-interval",
+        "50ms",
+        "--self-hostname",
+        "sender",
+    ]
 }
 
 /// A CA and a server certificate signed by it, as PEM files in `dir`.

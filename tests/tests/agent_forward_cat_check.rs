@@ -8,26 +8,14 @@ use std::time::{Duration, Instant};
 
 use logtap_tests::agent_harness::Agent;
 use logtap_tests::artifacts::{TempDir, logtap_bin};
-use logtap_tests::forward_support::{TestCa, free_port, wait_port};
+use logtap_tests::forward_support::{TestCa, free_port, start_receiver};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
+/// The forward receiver, named `receiver` in the records it prints.
 fn receiver(name: &str, port: u16, extra: &[&str]) -> Agent {
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "--forward-listen",
-        listen.as_str(),
-        "--output",
-        "stdout",
-        "--flush-interval",
-        "50ms",
-        "--self-hostname",
-        "receiver",
-    ];
-    args.extend_from_slice(extra);
-    let agent = Agent::start(name, &args);
-    wait_port(port, LIMIT);
-    agent
+    let args = [&["--self-hostname", "receiver"], extra].concat();
+    start_receiver(name, port, &args, LIMIT)
 }
 
 /// Runs `logtap <args>` with `stdin`, killed after `LIMIT`.

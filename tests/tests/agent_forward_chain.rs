@@ -10,42 +10,21 @@ use std::time::{Duration, Instant};
 use logtap_protocol::tap::Stream;
 use logtap_tests::agent_harness::{Agent, TapClient};
 use logtap_tests::artifacts::TempDir;
-use logtap_tests::forward_support::{free_port, python, wait_port};
+use logtap_tests::forward_support::{free_port, python, sender_args, start_receiver, wait_port};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
 const T0: u64 = 1_700_000_000_000_000_000;
 
+/// The forward receiver, named `receiver` in the records it prints.
 fn receiver(name: &str, port: u16, extra: &[&str]) -> Agent {
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "--forward-listen",
-        listen.as_str(),
-        "--output",
-        "stdout",
-        "--flush-interval",
-        "50ms",
-        "--self-hostname",
-        "receiver",
-    ];
-    args.extend_from_slice(extra);
-    let agent = Agent::start(name, &args);
-    wait_port(port, LIMIT);
-    agent
+    let args = [&["--self-hostname", "receiver"], extra].concat();
+    start_receiver(name, port, &args, LIMIT)
 }
 
 fn sender(name: &str, to: u16, extra: &[&str]) -> Agent {
     let server = format!("127.0.0.1:{to}");
-    let mut args = vec![
-        "--output",
-        "forward",
-        "--forward",
-        server.as_str(),
-        "--flush-interval",
-        "50ms",
-        "--self-hostname",
-        "sender",
-    ];
+    let mut args = sender_args(&server);
     args.extend_from_slice(extra);
     Agent::start(name, &args)
 }
@@ -246,16 +225,7 @@ fn a_real_program_under_the_interceptor_reaches_the_second_agent() {
     let port = free_port();
     let recv = receiver("chain-real-recv", port, &[]);
     let server = format!("127.0.0.1:{port}");
-    let args = [
-        "--output",
-        "forward",
-        "--forward",
-        server.as_str(),
-        "--flush-interval",
-        "50ms",
-        "--self-hostname",
-        "sender",
-    ];
+    let args = sender_args(&server);
     let script = "for i in range(2000): print('seq', i)\nprint('no newline', end='')";
     let (status, _) = logtap_tests::agent_harness::run(&args, &["python3", "-c", script], &[]);
     assert!(status.success(), "{status}");

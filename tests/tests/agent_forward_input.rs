@@ -8,25 +8,13 @@ use std::time::Duration;
 
 use logtap_tests::agent_harness::Agent;
 use logtap_tests::artifacts::TempDir;
-use logtap_tests::forward_support::{TestCa, free_port, python, wait_port};
+use logtap_tests::forward_support::{TestCa, free_port, python, start_receiver};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn receiver(name: &str, port: u16, extra: &[&str]) -> Agent {
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "--forward-listen",
-        listen.as_str(),
-        "--output",
-        "stdout",
-        "--flush-interval",
-        "50ms",
-    ];
-    args.extend_from_slice(extra);
-    let agent = Agent::start(name, &args);
-    wait_port(port, LIMIT);
-    agent
+    start_receiver(name, port, extra, LIMIT)
 }
 
 fn messages(records: &[Value]) -> Vec<String> {

@@ -3,6 +3,7 @@
 //! accounting, bad peers, many peers, and the SIGTERM drain.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use logtap_protocol::tap::Stream;
@@ -17,6 +18,39 @@ fn messages(records: &[Value]) -> Vec<String> {
         .iter()
         .map(|r| r["message"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// The messages of each pid, in the order they arrived.
+fn messages_by_pid(records: &[Value]) -> HashMap<u64, Vec<String>> {
+    let mut per_pid: HashMap<u64, Vec<String>> = HashMap::new();
+    for r in records {
+        per_pid
+            .entry(r["pid"].as_u64().unwrap())
+            .or_default()
+            .push(r["message"].as_str().unwrap().to_owned());
+    }
+    per_pid
+}
+
+/// A client for process `pid` that has said HELLO as `comm` with a 64 KiB ring.
+fn ring_client(socket: &Path, pid: u32, comm: &str) -> TapClient {
+    let mut c = TapClient::connect(socket, pid);
+    c.hello(comm, Some(64 * 1024), &[]);
+    c
+}
+
+/// Writes `line(i)` for i in 0..`n` into the ring at T0 + i, each waiting (at most `limit`)
+/// for the agent to make room.
+fn ring_lines(
+    c: &mut TapClient,
+    stream: Stream,
+    n: u64,
+    limit: Duration,
+    line: impl Fn(u64) -> String,
+) {
+    for i in 0..n {
+        c.ring_write_wait(stream, T0 + i, line(i).as_bytes(), limit);
+    }
 }
 
 #[test]
@@ -56,16 +90,10 @@ fn data_frames_become_contract3_records() {
 #[test]
 fn ring_records_are_drained_even_after_the_process_left() {
     let agent = Agent::start("ring", FAST);
-    let mut c = TapClient::connect(&agent.socket, 777);
-    c.hello("ringapp", Some(64 * 1024), &[]);
-    for i in 0..500 {
-        c.ring_write_wait(
-            Stream::Stdout,
-            T0 + i,
-            format!("line {i}\n").as_bytes(),
-            Duration::from_secs(5),
-        );
-    }
+    let mut c = ring_client(&agent.socket, 777, "ringapp");
+    ring_lines(&mut c, Stream::Stdout, 500, Duration::from_secs(5), |i| {
+        format!("line {i}\n")
+    });
     drop(c); // the process is gone; its ring still holds what it committed
     let records = agent.wait_records(500, Duration::from_secs(10));
     let msgs = messages(&records);
@@ -178,17 +206,10 @@ fn a_hundred_processes_at_once() {
         .map(|p| {
             let socket = socket.clone();
             std::thread::spawn(move || {
-                let mut c = TapClient::connect(&socket, 1000 + p);
-                c.hello("worker", Some(64 * 1024), &[]);
-                for i in 0..100 {
-                    let line = format!("p{p} l{i}\n");
-                    c.ring_write_wait(
-                        Stream::Stdout,
-                        T0 + i,
-                        line.as_bytes(),
-                        Duration::from_secs(10),
-                    );
-                }
+                let mut c = ring_client(&socket, 1000 + p, "worker");
+                ring_lines(&mut c, Stream::Stdout, 100, Duration::from_secs(10), |i| {
+                    format!("p{p} l{i}\n")
+                });
             })
         })
         .collect();
@@ -196,13 +217,7 @@ fn a_hundred_processes_at_once() {
         t.join().unwrap();
     }
     let records = agent.wait_records(10_000, Duration::from_secs(30));
-    let mut per_pid: HashMap<u64, Vec<String>> = HashMap::new();
-    for r in &records {
-        per_pid
-            .entry(r["pid"].as_u64().unwrap())
-            .or_default()
-            .push(r["message"].as_str().unwrap().to_owned());
-    }
+    let per_pid = messages_by_pid(&records);
     assert_eq!(per_pid.len(), 100);
     for (pid, msgs) in per_pid {
         let p = pid - 1000;
@@ -221,16 +236,10 @@ fn sigterm_drains_rings_of_connected_processes() {
         "sigterm",
         &["--flush-interval", "60s", "--partial-flush", "60s"],
     );
-    let mut c = TapClient::connect(&agent.socket, 99);
-    c.hello("steady", Some(64 * 1024), &[]);
-    for i in 0..300 {
-        c.ring_write_wait(
-            Stream::Stderr,
-            T0 + i,
-            format!("e{i}\n").as_bytes(),
-            Duration::from_secs(5),
-        );
-    }
+    let mut c = ring_client(&agent.socket, 99, "steady");
+    ring_lines(&mut c, Stream::Stderr, 300, Duration::from_secs(5), |i| {
+        format!("e{i}\n")
+    });
     c.ring_write(Stream::Stderr, T0 + 300, b"unterminated");
     std::thread::sleep(Duration::from_millis(300));
     assert!(agent.records().is_empty(), "held until flush_interval");
@@ -296,8 +305,7 @@ fn an_unsealed_or_missing_ring_is_refused_and_others_go_on() {
     unsealed.hello_with_fds("evil", &[memfd.as_raw_fd(), ev.as_raw_fd()]);
     let mut missing = TapClient::connect(&agent.socket, 31);
     missing.hello_with_fds("evil", &[]);
-    let mut good = TapClient::connect(&agent.socket, 32);
-    good.hello("good", Some(64 * 1024), &[]);
+    let mut good = ring_client(&agent.socket, 32, "good");
     good.ring_write(Stream::Stdout, T0, b"fine\n");
     let records = agent.wait_records(1, Duration::from_secs(5));
     assert_eq!(messages(&records), ["fine"]);
@@ -310,8 +318,7 @@ fn an_unsealed_or_missing_ring_is_refused_and_others_go_on() {
 fn ring_records_and_data_frames_keep_write_order() {
     let agent = Agent::start("order", FAST);
     for round in 0..20u32 {
-        let mut c = TapClient::connect(&agent.socket, 500 + round);
-        c.hello("mixed", Some(64 * 1024), &[]);
+        let mut c = ring_client(&agent.socket, 500 + round, "mixed");
         // The ring holds writes 1 and 3; write 2 (too large for the ring, say) goes as a DATA
         // frame. Whichever path the agent reads first, `seq` puts them back in order.
         c.ring_write(Stream::Stdout, T0, b"first ");
@@ -319,13 +326,7 @@ fn ring_records_and_data_frames_keep_write_order() {
         c.ring_write(Stream::Stdout, T0 + 2, b"third\n");
     }
     let records = agent.wait_records(40, Duration::from_secs(10));
-    let mut per_pid: HashMap<u64, Vec<String>> = HashMap::new();
-    for r in &records {
-        per_pid
-            .entry(r["pid"].as_u64().unwrap())
-            .or_default()
-            .push(r["message"].as_str().unwrap().to_owned());
-    }
+    let per_pid = messages_by_pid(&records);
     for (pid, msgs) in per_pid {
         assert_eq!(msgs, ["first second", "third"], "pid {pid}");
     }
@@ -335,16 +336,10 @@ fn ring_records_and_data_frames_keep_write_order() {
 #[test]
 fn a_ring_outlives_the_agent_and_the_next_agent_resumes_at_its_tail() {
     let first = Agent::start("resume-a", FAST);
-    let mut c = TapClient::connect(&first.socket, 77);
-    c.hello("survivor", Some(64 * 1024), &[]);
-    for i in 0..100 {
-        c.ring_write_wait(
-            Stream::Stdout,
-            T0 + i,
-            format!("before {i}\n").as_bytes(),
-            Duration::from_secs(5),
-        );
-    }
+    let mut c = ring_client(&first.socket, 77, "survivor");
+    ring_lines(&mut c, Stream::Stdout, 100, Duration::from_secs(5), |i| {
+        format!("before {i}\n")
+    });
     first.wait_records(100, Duration::from_secs(10));
     let (status, got) = first.terminate();
     assert!(status.success());
