@@ -11,20 +11,35 @@
 use core::ffi::{c_int, c_void};
 
 /// Restores the thread's `errno` when dropped: the app must see the `errno` the real call left.
-pub struct ErrnoGuard(c_int);
+///
+/// It keeps the slot's address as well as the value, so that a save and its restore cost one
+/// `__errno_location()` call (a call into libc through the PLT, ≈ 1 ns each on the tapped
+/// path) instead of two. The address is the calling thread's errno slot, fixed for the
+/// thread's lifetime, and a signal handler running on this thread uses the same slot; the raw
+/// pointer makes the guard `!Send`, so it can never be dropped on another thread.
+pub struct ErrnoGuard {
+    slot: *mut c_int,
+    saved: c_int,
+}
 
 impl ErrnoGuard {
     /// Saves the current `errno`.
     #[inline]
     pub fn save() -> ErrnoGuard {
-        ErrnoGuard(errno())
+        // SAFETY: `__errno_location` returns the calling thread's errno slot, valid (and
+        // unmoved) for the thread's lifetime; we read it at once.
+        unsafe {
+            let slot = libc::__errno_location();
+            ErrnoGuard { slot, saved: *slot }
+        }
     }
 }
 
 impl Drop for ErrnoGuard {
     #[inline]
     fn drop(&mut self) {
-        set_errno(self.0);
+        // SAFETY: `slot` is this thread's errno slot (see `save`; the guard is `!Send`).
+        unsafe { *self.slot = self.saved }
     }
 }
 

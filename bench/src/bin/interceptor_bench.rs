@@ -9,13 +9,20 @@
 //! receiver lives in this process and behaves like the agent: it sleeps on the ring's eventfd
 //! when idle. Delivered % = bytes the receiver got / bytes written.
 //!
+//! The "real agent" rows (ring transport, `/dev/null` only) drain into the actual `logtap
+//! agent` process instead (`--output null`, one fresh agent per run), so the producer meets
+//! the agent's own polling rhythm (its 1 ms linger, then the eventfd) rather than this
+//! receiver's 50 µs naps; delivered % there is the agent's `logtap_input_bytes_total` read
+//! from its `/metrics` endpoint after the run.
+//!
 //! Run (release build, as the figures in bench/RESULTS.md):
 //! `cargo build --release -p logtap-interceptor -p logtap-bench && target/release/interceptor_bench`
 //! Options: `--calls N` (default 1,000,000), `--runs R` (default 3; the median is reported),
 //! `--preload PATH` (default: `liblogtap.so` beside this binary), `--filter TEXT` (only the
-//! rows whose "call sink mode" label contains TEXT, plus their baselines).
+//! rows whose "call sink mode" label contains TEXT, plus their baselines), `--agent PATH`
+//! (default: `logtap` beside this binary).
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -68,6 +75,8 @@ enum Mode {
     Ring,
     Ring16M,
     Socket,
+    /// Ring transport drained by the real `logtap agent` process.
+    Agent,
 }
 
 impl Mode {
@@ -78,6 +87,7 @@ impl Mode {
             Mode::Ring => "tapped, ring",
             Mode::Ring16M => "tapped, ring, LLT_RING_SIZE=16M",
             Mode::Socket => "tapped, LLT_TRANSPORT=socket",
+            Mode::Agent => "tapped, ring, real `logtap agent`",
         }
     }
 }
@@ -336,8 +346,81 @@ fn drain_ring(
     }
 }
 
+/// A `logtap agent --output null` child with its metrics endpoint on a free local port.
+struct AgentProc {
+    child: std::process::Child,
+    sock: PathBuf,
+    http: std::net::SocketAddr,
+}
+
+impl AgentProc {
+    fn start(exe: &Path, dir: &Path) -> AgentProc {
+        let sock = dir.join("agent.sock");
+        let _ = std::fs::remove_file(&sock);
+        // A free port: the kernel picks one, we release it and hand it to the agent.
+        let http = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free local port");
+        let child = Command::new(exe)
+            .args([
+                "agent",
+                "--output",
+                "null",
+                "--log-level",
+                "warn",
+                "--socket",
+            ])
+            .arg(&sock)
+            .args(["--http-listen", &http.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", exe.display()));
+        let agent = AgentProc { child, sock, http };
+        let end = Instant::now() + Duration::from_secs(10);
+        while !(agent.sock.exists() && agent.bytes_in().is_some()) {
+            assert!(Instant::now() < end, "logtap agent did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        agent
+    }
+
+    fn target(&self) -> String {
+        format!("socket:{}", self.sock.display())
+    }
+
+    /// `logtap_input_bytes_total` from `/metrics`, or `None` while the endpoint is not up.
+    fn bytes_in(&self) -> Option<u64> {
+        let mut s =
+            std::net::TcpStream::connect_timeout(&self.http, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("logtap_input_bytes_total "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.sock);
+    }
+}
+
 struct Opts {
     filter: Option<String>,
+    agent: PathBuf,
     calls: u64,
     runs: usize,
     preload: PathBuf,
@@ -348,6 +431,10 @@ fn parse_opts() -> Opts {
         filter: None,
         calls: 1_000_000,
         runs: 3,
+        agent: std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("logtap")))
+            .unwrap_or_default(),
         preload: std::env::current_exe()
             .ok()
             .and_then(|e| e.parent().map(|d| d.join("liblogtap.so")))
@@ -362,6 +449,7 @@ fn parse_opts() -> Opts {
             "--runs" => o.runs = v.parse().unwrap_or(o.runs).max(1),
             "--preload" => o.preload = PathBuf::from(v),
             "--filter" => o.filter = Some(v),
+            "--agent" => o.agent = PathBuf::from(v),
             other => {
                 eprintln!("interceptor_bench: unknown option {other}");
                 std::process::exit(2);
@@ -390,6 +478,7 @@ fn run_once(
 ) -> (f64, Option<f64>) {
     let receiver = matches!(mode, Mode::Ring | Mode::Ring16M | Mode::Socket)
         .then(|| Receiver::start(&dir.join("bench.sock")));
+    let agent = (mode == Mode::Agent).then(|| AgentProc::start(&o.agent, dir));
     let mut cmd = Command::new(exe);
     cmd.args([op, &o.calls.to_string()]);
     cmd.stdin(Stdio::null()).stderr(Stdio::piped());
@@ -419,6 +508,12 @@ fn run_once(
                 "LLT_RING_SIZE",
                 if mode == Mode::Ring16M { "16M" } else { "1M" },
             );
+    } else if let Some(a) = &agent {
+        cmd.env("LLT_TAP_INTO", "1")
+            .env("LLT_TARGET", a.target())
+            .env("LLT_TARGET_1STCONNECT", "0")
+            .env("LLT_TRANSPORT", "ring")
+            .env("LLT_RING_SIZE", "1M");
     } else {
         cmd.env("LLT_TAP_INTO", "0");
     }
@@ -446,12 +541,17 @@ fn run_once(
         std::process::exit(1);
     }
     let ns: f64 = err.trim().parse().unwrap_or(f64::NAN);
-    let delivered = receiver.map(|r| {
+    let count: Option<Box<dyn Fn() -> u64 + '_>> = match (&receiver, &agent) {
+        (Some(r), _) => Some(Box::new(|| r.bytes.load(Ordering::Relaxed))),
+        (_, Some(a)) => Some(Box::new(|| a.bytes_in().unwrap_or(0))),
+        _ => None,
+    };
+    let delivered = count.map(|count| {
         let want = o.calls * 64;
         let end = Instant::now() + Duration::from_secs(3);
         let mut last = u64::MAX;
         loop {
-            let now = r.bytes.load(Ordering::Relaxed);
+            let now = count();
             if now >= want || (now == last && Instant::now() > end) {
                 break now as f64 / want as f64;
             }
@@ -499,7 +599,12 @@ fn main() {
                 Mode::Ring,
                 Mode::Ring16M,
                 Mode::Socket,
+                Mode::Agent,
             ] {
+                // The real-agent rows answer "what does a deployed tap cost": /dev/null only.
+                if mode == Mode::Agent && pipe {
+                    continue;
+                }
                 let label = format!("{op} {sink} {}", mode.name());
                 if mode != Mode::Untapped
                     && o.filter

@@ -124,8 +124,8 @@ pub fn tapped_write(
     mut real: impl FnMut(usize) -> isize,
 ) -> isize {
     let total = data.len();
-    let saved = sys::errno();
     if route.suppressed {
+        let saved = sys::errno();
         let delivered = sender::deliver(route, &data, total).min(total);
         sys::set_errno(saved);
         if delivered >= total {
@@ -145,9 +145,10 @@ pub fn tapped_write(
     }
     let r = real(0);
     if r > 0 {
-        let err = sys::errno();
+        // errno is saved only here, after the real call (whose errno the app must see), and
+        // not before it as well: the common path pays one `__errno_location()`, not three.
+        let _errno = sys::ErrnoGuard::save();
         let _ = sender::deliver(route, &data, usize::try_from(r).unwrap_or(0));
-        sys::set_errno(err);
     }
     r
 }

@@ -83,8 +83,25 @@ fn attempt_due(cfg: &Config, now: u64) -> bool {
 }
 
 /// Keeps the connection alive: connects when due, checks liveness when due. Returns whether
-/// the process is connected. Called on tapped writes only; costs two relaxed loads normally.
+/// the process is connected. Called on tapped writes only; costs two loads normally.
+///
+/// The normal case (connected, check not due) is inlined into the write path: two loads and
+/// compares, no call. Everything else is the out-of-line [`maintain_slow`], whose conditions
+/// are the same, so the split changes cost only, never behaviour.
+#[inline]
 pub fn maintain(cfg: &Config, now: u64) -> bool {
+    if STATE.load(Ordering::Acquire) == CONNECTED {
+        let due = NEXT_CHECK.load(Ordering::Relaxed);
+        if now < due && now.saturating_add(CHECK_INTERVAL_NS) >= due {
+            return true;
+        }
+    }
+    maintain_slow(cfg, now)
+}
+
+#[cold]
+#[inline(never)]
+fn maintain_slow(cfg: &Config, now: u64) -> bool {
     match STATE.load(Ordering::Acquire) {
         CONNECTED => {
             let due = NEXT_CHECK.load(Ordering::Relaxed);
