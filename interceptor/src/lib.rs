@@ -9,7 +9,7 @@
 //! - [`sender`] — delivering copies: `file:` target, ring, control connection, LOSS.
 //! - [`own_fds`] — the library's own descriptors and how they are kept out of the app's way.
 //! - [`sys`] — raw syscalls for the library's own I/O; [`guard`] — the recursion guard;
-//!   [`debug`] — `LLT_DEBUG_MODE` lines.
+//!   [`debug`](mod@debug) — `LLT_DEBUG_MODE` lines.
 //!
 //! # Design note: how each rule of Contract 1 is met
 //! - **No heap allocation on the hook path.** State is statics (atomics, fixed arrays); bytes

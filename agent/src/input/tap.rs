@@ -1,6 +1,6 @@
 //! The tap input: the `SOCK_SEQPACKET` socket the interceptor connects to (Contract 2).
 //!
-//! The listener accepts connections and starts one [`peer`](super::peer) task per process.
+//! The listener accepts connections and starts one [`super::peer`] task per process.
 //! The socket file gets `socket_mode` (0660 by default) so that only the owner and group may
 //! tap into the agent; it is bound under a temporary name and renamed into place with its mode.
 //! [`TapInput::stop`] stops accepting — after taking every connection already queued, since a

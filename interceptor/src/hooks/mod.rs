@@ -1,7 +1,7 @@
 //! The interposed functions, and the logic every tapped call shares.
 //!
 //! # Layout
-//! - [`write`] — `write`, `writev`, `pwrite(64)`, `pwritev(64)(2)`: async-signal-safe.
+//! - [`write`](mod@write) — `write`, `writev`, `pwrite(64)`, `pwritev(64)(2)`: async-signal-safe.
 //! - [`stdio`] — the Rust half of the C shim's stdio hooks (routing and delivering bytes).
 //! - [`open`] — following tap files: the open family, `fopen`/`freopen`, `dup*`, `fcntl`
 //!   duplicates, `close`/`fclose`/`close_range` (and keeping our own descriptors safe).

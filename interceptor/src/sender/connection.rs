@@ -86,7 +86,7 @@ fn attempt_due(cfg: &Config, now: u64) -> bool {
 /// the process is connected. Called on tapped writes only; costs two loads normally.
 ///
 /// The normal case (connected, check not due) is inlined into the write path: two loads and
-/// compares, no call. Everything else is the out-of-line [`maintain_slow`], whose conditions
+/// compares, no call. Everything else is the out-of-line `maintain_slow`, whose conditions
 /// are the same, so the split changes cost only, never behaviour.
 #[inline]
 pub fn maintain(cfg: &Config, now: u64) -> bool {

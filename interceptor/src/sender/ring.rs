@@ -63,7 +63,7 @@ pub fn get() -> Option<&'static Producer> {
 
 /// The ring, created now if this is the first tapped write. `None` while another thread
 /// creates it, or if the kernel refused (the socket transport's DATA frames are used then).
-/// The existing-ring case is one inlined load; creating is out of line ([`create_once`]).
+/// The existing-ring case is one inlined load; creating is out of line (`create_once`).
 #[inline]
 pub fn get_or_create(cfg: &Config) -> Option<&'static Producer> {
     if let Some(p) = get() {
