@@ -213,38 +213,9 @@ impl TapClient {
 
     fn send(&mut self, header: Header, payload: &[u8], fds: &[RawFd]) {
         let head = header.encode();
-        let mut iov = [
-            libc::iovec {
-                iov_base: head.as_ptr() as *mut _,
-                iov_len: head.len(),
-            },
-            libc::iovec {
-                iov_base: payload.as_ptr() as *mut _,
-                iov_len: payload.len(),
-            },
-        ];
-        let mut control = [0u64; 8];
-        // SAFETY: zeroed msghdr is valid.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = 2;
-        if !fds.is_empty() {
-            let bytes = std::mem::size_of_val(fds);
-            msg.msg_control = control.as_mut_ptr().cast();
-            // SAFETY: size computations only.
-            msg.msg_controllen = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
-            // SAFETY: control is large enough for CMSG_SPACE(bytes) (<= 64 bytes for <= 8 fds).
-            unsafe {
-                let c = libc::CMSG_FIRSTHDR(&msg);
-                (*c).cmsg_level = libc::SOL_SOCKET;
-                (*c).cmsg_type = libc::SCM_RIGHTS;
-                (*c).cmsg_len = libc::CMSG_LEN(bytes as u32) as usize;
-                std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), bytes);
-            }
+        if let Err(e) = crate::scm::send_frame(self.sock.as_raw_fd(), &head, payload, fds) {
+            panic!("sendmsg: {e}");
         }
-        // SAFETY: msg points at live buffers for the duration of the call.
-        let ret = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) } as i32;
-        check(ret, "sendmsg");
     }
 
     fn header(

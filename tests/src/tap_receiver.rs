@@ -202,56 +202,6 @@ fn peer_pid(fd: RawFd) -> u32 {
     cred.pid as u32
 }
 
-/// Receives one datagram with any SCM_RIGHTS fds. `Ok(None)`: would block. `Err`: EOF/error.
-fn recv_datagram(fd: RawFd, buf: &mut [u8]) -> Result<Option<(usize, Vec<OwnedFd>)>, ()> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut cbuf = [0u64; 16];
-    // SAFETY: plain old data.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &raw mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cbuf);
-    // SAFETY: msg points at live buffers.
-    let n = unsafe {
-        libc::recvmsg(
-            fd,
-            &raw mut msg,
-            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
-        )
-    };
-    if n < 0 {
-        let e = std::io::Error::last_os_error().raw_os_error();
-        return if e == Some(libc::EAGAIN) || e == Some(libc::EINTR) {
-            Ok(None)
-        } else {
-            Err(())
-        };
-    }
-    if n == 0 {
-        return Err(());
-    }
-    let mut fds = Vec::new();
-    // SAFETY: walking the control messages the kernel filled in.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(c).cast::<i32>();
-                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
-                for i in 0..count {
-                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&raw const msg, c);
-        }
-    }
-    Ok(Some((n as usize, fds)))
-}
-
 fn dev_ino(fd: &OwnedFd) -> (u64, u64) {
     // SAFETY: plain old data and a valid out pointer.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -377,7 +327,7 @@ fn serve(listener: OwnedFd, shared: &Shared) {
         let mut closed = Vec::new();
         for (i, peer) in peers.iter().enumerate() {
             for _ in 0..256 {
-                match recv_datagram(peer.fd.as_raw_fd(), &mut buf) {
+                match crate::scm::recv_datagram(peer.fd.as_raw_fd(), &mut buf) {
                     Ok(Some((n, fds))) => {
                         busy = true;
                         handle_frame(&buf[..n], fds, peer.pid, &mut rings, shared);

@@ -19,7 +19,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -124,12 +124,13 @@ impl Tapper {
             payload_len: n as u32,
         }
         .encode();
-        send_with_fds(
+        logtap_tests::scm::send_frame(
             sock.as_raw_fd(),
             &header,
             &payload[..n],
             &[memfd.as_raw_fd(), eventfd.as_raw_fd()],
-        )?;
+        )
+        .map_err(|e| format!("sendmsg: {e}"))?;
         Ok(Tapper {
             _sock: sock,
             _eventfd: eventfd,
@@ -151,46 +152,6 @@ impl Tapper {
             thread::yield_now();
         }
     }
-}
-
-fn send_with_fds(
-    sock: RawFd,
-    header: &[u8],
-    payload: &[u8],
-    fds: &[RawFd],
-) -> Result<(), BoxError> {
-    let mut iov = [
-        libc::iovec {
-            iov_base: header.as_ptr() as *mut _,
-            iov_len: header.len(),
-        },
-        libc::iovec {
-            iov_base: payload.as_ptr() as *mut _,
-            iov_len: payload.len(),
-        },
-    ];
-    let mut control = [0u64; 8];
-    let bytes = std::mem::size_of_val(fds);
-    // SAFETY: all-zero msghdr is valid.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = 2;
-    msg.msg_control = control.as_mut_ptr().cast();
-    // SAFETY: a size computation.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
-    // SAFETY: `control` (64 bytes) holds CMSG_SPACE of two descriptors; the header pointer comes
-    // from CMSG_FIRSTHDR over it.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(bytes as u32) as usize;
-        std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), bytes);
-    }
-    // SAFETY: msg points at live buffers for the duration of the call.
-    let ret = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) } as i32;
-    check(ret, "sendmsg")?;
-    Ok(())
 }
 
 /// An acking Forward receiver that discards events (and samples write-to-ack latency).

@@ -213,49 +213,11 @@ enum Recv {
 
 /// One datagram and its fds, without blocking.
 fn recv_with_fds(fd: i32, buf: &mut [u8]) -> Recv {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut cbuf = [0u64; 8];
-    // SAFETY: plain old data.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &raw mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cbuf);
-    // SAFETY: msg points at live buffers.
-    let n = unsafe {
-        libc::recvmsg(
-            fd,
-            &raw mut msg,
-            libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        let e = std::io::Error::last_os_error().raw_os_error();
-        return if e == Some(libc::EAGAIN) || e == Some(libc::EINTR) {
-            Recv::Empty
-        } else {
-            Recv::Closed
-        };
+    match logtap_tests::scm::recv_datagram(fd, buf) {
+        Ok(Some((n, fds))) => Recv::Got(n, fds),
+        Ok(None) => Recv::Empty,
+        Err(()) => Recv::Closed,
     }
-    if n == 0 {
-        return Recv::Closed;
-    }
-    let mut fds = Vec::new();
-    // SAFETY: walking control messages the kernel filled in.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&raw const msg);
-        if !c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS {
-            let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
-            let data = libc::CMSG_DATA(c).cast::<i32>();
-            for i in 0..count {
-                fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-            }
-        }
-    }
-    Recv::Got(n as usize, fds)
 }
 
 fn serve_connection(conn: OwnedFd, bytes: &Arc<AtomicU64>, stop: &Arc<AtomicBool>) {
