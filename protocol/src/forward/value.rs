@@ -167,28 +167,13 @@ impl Value {
             0xa0..=0xbf => Value::Str(r.raw_bytes((m & 0x1f) as usize)?),
             0x00..=0x7f => Value::UInt(m as u64),
             0x80..=0x8f => Value::read_map(r, (m & 0x0f) as usize, depth)?,
-            0xd9 => {
-                let n = r.be_u64(1)? as usize;
+            // str8/16/32 and bin8/16/32: a 1-, 2- or 4-byte big-endian length, then the bytes.
+            0xd9..=0xdb => {
+                let n = r.be_u64(1 << (m - 0xd9))? as usize;
                 Value::Str(r.raw_bytes(n)?)
             }
-            0xda => {
-                let n = r.be_u64(2)? as usize;
-                Value::Str(r.raw_bytes(n)?)
-            }
-            0xdb => {
-                let n = r.be_u64(4)? as usize;
-                Value::Str(r.raw_bytes(n)?)
-            }
-            0xc4 => {
-                let n = r.be_u64(1)? as usize;
-                Value::Bin(r.raw_bytes(n)?)
-            }
-            0xc5 => {
-                let n = r.be_u64(2)? as usize;
-                Value::Bin(r.raw_bytes(n)?)
-            }
-            0xc6 => {
-                let n = r.be_u64(4)? as usize;
+            0xc4..=0xc6 => {
+                let n = r.be_u64(1 << (m - 0xc4))? as usize;
                 Value::Bin(r.raw_bytes(n)?)
             }
             0xe0..=0xff => Value::Int(m as i8 as i64),
