@@ -12,6 +12,10 @@
  *      the bytes the FILE accepted to Rust (logtap_stdio_deliver) -- the lock keeps the tapped
  *      order equal to the order of the bytes in the FILE when threads print concurrently,
  *   3. returns what the real function would have returned.
+ * The printf family on a fully buffered FILE that is not suppressed (stdout into a pipe or a
+ * file: the container case) skips steps 1-2: under the lock, the real vfprintf formats straight
+ * into the FILE's buffer and the new bytes are tapped from there (see in_place/tap_in_place),
+ * which makes a tapped printf cost one formatting pass instead of two.
  * A suppressed stream skips the fwrite unless Rust could not deliver the copy (no agent, ring
  * full): then the undelivered bytes go to the FILE after all (fail open, nothing lost).
  * For every other FILE the shim calls the real function at once: one fileno() and one relaxed
@@ -192,10 +196,63 @@ static void release(struct formatted *o) {
     tls_busy = 0;
 }
 
+/* glibc's FILE flags (libio.h; their values have not changed since glibc 2.0). */
+#define LIBIO_UNBUFFERED 0x0002
+#define LIBIO_LINE_BUF 0x0200
+#define LIBIO_CURRENTLY_PUTTING 0x0800
+
+/* Whether the real vfprintf will format straight into f's buffer, where the new bytes can be
+ * tapped without formatting them a second time: a fully buffered FILE in output mode that
+ * already has its buffer. (Unbuffered stderr formats into a helper buffer on the stack; a
+ * line-buffered FILE flushes at every newline; neither leaves the bytes in the FILE.) */
+static int in_place(FILE *f, int route) {
+    return !(route & ROUTE_SUPPRESSED) &&
+           (f->_flags & (LIBIO_UNBUFFERED | LIBIO_LINE_BUF | LIBIO_CURRENTLY_PUTTING)) ==
+               LIBIO_CURRENTLY_PUTTING &&
+           f->_IO_write_base != NULL;
+}
+
+/* Taps what an in-place vfprintf added to f's buffer. Under the FILE's lock, with the buffer
+ * pointers as they were before the call: if the buffer is the same one and its write pointer
+ * moved by exactly the count vfprintf returned, the bytes [before, after) are this call's (a
+ * flush in the middle resets the pointer to the base, and the arithmetic then cannot come out
+ * equal). Otherwise -- the buffer filled up during the call -- the output is formatted again
+ * from `again` for the tap (a custom printf specifier then runs twice; %n stores the same). */
+static void tap_in_place(FILE *f, int route, int chk, const char *base, const char *before,
+                         int r, const char *fmt, va_list again) {
+    const char *after = f->_IO_write_ptr;
+    if (f->_IO_write_base == base && before >= base && after >= before &&
+        (size_t)(after - before) == (size_t)r) {
+        (void)logtap_stdio_deliver(route, before, (size_t)r);
+        return;
+    }
+    int saved = errno;
+    va_list again2;
+    va_copy(again2, again);
+    struct formatted o = format_out(chk, fmt, again, again2);
+    va_end(again2);
+    if (o.n > 0) (void)logtap_stdio_deliver(route, o.p, (size_t)(o.n < r ? o.n : r));
+    release(&o);
+    errno = saved;
+}
+
 /* vfprintf on a tapped FILE. chk < 0: plain, else the FORTIFY flag. */
 static int tapped_vfprintf(FILE *f, int route, int chk, const char *fmt, va_list ap) {
     if (tls_busy) return untapped_vfprintf(f, chk, fmt, ap);
     tls_busy = 1;
+    flockfile(f);
+    if (in_place(f, route)) {
+        va_list again;
+        va_copy(again, ap);
+        const char *base = f->_IO_write_base, *before = f->_IO_write_ptr;
+        int r = untapped_vfprintf(f, chk, fmt, ap);
+        if (r > 0) tap_in_place(f, route, chk, base, before, r, fmt, again);
+        va_end(again);
+        funlockfile(f);
+        tls_busy = 0;
+        return r;
+    }
+    funlockfile(f);
     va_list again, fallback;
     va_copy(again, ap);
     va_copy(fallback, ap);

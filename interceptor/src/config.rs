@@ -107,6 +107,9 @@ pub struct Config {
     pub tap_files: FixedBytes<MAX_VALUE>,
     /// `LLT_PYTHONUNBUFFERED` (default true): inject `PYTHONUNBUFFERED=1` when unset.
     pub python_unbuffered: bool,
+    /// `LLT_CLOCK`: `auto` (default) stamps records from the TSC where the kernel keeps time
+    /// with it (see [`crate::clock`]); `realtime` calls `clock_gettime` for every record.
+    pub clock_tsc: bool,
 }
 
 /// The seed's defaults.
@@ -130,6 +133,7 @@ impl Config {
         ring_size: logtap_protocol::ring::DEFAULT_RING_SIZE,
         tap_files: FixedBytes::empty(),
         python_unbuffered: true,
+        clock_tsc: true,
     };
 
     /// Whether anything at all is tapped (otherwise every hook is a pure pass-through).
@@ -300,6 +304,16 @@ pub fn parse<'a>(lookup: impl Fn(&'static str) -> Option<&'a [u8]>) -> (Config, 
             )),
         }
     }
+    if let Some(v) = set("LLT_CLOCK") {
+        let v = v.trim_ascii();
+        if v.eq_ignore_ascii_case(b"auto") {
+            c.clock_tsc = true;
+        } else if v.eq_ignore_ascii_case(b"realtime") {
+            c.clock_tsc = false;
+        } else {
+            w.push(("LLT_CLOCK", "auto or realtime"));
+        }
+    }
     if let Some(v) = set("LLT_TRANSPORT") {
         let v = v.trim_ascii();
         if v.eq_ignore_ascii_case(b"ring") {
@@ -404,8 +418,10 @@ mod tests {
             ("LLT_RING_SIZE", "256KiB"),
             ("LLT_TAP_FILE", "/var/log/a.log:/var/log/*.log"),
             ("LLT_PYTHONUNBUFFERED", "false"),
+            ("LLT_CLOCK", "RealTime"),
         ]));
         assert_eq!(w.iter().count(), 0);
+        assert!(!c.clock_tsc);
         assert!(c.tap_stdout && c.tap_stderr && c.suppress_stdout && c.suppress_tap_file);
         assert!(!c.suppress_stderr);
         assert_eq!(c.target_kind, TargetKind::Socket);
@@ -430,8 +446,10 @@ mod tests {
             ("LLT_RING_SIZE", "12Q"),
             ("LLT_TAP_FILE", &long),
             ("LLT_PASSIV_ON_START", "\u{1F600}"),
+            ("LLT_CLOCK", "sundial"),
         ]));
-        assert_eq!(w.iter().count(), 9);
+        assert_eq!(w.iter().count(), 10);
+        assert!(c.clock_tsc);
         assert!(!c.tap_stdout && !c.suppress_stdout);
         assert_eq!(c.target_kind, TargetKind::File);
         assert_eq!((c.first_connect_s, c.reconnect_s, c.passive_ms), (5, 30, 0));

@@ -40,6 +40,7 @@ extern "C" fn on_load() {
     for (name, expected) in warnings.iter() {
         crate::debug!("ignoring malformed {name} (expected {expected}); using the default");
     }
+    crate::clock::init(cfg.clock_tsc);
     hooks::write::resolve();
     hooks::open::resolve();
     // SAFETY: a plain C function of the shim; it only calls dlsym.
@@ -60,7 +61,7 @@ extern "C" fn on_load() {
     config::install(cfg);
     if let Some(cfg) = config::get() {
         crate::debug!(
-            "liblogtap active (debug mode){} - target {}:{} - tapping stdout={} stderr={} files={}",
+            "liblogtap active (debug mode){} - target {}:{} - tapping stdout={} stderr={} files={} - clock {}",
             if injected {
                 " - injected PYTHONUNBUFFERED=1"
             } else {
@@ -74,6 +75,11 @@ extern "C" fn on_load() {
             cfg.tap_stdout,
             cfg.tap_stderr,
             debug::Bytes(cfg.tap_files.as_bytes()),
+            if crate::clock::uses_tsc() {
+                "tsc"
+            } else {
+                "realtime"
+            },
         );
     }
 }

@@ -8,6 +8,7 @@
 //! - [`fd_table`], [`tap_files`], [`glob`] — which descriptors are tap files, and their index.
 //! - [`sender`] — delivering copies: `file:` target, ring, control connection, LOSS.
 //! - [`own_fds`] — the library's own descriptors and how they are kept out of the app's way.
+//! - [`clock`] — record timestamps (`CLOCK_REALTIME` from the TSC where the kernel uses it).
 //! - [`sys`] — raw syscalls for the library's own I/O; [`guard`] — the recursion guard;
 //!   [`debug`](mod@debug) — `LLT_DEBUG_MODE` lines.
 //!
@@ -57,6 +58,18 @@
 //!   table alone.
 //! - **Only accepted bytes.** The real call runs first and only its first `r` bytes are
 //!   tapped (stdio: the bytes the FILE accepted).
+//! - **What a tapped write costs, and why.** Beyond the real call: one route lookup, one
+//!   timestamp, one `seq`, one ring record. The timestamp is a plain `rdtsc` converted with a
+//!   calibration that is re-anchored to `CLOCK_REALTIME` every millisecond ([`clock`]; where
+//!   the kernel does not keep time with the TSC, or with `LLT_CLOCK=realtime`, a
+//!   `clock_gettime` call). `seq` is a locked `fetch_add`, except while glibc says the process
+//!   has a single thread (`__libc_single_threaded`): then one non-locked `xadd` instruction,
+//!   which a signal handler cannot split ([`sender::reserve_seq`]). The ring record costs two
+//!   locked compare-exchanges (reserve, commit) on lines that the push before prefetched for
+//!   writing. `printf` on a fully buffered FILE (stdout into a pipe or file, the container
+//!   case) is formatted by the real `vfprintf` straight into the FILE's buffer and tapped from
+//!   there, once; only when the buffer fills up in mid-call is the output formatted a second
+//!   time for the tap (see `csrc/stdio_shim.c`). Figures: bench/RESULTS.md.
 //! - **Large writes.** Split into ring records of at most `max_payload` bytes (DATA frames of
 //!   at most 64 KiB) with CONTINUED on all but the last and consecutive `seq` numbers.
 //!
@@ -68,6 +81,7 @@
 //!   meanwhile wait in the ring (socket transport: counted as lost; suppressed: written).
 //! - A suppressed stream counts as delivered only while an agent holds the ring.
 //! - `PYTHONUNBUFFERED=1` is injected only when unset, and not with `LLT_PYTHONUNBUFFERED=false`.
+//! - `LLT_CLOCK` (new): `auto` (default) or `realtime`; see [`clock`].
 
 #![cfg_attr(
     not(test),
@@ -83,6 +97,7 @@
     )
 )]
 
+pub mod clock;
 pub mod config;
 pub mod debug;
 pub mod fd_table;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,8 +229,71 @@ static int keep_writing_mode(int ms_total) {
     return 0;
 }
 
+/* printf in every buffering mode, lines of every length: the shim taps a fully buffered FILE
+ * from its own buffer, and must fall back cleanly when the buffer fills in mid-call. */
+static void vprint(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+}
+static int printf_modes_mode(const char *mode) {
+    if (!strcmp(mode, "line")) setvbuf(stdout, NULL, _IOLBF, 0);
+    else if (!strcmp(mode, "none")) setvbuf(stdout, NULL, _IONBF, 0);
+    else if (!strcmp(mode, "small")) { static char b[100]; setvbuf(stdout, b, _IOFBF, sizeof b); }
+    static char pad[6001];
+    memset(pad, 'p', sizeof pad - 1);
+    for (int i = 0; i < 3000; i++) {
+        int len = (i * 37) % 300;
+        switch (i % 5) {
+        case 0: printf("%05d %.*s\n", i, len, pad); break;
+        case 1: fprintf(stdout, "%05d fprintf %d|", i, len); break;   /* no newline */
+        case 2: vprint("%05d vprintf %.*s\n", i, len, pad); break;
+        case 3: printf("%05d long %s\n", i, i % 500 == 3 ? pad : "-"); break;
+        default: printf("%05d %c%c\n", i, 'a' + i % 26, 'A' + i % 26);
+        }
+    }
+    printf("end\n");
+    return 0;
+}
+
+/* 4 threads printf to one FILE: the tap must see the FILE's bytes in the FILE's order. */
+static void *printf_thread(void *arg) {
+    long t = (long)arg;
+    for (int i = 0; i < 2000; i++) printf("thread %ld line %04d %s\n", t, i, i % 7 ? "x" : "a longer line of text");
+    return NULL;
+}
+static int printf_threads_mode(void) {
+    pthread_t th[4];
+    for (long t = 0; t < 4; t++) must(pthread_create(&th[t], NULL, printf_thread, (void *)t) == 0, "pthread_create");
+    for (int t = 0; t < 4; t++) pthread_join(th[t], NULL);
+    return 0;
+}
+
+/* Record timestamps: each write of line i is bracketed by CLOCK_REALTIME reads, reported on
+ * stderr at the end as "i before after"; sleeps of 0-3 ms cross the library's re-anchoring. */
+static int clock_mode(int n) {
+    struct timespec *a = calloc((size_t)n, sizeof *a), *b = calloc((size_t)n, sizeof *b);
+    must(a && b, "calloc");
+    char line[32];
+    for (int i = 0; i < n; i++) {
+        int k = snprintf(line, sizeof line, "tick %d\n", i);
+        clock_gettime(CLOCK_REALTIME, &a[i]);
+        write_all(1, line, (size_t)k);
+        clock_gettime(CLOCK_REALTIME, &b[i]);
+        if (i % 3 == 0) usleep((useconds_t)((i * 7919) % 3000));
+    }
+    for (int i = 0; i < n; i++)
+        fprintf(stderr, "%d %lld %lld\n", i, (long long)a[i].tv_sec * 1000000000LL + a[i].tv_nsec,
+                (long long)b[i].tv_sec * 1000000000LL + b[i].tv_nsec);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *m = argc > 1 ? argv[1] : "";
+    if (!strcmp(m, "printf-modes")) return printf_modes_mode(argc > 2 ? argv[2] : "full");
+    if (!strcmp(m, "printf-threads")) return printf_threads_mode();
+    if (!strcmp(m, "clock")) return clock_mode(atoi(argv[2]));
     if (!strcmp(m, "stdio")) return stdio_mode();
     if (!strcmp(m, "threads")) return threads_mode();
     if (!strcmp(m, "signal")) return signal_mode();

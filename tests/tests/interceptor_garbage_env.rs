@@ -23,6 +23,7 @@ fn garbage(cmd: &mut Command, transport: Option<&str>) {
         ("LLT_DEBUG_MODE", "sure".into()),
         ("LLT_RING_SIZE", "12 parsecs".into()),
         ("LLT_PYTHONUNBUFFERED", "perhaps".into()),
+        ("LLT_CLOCK", "\u{1F570}\u{fe0f}".into()),
         (
             "LLT_TRANSPORT",
             transport.unwrap_or("carrier-pigeon").into(),

@@ -24,6 +24,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -112,7 +113,8 @@ fn check(r: i32, what: &str) -> i32 {
 }
 
 impl Receiver {
-    fn start(path: &Path) -> Receiver {
+    /// Listens on `path`; its threads (and the ring drains they start) run on `cpu` if given.
+    fn start(path: &Path, cpu: Option<usize>) -> Receiver {
         let _ = std::fs::remove_file(path);
         // SAFETY: plain socket calls on a fresh fd we own.
         let fd = unsafe {
@@ -143,7 +145,13 @@ impl Receiver {
         let bytes = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (b, s) = (Arc::clone(&bytes), Arc::clone(&stop));
-        let thread = std::thread::spawn(move || accept_loop(fd, &b, &s));
+        let thread = std::thread::spawn(move || {
+            // Threads inherit the affinity of the thread that spawns them.
+            if let Some(cpu) = cpu {
+                pin_to(cpu);
+            }
+            accept_loop(fd, &b, &s)
+        });
         Receiver {
             path: path.to_path_buf(),
             bytes,
@@ -316,14 +324,24 @@ struct AgentProc {
 }
 
 impl AgentProc {
-    fn start(exe: &Path, dir: &Path) -> AgentProc {
+    fn start(exe: &Path, dir: &Path, cpu: Option<usize>) -> AgentProc {
         let sock = dir.join("agent.sock");
         let _ = std::fs::remove_file(&sock);
         // A free port: the kernel picks one, we release it and hand it to the agent.
         let http = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free local port");
-        let child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        if let Some(cpu) = cpu {
+            // SAFETY: the closure only makes one async-signal-safe system call.
+            unsafe {
+                cmd.pre_exec(move || {
+                    pin_to(cpu);
+                    Ok(())
+                })
+            };
+        }
+        let child = cmd
             .args([
                 "agent",
                 "--output",
@@ -381,6 +399,8 @@ impl Drop for AgentProc {
 }
 
 struct Opts {
+    /// (the app's CPU, the consumer's CPU), unless `--no-pin` or fewer than two CPUs.
+    pin: Option<(usize, usize)>,
     filter: Option<String>,
     agent: PathBuf,
     calls: u64,
@@ -390,6 +410,7 @@ struct Opts {
 
 fn parse_opts() -> Opts {
     let mut o = Opts {
+        pin: two_cpus(),
         filter: None,
         calls: 1_000_000,
         runs: 3,
@@ -412,6 +433,11 @@ fn parse_opts() -> Opts {
             "--preload" => o.preload = PathBuf::from(v),
             "--filter" => o.filter = Some(v),
             "--agent" => o.agent = PathBuf::from(v),
+            "--no-pin" => {
+                o.pin = None;
+                i += 1;
+                continue;
+            }
             other => {
                 eprintln!("interceptor_bench: unknown option {other}");
                 std::process::exit(2);
@@ -429,6 +455,30 @@ fn parse_opts() -> Opts {
     o
 }
 
+/// The first two CPUs this process may run on.
+fn two_cpus() -> Option<(usize, usize)> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size we pass.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0
+    {
+        return None;
+    }
+    // SAFETY: CPU_ISSET reads the set within its size.
+    let mut cpus = (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) });
+    Some((cpus.next()?, cpus.next()?))
+}
+
+/// Pins the calling thread (or, before exec, the child process) to `cpu`. Async-signal-safe.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` < CPU_SETSIZE (it came from `two_cpus`).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: a valid set of the size we pass; 0 is the calling thread.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+}
+
 /// One run: (ns per call, delivered fraction or None when not tapped).
 fn run_once(
     exe: &Path,
@@ -439,9 +489,18 @@ fn run_once(
     mode: Mode,
 ) -> (f64, Option<f64>) {
     let receiver = matches!(mode, Mode::Ring | Mode::Ring16M | Mode::Socket)
-        .then(|| Receiver::start(&dir.join("bench.sock")));
-    let agent = (mode == Mode::Agent).then(|| AgentProc::start(&o.agent, dir));
+        .then(|| Receiver::start(&dir.join("bench.sock"), o.pin.map(|p| p.1)));
+    let agent = (mode == Mode::Agent).then(|| AgentProc::start(&o.agent, dir, o.pin.map(|p| p.1)));
     let mut cmd = Command::new(exe);
+    if let Some((app_cpu, _)) = o.pin {
+        // SAFETY: the closure only makes one async-signal-safe system call.
+        unsafe {
+            cmd.pre_exec(move || {
+                pin_to(app_cpu);
+                Ok(())
+            })
+        };
+    }
     cmd.args([op, &o.calls.to_string()]);
     cmd.stdin(Stdio::null()).stderr(Stdio::piped());
     if pipe {

@@ -60,10 +60,44 @@ pub fn set_pid(pid: u32) {
     SEQ.store(0, Ordering::Relaxed);
 }
 
+unsafe extern "C" {
+    /// glibc (≥ 2.32, `<sys/single_threaded.h>`): non-zero while the process has never had a
+    /// second thread; glibc clears it before `pthread_create` starts one, and its own stdio
+    /// skips locking while it is set.
+    static __libc_single_threaded: core::ffi::c_char;
+}
+
 /// Reserves `k` consecutive sequence numbers (the parts of one split write are consecutive,
 /// so a reader can tell them from other threads' records that land between them).
+///
+/// `SEQ` is process-private memory. While the process is single-threaded, nothing but this
+/// thread (and a signal handler interrupting it, which runs between two instructions) can
+/// touch it, so a *single* non-locked `xadd` instruction is atomic enough and saves the
+/// `lock` prefix (≈ 7 ns, the most expensive instruction of a tapped write). Otherwise the
+/// locked `fetch_add`.
 #[inline]
 pub fn reserve_seq(k: u32) -> u32 {
+    // SAFETY: reading a byte glibc exports for exactly this purpose; a volatile read because
+    // glibc writes it (once, from this very thread, before a second thread exists).
+    let single = unsafe { core::ptr::read_volatile(&raw const __libc_single_threaded) } != 0;
+    #[cfg(target_arch = "x86_64")]
+    if single {
+        let mut v = k;
+        // SAFETY: an in-bounds, aligned read-modify-write of SEQ's own 4 bytes, by the only
+        // thread of the process (see above); one instruction, so a signal handler sees SEQ
+        // either before or after it.
+        unsafe {
+            core::arch::asm!(
+                "xadd dword ptr [{p}], {v:e}",
+                p = in(reg) SEQ.as_ptr(),
+                v = inout(reg) v,
+                options(nostack)
+            );
+        }
+        return v;
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = single;
     SEQ.fetch_add(k, Ordering::Relaxed)
 }
 
@@ -74,7 +108,7 @@ pub fn deliver(route: Route, data: &Payload<'_>, len: usize) -> usize {
     if len == 0 {
         return 0;
     }
-    let now = crate::sys::now_ns();
+    let now = crate::clock::record_time_ns();
     match cfg.target_kind {
         TargetKind::File => file_target::deliver(cfg, data, len, now),
         TargetKind::Socket => {
@@ -106,6 +140,7 @@ pub fn on_exit() {
 /// connection and sequence numbers, and inherits nothing of ours that could disturb the parent.
 pub fn after_fork_child() {
     set_pid(crate::sys::getpid());
+    crate::clock::after_fork_child();
     ring::forget_in_child();
     connection::forget_in_child();
     loss::reset();

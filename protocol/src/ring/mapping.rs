@@ -73,6 +73,25 @@ impl Mapping {
         unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(off).cast::<u32>()) }
     }
 
+    /// Hints the CPU to fetch the cache line at `off` for writing (x86-64 `prefetchw`; elsewhere
+    /// nothing). CPUs without the instruction execute it as a no-op.
+    #[inline]
+    pub fn prefetch_write(&self, off: usize) {
+        let off = self.checked(off, 8);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch never faults and changes no architectural state; `off` is inside
+        // the mapping (checked above).
+        unsafe {
+            core::arch::asm!(
+                "prefetchw [{0}]",
+                in(reg) self.base.as_ptr().add(off),
+                options(nostack, preserves_flags, readonly)
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = off;
+    }
+
     /// Copies `src` into the mapping at `off` (8-byte aligned), word by word. The last word is
     /// completed with zeros, so it may write up to 7 bytes past `off + src.len()`; the caller
     /// keeps that within the slot.

@@ -75,6 +75,15 @@ impl Producer {
         let pos = self.reserve(payload.len())?;
         self.write_and_commit(pos, meta, payload)?;
         self.wake_consumer();
+        // The next push most likely takes the slot after ours, last written by the consumer
+        // (it stamped it FREE a lap ago): ask for its two cache lines now, so that the
+        // transfer from the consumer's core overlaps with the app's next system call instead
+        // of stalling the next push's stamp check and commit.
+        let next = self
+            .geometry
+            .slot_offset(pos + layout::slots_for(payload.len()) as u64);
+        self.map.prefetch_write(next);
+        self.map.prefetch_write(next + 64);
         Ok(())
     }
 
