@@ -153,7 +153,12 @@ static int emit(FILE *f, int route, const char *buf, size_t n) {
 /* The per-thread formatting buffer. */
 #define TLS_BUF 4096
 static __thread char tls_buf[TLS_BUF];
-static __thread int tls_busy;
+/* tls_busy is read on every tapped stdio call: initial-exec, so that reading it is one
+ * %fs-relative load instead of a call to __tls_get_addr (a preloaded library's TLS is part of
+ * the static TLS block; glibc keeps a surplus for the 4 bytes should the library ever be
+ * dlopen()ed instead). The 4 KiB buffer, only touched when the output is formatted here,
+ * keeps the default model. */
+static __thread int tls_busy __attribute__((tls_model("initial-exec")));
 
 static int untapped_vfprintf(FILE *f, int chk, const char *fmt, va_list ap) {
     if (chk >= 0 && real___vfprintf_chk()) return real___vfprintf_chk()(f, chk, fmt, ap);

@@ -12,11 +12,24 @@
 //! signal handlers. A signal handler that interrupts the library while the guard is held on
 //! the same thread sees it held: its writes pass through untapped (never lost).
 
+//!
+//! Reading a `thread_local!` from a shared library costs a call to `__tls_get_addr` (the
+//! general-dynamic TLS model, the only one stable Rust offers a `cdylib`). Guards are rare —
+//! the constructor, creating the ring, connecting — while every tapped write asks [`held`],
+//! so a process-wide count of guards held on any thread answers "no" without touching TLS
+//! in the common case. Relaxed is enough: the only thread that must see a guard's increment
+//! in [`held`] is the thread that took it (program order); other threads then look at their
+//! own flag.
+
 use core::cell::Cell;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 thread_local! {
     static IN_LIBRARY: Cell<bool> = const { Cell::new(false) };
 }
+
+/// Guards held right now, on all threads.
+static HELD_ANYWHERE: AtomicU32 = AtomicU32::new(0);
 
 /// Held while the thread runs library code that may call interposed functions.
 pub struct Guard(());
@@ -32,6 +45,7 @@ impl Guard {
                     None
                 } else {
                     g.set(true);
+                    HELD_ANYWHERE.fetch_add(1, Ordering::Relaxed);
                     Some(Guard(()))
                 }
             })
@@ -44,13 +58,20 @@ impl Drop for Guard {
     #[inline]
     fn drop(&mut self) {
         let _ = IN_LIBRARY.try_with(|g| g.set(false));
+        HELD_ANYWHERE.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// Whether this thread is inside the library (a hook must then pass through).
 #[inline]
 pub fn held() -> bool {
-    IN_LIBRARY.try_with(Cell::get).unwrap_or(true)
+    HELD_ANYWHERE.load(Ordering::Relaxed) != 0 && IN_LIBRARY.try_with(Cell::get).unwrap_or(true)
+}
+
+/// In a forked child: guards other threads of the parent held do not exist here.
+pub fn after_fork_child() {
+    let mine = IN_LIBRARY.try_with(Cell::get).unwrap_or(false);
+    HELD_ANYWHERE.store(u32::from(mine), Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -67,5 +88,24 @@ mod tests {
         drop(g);
         assert!(!held());
         assert!(Guard::enter().is_some());
+    }
+
+    #[test]
+    fn a_guard_on_one_thread_is_not_held_on_another() {
+        let g = Guard::enter();
+        assert!(held());
+        let other = std::thread::spawn(|| {
+            let before = held();
+            let g = Guard::enter();
+            let during = held();
+            drop(g);
+            (before, during, held())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(other, (false, true, false));
+        assert!(held(), "the other thread's release must not release ours");
+        drop(g);
+        assert!(!held());
     }
 }

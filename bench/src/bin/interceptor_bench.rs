@@ -20,7 +20,17 @@
 //! Options: `--calls N` (default 1,000,000), `--runs R` (default 3; the median is reported),
 //! `--preload PATH` (default: `liblogtap.so` beside this binary), `--filter TEXT` (only the
 //! rows whose "call sink mode" label contains TEXT, plus their baselines), `--agent PATH`
-//! (default: `logtap` beside this binary).
+//! (default: `logtap` beside this binary), `--no-pin`.
+//!
+//! CPU pinning (unless `--no-pin`, and only with two CPUs or more): the program runs on the
+//! first CPU this process may use, the receiver (or the agent) on the second. Unpinned, on a
+//! 2-vCPU machine the scheduler now and then wakes the napping receiver on the program's CPU,
+//! where it waits a whole 4 ms tick while the 1 MiB ring (≈ 1.5 ms of writes at full speed)
+//! overflows: the drops then measured the scheduler, not the library.
+//!
+//! The rows "app has a 2nd (idle) thread" (compared with their own untapped baseline, which
+//! has the thread too) show what a multi-threaded program pays: glibc's stdio then locks for
+//! real, and the library takes its locked `seq` path.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -39,13 +49,19 @@ const NAP_US: u64 = 50;
 
 const PROGRAM: &str = r#"
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+static void *idle(void *arg) { (void)arg; pause(); return NULL; }
 int main(int argc, char **argv) {
     if (argc != 3) return 2;
+    /* A second thread that only waits: the process is no longer single-threaded, so glibc's
+     * stdio locks for real and liblogtap takes its locked paths. */
+    pthread_t t;
+    if (getenv("BENCH_IDLE_THREAD") && pthread_create(&t, NULL, idle, NULL) != 0) return 4;
     long n = atol(argv[2]);
     int use_printf = strcmp(argv[1], "printf") == 0;
     char line[64];
@@ -78,6 +94,10 @@ enum Mode {
     Socket,
     /// Ring transport drained by the real `logtap agent` process.
     Agent,
+    /// As `Untapped`, with a second (idle) thread in the program.
+    UntappedThreaded,
+    /// As `Ring`, with a second (idle) thread in the program.
+    RingThreaded,
 }
 
 impl Mode {
@@ -89,6 +109,8 @@ impl Mode {
             Mode::Ring16M => "tapped, ring, LLT_RING_SIZE=16M",
             Mode::Socket => "tapped, LLT_TRANSPORT=socket",
             Mode::Agent => "tapped, ring, real `logtap agent`",
+            Mode::UntappedThreaded => "untapped, app has a 2nd (idle) thread",
+            Mode::RingThreaded => "tapped, ring, app has a 2nd (idle) thread",
         }
     }
 }
@@ -488,8 +510,11 @@ fn run_once(
     pipe: bool,
     mode: Mode,
 ) -> (f64, Option<f64>) {
-    let receiver = matches!(mode, Mode::Ring | Mode::Ring16M | Mode::Socket)
-        .then(|| Receiver::start(&dir.join("bench.sock"), o.pin.map(|p| p.1)));
+    let receiver = matches!(
+        mode,
+        Mode::Ring | Mode::Ring16M | Mode::Socket | Mode::RingThreaded
+    )
+    .then(|| Receiver::start(&dir.join("bench.sock"), o.pin.map(|p| p.1)));
     let agent = (mode == Mode::Agent).then(|| AgentProc::start(&o.agent, dir, o.pin.map(|p| p.1)));
     let mut cmd = Command::new(exe);
     if let Some((app_cpu, _)) = o.pin {
@@ -510,8 +535,11 @@ fn run_once(
             std::fs::File::create("/dev/null").expect("/dev/null"),
         ));
     }
-    if mode != Mode::Untapped {
+    if !matches!(mode, Mode::Untapped | Mode::UntappedThreaded) {
         cmd.env("LD_PRELOAD", &o.preload);
+    }
+    if matches!(mode, Mode::UntappedThreaded | Mode::RingThreaded) {
+        cmd.env("BENCH_IDLE_THREAD", "1");
     }
     if let Some(r) = &receiver {
         cmd.env("LLT_TAP_INTO", "1")
@@ -596,7 +624,7 @@ fn main() {
     let exe = dir.join("bench");
     std::fs::write(&src, PROGRAM).expect("write bench.c");
     let st = Command::new("gcc")
-        .args(["-O2", "-o"])
+        .args(["-O2", "-pthread", "-o"])
         .arg(&exe)
         .arg(&src)
         .status()
@@ -614,6 +642,7 @@ fn main() {
         for pipe in [false, true] {
             let sink = if pipe { "pipe (drained)" } else { "/dev/null" };
             let mut base = f64::NAN;
+            let mut base_threaded = f64::NAN;
             for mode in [
                 Mode::Untapped,
                 Mode::LoadedIdle,
@@ -621,13 +650,22 @@ fn main() {
                 Mode::Ring16M,
                 Mode::Socket,
                 Mode::Agent,
+                Mode::UntappedThreaded,
+                Mode::RingThreaded,
             ] {
-                // The real-agent rows answer "what does a deployed tap cost": /dev/null only.
-                if mode == Mode::Agent && pipe {
+                // The real-agent rows answer "what does a deployed tap cost", the threaded
+                // ones "what does a multi-threaded program pay": /dev/null only.
+                if pipe
+                    && matches!(
+                        mode,
+                        Mode::Agent | Mode::UntappedThreaded | Mode::RingThreaded
+                    )
+                {
                     continue;
                 }
                 let label = format!("{op} {sink} {}", mode.name());
-                if mode != Mode::Untapped
+                let baseline = matches!(mode, Mode::Untapped | Mode::UntappedThreaded);
+                if !baseline
                     && o.filter
                         .as_ref()
                         .is_some_and(|f| !label.contains(f.as_str()))
@@ -644,9 +682,16 @@ fn main() {
                     }
                 }
                 let ns = median(ns);
-                if mode == Mode::Untapped {
-                    base = ns;
+                match mode {
+                    Mode::Untapped => base = ns,
+                    Mode::UntappedThreaded => base_threaded = ns,
+                    _ => {}
                 }
+                let base = if matches!(mode, Mode::UntappedThreaded | Mode::RingThreaded) {
+                    base_threaded
+                } else {
+                    base
+                };
                 let delivered = if del.is_empty() {
                     "—".to_string()
                 } else {

@@ -141,6 +141,7 @@ pub fn on_exit() {
 pub fn after_fork_child() {
     set_pid(crate::sys::getpid());
     crate::clock::after_fork_child();
+    crate::guard::after_fork_child();
     ring::forget_in_child();
     connection::forget_in_child();
     loss::reset();
