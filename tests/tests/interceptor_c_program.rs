@@ -155,6 +155,13 @@ fn signal_handler(t: Transport) {
         .filter(|l| l.starts_with("from signal handler"))
         .count();
     assert!(from_handler >= 200, "only {from_handler} handler lines");
+    // A single-threaded process takes its `seq` with a non-locked `xadd` (one instruction a
+    // handler cannot split): still one number per record.
+    let mut seqs: Vec<u32> = c.records.iter().map(|r| r.seq).collect();
+    let n = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), n, "two records share a sequence number");
 }
 
 #[test]
