@@ -168,6 +168,7 @@ pub fn forget_in_child() {
 
 /// Pushes the first `len` bytes as records; returns how many leading bytes were committed.
 /// A suppressed stream is only "delivered" while an agent holds the ring (`connected`).
+#[inline(always)]
 pub fn deliver(
     p: &Producer,
     route: Route,
@@ -191,6 +192,7 @@ pub fn deliver(
     push_chunks(p, route, data, len, now, connected)
 }
 
+#[inline(always)]
 fn push_chunks(
     p: &Producer,
     route: Route,
