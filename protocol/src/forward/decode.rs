@@ -237,7 +237,7 @@ fn read_events(
             expected: "3 or 4 elements",
         });
     }
-    let time = EventTime::read(r)?;
+    let time = read_time(r)?;
     let record = read_record(r)?;
     let options = if n == 4 {
         read_options(r)?
@@ -280,6 +280,15 @@ fn read_packed_entries(
     Ok(events)
 }
 
+/// Reads an event's time. A time of 0 seconds — `nil`, integer 0, or an EventTime whose
+/// seconds are 0 — means "not stamped": the event gets the time of arrival, as in Fluentd's
+/// in_forward (`time = Engine.now if time.to_i == 0`, see fluent/fluentd#1276), so that a
+/// client that leaves the time to the server is not filed under 1970.
+fn read_time(r: &mut Reader<'_>) -> Result<EventTime, DecodeError> {
+    let t = EventTime::read(r)?;
+    Ok(if t.secs == 0 { EventTime::now() } else { t })
+}
+
 /// Reads `[time, record]` or v1.5's `[[time, {meta}], record]`.
 fn read_entry(r: &mut Reader<'_>) -> Result<Event, DecodeError> {
     let len = r.array_len("entry")?;
@@ -299,11 +308,11 @@ fn read_entry(r: &mut Reader<'_>) -> Result<Event, DecodeError> {
                 expected: "[time, metadata]",
             });
         }
-        let time = EventTime::read(r)?;
+        let time = read_time(r)?;
         let depth = r.max_depth;
         (time, Some(Value::read(r, depth)?))
     } else {
-        (EventTime::read(r)?, None)
+        (read_time(r)?, None)
     };
     Ok(Event {
         time,

@@ -108,9 +108,16 @@ impl EventTime {
     }
 
     /// Reads a time straight from the wire (the decoder's fast path: no `Value`, no `Bytes`).
+    ///
+    /// `nil` reads as 0 (no time): [`crate::forward::decode`] then stamps the event with the
+    /// time of arrival, as Fluentd's in_forward does for a time whose seconds are 0.
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let m = r.peek()?;
         match m {
+            0xc0 => {
+                r.take(1)?;
+                Ok(EventTime::default())
+            }
             // fixext 8 (Fluentd) and ext 8 (other encoders), type 0 checked by `from_ext`.
             0xd7 => {
                 let b = r.take(10)?;
@@ -170,6 +177,7 @@ mod tests {
             Some(EventTime::new(0x6b04_f453, 0))
         );
         assert_eq!(read(&[0x05]).ok(), Some(EventTime::new(5, 0)));
+        assert_eq!(read(&[0xc0]).ok(), Some(EventTime::default()), "nil");
     }
 
     #[test]

@@ -56,6 +56,13 @@ expect("Message", "py.ext8", [[1700000040, 40, records[0]]])
 frames.append(msgpack.packb(["py.v15", [[[et(1700000050, 50), {"k": "v"}], records[1]]]]))
 expect("Forward", "py.v15", [[1700000050, 50, records[1]]])
 
+# A nil time (Message mode) and integer / EventTime times of 0 seconds (Forward mode): Fluentd's
+# in_forward stamps them with the time of arrival (`time.to_i == 0`); -1 stands for "now".
+frames.append(msgpack.packb(["py.nil", None, records[2]]))
+expect("Message", "py.nil", [[-1, -1, records[2]]])
+frames.append(msgpack.packb(["py.zero", [[0, records[3]], [et(0, 5), records[4]]]]))
+expect("Forward", "py.zero", [[-1, -1, records[3]], [-1, -1, records[4]]])
+
 with open(sys.argv[1], "wb") as f:
     f.write(b"".join(frames))
 print(json.dumps(expected))
