@@ -72,6 +72,40 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("bad --log-level `{0}`: use error, warn, info, debug, trace or a tracing filter")]
     LogLevel(String),
+    #[error("bad --forward-listen-user `{0}`: use USER:PASSWORD (a non-empty user name)")]
+    ListenUser(String),
+    #[error(
+        "--forward-listen-user needs --shared-key: users log in within the shared-key handshake"
+    )]
+    UsersWithoutSharedKey,
+}
+
+/// A user of the forward input's handshake. Printed (by `logtap check`) as `USER:<redacted>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenUser {
+    pub username: String,
+    pub password: Secret,
+}
+
+impl ListenUser {
+    /// Parses `USER:PASSWORD` (the password may contain `:`; it may be empty, as in Fluentd).
+    pub fn parse(text: &str) -> Result<ListenUser, ConfigError> {
+        match text.split_once(':') {
+            Some((user, password)) if !user.is_empty() => Ok(ListenUser {
+                username: user.to_owned(),
+                password: Secret(password.to_owned()),
+            }),
+            _ => Err(ConfigError::ListenUser(
+                text.split(':').next().unwrap_or_default().to_owned(),
+            )),
+        }
+    }
+}
+
+impl Serialize for ListenUser {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}:<redacted>", self.username))
+    }
 }
 
 /// A secret (shared key, password): kept as given, printed as `<redacted>`.
@@ -100,6 +134,8 @@ pub struct Config {
     pub forward: Vec<ForwardServer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forward_listen: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forward_listen_users: Vec<ListenUser>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forward_listen_tls_cert: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -173,12 +209,22 @@ impl Config {
                 HttpListen(defaults::AGENT_HTTP_LISTEN.parse::<SocketAddr>().ok())
             }
         };
+        let forward_listen_users = o
+            .forward_listen_users
+            .unwrap_or_default()
+            .iter()
+            .map(|u| ListenUser::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !forward_listen_users.is_empty() && o.shared_key.is_none() {
+            return Err(ConfigError::UsersWithoutSharedKey);
+        }
         let config = Config {
             socket: o.socket.unwrap_or_else(|| PathBuf::from(defaults::SOCKET)),
             socket_mode: o.socket_mode.unwrap_or(SocketMode(defaults::SOCKET_MODE)),
             output,
             forward,
             forward_listen: o.forward_listen,
+            forward_listen_users,
             forward_listen_tls_cert: o.forward_listen_tls_cert,
             forward_listen_tls_key: o.forward_listen_tls_key,
             tag,
@@ -294,6 +340,51 @@ mod tests {
         assert_eq!(c.tag.as_str(), "app.{comm}");
         assert_eq!(c.http_listen.0, None, "run has no HTTP server by default");
         assert!(c.require_ack_response);
+    }
+
+    #[test]
+    fn forward_listen_users_need_the_shared_key_and_are_printed_redacted() {
+        let o = toml(
+            r#"
+            shared_key = "k"
+            forward_listen_users = ["alice:wonder:land", "bob:"]
+        "#,
+        );
+        let c = Config::from_options(o, Mode::Agent).unwrap();
+        assert_eq!(
+            c.forward_listen_users,
+            [
+                ListenUser {
+                    username: "alice".into(),
+                    password: Secret("wonder:land".into())
+                },
+                ListenUser {
+                    username: "bob".into(),
+                    password: Secret(String::new())
+                },
+            ]
+        );
+        let printed = c.to_redacted_toml();
+        assert!(printed.contains("alice:<redacted>"), "{printed}");
+        assert!(!printed.contains("wonder"), "{printed}");
+        // What `logtap check` prints reads back (with the passwords to be filled in).
+        assert!(toml::from_str::<Options>(&printed).is_ok(), "{printed}");
+
+        let no_key = toml(r#"forward_listen_users = ["alice:x"]"#);
+        assert!(matches!(
+            Config::from_options(no_key, Mode::Agent),
+            Err(ConfigError::UsersWithoutSharedKey)
+        ));
+        for bad in [r#"["alice"]"#, r#"[":pw"]"#] {
+            let o = toml(&format!("shared_key = \"k\"\nforward_listen_users = {bad}"));
+            assert!(
+                matches!(
+                    Config::from_options(o, Mode::Agent),
+                    Err(ConfigError::ListenUser(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -56,6 +56,18 @@ pub struct Options {
     #[arg(long, env = "LOGTAP_FORWARD_LISTEN", value_name = "ADDR")]
     pub forward_listen: Option<String>,
 
+    /// A user the forward input admits, `USER:PASSWORD`; repeat for several. Clients must then
+    /// log in within the shared-key handshake (Fluentd's `<security><user>`); needs
+    /// --shared-key. Prefer the variable or the TOML file: flags show in `ps`.
+    #[arg(
+        long = "forward-listen-user",
+        env = "LOGTAP_FORWARD_LISTEN_USERS",
+        value_name = "USER:PASSWORD",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub forward_listen_users: Option<Vec<String>>,
+
     /// TLS certificate chain (PEM) of the forward input; with --forward-listen-tls-key, the
     /// input accepts TLS only.
     #[arg(
@@ -189,7 +201,7 @@ impl Options {
     /// Fills every option still unset with the one from `other` (a lower-precedence source).
     pub fn or(mut self, other: Options) -> Options {
         fill_from!(self, other; config, socket, socket_mode, output, forward, forward_listen,
-            forward_listen_tls_cert, forward_listen_tls_key, tag,
+            forward_listen_users, forward_listen_tls_cert, forward_listen_tls_key, tag,
             require_ack_response, compress, shared_key, self_hostname, username, password, tls,
             tls_ca_file, tls_verify, flush_interval, storage_path, storage_limit, mem_buf_limit,
             retry_limit, http_listen, preload, log_format, log_level, max_line_bytes,

@@ -67,9 +67,15 @@ impl Agent {
     /// Starts `logtap agent --socket <tmp>/tap.sock --http-listen off` plus `args`, and waits
     /// until the socket exists.
     pub fn start(name: &str, args: &[&str]) -> Agent {
+        Agent::start_with_env(name, args, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables (`LOGTAP_*` settings).
+    pub fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Agent {
         let dir = TempDir::new(name);
         let socket = dir.path().join("tap.sock");
         let mut cmd = Command::new(artifacts::logtap_bin());
+        cmd.envs(env.iter().copied());
         cmd.arg("agent").arg("--socket").arg(&socket);
         if !args.contains(&"--http-listen") {
             cmd.args(["--http-listen", "off"]);

@@ -41,6 +41,17 @@ pub fn wait_port(port: u16, limit: Duration) {
 /// stdout and flushes every 50 ms, with `extra` arguments after those, and waits (at most
 /// `limit`) until the port accepts, so the test can send at once.
 pub fn start_receiver(name: &str, port: u16, extra: &[&str], limit: Duration) -> Agent {
+    start_receiver_env(name, port, extra, &[], limit)
+}
+
+/// [`start_receiver`] with extra environment variables.
+pub fn start_receiver_env(
+    name: &str,
+    port: u16,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> Agent {
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec![
         "--forward-listen",
@@ -51,7 +62,7 @@ pub fn start_receiver(name: &str, port: u16, extra: &[&str], limit: Duration) ->
         "50ms",
     ];
     args.extend_from_slice(extra);
-    let agent = Agent::start(name, &args);
+    let agent = Agent::start_with_env(name, &args, env);
     wait_port(port, limit);
     agent
 }
@@ -190,14 +201,18 @@ class Reader:
             for obj in self.unpacker:
                 return obj
 
-def handshake(sock, reader, key, hostname):
+def handshake(sock, reader, key, hostname, user='', password=''):
     helo = reader.next()
     assert helo[0] == 'HELO', helo
     nonce = helo[1]['nonce']
     if isinstance(nonce, str): nonce = nonce.encode()
+    auth = helo[1].get('auth', b'')
+    if isinstance(auth, str): auth = auth.encode()
     salt = os.urandom(16).hex().encode()
     digest = hashlib.sha512(salt + hostname.encode() + nonce + key.encode()).hexdigest()
-    sock.sendall(msgpack.packb(['PING', hostname, salt, digest, '', ''], use_bin_type=True))
+    # The user digest, as fluent-plugin-secure-forward / Fluentd's out_forward compute it.
+    login = hashlib.sha512(auth + user.encode() + password.encode()).hexdigest() if auth else ''
+    sock.sendall(msgpack.packb(['PING', hostname, salt, digest, user, login], use_bin_type=True))
     pong = reader.next()
     assert pong[0] == 'PONG', pong
     if pong[1]:

@@ -105,6 +105,67 @@ fn tapped_lines_cross_two_agents_with_tags_records_and_nanoseconds() {
 }
 
 #[test]
+fn the_sender_logs_in_as_a_user_of_the_receiver() {
+    let port = free_port();
+    let recv = receiver(
+        "chain-users-recv",
+        port,
+        &[
+            "--shared-key",
+            "s3cret",
+            "--forward-listen-user",
+            "alice:wonder:land",
+        ],
+    );
+    // A wrong password is refused (and retried), the right one gets through.
+    let wrong = sender(
+        "chain-users-wrong",
+        port,
+        &[
+            "--shared-key",
+            "s3cret",
+            "--username",
+            "alice",
+            "--password",
+            "wonder",
+            "--grace",
+            "300ms",
+        ],
+    );
+    let right = sender(
+        "chain-users-right",
+        port,
+        &[
+            "--shared-key",
+            "s3cret",
+            "--username",
+            "alice",
+            "--password",
+            "wonder:land",
+        ],
+    );
+    for (agent, text) in [
+        (&wrong, b"from the wrong password\n"),
+        (&right, b"from the right password\n"),
+    ] {
+        let mut c = TapClient::connect(&agent.socket, 77);
+        c.hello("userapp", None, &[]);
+        c.data(Stream::Stdout, T0, &text[..], false);
+    }
+    let records = recv.wait_records(1, LIMIT);
+    assert_eq!(records[0]["message"], "from the right password");
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, _) = wrong.terminate();
+    assert!(status.success());
+    let (status, _) = right.terminate();
+    assert!(status.success());
+    let (status, all) = recv.terminate();
+    assert!(status.success());
+    let messages: Vec<&str> = all.iter().filter_map(|r| r["message"].as_str()).collect();
+    assert_eq!(messages, ["from the right password"], "{all:?}");
+}
+
+#[test]
 fn receiver_killed_and_restarted_mid_stream_loses_nothing() {
     let port = free_port();
     let spool = TempDir::new("chain-kill-recv-spool");

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use logtap_tests::agent_harness::Agent;
 use logtap_tests::artifacts::TempDir;
-use logtap_tests::forward_support::{TestCa, free_port, python, start_receiver};
+use logtap_tests::forward_support::{
+    TestCa, free_port, python, start_receiver, start_receiver_env,
+};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -159,6 +161,51 @@ fn shared_key_right_wrong_and_missing() {
         ["with key"],
         "only the authenticated client's event: {records:?}"
     );
+}
+
+const LOGIN_CLIENT: &str = r#"
+port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = connect(port); r = Reader(s)
+pong = handshake(s, r, 's3cret', 'client-host', user, password)
+print('PONG', pong[1], pong[2])
+if pong[1]:
+    s.sendall(packed('user.tag', entries([(1, {'message': 'from ' + user})]), chunk='c1'))
+    assert r.next() == {'ack': 'c1'}
+    print('acked')
+"#;
+
+#[test]
+fn users_log_in_and_strangers_are_refused() {
+    let port = free_port();
+    // Users from the environment, as a Kubernetes Secret would give them; a password may hold ':'.
+    let agent = start_receiver_env(
+        "fwd-in-users",
+        port,
+        &["--shared-key", "s3cret", "--self-hostname", "server-host"],
+        &[("LOGTAP_FORWARD_LISTEN_USERS", "alice:wonder:land,bob:b0b")],
+        LIMIT,
+    );
+    for (user, password) in [("alice", "wonder:land"), ("bob", "b0b")] {
+        let ok = python(LOGIN_CLIENT, &[&port.to_string(), user, password], LIMIT);
+        assert!(
+            ok.success && ok.stdout.contains("PONG True") && ok.stdout.contains("acked"),
+            "{user}: {ok:?}"
+        );
+    }
+    for (user, password) in [("alice", "wonder"), ("mallory", "b0b"), ("", "")] {
+        let refused = python(LOGIN_CLIENT, &[&port.to_string(), user, password], LIMIT);
+        assert!(
+            refused
+                .stdout
+                .contains("PONG False username/password mismatch"),
+            "{user:?}: {refused:?}"
+        );
+    }
+    agent.wait_records(2, LIMIT);
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, all) = agent.terminate();
+    assert!(status.success());
+    assert_eq!(messages(&all), ["from alice", "from bob"]);
 }
 
 const TLS_CLIENT: &str = r#"

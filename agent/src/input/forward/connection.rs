@@ -103,6 +103,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
             &mut buf,
             &mut dec,
             key,
+            &settings.users,
             &settings.hostname,
         );
         tokio::time::timeout(HANDSHAKE_TIMEOUT, hs)

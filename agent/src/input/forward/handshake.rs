@@ -1,8 +1,10 @@
 //! The server side of the Forward handshake, for a forward input with a `shared_key`.
 //!
-//! We speak first: `["HELO", {nonce, auth: "", keepalive: true}]` with a fresh 16-byte nonce.
+//! We speak first: `["HELO", {nonce, auth, keepalive: true}]` with a fresh 16-byte nonce, and
+//! with users configured a fresh 16-byte `auth` salt (else `auth` is empty: no user check).
 //! The client must answer PING (its hostname, salt, and `hex(sha512(salt ‖ hostname ‖ nonce ‖
-//! shared_key))`); we verify it with `logtap_protocol`'s [`Ping::verify`] and always answer a
+//! shared_key))`, plus its user name and `hex(sha512(auth ‖ user ‖ password))` when asked); we
+//! verify it with `logtap_protocol`'s [`Ping::verify`] and always answer a
 //! PONG — `auth_result` false with Fluentd's reason text when the key is wrong, the hostnames are
 //! equal, or the client skipped the handshake and sent events — then the caller closes.
 
@@ -40,19 +42,20 @@ pub async fn accept<R, W>(
     buf: &mut BytesMut,
     dec: &mut ServerDecoder,
     shared_key: &[u8],
+    users: &[(String, Vec<u8>)],
     hostname: &str,
 ) -> Result<(), InputConnError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut nonce = [0u8; 16];
-    if getrandom::fill(&mut nonce).is_err() {
-        nonce = crate::record::ChunkId::random().0;
-    }
     let helo = Helo {
-        nonce: Bytes::copy_from_slice(&nonce),
-        auth: Bytes::new(),
+        nonce: Bytes::copy_from_slice(&random16()),
+        auth: if users.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(&random16())
+        },
         keepalive: true,
     };
     let mut out = Vec::with_capacity(128);
@@ -66,7 +69,12 @@ where
             return Err(InputConnError::HandshakeMissing);
         }
     };
-    let verdict = ping.verify(&helo, hostname, shared_key, |_| None);
+    let verdict = ping.verify(&helo, hostname, shared_key, |name| {
+        users
+            .iter()
+            .find(|(user, _)| user == name)
+            .map(|(_, password)| password.clone())
+    });
     let pong = Pong::answer(&ping, &helo, hostname, shared_key, verdict);
     let mut out = Vec::with_capacity(256);
     pong.encode(&mut out);
@@ -79,7 +87,20 @@ where
 }
 
 fn client_name(ping: &Ping) -> String {
-    ping.self_hostname.clone()
+    if ping.username.is_empty() {
+        ping.self_hostname.clone()
+    } else {
+        format!("{}@{}", ping.username, ping.self_hostname)
+    }
+}
+
+/// 16 unpredictable bytes (nonce, salt).
+fn random16() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        b = crate::record::ChunkId::random().0;
+    }
+    b
 }
 
 /// Answers PONG with `auth_result` false and `reason`.
@@ -123,11 +144,30 @@ mod tests {
         client_key: &'static [u8],
         client_host: &'static str,
     ) -> (Result<(), InputConnError>, Pong) {
+        run_with_users(client_key, client_host, Vec::new(), None).await
+    }
+
+    /// `run` with users on the server and a login on the client.
+    async fn run_with_users(
+        client_key: &'static [u8],
+        client_host: &'static str,
+        users: Vec<(String, Vec<u8>)>,
+        login: Option<(&'static str, &'static [u8])>,
+    ) -> (Result<(), InputConnError>, Pong) {
         let (client, server) = tokio::io::duplex(4096);
         let srv = tokio::spawn(async move {
             let (mut rd, mut wr) = tokio::io::split(server);
             let (mut buf, mut dec) = (BytesMut::new(), ServerDecoder::default());
-            accept(&mut rd, &mut wr, &mut buf, &mut dec, b"k3y", "server-host").await
+            accept(
+                &mut rd,
+                &mut wr,
+                &mut buf,
+                &mut dec,
+                b"k3y",
+                &users,
+                "server-host",
+            )
+            .await
         });
         let (mut rd, mut wr) = tokio::io::split(client);
         let (mut buf, mut dec) = (BytesMut::new(), ClientDecoder::default());
@@ -141,7 +181,7 @@ mod tests {
             panic!("HELO first")
         };
         assert_eq!(helo.nonce.len(), 16);
-        let ping = Ping::new(&helo, client_host, client_key, b"0123456789abcdef", None);
+        let ping = Ping::new(&helo, client_host, client_key, b"0123456789abcdef", login);
         let mut out = Vec::new();
         ping.encode(&mut out);
         wr.write_all(&out).await.unwrap();
@@ -183,5 +223,54 @@ mod tests {
             })
         ));
         assert!(!pong.auth_result);
+    }
+
+    fn users() -> Vec<(String, Vec<u8>)> {
+        vec![
+            ("alice".to_owned(), b"wonder:land".to_vec()),
+            ("bob".to_owned(), Vec::new()),
+        ]
+    }
+
+    #[tokio::test]
+    async fn users_log_in_with_their_password() {
+        for login in [("alice", &b"wonder:land"[..]), ("bob", &b""[..])] {
+            let (r, pong) = run_with_users(b"k3y", "client-host", users(), Some(login)).await;
+            assert!(r.is_ok() && pong.auth_result, "{}", login.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_an_unknown_user_or_no_login_is_refused() {
+        for login in [
+            Some(("alice", &b"wonder"[..])),
+            Some(("carol", &b"x"[..])),
+            None,
+        ] {
+            let (r, pong) = run_with_users(b"k3y", "client-host", users(), login).await;
+            assert!(
+                matches!(
+                    r,
+                    Err(InputConnError::Auth {
+                        failure: AuthFailure::UserMismatch,
+                        ..
+                    })
+                ),
+                "{login:?}: {r:?}"
+            );
+            assert!(!pong.auth_result);
+        }
+    }
+
+    #[tokio::test]
+    async fn without_users_a_login_is_not_asked_for() {
+        let (r, pong) = run_with_users(
+            b"k3y",
+            "client-host",
+            Vec::new(),
+            Some(("alice", &b"whatever"[..])),
+        )
+        .await;
+        assert!(r.is_ok() && pong.auth_result);
     }
 }

@@ -56,6 +56,8 @@ pub struct ForwardInputSettings {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Require the handshake with this key.
     pub shared_key: Option<Vec<u8>>,
+    /// With `shared_key`: the users who may log in (name, password); none: no user check.
+    pub users: Vec<(String, Vec<u8>)>,
     /// Our hostname in HELO/PONG (`self_hostname`).
     pub hostname: String,
     pub limits: DecodeLimits,
@@ -75,6 +77,11 @@ impl ForwardInputSettings {
         Ok(ForwardInputSettings {
             tls,
             shared_key: config.shared_key.as_ref().map(|k| k.0.as_bytes().to_vec()),
+            users: config
+                .forward_listen_users
+                .iter()
+                .map(|u| (u.username.clone(), u.password.0.as_bytes().to_vec()))
+                .collect(),
             hostname: config.self_hostname.clone(),
             limits: DecodeLimits {
                 max_message_bytes: MAX_MESSAGE_BYTES,
