@@ -261,8 +261,88 @@ mod tests {
         assert_eq!(scale(u64::MAX, 0), 0);
     }
 
+    /// The calibration is process-wide: tests that set it run one at a time.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    const ONE_NS: u64 = 1 << 32; // 1 ns per tick
+    const N0: u64 = 1_700_000_000_000_000_000;
+
+    /// Anchored at tick 1,000 = N0, 1 ns per tick, for 1 ms; the last sample is the anchor.
+    fn anchor() {
+        for (a, v) in [
+            (&TSC0, 1000),
+            (&NS0, N0),
+            (&MULT, ONE_NS),
+            (&LIMIT, 1_000_000),
+            (&SAMPLE_TSC, 1000),
+            (&SAMPLE_NS, N0),
+        ] {
+            a.store(v, Ordering::Relaxed);
+        }
+    }
+
+    fn load(a: &AtomicU64) -> u64 {
+        a.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn recalibration_slews_small_lags_and_follows_clock_steps() {
+        let _serial = SERIAL.lock();
+        // The clock agrees one interval later: new anchor on the clock, same rate.
+        anchor();
+        assert_eq!(
+            recalibrate(1_001_000, N0 + 1_000_000, ONE_NS),
+            N0 + 1_000_000
+        );
+        assert_eq!(
+            (load(&TSC0), load(&NS0), load(&MULT), load(&LIMIT)),
+            (1_001_000, N0 + 1_000_000, ONE_NS, 1_000_000)
+        );
+
+        // The clock is 50 ns behind the stamps already given: start from the last stamp
+        // given, and run slower for one interval, so that stamps never go back.
+        anchor();
+        let base = recalibrate(1_001_000, N0 + 1_000_000 - 50, ONE_NS);
+        assert_eq!(base, N0 + 1_000_000);
+        let slow = load(&MULT);
+        assert!(slow < ONE_NS && slow > ONE_NS - ONE_NS / 10_000, "{slow}");
+        // After one more interval the slewed stamps meet the clock again (within 2 ns).
+        let at_end = base + scale(load(&LIMIT), slow);
+        // The clock runs at the rate measured: one interval is 1 ms of it.
+        let clock_at_end = N0 + 1_000_000 - 50 + 1_000_000;
+        assert!(
+            at_end.abs_diff(clock_at_end) <= 2,
+            "{at_end} vs {clock_at_end}"
+        );
+
+        // The clock was stepped back by a second: followed at once; the rate is measured afresh
+        // from this sample, and the anchor is not extended, so stamps keep coming from the
+        // clock until a new rate is known.
+        anchor();
+        let back = N0 + 1_000_000 - 1_000_000_000;
+        assert_eq!(recalibrate(1_001_000, back, ONE_NS), back);
+        assert_eq!((load(&SAMPLE_TSC), load(&SAMPLE_NS)), (1_001_000, back));
+        assert_eq!(load(&TSC0), 1000, "anchor not extended");
+
+        // Stepped forward by a second: the measured rate is no TSC's, the fast path is off
+        // until the rate is measured again; the stamp is the clock's.
+        anchor();
+        let ahead = N0 + 1_000_000 + 1_000_000_000;
+        assert_eq!(recalibrate(1_001_000, ahead, ONE_NS), ahead);
+        assert_eq!((load(&MULT), load(&LIMIT)), (0, 0));
+
+        // Too soon after the last sample to measure a rate (first calls after load): the clock.
+        anchor();
+        assert_eq!(recalibrate(1_100, N0 + 100, ONE_NS), N0 + 100);
+        assert_eq!(load(&TSC0), 1000);
+    }
+
     #[test]
     fn stamps_follow_the_realtime_clock_and_never_decrease() {
+        let _serial = SERIAL.lock();
+        // Start from a clean state (the other test leaves a synthetic calibration behind).
+        MULT.store(0, Ordering::Relaxed);
+        LIMIT.store(0, Ordering::Relaxed);
         init(true);
         let mut last = 0u64;
         let start = std::time::Instant::now();
