@@ -47,6 +47,8 @@ const SHIM_EXPORTS: &[&str] = &[
     "__openat64_2",
     "fcntl",
     "fcntl64",
+    // the program may make rdtsc fault (interceptor/src/clock.rs)
+    "prctl",
 ];
 
 fn main() {

@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -61,6 +62,9 @@ extern ssize_t logtap_fd_write(int fd, const void *buf, size_t len);
 /* A descriptor was opened (path relative to dirfd) / duplicated. Preserve errno. */
 extern void logtap_on_open(int fd, int dirfd, const char *path, int flags);
 extern void logtap_on_dup(int oldfd, int newfd);
+/* The program is about to change whether rdtsc may fault (PR_SET_TSC): stamp records with
+ * clock_gettime from now on (interceptor/src/clock.rs). */
+extern void logtap_clock_tsc_off(void);
 
 #define ROUTE_SUPPRESSED 4
 
@@ -108,6 +112,7 @@ REAL_FN(int, __openat_2, (int, const char *, int))
 REAL_FN(int, __openat64_2, (int, const char *, int))
 REAL_FN(int, fcntl, (int, int, ...))
 REAL_FN(int, fcntl64, (int, int, ...))
+REAL_FN(int, prctl, (int, unsigned long, unsigned long, unsigned long, unsigned long))
 
 /* Resolves every real function now (from the library constructor), so that no hook calls
  * dlsym later, possibly from a signal handler. */
@@ -119,7 +124,7 @@ void logtap_shim_init(void) {
     (void)real_putc_unlocked(); (void)real_putchar_unlocked(); (void)real_perror();
     (void)real_open(); (void)real_open64(); (void)real_openat(); (void)real_openat64();
     (void)real___open_2(); (void)real___open64_2(); (void)real___openat_2();
-    (void)real___openat64_2(); (void)real_fcntl(); (void)real_fcntl64();
+    (void)real___openat64_2(); (void)real_fcntl(); (void)real_fcntl64(); (void)real_prctl();
 }
 
 /* ---- routing and emitting ---- */
@@ -566,4 +571,19 @@ int fcntl64(int fd, int cmd, ...) {
     void *arg = va_arg(ap, void *);
     va_end(ap);
     return fcntl_common((fcntl_fn)real_fcntl64(), fd, cmd, arg);
+}
+
+/* prctl: PR_SET_TSC can make rdtsc raise SIGSEGV; the library stops reading the TSC first
+ * (before the call: a write tapped by another thread meanwhile must not fault), then makes the
+ * real call with the caller's arguments. */
+int prctl(int option, ...) {
+    va_list ap;
+    va_start(ap, option);
+    unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
+    unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
+    va_end(ap);
+    if (option == PR_SET_TSC) logtap_clock_tsc_off();
+    int (*real)(int, unsigned long, unsigned long, unsigned long, unsigned long) = real_prctl();
+    if (!real) return (int)syscall(SYS_prctl, option, a2, a3, a4, a5);
+    return real(option, a2, a3, a4, a5);
 }

@@ -15,7 +15,11 @@
 //! stamps do not decrease; a larger difference (the clock was stepped) is followed at once.
 //! Elsewhere (another clocksource — e.g. `kvm-clock`, `xen` — another architecture, a process
 //! that made `rdtsc` fault with `PR_SET_TSC`, or `LLT_CLOCK=realtime`) every stamp is a
-//! `clock_gettime` call, as before.
+//! `clock_gettime` call, as before. When `rdtsc` faults (`PR_SET_TSC` with `PR_TSC_SIGSEGV`,
+//! inherited at load or set later by the program through `prctl`, which the C shim hooks), the
+//! vDSO's `clock_gettime` would fault too (it reads the TSC in user mode): the library then
+//! reads the clock with the `clock_gettime` system call and never executes `rdtsc`. (Only a
+//! program that sets the flag with a raw `syscall(SYS_prctl, …)` goes unnoticed.)
 //!
 //! Contract 1: no lock (the calibration is a seqlock: readers never wait; a writer that finds it
 //! taken, or a reader that finds it changing, reads `CLOCK_REALTIME` directly), no allocation,
@@ -62,9 +66,25 @@ pub fn init(allow_tsc: bool) {
     }
 }
 
+/// Switches the library's clock reads to the system call if `rdtsc` faults in this process
+/// (constructor, before the first clock read).
+pub fn detect_faulting_rdtsc() {
+    if rdtsc_faults() {
+        sys::use_raw_clock();
+    }
+}
+
 /// Whether stamps are interpolated from the TSC (for the debug line and tests).
 pub fn uses_tsc() -> bool {
     TSC.load(Ordering::Relaxed)
+}
+
+/// Stops reading the TSC (the C shim's `prctl` hook calls this before `PR_SET_TSC`, which can
+/// make `rdtsc` fault): every stamp is a `clock_gettime` call from now on.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub extern "C" fn logtap_clock_tsc_off() {
+    TSC.store(false, Ordering::SeqCst);
+    sys::use_raw_clock();
 }
 
 /// In a forked child: a refresh some other thread of the parent was making is void (that
@@ -211,15 +231,28 @@ fn sample(mult: Option<u64>) -> Option<(u64, u64)> {
     Some((a.wrapping_add(spread / 2), n))
 }
 
+/// Whether `rdtsc` raises SIGSEGV in this process (`PR_SET_TSC`, inherited from a parent:
+/// record/replay tools, sandboxes) — or cannot be asked.
+fn rdtsc_faults() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut mode: libc::c_int = 0;
+        // SAFETY: PR_GET_TSC writes one int through the pointer we pass. A raw system call:
+        // the library's own `prctl` hook is for the program's calls.
+        let r = unsafe { libc::syscall(libc::SYS_prctl, libc::PR_GET_TSC, &raw mut mode) };
+        r != 0 || mode != libc::PR_TSC_ENABLE
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether a plain `rdtsc` gives the kernel's own time base here.
 fn tsc_usable() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        // PR_SET_TSC can make rdtsc raise SIGSEGV (record/replay tools, sandboxes).
-        let mut mode: libc::c_int = 0;
-        // SAFETY: PR_GET_TSC writes one int through the pointer we pass.
-        let r = unsafe { libc::prctl(libc::PR_GET_TSC, &raw mut mode) };
-        if r != 0 || mode != libc::PR_TSC_ENABLE {
+        if rdtsc_faults() {
             return false;
         }
         let mut buf = [0u8; 32];

@@ -33,6 +33,9 @@ fn env(name: &'static str) -> Option<&'static [u8]> {
 extern "C" fn on_load() {
     let Some(_guard) = Guard::enter() else { return };
     let _errno = sys::ErrnoGuard::save();
+    // Before the first clock read: if rdtsc faults here (inherited PR_SET_TSC), so would the
+    // vDSO's clock_gettime.
+    crate::clock::detect_faulting_rdtsc();
     let now = sys::now_ns();
     sender::set_pid(sys::getpid());
     let (cfg, warnings) = config::parse(env);

@@ -70,6 +70,10 @@
 //!   case) is formatted by the real `vfprintf` straight into the FILE's buffer and tapped from
 //!   there, once; only when the buffer fills up in mid-call is the output formatted a second
 //!   time for the tap (see `csrc/stdio_shim.c`). Figures: bench/RESULTS.md.
+//! - **Never fault where the program would not.** `rdtsc` (ours, and the vDSO's inside
+//!   `clock_gettime`) raises SIGSEGV once a thread calls `prctl(PR_SET_TSC, PR_TSC_SIGSEGV)`:
+//!   the shim hooks `prctl` and, before the call, switches the library to the
+//!   `clock_gettime` system call for good ([`clock`]).
 //! - **Large writes.** Split into ring records of at most `max_payload` bytes (DATA frames of
 //!   at most 64 KiB) with CONTINUED on all but the last and consecutive `seq` numbers.
 //!

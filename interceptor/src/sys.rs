@@ -64,15 +64,31 @@ fn check(r: libc::c_long) -> Result<libc::c_long, c_int> {
     if r < 0 { Err(errno()) } else { Ok(r) }
 }
 
-/// `CLOCK_REALTIME` in ns since the Unix epoch (vDSO, no syscall), 0 if unavailable.
+/// Set once the program may have made `rdtsc` fault (`PR_SET_TSC`): the vDSO's
+/// `clock_gettime` reads the TSC in user mode too, so from then on the clock is read with the
+/// system call itself (slower, but it cannot fault).
+static RAW_CLOCK: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Reads the clock through the kernel from now on (see `RAW_CLOCK`).
+pub fn use_raw_clock() {
+    RAW_CLOCK.store(true, core::sync::atomic::Ordering::SeqCst);
+}
+
+/// `CLOCK_REALTIME` in ns since the Unix epoch (vDSO, no syscall — unless `use_raw_clock`),
+/// 0 if unavailable.
 #[inline]
 pub fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid out pointer; clock_gettime is async-signal-safe and not hooked.
-    let r = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    let r = if RAW_CLOCK.load(core::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: `ts` is a valid out pointer for the raw clock_gettime system call.
+        unsafe { libc::syscall(libc::SYS_clock_gettime, libc::CLOCK_REALTIME, &raw mut ts) as i32 }
+    } else {
+        // SAFETY: `ts` is a valid out pointer; clock_gettime is async-signal-safe, not hooked.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) }
+    };
     if r != 0 {
         return 0;
     }

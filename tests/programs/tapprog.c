@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -289,8 +290,22 @@ static int clock_mode(int n) {
     return 0;
 }
 
+/* A program that forbids itself rdtsc (PR_SET_TSC, as sandboxes do) between tapped writes. */
+static int notsc_mode(void) {
+    write_all(1, "before prctl\n", 13);
+    must(prctl(PR_SET_TSC, PR_TSC_SIGSEGV, 0, 0, 0) == 0, "prctl(PR_SET_TSC)");
+    for (int i = 0; i < 100; i++) {
+        char line[32];
+        int k = snprintf(line, sizeof line, "after prctl %d\n", i);
+        write_all(1, line, (size_t)k);
+        printf("printf after prctl %d\n", i);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *m = argc > 1 ? argv[1] : "";
+    if (!strcmp(m, "notsc")) return notsc_mode();
     if (!strcmp(m, "printf-modes")) return printf_modes_mode(argc > 2 ? argv[2] : "full");
     if (!strcmp(m, "printf-threads")) return printf_threads_mode();
     if (!strcmp(m, "clock")) return clock_mode(atoi(argv[2]));

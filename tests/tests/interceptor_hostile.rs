@@ -222,3 +222,39 @@ fn vfork_child_closing_fds_keeps_the_parent_tapping_ring() {
 fn vfork_child_closing_fds_keeps_the_parent_tapping_socket() {
     vfork_child_closing_fds(Transport::Socket);
 }
+
+/// A program that forbids itself `rdtsc` (`prctl(PR_SET_TSC, PR_TSC_SIGSEGV)`, as some sandboxes
+/// do) between tapped writes: the library, which stamps records from the TSC where it can,
+/// must notice (its `prctl` hook) and never make the program fault; every line arrives.
+fn rdtsc_forbidden_midway(t: Transport) {
+    let s = Setup::new("hostile-notsc", t);
+    let exe = compile("tapprog", s.dir.path());
+    let mut cmd = s.command(&exe);
+    cmd.arg("notsc").env("LLT_TAP_INTO", "1");
+    let out = run(cmd, LIMIT);
+    assert_ok(&out);
+    assert!(
+        s.receiver
+            .wait_for(SETTLE, |c| c.bytes(None, STDOUT).len() >= out.stdout.len())
+    );
+    // printf's lines reach the pipe when stdio flushes at exit, the tap sees them when they
+    // are printed: compare the lines, not their order.
+    let mut tapped = s.receiver.snapshot().lines(STDOUT);
+    let mut written: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(written.len(), 201, "the program ran to its end");
+    tapped.sort();
+    written.sort();
+    assert_eq!(tapped, written);
+}
+
+#[test]
+fn rdtsc_forbidden_midway_ring() {
+    rdtsc_forbidden_midway(Transport::Ring);
+}
+#[test]
+fn rdtsc_forbidden_midway_socket() {
+    rdtsc_forbidden_midway(Transport::Socket);
+}

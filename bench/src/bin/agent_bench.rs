@@ -11,7 +11,8 @@
 //!
 //! For the agent cases it also reports agent CPU-seconds per million lines, peak RSS (VmHWM),
 //! idle RSS; then p50/p99 write-to-ack latency at 10,000 lines/s (the receiver acks on receipt
-//! and measures `ack time − write time` of every line).
+//! and measures `ack time − write time` of every measured line; 1.5 s of unmeasured filler
+//! follows them, so that none waits in the run's final partial chunk).
 //!
 //! Run: `cargo build --release -p logtap-agent && cargo run --release -p logtap-bench --bin
 //! agent_bench` (`LOGTAP_BENCH_ROUNDS=N`, `LOGTAP_BENCH_LINES=N`). The `logtap` binary is taken
@@ -235,10 +236,17 @@ fn receive(
             if let Some(lat) = latencies {
                 let now = now_ns();
                 let mut l = lat.lock().unwrap_or_else(|e| e.into_inner());
+                // Only the measured lines (`line …`), not the filler that follows them.
                 l.extend(
                     batch
                         .events
                         .iter()
+                        .filter(|e| {
+                            e.record
+                                .get("message")
+                                .and_then(|m| m.as_str())
+                                .is_some_and(|m| m.starts_with("line "))
+                        })
                         .map(|e| now.saturating_sub(e.time.as_nanos())),
                 );
             }
@@ -551,16 +559,28 @@ fn main() -> Result<(), BoxError> {
     let total = 30_000u64;
     let start = Instant::now();
     let mut buf = Vec::with_capacity(LINE);
-    for i in 0..total {
+    // The measured lines, then 1.5 s of unmeasured filler at the same rate: so the last
+    // measured lines close their chunk by size like the others, instead of waiting in the
+    // run's final partial chunk for `flush_interval` (which would put 1 s into p99 whenever
+    // that chunk holds more than 1 % of the lines).
+    let filler = 15_000u64;
+    for i in 0..total + filler {
         let due = start + Duration::from_micros(i * 100);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             thread::sleep(wait);
         }
-        line(i, &mut buf);
+        if i < total {
+            line(i, &mut buf);
+        } else {
+            buf.clear();
+            let _ = write!(buf, "fill {i:010} ");
+            buf.resize(LINE - 1, b'x');
+            buf.push(b'\n');
+        }
         tapper.write(i as u32, &buf);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while receiver.events.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+    while receiver.events.load(Ordering::Relaxed) < total + filler && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
     }
     let mut lat = receiver
