@@ -11,7 +11,6 @@
 //! preloaded library), with no lazy registration and no allocation, so it is usable from
 //! signal handlers. A signal handler that interrupts the library while the guard is held on
 //! the same thread sees it held: its writes pass through untapped (never lost).
-
 //!
 //! Reading a `thread_local!` from a shared library costs a call to `__tls_get_addr` (the
 //! general-dynamic TLS model, the only one stable Rust offers a `cdylib`). Guards are rare —
