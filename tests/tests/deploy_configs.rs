@@ -46,6 +46,7 @@ fn examples() -> Vec<std::path::PathBuf> {
         "compose",
         "compose-fluentd",
         "tap-file",
+        "relay",
     ] {
         assert!(
             files.contains(&repo_file(&format!("deploy/config/{name}.toml"))),
@@ -88,6 +89,29 @@ fn check_redacts_the_secret_the_vm_guide_puts_in_the_environment_file() {
         "the shared key leaked:\n{printed}"
     );
     assert!(printed.contains("<redacted>"), "{printed}");
+}
+
+#[test]
+fn the_relay_example_takes_its_users_and_key_from_the_environment() {
+    let relay = repo_file("deploy/config/relay.toml");
+    let users = [("LOGTAP_FORWARD_LISTEN_USERS", "app1:pw-one,app2:pw:two")];
+    // Users without the shared key: refused, with the reason.
+    let out = check(&relay, &users);
+    assert!(!out.status.success(), "users without a shared key accepted");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs --shared-key"),
+        "{out:?}"
+    );
+    let out = check(&relay, &[users[0], ("LOGTAP_SHARED_KEY", "relay-k3y")]);
+    assert_success("logtap check (relay.toml with users and key)", &out);
+    let printed = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    for secret in ["pw-one", "pw:two", "relay-k3y"] {
+        assert!(!printed.contains(secret), "{secret} leaked:\n{printed}");
+    }
+    assert!(
+        printed.contains("app1:<redacted>") && printed.contains("app2:<redacted>"),
+        "{printed}"
+    );
 }
 
 #[test]
