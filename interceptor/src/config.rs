@@ -110,6 +110,10 @@ pub struct Config {
     /// `LLT_CLOCK`: `auto` (default) stamps records from the TSC where the kernel keeps time
     /// with it (see [`crate::clock`]); `realtime` calls `clock_gettime` for every record.
     pub clock_tsc: bool,
+    /// `LLT_TAP_CHILDREN` (default true): programs this one `exec`s load the library too
+    /// (`LD_PRELOAD` is inherited). `false` removes the library from the `LD_PRELOAD` the
+    /// process hands on, so only this program (and its forked, not exec'd, children) is tapped.
+    pub tap_children: bool,
 }
 
 /// The seed's defaults.
@@ -134,6 +138,7 @@ impl Config {
         tap_files: FixedBytes::empty(),
         python_unbuffered: true,
         clock_tsc: true,
+        tap_children: true,
     };
 
     /// Whether anything at all is tapped (otherwise every hook is a pure pass-through).
@@ -255,6 +260,7 @@ pub fn parse<'a>(lookup: impl Fn(&'static str) -> Option<&'a [u8]>) -> (Config, 
     flag("LLT_SUPPRESS_TAP_FILE", &mut c.suppress_tap_file, &mut w);
     flag("LLT_DEBUG_MODE", &mut c.debug, &mut w);
     flag("LLT_PYTHONUNBUFFERED", &mut c.python_unbuffered, &mut w);
+    flag("LLT_TAP_CHILDREN", &mut c.tap_children, &mut w);
 
     if let Some(v) = set("LLT_TAP_INTO") {
         match parse_u64(v).filter(|n| *n <= 3) {
@@ -380,6 +386,24 @@ pub fn get() -> Option<&'static Config> {
     }
 }
 
+/// `list` (an `LD_PRELOAD` value: entries separated by `:` or spaces) without the entries
+/// that name the library `me` (same file name), joined with `:`.
+pub fn preload_without(list: &[u8], me: &[u8]) -> Vec<u8> {
+    let base = |p: &[u8]| -> Vec<u8> { p.rsplit(|&b| b == b'/').next().unwrap_or(p).to_vec() };
+    let mine = base(me);
+    let mut out = Vec::with_capacity(list.len());
+    for entry in list.split(|&b| b == b':' || b == b' ') {
+        if entry.is_empty() || base(entry) == mine {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(b':');
+        }
+        out.extend_from_slice(entry);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,9 +443,11 @@ mod tests {
             ("LLT_TAP_FILE", "/var/log/a.log:/var/log/*.log"),
             ("LLT_PYTHONUNBUFFERED", "false"),
             ("LLT_CLOCK", "RealTime"),
+            ("LLT_TAP_CHILDREN", "no"),
         ]));
         assert_eq!(w.iter().count(), 0);
         assert!(!c.clock_tsc);
+        assert!(!c.tap_children);
         assert!(c.tap_stdout && c.tap_stderr && c.suppress_stdout && c.suppress_tap_file);
         assert!(!c.suppress_stderr);
         assert_eq!(c.target_kind, TargetKind::Socket);
@@ -447,9 +473,10 @@ mod tests {
             ("LLT_TAP_FILE", &long),
             ("LLT_PASSIV_ON_START", "\u{1F600}"),
             ("LLT_CLOCK", "sundial"),
+            ("LLT_TAP_CHILDREN", "some"),
         ]));
-        assert_eq!(w.iter().count(), 10);
-        assert!(c.clock_tsc);
+        assert_eq!(w.iter().count(), 11);
+        assert!(c.clock_tsc && c.tap_children);
         assert!(!c.tap_stdout && !c.suppress_stdout);
         assert_eq!(c.target_kind, TargetKind::File);
         assert_eq!((c.first_connect_s, c.reconnect_s, c.passive_ms), (5, 30, 0));
@@ -467,5 +494,18 @@ mod tests {
         assert_eq!(parse_u64(b"4 2"), None);
         assert_eq!(parse_bool(b"0"), Some(false));
         assert_eq!(parse_target(b"socket:"), None);
+    }
+
+    #[test]
+    fn only_this_library_leaves_ld_preload() {
+        let me = b"/opt/logtap/liblogtap.so";
+        assert_eq!(preload_without(b"/opt/logtap/liblogtap.so", me), b"");
+        assert_eq!(
+            preload_without(b"/usr/lib/libfoo.so:/opt/logtap/liblogtap.so libbar.so", me),
+            b"/usr/lib/libfoo.so:libbar.so"
+        );
+        // The same library named another way (relative path, other directory).
+        assert_eq!(preload_without(b"./liblogtap.so::libx.so", me), b"libx.so");
+        assert_eq!(preload_without(b"libliblogtap.so", me), b"libliblogtap.so");
     }
 }

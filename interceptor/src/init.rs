@@ -56,6 +56,10 @@ extern "C" fn on_load() {
     }
     // SAFETY: registering a plain extern "C" handler without arguments.
     unsafe { libc::pthread_atfork(None, None, Some(on_fork_child)) };
+    let mut unpreloaded = false;
+    if !cfg.tap_children {
+        unpreloaded = remove_self_from_preload();
+    }
     let mut injected = false;
     if cfg.python_unbuffered && env("PYTHONUNBUFFERED").is_none() {
         // SAFETY: NUL-terminated literals; overwrite = 0 keeps a value set meanwhile.
@@ -84,7 +88,41 @@ extern "C" fn on_load() {
                 "realtime"
             },
         );
+        if unpreloaded {
+            crate::debug!("LLT_TAP_CHILDREN=false: programs exec'd from here are not tapped");
+        }
     }
+}
+
+/// `LLT_TAP_CHILDREN=false`: takes this library out of the `LD_PRELOAD` that programs
+/// `exec`ed from here inherit (glibc has already loaded it for this process). Returns whether
+/// the variable changed.
+fn remove_self_from_preload() -> bool {
+    let Some(current) = env("LD_PRELOAD") else {
+        return false;
+    };
+    let mut info = libc::Dl_info {
+        dli_fname: core::ptr::null(),
+        dli_fbase: core::ptr::null_mut(),
+        dli_sname: core::ptr::null(),
+        dli_saddr: core::ptr::null_mut(),
+    };
+    // SAFETY: dladdr fills `info` for an address inside this library (this function).
+    let found = unsafe { libc::dladdr(remove_self_from_preload as *const libc::c_void, &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return false;
+    }
+    // SAFETY: dladdr returned a NUL-terminated path that lives as long as the library.
+    let me = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes();
+    let kept = config::preload_without(current, me);
+    if kept.len() == current.len() {
+        return false;
+    }
+    let Ok(value) = std::ffi::CString::new(kept) else {
+        return false;
+    };
+    // SAFETY: NUL-terminated name and value; the constructor runs before any other thread.
+    unsafe { libc::setenv(c"LD_PRELOAD".as_ptr(), value.as_ptr(), 1) == 0 }
 }
 
 extern "C" fn on_fork_child() {

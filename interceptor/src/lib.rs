@@ -86,6 +86,8 @@
 //! - A suppressed stream counts as delivered only while an agent holds the ring.
 //! - `PYTHONUNBUFFERED=1` is injected only when unset, and not with `LLT_PYTHONUNBUFFERED=false`.
 //! - `LLT_CLOCK` (new): `auto` (default) or `realtime`; see [`clock`].
+//! - `LLT_TAP_CHILDREN` (new, default `true`, as the seed: `LD_PRELOAD` is inherited): `false`
+//!   takes the library out of the `LD_PRELOAD` that `exec`ed programs inherit (constructor).
 
 #![cfg_attr(
     not(test),

@@ -240,3 +240,45 @@ fn fork_and_exec_ring() {
 fn fork_and_exec_socket() {
     fork_and_exec(Transport::Socket);
 }
+
+/// `LLT_TAP_CHILDREN=false`: the program and its forked children are tapped, a program it
+/// `exec`s is not (the library left the `LD_PRELOAD` it inherits); the default taps all.
+#[test]
+fn tap_children_false_stops_at_exec() {
+    let s = Setup::new("c-tap-children", Transport::Ring);
+    let exe = compile("tapprog", s.dir.path());
+    // exec mode: "before exec" from the program, "exec child … says hello" from the exec'd one.
+    let mut cmd = s.command(&exe);
+    cmd.arg("exec")
+        .env("LLT_TAP_INTO", "1")
+        .env("LLT_TAP_CHILDREN", "false");
+    let out = run(cmd, LIMIT);
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("exec child"), "the child ran: {text}");
+    assert!(s.receiver.wait_for(SETTLE, |c| {
+        c.lines(STDOUT).iter().any(|l| l.starts_with("before exec"))
+    }));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let lines = s.receiver.snapshot().lines(STDOUT);
+    assert!(
+        !lines.iter().any(|l| l.starts_with("exec child")),
+        "the exec'd program was tapped: {lines:?}"
+    );
+    // Forked, not exec'd: still the same program, still tapped.
+    let mut cmd = s.command(&exe);
+    cmd.arg("fork")
+        .env("LLT_TAP_INTO", "1")
+        .env("LLT_TAP_CHILDREN", "false");
+    let out = run(cmd, LIMIT);
+    assert_ok(&out);
+    assert!(
+        s.receiver.wait_for(SETTLE, |c| c
+            .lines(STDOUT)
+            .iter()
+            .filter(|l| l.starts_with("child "))
+            .count()
+            == 100),
+        "the forked child was not tapped"
+    );
+}

@@ -24,6 +24,7 @@ fn garbage(cmd: &mut Command, transport: Option<&str>) {
         ("LLT_RING_SIZE", "12 parsecs".into()),
         ("LLT_PYTHONUNBUFFERED", "perhaps".into()),
         ("LLT_CLOCK", "\u{1F570}\u{fe0f}".into()),
+        ("LLT_TAP_CHILDREN", "kids?".into()),
         (
             "LLT_TRANSPORT",
             transport.unwrap_or("carrier-pigeon").into(),
