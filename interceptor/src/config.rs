@@ -387,7 +387,8 @@ pub fn get() -> Option<&'static Config> {
 }
 
 /// `list` (an `LD_PRELOAD` value: entries separated by `:` or spaces) without the entries
-/// that name the library `me` (same file name), joined with `:`.
+/// that name the library `me` (same file name), joined with `:`. Allocates: the constructor
+/// only (`init.rs`), never a hook.
 pub fn preload_without(list: &[u8], me: &[u8]) -> Vec<u8> {
     let base = |p: &[u8]| -> Vec<u8> { p.rsplit(|&b| b == b'/').next().unwrap_or(p).to_vec() };
     let mine = base(me);
