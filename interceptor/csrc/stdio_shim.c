@@ -242,7 +242,8 @@ static void tap_in_place(FILE *f, int route, int chk, const char *base, const ch
     struct formatted o = format_out(chk, fmt, again, again2);
     va_end(again2);
     if (o.n > 0) (void)logtap_stdio_deliver(route, o.p, (size_t)(o.n < r ? o.n : r));
-    release(&o);
+    /* Only the mapping: tls_busy stays with the caller, which clears it when it is done. */
+    if (o.mapped) munmap(o.p, o.mapped);
     errno = saved;
 }
 
@@ -250,19 +251,24 @@ static void tap_in_place(FILE *f, int route, int chk, const char *base, const ch
 static int tapped_vfprintf(FILE *f, int route, int chk, const char *fmt, va_list ap) {
     if (tls_busy) return untapped_vfprintf(f, chk, fmt, ap);
     tls_busy = 1;
-    flockfile(f);
+    /* The flags read without the lock are only a hint (as fileno_unlocked is): a FILE that is
+     * not fully buffered (stderr, a terminal) goes to the path below without locking twice;
+     * under the lock the check is made again before the pointers are trusted. */
     if (in_place(f, route)) {
-        va_list again;
-        va_copy(again, ap);
-        const char *base = f->_IO_write_base, *before = f->_IO_write_ptr;
-        int r = untapped_vfprintf(f, chk, fmt, ap);
-        if (r > 0) tap_in_place(f, route, chk, base, before, r, fmt, again);
-        va_end(again);
+        flockfile(f);
+        if (in_place(f, route)) {
+            va_list again;
+            va_copy(again, ap);
+            const char *base = f->_IO_write_base, *before = f->_IO_write_ptr;
+            int r = untapped_vfprintf(f, chk, fmt, ap);
+            if (r > 0) tap_in_place(f, route, chk, base, before, r, fmt, again);
+            va_end(again);
+            funlockfile(f);
+            tls_busy = 0;
+            return r;
+        }
         funlockfile(f);
-        tls_busy = 0;
-        return r;
     }
-    funlockfile(f);
     va_list again, fallback;
     va_copy(again, ap);
     va_copy(fallback, ap);

@@ -60,7 +60,7 @@ static SAMPLE_NS: AtomicU64 = AtomicU64::new(0);
 pub fn init(allow_tsc: bool) {
     let use_tsc = allow_tsc && tsc_usable();
     TSC.store(use_tsc, Ordering::Relaxed);
-    if use_tsc && let Some((t, n)) = sample(None) {
+    if use_tsc && let Ok((t, n)) = sample(None) {
         SAMPLE_TSC.store(t, Ordering::Relaxed);
         SAMPLE_NS.store(n, Ordering::Relaxed);
     }
@@ -141,8 +141,9 @@ fn ratio(a: u64, b: u64) -> u64 {
 #[inline(never)]
 fn refresh() -> u64 {
     let old_mult = MULT.load(Ordering::Relaxed);
-    let Some((t, n)) = sample(Some(old_mult)) else {
-        return sys::now_ns();
+    let (t, n) = match sample(Some(old_mult)) {
+        Ok(pair) => pair,
+        Err(clock) => return clock,
     };
     let s = SEQ.load(Ordering::Relaxed);
     if s & 1 != 0
@@ -214,9 +215,10 @@ fn recalibrate(t: u64, n: u64, old_mult: u64) -> u64 {
 }
 
 /// One `(tsc, CLOCK_REALTIME ns)` pair, the TSC taken halfway between two reads around the
-/// clock read; `None` if the clock failed or the reads were too far apart (at `mult` ns per
-/// tick, or a generous tick count before the rate is known).
-fn sample(mult: Option<u64>) -> Option<(u64, u64)> {
+/// clock read; `Err(clock)` — the clock alone, 0 if it failed — when the pair cannot calibrate:
+/// the clock failed or the reads were too far apart (at `mult` ns per tick, or a generous tick
+/// count before the rate is known).
+fn sample(mult: Option<u64>) -> Result<(u64, u64), u64> {
     let a = rdtsc();
     let n = sys::now_ns();
     let b = rdtsc();
@@ -226,9 +228,9 @@ fn sample(mult: Option<u64>) -> Option<(u64, u64)> {
         _ => 20_000,
     };
     if n == 0 || spread > max_ticks {
-        return None;
+        return Err(n);
     }
-    Some((a.wrapping_add(spread / 2), n))
+    Ok((a.wrapping_add(spread / 2), n))
 }
 
 /// Whether `rdtsc` raises SIGSEGV in this process (`PR_SET_TSC`, inherited from a parent:
@@ -252,7 +254,8 @@ fn rdtsc_faults() -> bool {
 fn tsc_usable() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        if rdtsc_faults() {
+        // Set by `detect_faulting_rdtsc` (constructor, before `init`) or the `prctl` hook.
+        if sys::raw_clock() {
             return false;
         }
         let mut buf = [0u8; 32];

@@ -74,6 +74,11 @@ pub fn use_raw_clock() {
     RAW_CLOCK.store(true, core::sync::atomic::Ordering::SeqCst);
 }
 
+/// Whether the clock is read through the kernel (`rdtsc` may fault here).
+pub fn raw_clock() -> bool {
+    RAW_CLOCK.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// `CLOCK_REALTIME` in ns since the Unix epoch (vDSO, no syscall — unless `use_raw_clock`),
 /// 0 if unavailable.
 #[inline]

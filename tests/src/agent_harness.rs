@@ -336,32 +336,29 @@ impl TapClient {
         self.send(h, bytes, &[]);
     }
 
-    /// Pushes one write into the ring (panics if there is no ring or it is full).
-    pub fn ring_write(&mut self, stream: Stream, time_ns: u64, bytes: &[u8]) {
+    /// The next record's metadata (a new `seq`).
+    fn next_meta(&mut self, stream: Stream, time_ns: u64) -> RecordMeta {
         self.seq = self.seq.wrapping_add(1);
-        let meta = RecordMeta {
+        RecordMeta {
             stream: stream as u8,
             flags: 0,
             file_index: 0,
             pid: self.pid,
             seq: self.seq,
             time_ns,
-        };
+        }
+    }
+
+    /// Pushes one write into the ring (panics if there is no ring or it is full).
+    pub fn ring_write(&mut self, stream: Stream, time_ns: u64, bytes: &[u8]) {
+        let meta = self.next_meta(stream, time_ns);
         let (producer, _, _) = self.ring.as_ref().expect("hello with a ring first");
         producer.try_push(&meta, bytes).unwrap();
     }
 
     /// Pushes one write into the ring, retrying while it is full (up to `limit`).
     pub fn ring_write_wait(&mut self, stream: Stream, time_ns: u64, bytes: &[u8], limit: Duration) {
-        self.seq = self.seq.wrapping_add(1);
-        let meta = RecordMeta {
-            stream: stream as u8,
-            flags: 0,
-            file_index: 0,
-            pid: self.pid,
-            seq: self.seq,
-            time_ns,
-        };
+        let meta = self.next_meta(stream, time_ns);
         let (producer, _, _) = self.ring.as_ref().expect("hello with a ring first");
         let deadline = Instant::now() + limit;
         while producer.try_push(&meta, bytes).is_err() {

@@ -7,11 +7,13 @@
 //!   `protocol::ring`: listens on a `SOCK_SEQPACKET` socket, maps each peer's ring, collects
 //!   frames and records.
 //! - [`forward_support`] — ports, a test CA (rcgen), and an independent Python Forward client.
+//! - [`http`] — `GET` on the agent's HTTP endpoints.
 //! - [`scm`] — datagrams with `SCM_RIGHTS` descriptors (HELLO's ring memfd and eventfd).
 //! - [`agent_harness`] — starts the real `logtap` binary as a process and talks to it.
 
 pub mod agent_harness;
 pub mod artifacts;
 pub mod forward_support;
+pub mod http;
 pub mod scm;
 pub mod tap_receiver;

@@ -13,7 +13,6 @@
 //! The program is compiled here from [`APP_C`]; the test and the program step each other
 //! through marker files in the agent's temporary directory, so no step depends on a sleep.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -169,18 +168,7 @@ fn wait_file(path: &Path, app: &mut Guard) {
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    (status, body)
+    logtap_tests::http::get_local(port, path).expect("an HTTP answer")
 }
 
 /// The counters this test reads from `/metrics`.

@@ -130,15 +130,8 @@ fn threads_socket() {
 
 fn signal_handler(t: Transport) {
     let s = Setup::new("c-signal", t);
-    let exe = compile("tapprog", s.dir.path());
-    let mut cmd = s.command(&exe);
-    cmd.arg("signal").env("LLT_TAP_INTO", "1");
-    let out = run(cmd, LIMIT);
-    assert_ok(&out);
-    assert!(
-        s.receiver
-            .wait_for(SETTLE, |c| c.bytes(None, STDOUT).len() >= out.stdout.len())
-    );
+    let out = s.run_tapprog(&["signal"], &[("LLT_TAP_INTO", "1")]);
+    assert!(s.wait_stdout(&out));
     let c = s.receiver.snapshot();
     // A handler may run between a write and its tap, so compare the lines, not their order.
     let mut tapped = c.lines(STDOUT);
@@ -246,14 +239,9 @@ fn fork_and_exec_socket() {
 #[test]
 fn tap_children_false_stops_at_exec() {
     let s = Setup::new("c-tap-children", Transport::Ring);
-    let exe = compile("tapprog", s.dir.path());
+    let env = [("LLT_TAP_INTO", "1"), ("LLT_TAP_CHILDREN", "false")];
     // exec mode: "before exec" from the program, "exec child … says hello" from the exec'd one.
-    let mut cmd = s.command(&exe);
-    cmd.arg("exec")
-        .env("LLT_TAP_INTO", "1")
-        .env("LLT_TAP_CHILDREN", "false");
-    let out = run(cmd, LIMIT);
-    assert_ok(&out);
+    let out = s.run_tapprog(&["exec"], &env);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("exec child"), "the child ran: {text}");
     assert!(s.receiver.wait_for(SETTLE, |c| {
@@ -266,12 +254,7 @@ fn tap_children_false_stops_at_exec() {
         "the exec'd program was tapped: {lines:?}"
     );
     // Forked, not exec'd: still the same program, still tapped.
-    let mut cmd = s.command(&exe);
-    cmd.arg("fork")
-        .env("LLT_TAP_INTO", "1")
-        .env("LLT_TAP_CHILDREN", "false");
-    let out = run(cmd, LIMIT);
-    assert_ok(&out);
+    s.run_tapprog(&["fork"], &env);
     assert!(
         s.receiver.wait_for(SETTLE, |c| c
             .lines(STDOUT)

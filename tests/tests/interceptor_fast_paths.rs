@@ -19,19 +19,12 @@ use interceptor_support::*;
 
 fn tapped_equals_written(mode: &str, t: Transport) {
     let s = Setup::new(&format!("printf-{mode}"), t);
-    let exe = compile("tapprog", s.dir.path());
-    let mut cmd = s.command(&exe);
-    cmd.args(["printf-modes", mode])
-        .env("LLT_TAP_INTO", "1")
-        .env("LLT_RING_SIZE", "4M");
-    let out = run(cmd, LIMIT);
-    assert_ok(&out);
-    assert!(out.stdout.ends_with(b"end\n"));
-    assert!(
-        s.receiver
-            .wait_for(SETTLE, |c| c.bytes(None, STDOUT).len() >= out.stdout.len()),
-        "not every byte arrived"
+    let out = s.run_tapprog(
+        &["printf-modes", mode],
+        &[("LLT_TAP_INTO", "1"), ("LLT_RING_SIZE", "4M")],
     );
+    assert!(out.stdout.ends_with(b"end\n"));
+    assert!(s.wait_stdout(&out), "not every byte arrived");
     let c = s.receiver.snapshot();
     assert_eq!(c.dropped(), (0, 0));
     let tapped = c.bytes(None, STDOUT);
@@ -84,17 +77,11 @@ fn printf_unbuffered_socket() {
 
 fn printf_threads(t: Transport) {
     let s = Setup::new("printf-threads", t);
-    let exe = compile("tapprog", s.dir.path());
-    let mut cmd = s.command(&exe);
-    cmd.arg("printf-threads")
-        .env("LLT_TAP_INTO", "1")
-        .env("LLT_RING_SIZE", "4M");
-    let out = run(cmd, LIMIT);
-    assert_ok(&out);
-    assert!(
-        s.receiver
-            .wait_for(SETTLE, |c| c.bytes(None, STDOUT).len() >= out.stdout.len())
+    let out = s.run_tapprog(
+        &["printf-threads"],
+        &[("LLT_TAP_INTO", "1"), ("LLT_RING_SIZE", "4M")],
     );
+    assert!(s.wait_stdout(&out));
     let c = s.receiver.snapshot();
     // The FILE lock orders the tap like the FILE: the same bytes in the same order.
     assert_eq!(
@@ -122,17 +109,10 @@ fn clocksource_is_tsc() -> bool {
 
 fn timestamps(t: Transport, clock: Option<&str>) {
     let s = Setup::new("clock", t);
-    let exe = compile("tapprog", s.dir.path());
     let n = 3000usize;
-    let mut cmd = s.command(&exe);
-    cmd.args(["clock", &n.to_string()])
-        .env("LLT_TAP_INTO", "1")
-        .env("LLT_DEBUG_MODE", "1");
-    if let Some(c) = clock {
-        cmd.env("LLT_CLOCK", c);
-    }
-    let out = run(cmd, LIMIT);
-    assert_ok(&out);
+    let mut env = vec![("LLT_TAP_INTO", "1"), ("LLT_DEBUG_MODE", "1")];
+    env.extend(clock.map(|c| ("LLT_CLOCK", c)));
+    let out = s.run_tapprog(&["clock", &n.to_string()], &env);
     let err = String::from_utf8_lossy(&out.stderr);
     // The debug line says which clock the library chose; on a TSC machine the default must
     // really be the TSC path (or this test would not test it).

@@ -228,15 +228,8 @@ fn vfork_child_closing_fds_keeps_the_parent_tapping_socket() {
 /// must notice (its `prctl` hook) and never make the program fault; every line arrives.
 fn rdtsc_forbidden_midway(t: Transport) {
     let s = Setup::new("hostile-notsc", t);
-    let exe = compile("tapprog", s.dir.path());
-    let mut cmd = s.command(&exe);
-    cmd.arg("notsc").env("LLT_TAP_INTO", "1");
-    let out = run(cmd, LIMIT);
-    assert_ok(&out);
-    assert!(
-        s.receiver
-            .wait_for(SETTLE, |c| c.bytes(None, STDOUT).len() >= out.stdout.len())
-    );
+    let out = s.run_tapprog(&["notsc"], &[("LLT_TAP_INTO", "1")]);
+    assert!(s.wait_stdout(&out));
     // printf's lines reach the pipe when stdio flushes at exit, the tap sees them when they
     // are printed: compare the lines, not their order.
     let mut tapped = s.receiver.snapshot().lines(STDOUT);

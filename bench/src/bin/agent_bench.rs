@@ -50,8 +50,14 @@ fn now_ns() -> u64 {
 
 /// `line 0000042 xxxx…\n`, 100 bytes.
 fn line(i: u64, buf: &mut Vec<u8>) {
+    numbered(b"line", i, buf);
+}
+
+/// `<word> <i> xxxx…\n`, 100 bytes.
+fn numbered(word: &[u8], i: u64, buf: &mut Vec<u8>) {
     buf.clear();
-    let _ = write!(buf, "line {i:010} ");
+    buf.extend_from_slice(word);
+    let _ = write!(buf, " {i:010} ");
     buf.resize(LINE - 1, b'x');
     buf.push(b'\n');
 }
@@ -347,15 +353,9 @@ impl AgentProc {
 
     /// A counter from /metrics.
     fn metric(&self, line_prefix: &str) -> u64 {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.http)) else {
+        let Some((_, text)) = logtap_tests::http::get_local(self.http, "/metrics") else {
             return 0;
         };
-        let _ = write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        );
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
         text.lines()
             .find(|l| l.starts_with(line_prefix))
             .and_then(|l| l.rsplit(' ').next())
@@ -569,14 +569,7 @@ fn main() -> Result<(), BoxError> {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             thread::sleep(wait);
         }
-        if i < total {
-            line(i, &mut buf);
-        } else {
-            buf.clear();
-            let _ = write!(buf, "fill {i:010} ");
-            buf.resize(LINE - 1, b'x');
-            buf.push(b'\n');
-        }
+        numbered(if i < total { b"line" } else { b"fill" }, i, &mut buf);
         tapper.write(i as u32, &buf);
     }
     let deadline = Instant::now() + Duration::from_secs(30);

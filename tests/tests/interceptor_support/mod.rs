@@ -68,6 +68,27 @@ impl Setup {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+
+    /// Runs `tests/programs/tapprog.c` (compiled into the temp dir on first use) with `args`
+    /// and the extra `env` under the library, within [`LIMIT`]; asserts it exited 0.
+    pub fn run_tapprog(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let exe = self.path("tapprog");
+        if !exe.exists() {
+            compile("tapprog", self.dir.path());
+        }
+        let mut cmd = self.command(&exe);
+        cmd.args(args).envs(env.iter().copied());
+        let out = run(cmd, LIMIT);
+        assert_ok(&out);
+        out
+    }
+
+    /// Waits (up to [`SETTLE`]) until the receiver holds as many stdout bytes as `out` shows
+    /// the program wrote.
+    pub fn wait_stdout(&self, out: &Output) -> bool {
+        self.receiver
+            .wait_for(SETTLE, |c| c.bytes(None, STDOUT).len() >= out.stdout.len())
+    }
 }
 
 /// Runs `cmd` to completion within `limit` (killed and failed otherwise).

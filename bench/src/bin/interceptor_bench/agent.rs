@@ -1,6 +1,5 @@
 //! A real `logtap agent` as the consumer, for the "real agent" rows.
 
-use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -73,13 +72,7 @@ impl AgentProc {
 
     /// The sum of a metric's series from `/metrics`, or `None` while the endpoint is not up.
     fn metric_sum(&self, name: &str) -> Option<u64> {
-        let mut s =
-            std::net::TcpStream::connect_timeout(&self.http, Duration::from_secs(1)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-            .ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
+        let (_, text) = logtap_tests::http::get(self.http, "/metrics")?;
         Some(
             text.lines()
                 .filter(|l| {
