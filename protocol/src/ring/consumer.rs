@@ -12,9 +12,18 @@
 //! passed, every slot below that `head` that is still uncommitted has been reserved for at least
 //! the timeout, and is skipped (counted in `abandoned_slots`), while committed records in between
 //! are delivered in order. Continuation slots whose first slot was skipped are freed the same way.
+//!
+//! Two ways to give space back to the producers:
+//! - [`Consumer::open`]: the shared `tail` follows the read position — a record's slots are
+//!   free for producers as soon as it was copied out (tests, benches, simple readers);
+//! - [`Consumer::open_holding`]: the read position is the consumer's own, and `tail` moves only
+//!   when the owner of the records says they are safe, through the [`Release`] handle. Records
+//!   read but not released stay committed in the ring: a consumer that dies before releasing
+//!   them is replaced by one that resumes at `tail` and reads them again (at least once).
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::error::RingError;
@@ -63,21 +72,95 @@ struct Stuck {
     head_then: u64,
 }
 
-/// A mapped ring on the consuming side; owns the mapping and the fd.
+/// A mapped ring on the consuming side; owns the fd and (with its [`Release`] handles) the
+/// mapping.
 pub struct Consumer {
-    map: Mapping,
+    map: Arc<Mapping>,
     geometry: Geometry,
     _fd: OwnedFd,
     opts: ConsumerOptions,
-    /// Our position; the shared `tail` is a copy for the producers, never read back.
-    tail: u64,
+    /// Our read position: every slot below it has been read (or skipped). Private: the shared
+    /// `tail` is what producers may reuse, and it is never read back while we run.
+    read: u64,
+    /// Holding mode: the state shared with the [`Release`] handles. `None`: `tail` follows
+    /// `read`.
+    hold: Option<Arc<HoldState>>,
     creator_pid: u32,
     stuck: Option<Stuck>,
 }
 
+/// What a holding consumer shares with its [`Release`] handles.
+#[derive(Debug)]
+struct HoldState {
+    /// The consumer's read position (published after every move): nothing at or above it may
+    /// be released, whatever a caller asks.
+    read: AtomicU64,
+    /// The shared `tail` as we last stored it (changed only under `lock`).
+    released: AtomicU64,
+    /// Serialises releases.
+    lock: Mutex<()>,
+}
+
+/// The handle that gives a holding consumer's slots back to the producers
+/// ([`Consumer::open_holding`]). Cheap to clone, `Send + Sync`, and it keeps the ring mapped
+/// (so releases may still come after the [`Consumer`] is dropped, e.g. once the last chunk of a
+/// process that exited is acknowledged).
+#[derive(Clone)]
+pub struct Release {
+    map: Arc<Mapping>,
+    geometry: Geometry,
+    state: Arc<HoldState>,
+}
+
+impl std::fmt::Debug for Release {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Release")
+            .field("released", &self.released())
+            .finish()
+    }
+}
+
+impl Release {
+    /// Declares every record below position `pos` safe: their slots become free for producers
+    /// (stamp `FREE(p + N)`) and `tail = pos` is published (Release). Positions the consumer has
+    /// not read yet are never released (`pos` is clamped to its read position); a `pos` at or
+    /// below the current `tail` does nothing. Costs one store per slot released.
+    pub fn release(&self, pos: u64) {
+        let pos = pos.min(self.state.read.load(Ordering::Acquire));
+        let _serial = self.state.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let tail = self.state.released.load(Ordering::Relaxed);
+        if pos <= tail {
+            return;
+        }
+        // `read - tail` never exceeds one ring: the consumer reads only reserved slots, and
+        // producers reserve at most one ring beyond `tail`.
+        let n = self.geometry.slot_count;
+        for p in tail..pos {
+            // First slot first, as the non-holding consumer does: a consumer killed in this
+            // loop leaves FREE(p + N) stamps below `tail`, which its successor steps over.
+            self.map
+                .u64_at(self.geometry.slot_offset(p))
+                .store(layout::free(p + n), Ordering::Release);
+        }
+        self.map.u64_at(OFF_TAIL).store(pos, Ordering::Release);
+        self.state.released.store(pos, Ordering::Release);
+    }
+
+    /// The position released so far (the shared `tail` as this consumer stored it).
+    pub fn released(&self) -> u64 {
+        self.state.released.load(Ordering::Acquire)
+    }
+
+    /// Number of slots in the ring.
+    pub fn slot_count(&self) -> u64 {
+        self.geometry.slot_count
+    }
+}
+
 impl Consumer {
     /// Opens a ring received from a peer: checks its seals (`F_SEAL_SHRINK | F_SEAL_GROW`), its
-    /// size (fstat), magic, version and geometry, and resumes at the `tail` stored in it.
+    /// size (fstat), magic, version and geometry, and resumes at the `tail` stored in it. The
+    /// shared `tail` follows the read position: a record's slots are free once it was read.
     pub fn open(fd: OwnedFd, opts: ConsumerOptions) -> Result<Consumer, RingError> {
         memfd::check_seals(fd.as_fd())?;
         let (map, geometry) = memfd::map_validated(fd.as_fd())?;
@@ -89,14 +172,73 @@ impl Consumer {
         }
         let creator_pid = u32::from_le(map.u32_at(OFF_CREATOR_PID).load(Ordering::Relaxed));
         Ok(Consumer {
-            map,
+            map: Arc::new(map),
             geometry,
             _fd: fd,
             opts,
-            tail,
+            read: tail,
+            hold: None,
             creator_pid,
             stuck: None,
         })
+    }
+
+    /// Like [`Consumer::open`], but in *holding* mode: records read stay in the ring (their
+    /// slots are not free for producers) until they are released through the returned
+    /// [`Release`] handle. Resumes at the shared `tail`, i.e. after the last record a previous
+    /// consumer released: what it read and never released is read again.
+    pub fn open_holding(
+        fd: OwnedFd,
+        opts: ConsumerOptions,
+    ) -> Result<(Consumer, Release), RingError> {
+        let mut consumer = Consumer::open(fd, opts)?;
+        let state = Arc::new(HoldState {
+            read: AtomicU64::new(consumer.read),
+            released: AtomicU64::new(consumer.read),
+            lock: Mutex::new(()),
+        });
+        consumer.hold = Some(Arc::clone(&state));
+        let release = Release {
+            map: Arc::clone(&consumer.map),
+            geometry: consumer.geometry,
+            state,
+        };
+        Ok((consumer, release))
+    }
+
+    /// The read position: the record the next [`Consumer::next`] returns starts at or after it
+    /// (positions count slots and only grow). In holding mode, release up to a position only
+    /// once every record read below it is safe.
+    pub fn read_position(&self) -> u64 {
+        self.read
+    }
+
+    /// Slots read (or skipped) but not yet released: always 0 unless holding.
+    pub fn unreleased_slots(&self) -> u64 {
+        match &self.hold {
+            Some(state) => self
+                .read
+                .saturating_sub(state.released.load(Ordering::Acquire)),
+            None => 0,
+        }
+    }
+
+    /// Holding, and everything up to one ring ahead of `tail` is read: the slot at the read
+    /// position still holds a record of the previous round, unreleased. Nothing can be read
+    /// (no producer can reserve) until a release.
+    fn all_held(&self) -> bool {
+        self.hold.as_ref().is_some_and(|state| {
+            self.read
+                >= state
+                    .released
+                    .load(Ordering::Acquire)
+                    .saturating_add(self.geometry.slot_count)
+        })
+    }
+
+    /// Number of slots in the ring.
+    pub fn slot_count(&self) -> u64 {
+        self.geometry.slot_count
     }
 
     /// The next committed record: its metadata, with its bytes in `payload` (cleared first).
@@ -109,7 +251,10 @@ impl Consumer {
         // stamp changes under a CAS (a racing writer); the bound keeps a peer that flips stamps
         // for ever from holding us here.
         for _ in 0..=self.geometry.slot_count {
-            let pos = self.tail;
+            let pos = self.read;
+            if self.all_held() {
+                return Ok(None);
+            }
             if pos > MAX_POSITION {
                 return Err(RingError::Inconsistent {
                     pos,
@@ -130,7 +275,8 @@ impl Consumer {
             } else if stamp == layout::free(pos + self.geometry.slot_count) {
                 // Already freed for the next round, but `tail` was not moved past it: a previous
                 // consumer (an agent that was killed) stopped between freeing a record's slots
-                // (first slot first) and publishing `tail`. The record was delivered; move on.
+                // (first slot first) and publishing `tail`, so the record was released; or, in
+                // holding mode, a slot skipped as abandoned and not released yet. Move on.
                 // No producer can hold this slot yet: none sees room beyond the old `tail`.
                 self.advance(pos + 1);
             } else {
@@ -151,9 +297,11 @@ impl Consumer {
         sleeping.store(1, Ordering::SeqCst);
         // Pairs with the producer's SeqCst commit and flag load: see `Producer::wake_consumer`.
         fence(Ordering::SeqCst);
-        let pos = self.tail;
-        let idle =
-            self.stamp(pos).load(Ordering::SeqCst) == layout::free(pos) && !self.stuck_expired(pos);
+        let pos = self.read;
+        // All held: producers cannot push until a release, and the first push after it wakes us.
+        let idle = self.all_held()
+            || (self.stamp(pos).load(Ordering::SeqCst) == layout::free(pos)
+                && !self.stuck_expired(pos));
         if !idle {
             sleeping.store(0, Ordering::Relaxed);
         }
@@ -199,7 +347,7 @@ impl Consumer {
     /// Slots reserved by producers and not consumed yet (as far as the header tells).
     pub fn backlog_slots(&self) -> u64 {
         let head = self.map.u64_at(OFF_HEAD).load(Ordering::Relaxed);
-        head.saturating_sub(self.tail)
+        head.saturating_sub(self.read)
     }
 
     /// Largest payload of one record in this ring.
@@ -249,11 +397,13 @@ impl Consumer {
             payload.clear();
             return inconsistent("record changed while it was read");
         }
-        for j in 0..k {
-            self.stamp(pos + j).store(
-                layout::free(pos + j + self.geometry.slot_count),
-                Ordering::Release,
-            );
+        if self.hold.is_none() {
+            for j in 0..k {
+                self.stamp(pos + j).store(
+                    layout::free(pos + j + self.geometry.slot_count),
+                    Ordering::Release,
+                );
+            }
         }
         self.advance(pos + k);
         Ok(meta)
@@ -316,11 +466,15 @@ impl Consumer {
         }
     }
 
-    /// Moves our position to `tail` and publishes it (Release: our reads of the freed slots
-    /// happen before a producer may reuse them).
-    fn advance(&mut self, tail: u64) {
-        self.tail = tail;
-        self.map.u64_at(OFF_TAIL).store(tail, Ordering::Release);
+    /// Moves our read position to `to`. Without holding, publishes it as `tail` (Release: our
+    /// reads of the freed slots happen before a producer may reuse them); holding, tells the
+    /// [`Release`] handles how far they may go.
+    fn advance(&mut self, to: u64) {
+        self.read = to;
+        match &self.hold {
+            Some(state) => state.read.store(to, Ordering::Release),
+            None => self.map.u64_at(OFF_TAIL).store(to, Ordering::Release),
+        }
     }
 
     /// Resets `consumer_sleeping` if a timeout (not a producer) ended our sleep, so producers do
@@ -337,6 +491,75 @@ impl Consumer {
     fn stamp(&self, pos: u64) -> &AtomicU64 {
         self.map.u64_at(self.geometry.slot_offset(pos))
     }
+}
+
+/// Reads, without changing anything, the records committed in the ring behind `fd` and not
+/// released yet (positions `tail .. head`), oldest first: the records no consumer has made safe.
+///
+/// For the interceptor's exit path: when no agent holds the ring as the process exits, the
+/// records of a *suppressed* stream in this range reached nobody for sure (an agent that read
+/// them may have died before they were safe), so they are written to the original stream or
+/// file (fail-open); records of other streams were written there already. Calls `f` with each
+/// record's metadata and payload (copied into `payload`, cleared first) and returns how many
+/// records it found. Slots skipped as abandoned and records whose stamps do not check out are
+/// passed over. Maps the ring again (mmap, munmap): not for a signal handler.
+pub fn unreleased_records(
+    fd: BorrowedFd<'_>,
+    payload: &mut Vec<u8>,
+    mut f: impl FnMut(&RecordMeta, &[u8]),
+) -> Result<u64, RingError> {
+    let (map, geometry) = memfd::map_validated(fd)?;
+    let tail = map.u64_at(OFF_TAIL).load(Ordering::Acquire);
+    let head = map.u64_at(OFF_HEAD).load(Ordering::Acquire);
+    if tail > MAX_POSITION || head > MAX_POSITION {
+        return Err(RingError::BadHeader {
+            reason: "tail or head position out of range",
+        });
+    }
+    let head = head.min(tail.saturating_add(geometry.slot_count));
+    let stamp = |pos: u64| {
+        map.u64_at(geometry.slot_offset(pos))
+            .load(Ordering::Acquire)
+    };
+    let mut found = 0;
+    let mut pos = tail;
+    while pos < head {
+        if stamp(pos) != layout::first(pos) {
+            pos += 1;
+            continue;
+        }
+        let off = geometry.slot_offset(pos);
+        let words = [0, 1, 2].map(|i| {
+            map.u64_at(off + STAMP_BYTES + i * 8)
+                .load(Ordering::Relaxed)
+        });
+        let (meta, len) = record::decode(words);
+        let len = len as usize;
+        let k = layout::slots_for(len.min(geometry.max_payload)) as u64;
+        if len > geometry.max_payload
+            || pos + k > head
+            || (1..k).any(|j| stamp(pos + j) != layout::cont(pos + j))
+        {
+            pos += 1;
+            continue;
+        }
+        payload.clear();
+        let first_part = len.min(FIRST_SLOT_PAYLOAD);
+        map.read_bytes(off + STAMP_BYTES + RECORD_HEADER_BYTES, first_part, payload);
+        let mut left = len - first_part;
+        for j in 1..k {
+            let n = left.min(CONT_SLOT_PAYLOAD);
+            map.read_bytes(geometry.slot_offset(pos + j) + STAMP_BYTES, n, payload);
+            left -= n;
+        }
+        fence(Ordering::Acquire);
+        if stamp(pos) == layout::first(pos) {
+            f(&meta, payload);
+            found += 1;
+        }
+        pos += k;
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -32,6 +32,15 @@ const SEED_RECORDS: [(usize, bool); 6] = [
 /// a row or an error. Returns the number of records delivered, or the first error. Panics only
 /// if the consumer breaks one of its own guarantees (the fuzzer's finding).
 pub fn consume_arbitrary_ring(data: &[u8]) -> Result<usize, RingError> {
+    // The same ring once more, read by a holding consumer that releases late (the agent's
+    // mode): it must hold the same guarantees.
+    let held = build(data)?;
+    let _ = consume(held, true);
+    consume(build(data)?, false)
+}
+
+/// The ring file `data` describes (see the module docs).
+fn build(data: &[u8]) -> Result<OwnedFd, RingError> {
     let fd = create_ring_memfd(MIN_RING_SIZE, 42)?;
     let map_len = (layout::HEADER_BYTES + MIN_RING_SIZE) as u64;
     match data.split_first() {
@@ -48,10 +57,21 @@ pub fn consume_arbitrary_ring(data: &[u8]) -> Result<usize, RingError> {
             }
         }
     }
+    Ok(fd)
+}
+
+/// Consumes the ring until `None` three times in a row or an error; `holding`: in holding
+/// mode, releasing all but the last two slots read after each record.
+fn consume(fd: OwnedFd, holding: bool) -> Result<usize, RingError> {
     let opts = ConsumerOptions {
         stuck_timeout: Duration::ZERO,
     };
-    let mut consumer = Consumer::open(fd, opts)?;
+    let (mut consumer, release) = if holding {
+        let (c, r) = Consumer::open_holding(fd, opts)?;
+        (c, Some(r))
+    } else {
+        (Consumer::open(fd, opts)?, None)
+    };
     let mut payload = Vec::new();
     let (mut delivered, mut idle) = (0usize, 0u32);
     // Every call moves the consumer on or returns None; the bound is a safety net only.
@@ -64,6 +84,13 @@ pub fn consume_arbitrary_ring(data: &[u8]) -> Result<usize, RingError> {
                 );
                 delivered += 1;
                 idle = 0;
+                if let Some(r) = &release {
+                    r.release(consumer.read_position().saturating_sub(2));
+                    assert!(
+                        r.released() <= consumer.read_position(),
+                        "released past the read position"
+                    );
+                }
             }
             None => {
                 idle += 1;

@@ -92,7 +92,7 @@ mod memfd;
 mod producer;
 mod record;
 
-pub use consumer::{Consumer, ConsumerOptions, RingCounters};
+pub use consumer::{Consumer, ConsumerOptions, Release, RingCounters, unreleased_records};
 pub use error::{PushError, RingError};
 pub use layout::{DEFAULT_RING_SIZE, MAX_RING_SIZE, MIN_RING_SIZE};
 pub use memfd::create_ring_memfd;
