@@ -77,18 +77,10 @@ impl Agent {
             None => (None, Vec::new()),
         };
         let buffer = Arc::new(MemoryBuffer::new(limit, store));
+        // Chunks of the previous run (crash or unacked at exit): sent again, oldest first,
+        // loaded from disk as memory allows.
+        buffer.recover(recovered);
         let (router, outputs) = output::start(config, Arc::clone(&buffer))?;
-        if !recovered.is_empty() {
-            // Chunks of the previous run (crash or unacked at exit): sent again, oldest first.
-            let router = router.clone();
-            tokio::spawn(async move {
-                for chunk in recovered {
-                    if let Err(e) = router.dispatch(chunk).await {
-                        tracing::error!(error = %e, "a recovered chunk could not be buffered");
-                    }
-                }
-            });
-        }
         let (ingest, batch) =
             pipeline::start(router, BatchConfig::new(config.flush_interval.0, limit));
         let enricher = Enricher::new(Metadata::from_env(), config.tag.clone());

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::memory::MemoryBuffer;
+use crate::buffer::memory::{Admitted, MemoryBuffer};
 use crate::config::{Config, ForwardServer, Mode, Options, OutputKind};
 use crate::metrics::{DropReason, METRICS};
 use crate::output::{OutputContext, forward};
@@ -157,12 +157,15 @@ pub async fn cat(config: &Config, tag: &str, ack_timeout: Duration) -> Result<u6
             };
             total += u64::from(records);
             records = 0;
-            let delivery = buffer
-                .admit(chunk, 1)
+            let admitted = buffer
+                .admit(chunk, None, 1)
                 .await
                 .map_err(|e| CatError::Output(e.to_string()))?;
-            for d in delivery {
-                let _ = tx.send(d);
+            // No store: always in memory.
+            if let Admitted::Now(deliveries) = admitted {
+                for d in deliveries {
+                    let _ = tx.send(d);
+                }
             }
         }
         if eof {

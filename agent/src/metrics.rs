@@ -25,15 +25,18 @@ pub enum DropReason {
     OutputGaveUp,
     /// Unacknowledged at exit after the grace period, with no storage to keep it in.
     Shutdown,
+    /// A chunk file under `storage_path` could not be read back (damaged or removed).
+    StorageDamaged,
 }
 
-const REASONS: [DropReason; 6] = [
+const REASONS: [DropReason; 7] = [
     DropReason::InterceptorLoss,
     DropReason::RingFull,
     DropReason::RingAbandoned,
     DropReason::BadPeer,
     DropReason::OutputGaveUp,
     DropReason::Shutdown,
+    DropReason::StorageDamaged,
 ];
 
 impl DropReason {
@@ -45,6 +48,7 @@ impl DropReason {
             DropReason::BadPeer => "bad_peer",
             DropReason::OutputGaveUp => "output_gave_up",
             DropReason::Shutdown => "shutdown",
+            DropReason::StorageDamaged => "storage_damaged",
         }
     }
 }
@@ -75,7 +79,7 @@ pub struct Metrics {
     /// Bytes tapped (or received by the forward input).
     pub bytes_in: AtomicU64,
     outputs: [OutputMetrics; 3],
-    drops: [DropMetrics; 6],
+    drops: [DropMetrics; REASONS.len()],
     /// Bytes and chunks held in the buffer, not yet delivered by every output.
     pub buffer_bytes: AtomicI64,
     pub buffer_chunks: AtomicI64,
@@ -84,6 +88,12 @@ pub struct Metrics {
     pub peers_total: AtomicU64,
     /// Peers dropped for a bad frame or an inconsistent ring.
     pub peers_rejected: AtomicU64,
+    /// Ring records read a second time after an agent restart (possible duplicates).
+    pub ring_records_reread: AtomicU64,
+    /// Chunks that could not be written under `storage_path` (kept in memory instead).
+    pub storage_write_errors: AtomicU64,
+    /// Chunks held on disk only (beyond `mem_buf_limit`), waiting to be loaded and sent.
+    pub spilled_chunks: AtomicI64,
     upstreams: Mutex<Vec<(String, &'static AtomicI64)>>,
 }
 
@@ -163,12 +173,15 @@ pub static METRICS: Metrics = Metrics {
     // An inline `const` may be repeated although the atomics are not `Copy`: each element is
     // a fresh zeroed value.
     outputs: [const { OutputMetrics::zeroed() }; 3],
-    drops: [const { DropMetrics::zeroed() }; 6],
+    drops: [const { DropMetrics::zeroed() }; REASONS.len()],
     buffer_bytes: AtomicI64::new(0),
     buffer_chunks: AtomicI64::new(0),
     peers: AtomicI64::new(0),
     peers_total: AtomicU64::new(0),
     peers_rejected: AtomicU64::new(0),
+    ring_records_reread: AtomicU64::new(0),
+    storage_write_errors: AtomicU64::new(0),
+    spilled_chunks: AtomicI64::new(0),
     upstreams: Mutex::new(Vec::new()),
 };
 
@@ -270,6 +283,24 @@ impl Metrics {
                 "counter",
                 "Peers dropped for bad frames or an inconsistent ring.",
                 u(&self.peers_rejected),
+            ),
+            (
+                "logtap_ring_records_reread_total",
+                "counter",
+                "Ring records read again after an agent restart (possible duplicates).",
+                u(&self.ring_records_reread),
+            ),
+            (
+                "logtap_storage_write_errors_total",
+                "counter",
+                "Chunks that could not be written under storage_path (kept in memory).",
+                u(&self.storage_write_errors),
+            ),
+            (
+                "logtap_buffer_spilled_chunks",
+                "gauge",
+                "Chunks held on disk only, beyond mem_buf_limit, waiting to be sent.",
+                i(&self.spilled_chunks),
             ),
         ];
         for (name, kind, help, v) in state {

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use base64::Engine;
 use bytes::Bytes;
 
+use crate::input::ring_release::RingPins;
+
 /// The 16 random bytes that name a chunk; sent base64-encoded as the Forward `chunk` option.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ChunkId(pub [u8; 16]);
@@ -54,6 +56,8 @@ pub struct Entries {
     pub buf: Vec<u8>,
     /// How many entries `buf` holds.
     pub records: u32,
+    /// The ring positions the entries' records hold until they are safe (tap input only).
+    pub pins: RingPins,
 }
 
 impl Entries {
@@ -63,6 +67,7 @@ impl Entries {
             tag,
             buf: Vec::new(),
             records: 0,
+            pins: RingPins::default(),
         }
     }
 }

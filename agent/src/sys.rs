@@ -3,7 +3,8 @@
 //! - a `SOCK_SEQPACKET` Unix listener (std and tokio have stream and datagram sockets only),
 //!   `accept4`, and `SO_PEERCRED`;
 //! - `recvmsg` with `SCM_RIGHTS` (the interceptor passes its ring memfd and eventfd);
-//! - `O_NONBLOCK` on a received fd, `kill` (signals passed on to `logtap run`'s child).
+//! - `O_NONBLOCK` on a received fd, `kill` (signals passed on to `logtap run`'s child);
+//! - a probe `connect` telling a live tap socket from a stale one, and `syncfs` (the spool).
 //!
 //! Every function returns `io::Result` and takes or returns owned/borrowed fds, so callers stay
 //! in safe Rust. Each `unsafe` block says why it is sound.
@@ -244,6 +245,52 @@ pub fn kill(pid: u32, signal: i32) -> io::Result<()> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
     // SAFETY: kill has no memory effects; a stale pid yields ESRCH.
     check(unsafe { libc::kill(pid, signal) }).map(|_| ())
+}
+
+/// Flushes the file system holding `fd` to its device (`syncfs`).
+pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: syncfs on a descriptor we borrow has no memory effects.
+    check(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(|_| ())
+}
+
+/// Whether a `SOCK_SEQPACKET` socket at `path` accepts connections: `Ok(true)` if a connect
+/// succeeds (or is merely queued), `Ok(false)` if nothing listens there any more
+/// (`ECONNREFUSED`) or the file is gone, `Err` when it cannot be told (e.g. no permission).
+pub fn seqpacket_accepts(path: &Path) -> io::Result<bool> {
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "socket path too long",
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: plain syscall with constant arguments; the result is checked.
+    let fd = check(unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: `fd` was just returned by socket() and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+    // SAFETY: `addr` is a valid sockaddr_un and `len` does not exceed its size.
+    match check(unsafe { libc::connect(fd.as_raw_fd(), (&raw const addr).cast(), len) }) {
+        Ok(_) => Ok(true),
+        Err(e) => match e.raw_os_error() {
+            // A full backlog: somebody listens, just busy.
+            Some(libc::EAGAIN | libc::EINPROGRESS) => Ok(true),
+            Some(libc::ECONNREFUSED | libc::ENOENT) => Ok(false),
+            _ => Err(e),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -13,5 +13,6 @@
 pub mod forward;
 pub mod peer;
 pub mod ring_reader;
+pub mod ring_release;
 pub mod streams;
 pub mod tap;

@@ -284,8 +284,15 @@ fn read_frames(
                 let stream = h.stream.map(|s| s as u8).unwrap_or(0);
                 let continued = h.flags & FLAG_CONTINUED != 0;
                 let file = u16::try_from(h.file_index).unwrap_or(u16::MAX);
-                peer.streams
-                    .write(h.pid, stream, file, continued, h.time_ns, frame.payload)?;
+                peer.streams.write(
+                    h.pid,
+                    stream,
+                    file,
+                    continued,
+                    h.time_ns,
+                    frame.payload,
+                    None,
+                )?;
             }
             Kind::Loss => {
                 let loss = Loss::decode(frame.payload)?;
@@ -336,6 +343,10 @@ impl Peer {
         let (Some(memfd), Some(eventfd)) = (fds.next(), fds.next()) else {
             return Err(PeerError::MissingRingFds(n));
         };
+        if let Some(old) = self.ring.as_mut() {
+            // A second ring on one connection: what the old one brought is pinned to it.
+            old.hand_off(&mut self.streams);
+        }
         self.ring = Some(RingReader::open(memfd, self.settings.ring)?);
         Ok(Some(eventfd))
     }
@@ -391,14 +402,29 @@ impl Peer {
         Ok(())
     }
 
-    /// Sends the gathered entries to the pipeline (waits while it is full).
+    /// Sends the gathered entries to the pipeline (waits while it is full), their ring
+    /// positions pinned, and lets the ring go as far as the peer holds nothing any more. A line
+    /// still waiting for its newline that holds a pressured ring goes out as partial.
     async fn handoff(&mut self, ingest: &Ingest) -> Result<(), crate::pipeline::Closed> {
-        let batch = self.streams.take();
-        METRICS.records_in.fetch_add(batch.records, Relaxed);
-        METRICS.bytes_in.fetch_add(batch.tapped_bytes, Relaxed);
-        for entries in batch.entries {
-            ingest.send(entries).await?;
+        loop {
+            let flush = self
+                .ring
+                .as_mut()
+                .is_some_and(|r| r.hand_off(&mut self.streams));
+            let batch = self.streams.take();
+            METRICS.records_in.fetch_add(batch.records, Relaxed);
+            METRICS.bytes_in.fetch_add(batch.tapped_bytes, Relaxed);
+            for entries in batch.entries {
+                ingest.send(entries).await?;
+            }
+            if !flush {
+                return Ok(());
+            }
+            tracing::debug!(
+                pid = self.pid(),
+                "ring more than half held by a line waiting for its newline: sent as partial"
+            );
+            self.streams.flush_pending_now();
         }
-        Ok(())
     }
 }

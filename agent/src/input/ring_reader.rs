@@ -12,13 +12,21 @@
 //!   ([`RingReader::pass`] with `before`).
 //!
 //! The held record keeps its bytes in the reader's payload buffer until it is applied.
+//!
+//! The ring is read in holding mode: what was read stays in the ring until it is safe (see
+//! [`super::ring_release`]). Every record goes to the streams with its ring position, and
+//! [`RingReader::hand_off`] turns the positions of the entries handed to the pipeline into pins
+//! and tells the tracker how far the peer itself still holds.
 
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use logtap_protocol::ring::{
     Consumer, ConsumerOptions, RECORD_CONTINUED, RecordMeta, RingCounters, RingError,
 };
 
+use super::ring_release::RingTracker;
 use super::streams::{StreamError, Streams};
 use crate::metrics::{DropReason, METRICS};
 
@@ -44,9 +52,11 @@ fn after(a: u32, b: u32) -> bool {
 /// A peer's ring, its loss counters, and the ordering state.
 pub struct RingReader {
     consumer: Consumer,
+    tracker: Arc<RingTracker>,
     seen: RingCounters,
     payload: Vec<u8>,
-    held: Option<RecordMeta>,
+    /// A record read but held back (a `seq` gap, or a DATA frame's bound), with its position.
+    held: Option<(RecordMeta, u64)>,
     gap_checked: bool,
     /// While set, an empty pass does not announce sleep: the peer polls again shortly.
     lingering: bool,
@@ -57,12 +67,20 @@ pub struct RingReader {
 impl RingReader {
     /// Maps and checks the ring memfd a peer passed (see `Consumer::open`).
     pub fn open(memfd: OwnedFd, opts: ConsumerOptions) -> Result<RingReader, RingError> {
-        let consumer = Consumer::open(memfd, opts)?;
+        let (consumer, release) = Consumer::open_holding(memfd, opts)?;
         // Losses a previous agent already reported are in the ring's header; the rest —
         // drops before any agent held the ring, or while none did — are still to report.
         let seen = consumer.reported();
+        let unreleased = consumer.reread_end() - consumer.read_position();
+        if unreleased > 0 {
+            tracing::info!(
+                slots = unreleased,
+                "resuming a ring where the previous agent stopped: records it read but had not made safe are read again"
+            );
+        }
         Ok(RingReader {
             consumer,
+            tracker: RingTracker::new(release),
             seen,
             payload: Vec::new(),
             held: None,
@@ -88,6 +106,31 @@ impl RingReader {
         self.records
     }
 
+    /// The ring's release tracker.
+    pub fn tracker(&self) -> &Arc<RingTracker> {
+        &self.tracker
+    }
+
+    /// Turns the ring positions of the entries `streams` made into pins, and tells the tracker
+    /// the oldest position the peer still holds itself (pending lines, a held record) — so the
+    /// ring is released up to what is safe. Call before the entries are taken. Returns whether
+    /// the ring is pressured with a line pending in `streams` holding it most: the caller
+    /// flushes pending lines then (see `ring_release`).
+    pub fn hand_off(&mut self, streams: &mut Streams) -> bool {
+        let tracker = &self.tracker;
+        streams.pin_out(|pos| tracker.pin(pos));
+        let read = self.consumer.read_position();
+        let mut floor = read;
+        if let Some(pos) = streams.pending_floor() {
+            floor = floor.min(pos);
+        }
+        if let Some((_, pos)) = &self.held {
+            floor = floor.min(*pos);
+        }
+        let (pressured, local) = self.tracker.set_floor(floor, read);
+        pressured && local && streams.has_pending()
+    }
+
     /// The control socket was read after a [`Pass::Gap`]: let the held record proceed.
     pub fn gap_checked(&mut self) {
         self.gap_checked = true;
@@ -104,29 +147,37 @@ impl RingReader {
         handoff_bytes: usize,
     ) -> Result<Pass, PassError> {
         loop {
-            let meta = match self.held.take() {
-                Some(m) => m,
-                None => match self.consumer.next(&mut self.payload)? {
-                    Some(m) => {
-                        self.records += 1;
-                        m
+            let (meta, pos) = match self.held.take() {
+                Some(held) => held,
+                None => {
+                    // The record starts at or after the read position (stuck slots skipped
+                    // first): pinning this position is safe.
+                    let pos = self.consumer.read_position();
+                    match self.consumer.next(&mut self.payload)? {
+                        Some(m) => {
+                            self.records += 1;
+                            if pos < self.consumer.reread_end() {
+                                METRICS.ring_records_reread.fetch_add(1, Relaxed);
+                            }
+                            (m, pos)
+                        }
+                        None if self.lingering || self.consumer.prepare_sleep() => {
+                            return Ok(Pass::Empty);
+                        }
+                        None => continue,
                     }
-                    None if self.lingering || self.consumer.prepare_sleep() => {
-                        return Ok(Pass::Empty);
-                    }
-                    None => continue,
-                },
+                }
             };
             if let Some(bound) = before {
                 if !after(bound, meta.seq) {
-                    self.held = Some(meta);
+                    self.held = Some((meta, pos));
                     return Ok(Pass::Reached);
                 }
             } else if let Some(e) = *expected
                 && after(meta.seq, e)
                 && !self.gap_checked
             {
-                self.held = Some(meta);
+                self.held = Some((meta, pos));
                 return Ok(Pass::Gap);
             }
             self.gap_checked = false;
@@ -143,6 +194,7 @@ impl RingReader {
                     continued,
                     meta.time_ns,
                     &self.payload,
+                    Some(pos),
                 )
                 .map_err(PassError::Stream)?;
             if streams.out_bytes() >= handoff_bytes {
@@ -167,6 +219,12 @@ impl RingReader {
             self.consumer.set_reported(&c);
         }
         self.seen = c;
+    }
+}
+
+impl Drop for RingReader {
+    fn drop(&mut self) {
+        self.tracker.set_peer_gone();
     }
 }
 

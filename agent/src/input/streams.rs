@@ -5,6 +5,11 @@
 //! fields, built on the stream's first write from the peer's HELLO). Finished lines are encoded
 //! at once into [`Entries`] per tag, which the peer task hands to the pipeline with
 //! [`Streams::take`].
+//!
+//! Ring positions: a write read from the ring comes with its position. Each stream remembers
+//! where its pending (unterminated) line started, each run of entries where its oldest line
+//! started; [`Streams::pending_floor`] and [`Streams::pin_out`] give them to the ring's release
+//! tracker (see [`super::ring_release`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use logtap_protocol::tap;
 
+use super::ring_release::RingPin;
 use crate::pipeline::enrich::{Enricher, Origin, StreamContext};
 use crate::pipeline::lines::{Line, LineAssembler};
 use crate::record::Entries;
@@ -40,6 +46,8 @@ struct StreamState {
     ctx: StreamContext,
     /// Time of the first part of a write still CONTINUED.
     continued_time: Option<u64>,
+    /// Ring position of the record that brought the pending line's first byte.
+    pending_pos: Option<u64>,
 }
 
 /// What one peer's streams have produced and hold.
@@ -53,6 +61,8 @@ pub struct Streams {
     /// linearly beats hashing the key on every write.
     map: Vec<((u32, u8, u16), StreamState)>,
     out: Vec<Entries>,
+    /// Per `out` run: the oldest ring position of its lines not pinned yet.
+    out_pos: Vec<Option<u64>>,
     out_bytes: usize,
     tapped_bytes: u64,
 }
@@ -74,6 +84,7 @@ impl Streams {
             files: HashMap::new(),
             map: Vec::new(),
             out: Vec::new(),
+            out_pos: Vec::new(),
             out_bytes: 0,
             tapped_bytes: 0,
         }
@@ -121,7 +132,23 @@ impl Streams {
         self.out_bytes
     }
 
-    /// The bytes of one tapped write (or of one CONTINUED part of it).
+    /// The oldest ring position a pending line holds.
+    pub fn pending_floor(&self) -> Option<u64> {
+        self.map.iter().filter_map(|(_, s)| s.pending_pos).min()
+    }
+
+    /// Pins the ring positions of the runs gathered so far (`pin` makes one pin per run).
+    pub fn pin_out(&mut self, mut pin: impl FnMut(u64) -> RingPin) {
+        for (entries, pos) in self.out.iter_mut().zip(self.out_pos.iter_mut()) {
+            if let Some(p) = pos.take() {
+                entries.pins.add(pin(p));
+            }
+        }
+    }
+
+    /// The bytes of one tapped write (or of one CONTINUED part of it); `pos`: its ring position
+    /// (None for a DATA frame).
+    #[allow(clippy::too_many_arguments)]
     pub fn write(
         &mut self,
         pid: u32,
@@ -130,6 +157,7 @@ impl Streams {
         continued: bool,
         time_ns: u64,
         bytes: &[u8],
+        pos: Option<u64>,
     ) -> Result<(), StreamError> {
         let name = tap::Stream::from_u8(stream)
             .ok_or(StreamError::UnknownStream(stream))?
@@ -138,6 +166,7 @@ impl Streams {
         let Streams {
             map,
             out,
+            out_pos,
             out_bytes,
             origin,
             files,
@@ -158,6 +187,7 @@ impl Streams {
                     assembler: LineAssembler::new(*max_line_bytes),
                     ctx: enricher.stream_context(&o, name, path.as_deref()),
                     continued_time: None,
+                    pending_pos: None,
                 };
                 map.push((key, state));
                 map.len() - 1
@@ -166,27 +196,68 @@ impl Streams {
         let st = &mut map[i].1;
         let time = st.continued_time.unwrap_or(time_ns);
         st.continued_time = continued.then_some(time);
-        let StreamState { assembler, ctx, .. } = st;
+        let StreamState {
+            assembler,
+            ctx,
+            pending_pos,
+            ..
+        } = st;
+        // The first line finished by this write started where the pending one did (or here);
+        // any line finished consumes all older pending bytes, so what stays pending after one
+        // was emitted started in this write.
+        let first_line_pos = if assembler.has_pending() {
+            pending_pos.or(pos)
+        } else {
+            pos
+        };
+        let mut emitted = false;
         assembler.push(time, bytes, Instant::now(), &mut |line| {
-            encode(out, out_bytes, ctx, line)
+            let at = if emitted { pos } else { first_line_pos };
+            emitted = true;
+            encode(out, out_pos, out_bytes, ctx, line, at);
         });
+        *pending_pos = if !assembler.has_pending() {
+            None
+        } else if emitted {
+            pos
+        } else {
+            first_line_pos
+        };
         Ok(())
     }
 
     /// Sends tails that waited `partial_flush` for their newline, marked partial.
     pub fn flush_stale(&mut self, now: Instant) {
+        let age = self.partial_flush;
+        self.flush_pending(now, age);
+    }
+
+    /// Sends every pending tail now, marked partial: the ring it holds is pressured.
+    pub fn flush_pending_now(&mut self) {
+        self.flush_pending(Instant::now(), Duration::ZERO);
+    }
+
+    fn flush_pending(&mut self, now: Instant, age: Duration) {
         let Streams {
             map,
             out,
+            out_pos,
             out_bytes,
-            partial_flush,
             ..
         } = self;
         for (_, st) in map.iter_mut() {
-            let StreamState { assembler, ctx, .. } = st;
-            assembler.flush_stale(now, *partial_flush, &mut |line| {
-                encode(out, out_bytes, ctx, line)
+            let StreamState {
+                assembler,
+                ctx,
+                pending_pos,
+                ..
+            } = st;
+            assembler.flush_stale(now, age, &mut |line| {
+                encode(out, out_pos, out_bytes, ctx, line, *pending_pos)
             });
+            if !assembler.has_pending() {
+                *pending_pos = None;
+            }
         }
     }
 
@@ -195,18 +266,27 @@ impl Streams {
         let Streams {
             map,
             out,
+            out_pos,
             out_bytes,
             ..
         } = self;
         for (_, st) in map.iter_mut() {
-            let StreamState { assembler, ctx, .. } = st;
-            assembler.finish(&mut |line| encode(out, out_bytes, ctx, line));
+            let StreamState {
+                assembler,
+                ctx,
+                pending_pos,
+                ..
+            } = st;
+            assembler.finish(&mut |line| encode(out, out_pos, out_bytes, ctx, line, *pending_pos));
+            *pending_pos = None;
         }
     }
 
-    /// Takes the encoded records gathered so far.
+    /// Takes the encoded records gathered so far (with the pins [`Streams::pin_out`] gave
+    /// them; positions not pinned are dropped with the runs: call `pin_out` first).
     pub fn take(&mut self) -> Batch {
         let entries = std::mem::take(&mut self.out);
+        self.out_pos.clear();
         self.out_bytes = 0;
         Batch {
             records: entries.iter().map(|e| u64::from(e.records)).sum(),
@@ -216,8 +296,15 @@ impl Streams {
     }
 }
 
-/// Encodes `line` into the entries of its tag.
-fn encode(out: &mut Vec<Entries>, out_bytes: &mut usize, ctx: &StreamContext, line: Line<'_>) {
+/// Encodes `line` (whose first byte came from the ring at `pos`) into the entries of its tag.
+fn encode(
+    out: &mut Vec<Entries>,
+    out_pos: &mut Vec<Option<u64>>,
+    out_bytes: &mut usize,
+    ctx: &StreamContext,
+    line: Line<'_>,
+    pos: Option<u64>,
+) {
     let i = match out
         .iter()
         .position(|e| Arc::ptr_eq(&e.tag, &ctx.tag) || e.tag == ctx.tag)
@@ -225,9 +312,14 @@ fn encode(out: &mut Vec<Entries>, out_bytes: &mut usize, ctx: &StreamContext, li
         Some(i) => i,
         None => {
             out.push(Entries::new(Arc::clone(&ctx.tag)));
+            out_pos.push(None);
             out.len() - 1
         }
     };
+    if let Some(p) = pos {
+        let oldest = &mut out_pos[i];
+        *oldest = Some(oldest.map_or(p, |o| o.min(p)));
+    }
     let e = &mut out[i];
     let before = e.buf.len();
     Enricher::encode(ctx, line, e);
@@ -260,14 +352,14 @@ mod tests {
     #[test]
     fn streams_are_kept_apart_and_tagged() {
         let mut s = streams();
-        s.write(1, 1, 0, false, 10, b"out-a").unwrap();
-        s.write(1, 2, 0, false, 11, b"err\n").unwrap();
-        s.write(1, 1, 0, false, 12, b"-b\n").unwrap();
-        s.write(1, 3, 0, false, 13, b"file line\n").unwrap();
+        s.write(1, 1, 0, false, 10, b"out-a", None).unwrap();
+        s.write(1, 2, 0, false, 11, b"err\n", None).unwrap();
+        s.write(1, 1, 0, false, 12, b"-b\n", None).unwrap();
+        s.write(1, 3, 0, false, 13, b"file line\n", None).unwrap();
         s.file(1, "/b.log".into()).unwrap();
-        s.write(1, 3, 1, false, 14, b"other file\n").unwrap();
+        s.write(1, 3, 1, false, 14, b"other file\n", None).unwrap();
         assert_eq!(
-            s.write(1, 9, 0, false, 15, b"x\n"),
+            s.write(1, 9, 0, false, 15, b"x\n", None),
             Err(StreamError::UnknownStream(9))
         );
         let batch = s.take();
@@ -285,22 +377,55 @@ mod tests {
     fn a_peer_cannot_open_streams_without_bound() {
         let mut s = streams();
         for pid in 0..MAX_STREAMS as u32 {
-            s.write(pid, 1, 0, false, 1, b"x").unwrap();
+            s.write(pid, 1, 0, false, 1, b"x", None).unwrap();
         }
         assert_eq!(
-            s.write(u32::MAX, 1, 0, false, 1, b"x"),
+            s.write(u32::MAX, 1, 0, false, 1, b"x", None),
             Err(StreamError::TooManyStreams)
         );
-        s.write(7, 1, 0, false, 1, b"an existing stream goes on\n")
+        s.write(7, 1, 0, false, 1, b"an existing stream goes on\n", None)
             .unwrap();
+    }
+
+    #[test]
+    fn lines_carry_the_position_of_their_first_record() {
+        let mut s = streams();
+        s.write(1, 1, 0, false, 1, b"a", Some(10)).unwrap();
+        assert_eq!(s.pending_floor(), Some(10));
+        s.write(1, 2, 0, false, 1, b"err\n", Some(12)).unwrap();
+        s.write(1, 1, 0, false, 1, b"b\nc", Some(14)).unwrap();
+        assert_eq!(s.pending_floor(), Some(14), "the tail `c` started in 14");
+        s.write(1, 1, 0, false, 1, b"\n", None).unwrap(); // a DATA frame ends it
+        assert_eq!(s.pending_floor(), None);
+        s.write(1, 1, 0, false, 1, b"d", None).unwrap();
+        s.write(1, 1, 0, false, 1, b"e", Some(20)).unwrap();
+        assert_eq!(s.pending_floor(), Some(20), "ring bytes joined a DATA tail");
+        let mut pins = Vec::new();
+        s.pin_out(|p| {
+            pins.push(p);
+            crate::input::ring_release::RingPin::for_test(p)
+        });
+        // stderr's run (made first): 12; stdout's: "ab" from 10, "c" from 14 → 10.
+        assert_eq!(pins, [12, 10]);
+        s.flush_pending_now();
+        assert_eq!(s.pending_floor(), None);
+        let mut pins = Vec::new();
+        s.pin_out(|p| {
+            pins.push(p);
+            crate::input::ring_release::RingPin::for_test(p)
+        });
+        assert_eq!(pins, [20], "the flushed partial line keeps its position");
+        let batch = s.take();
+        assert_eq!(batch.records, 4, "err, ab, c, de");
     }
 
     #[test]
     fn continued_parts_share_the_first_parts_time() {
         let mut s = streams();
-        s.write(1, 1, 0, true, 100, b"first half ").unwrap();
-        s.write(1, 1, 0, false, 200, b"second half\n").unwrap();
-        s.write(1, 1, 0, false, 300, b"next\n").unwrap();
+        s.write(1, 1, 0, true, 100, b"first half ", None).unwrap();
+        s.write(1, 1, 0, false, 200, b"second half\n", None)
+            .unwrap();
+        s.write(1, 1, 0, false, 300, b"next\n", None).unwrap();
         let batch = s.take();
         let buf = &batch.entries[0].buf;
         // [fixext8 time …]: the first record's seconds/nanos are those of time 100.

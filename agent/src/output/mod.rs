@@ -25,8 +25,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::memory::{BufferError, Delivery, MemoryBuffer};
+use crate::buffer::memory::{Admitted, BufferError, Delivery, MemoryBuffer};
 use crate::config::{Config, OutputKind};
+use crate::input::ring_release::RingPins;
 use crate::record::Chunk;
 
 /// Why an output stopped.
@@ -61,16 +62,55 @@ pub struct Router {
 }
 
 impl Router {
-    /// Waits for room in the buffer, then hands the chunk to every output. When this returns
-    /// `Ok`, the chunk is buffered (and persisted, with `storage_path`): safe to acknowledge
-    /// upstream.
+    /// Waits for room in the buffer (or persists the chunk, with `storage_path`), then hands
+    /// the chunk to every output. When this returns `Ok`, the chunk is buffered (and persisted,
+    /// with `storage_path`): safe to acknowledge upstream. For the forward input.
     pub async fn dispatch(&self, chunk: Chunk) -> Result<(), BufferError> {
-        let deliveries = self.buffer.admit(chunk, self.outputs.len()).await?;
-        for (tx, d) in self.outputs.iter().zip(deliveries) {
-            // A stopped output's share stays unsettled (counted when the chunk is released).
-            let _ = tx.send(d);
-        }
+        let admitted = self.buffer.admit(chunk, None, self.outputs.len()).await?;
+        self.hand_out(admitted);
         Ok(())
+    }
+
+    /// [`Router::dispatch`] for a chunk of tapped records: `pins` hold their ring positions
+    /// until the chunk is safe (persisted, or settled by every output).
+    pub async fn dispatch_pinned(&self, chunk: Chunk, pins: RingPins) -> Result<(), BufferError> {
+        let admitted = self
+            .buffer
+            .admit(chunk, Some(pins), self.outputs.len())
+            .await?;
+        self.hand_out(admitted);
+        Ok(())
+    }
+
+    fn hand_out(&self, admitted: Admitted) {
+        if let Admitted::Now(deliveries) = admitted {
+            send_all(&self.outputs, deliveries);
+        }
+    }
+}
+
+fn send_all(outputs: &[mpsc::UnboundedSender<Delivery>], deliveries: Vec<Delivery>) {
+    for (tx, d) in outputs.iter().zip(deliveries) {
+        // A stopped output's share stays unsettled (counted when the chunk is released).
+        let _ = tx.send(d);
+    }
+}
+
+/// Feeds the outputs the chunks the buffer spilled to disk, as memory frees up. Holds the
+/// outputs' channels weakly, so that they still end when the last [`Router`] is dropped
+/// (spilled chunks then stay on disk for the next start).
+async fn load_spilled(
+    buffer: Arc<MemoryBuffer>,
+    outputs: Vec<mpsc::WeakUnboundedSender<Delivery>>,
+) {
+    while let Some(deliveries) = buffer.next_spilled(outputs.len()).await {
+        let strong: Option<Vec<_>> = outputs.iter().map(|w| w.upgrade()).collect();
+        match strong {
+            Some(strong) => send_all(&strong, deliveries),
+            // The outputs are finishing: the chunk stays on disk (its deliveries are dropped
+            // unsettled).
+            None => return,
+        }
     }
 }
 
@@ -107,6 +147,10 @@ pub fn start(
         };
         senders.push(tx);
         tasks.push((kind, task));
+    }
+    if buffer.has_store() {
+        let weak = senders.iter().map(|s| s.downgrade()).collect();
+        tokio::spawn(load_spilled(Arc::clone(&buffer), weak));
     }
     Ok((
         Router {

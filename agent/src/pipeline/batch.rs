@@ -6,6 +6,11 @@
 //! waits for room in the buffer the channel fills and the inputs wait too (backpressure).
 //! When every sender is gone (inputs stopped), it flushes what it holds and ends: that is the
 //! "flush" step of the shutdown.
+//!
+//! A chunk carries the ring pins of its entries (one per ring, the lowest; see
+//! [`crate::input::ring_release`]). A chunk holding records of a *pressured* ring — more than
+//! half of it read and not yet safe — is sealed at once instead of waiting for its size or
+//! `flush_interval`: the tapped process is waiting for that space.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +20,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::input::ring_release::{PRESSURE, RingPins};
 use crate::output::Router;
 use crate::record::{Chunk, ChunkId, Entries};
 
@@ -42,6 +48,7 @@ struct Open {
     buf: Vec<u8>,
     records: u32,
     deadline: Instant,
+    pins: RingPins,
 }
 
 /// Runs the stage until every sender of `rx` is dropped and what it held is dispatched.
@@ -52,12 +59,25 @@ pub async fn run(mut rx: mpsc::Receiver<Entries>, router: Router, config: BatchC
         tokio::select! {
             received = rx.recv() => match received {
                 Some(entries) => {
-                    if let Some(full) = add(&mut open, entries, &config) {
-                        dispatch(&router, full).await;
+                    if let Some((full, pins)) = add(&mut open, entries, &config) {
+                        dispatch(&router, full, pins).await;
                     }
                 }
                 None => break,
             },
+            () = PRESSURE.notified() => {
+                let pressured: Vec<Arc<str>> = open
+                    .iter()
+                    .filter(|(_, o)| o.pins.pressured())
+                    .map(|(t, _)| Arc::clone(t))
+                    .collect();
+                for tag in pressured {
+                    if let Some(o) = open.remove(&tag) {
+                        let (chunk, pins) = seal(tag, o);
+                        dispatch(&router, chunk, pins).await;
+                    }
+                }
+            }
             () = sleep_until(next_deadline) => {
                 let now = Instant::now();
                 let due: Vec<Arc<str>> = open
@@ -67,14 +87,16 @@ pub async fn run(mut rx: mpsc::Receiver<Entries>, router: Router, config: BatchC
                     .collect();
                 for tag in due {
                     if let Some(o) = open.remove(&tag) {
-                        dispatch(&router, seal(tag, o)).await;
+                        let (chunk, pins) = seal(tag, o);
+                        dispatch(&router, chunk, pins).await;
                     }
                 }
             }
         }
     }
     for (tag, o) in open.drain() {
-        dispatch(&router, seal(tag, o)).await;
+        let (chunk, pins) = seal(tag, o);
+        dispatch(&router, chunk, pins).await;
     }
 }
 
@@ -85,13 +107,16 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Adds entries to the open chunk of their tag; returns a chunk that became full.
+/// Adds entries to the open chunk of their tag; returns a chunk that became full (or holds
+/// records of a pressured ring), with its pins.
 fn add(
     open: &mut HashMap<Arc<str>, Open>,
     entries: Entries,
     config: &BatchConfig,
-) -> Option<Chunk> {
+) -> Option<(Chunk, RingPins)> {
     if entries.records == 0 {
+        // Nothing to deliver: the positions are safe as they are.
+        entries.pins.release();
         return None;
     }
     let o = open
@@ -102,7 +127,9 @@ fn add(
             buf: Vec::with_capacity(config.chunk_limit + config.chunk_limit / 4),
             records: 0,
             deadline: Instant::now() + config.flush_interval,
+            pins: RingPins::default(),
         });
+    o.pins.merge(entries.pins);
     if o.buf.is_empty() && entries.buf.len() >= config.chunk_limit {
         // Already a chunk's worth: no copy.
         o.buf = entries.buf;
@@ -110,7 +137,7 @@ fn add(
         o.buf.extend_from_slice(&entries.buf);
     }
     o.records += entries.records;
-    if o.buf.len() >= config.chunk_limit {
+    if o.buf.len() >= config.chunk_limit || o.pins.pressured() {
         let tag = entries.tag;
         open.remove(&tag).map(|o| seal(tag, o))
     } else {
@@ -118,20 +145,24 @@ fn add(
     }
 }
 
-fn seal(tag: Arc<str>, mut o: Open) -> Chunk {
+fn seal(tag: Arc<str>, mut o: Open) -> (Chunk, RingPins) {
     // The buffer's accounting counts `len`; unused capacity would be memory nobody counts.
     o.buf.shrink_to_fit();
-    Chunk {
+    let chunk = Chunk {
         id: ChunkId::random(),
         tag,
         entries: Bytes::from(o.buf),
         records: o.records,
-    }
+    };
+    (chunk, o.pins)
 }
 
-async fn dispatch(router: &Router, chunk: Chunk) {
-    if let Err(e) = router.dispatch(chunk).await {
-        tracing::error!(error = %e, "a chunk could not be buffered; its records are lost");
+async fn dispatch(router: &Router, chunk: Chunk, pins: RingPins) {
+    let records = chunk.records;
+    if let Err(e) = router.dispatch_pinned(chunk, pins).await {
+        // Only at shutdown (buffer closed): the records stay in their rings (the pins are not
+        // released), for the next agent.
+        tracing::warn!(error = %e, records, "a chunk could not be buffered");
     }
 }
 
@@ -144,6 +175,7 @@ mod tests {
             tag: tag.into(),
             buf: vec![0x90; bytes],
             records: n,
+            pins: RingPins::default(),
         }
     }
 
@@ -156,7 +188,7 @@ mod tests {
         let mut open = HashMap::new();
         assert!(add(&mut open, entries("a", 1, 60), &config).is_none());
         assert!(add(&mut open, entries("b", 1, 60), &config).is_none());
-        let full = add(&mut open, entries("a", 2, 60), &config).unwrap();
+        let (full, _) = add(&mut open, entries("a", 2, 60), &config).unwrap();
         assert_eq!(
             (&*full.tag, full.records, full.entries.len()),
             ("a", 3, 120)

@@ -87,6 +87,8 @@ pub struct Consumer {
     hold: Option<Arc<HoldState>>,
     creator_pid: u32,
     stuck: Option<Stuck>,
+    /// The read position a previous holding consumer published (see [`Consumer::reread_end`]).
+    reread_end: u64,
 }
 
 /// What a holding consumer shares with its [`Release`] handles.
@@ -171,6 +173,9 @@ impl Consumer {
             });
         }
         let creator_pid = u32::from_le(map.u32_at(OFF_CREATOR_PID).load(Ordering::Relaxed));
+        // Hostile or stale: only ever used to count, and clamped to the ring ahead of `tail`.
+        let hint = map.u64_at(layout::OFF_READ_HINT).load(Ordering::Relaxed);
+        let reread_end = hint.clamp(tail, tail.saturating_add(geometry.slot_count));
         Ok(Consumer {
             map: Arc::new(map),
             geometry,
@@ -180,6 +185,7 @@ impl Consumer {
             hold: None,
             creator_pid,
             stuck: None,
+            reread_end,
         })
     }
 
@@ -211,6 +217,14 @@ impl Consumer {
     /// once every record read below it is safe.
     pub fn read_position(&self) -> u64 {
         self.read
+    }
+
+    /// The end of what a previous holding consumer of this ring had read when it stopped (its
+    /// published read position, at least the `tail` we resumed at): records starting below it
+    /// are read a second time — delivered before, maybe, so possible duplicates. Diagnostic: a
+    /// hostile producer can fake it.
+    pub fn reread_end(&self) -> u64 {
+        self.reread_end
     }
 
     /// Slots read (or skipped) but not yet released: always 0 unless holding.
@@ -472,7 +486,12 @@ impl Consumer {
     fn advance(&mut self, to: u64) {
         self.read = to;
         match &self.hold {
-            Some(state) => state.read.store(to, Ordering::Release),
+            Some(state) => {
+                state.read.store(to, Ordering::Release);
+                self.map
+                    .u64_at(layout::OFF_READ_HINT)
+                    .store(to, Ordering::Relaxed);
+            }
             None => self.map.u64_at(OFF_TAIL).store(to, Ordering::Release),
         }
     }

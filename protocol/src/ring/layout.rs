@@ -52,6 +52,9 @@ pub const OFF_REPORTED_RECORDS: usize = 320;
 pub const OFF_REPORTED_BYTES: usize = 328;
 /// Consumer-owned, see [`OFF_REPORTED_RECORDS`].
 pub const OFF_REPORTED_ABANDONED: usize = 336;
+/// Consumer-owned: the read position of a *holding* consumer (0 in a new ring). Diagnostic
+/// only: a successor counts the records below it that it reads again (possible duplicates).
+pub const OFF_READ_HINT: usize = 344;
 
 /// Largest valid slot position. Positions only grow (by at most a few million per second), so
 /// 2^60 is never reached by an honest ring; bounding them keeps every `pos + k` and the stamp's

@@ -175,6 +175,7 @@ async fn queue<W: AsyncWrite + Unpin>(
                     tag,
                     buf: entries,
                     records,
+                    pins: Default::default(),
                 })
                 .await
                 .map_err(|_| InputConnError::ShuttingDown)?;
