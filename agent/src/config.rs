@@ -29,6 +29,9 @@ pub mod defaults {
     /// Owner and group may connect (the app and the agent share a group, or run as one user).
     pub const SOCKET_MODE: u32 = 0o660;
     pub const TAG: &str = "logtap.{stream}";
+    /// How long a sent chunk may wait for its ack (Fluentd's `ack_response_timeout`, whose
+    /// default is 190 s; a shorter wait moves chunks to the next server sooner).
+    pub const ACK_RESPONSE_TIMEOUT_MS: u64 = 30_000;
     /// Like Fluent Bit's `flush 1`.
     pub const FLUSH_INTERVAL_MS: u64 = 1000;
     /// Enough for 16 chunks of 256 KiB in flight; measured: more does not raise throughput
@@ -142,6 +145,7 @@ pub struct Config {
     pub forward_listen_tls_key: Option<PathBuf>,
     pub tag: TagTemplate,
     pub require_ack_response: bool,
+    pub ack_response_timeout: Dur,
     pub compress: Compress,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared_key: Option<Secret>,
@@ -229,6 +233,9 @@ impl Config {
             forward_listen_tls_key: o.forward_listen_tls_key,
             tag,
             require_ack_response: o.require_ack_response.unwrap_or(true),
+            ack_response_timeout: o.ack_response_timeout.unwrap_or(Dur(Duration::from_millis(
+                defaults::ACK_RESPONSE_TIMEOUT_MS,
+            ))),
             compress: o.compress.unwrap_or(Compress::None),
             shared_key: o.shared_key.map(Secret),
             self_hostname: o.self_hostname.unwrap_or_else(crate::sys::hostname),
@@ -258,6 +265,10 @@ impl Config {
         };
         for (name, zero) in [
             ("flush-interval", config.flush_interval.0.is_zero()),
+            (
+                "ack-response-timeout",
+                config.ack_response_timeout.0.is_zero(),
+            ),
             ("partial-flush", config.partial_flush.0.is_zero()),
             ("mem-buf-limit", config.mem_buf_limit.0 == 0),
             ("max-line-bytes", config.max_line_bytes.0 == 0),

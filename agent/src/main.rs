@@ -7,9 +7,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use logtap_agent::agent::Agent;
+use logtap_agent::agent::{Agent, StartError};
 use logtap_agent::cli::{Cli, Command};
 use logtap_agent::config::{self, Config, Mode};
+use logtap_agent::input::tap::TapInputError;
 use logtap_agent::shutdown::StopSignals;
 use logtap_agent::{check, install, logging, run};
 
@@ -45,7 +46,17 @@ fn main() -> ExitCode {
             };
             match runtime().block_on(agent_main(config)) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&*e, 1),
+                Err(e) => {
+                    // A live agent's socket, or one we cannot judge: a usage error (2), not a
+                    // failure of this agent.
+                    let code = match e.downcast_ref::<StartError>() {
+                        Some(StartError::Tap(
+                            TapInputError::InUse { .. } | TapInputError::Unknown { .. },
+                        )) => 2,
+                        _ => 1,
+                    };
+                    fail(&*e, code)
+                }
             }
         }
     }

@@ -97,6 +97,11 @@ pub struct Options {
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub require_ack_response: Option<bool>,
 
+    /// A server that has not acknowledged a chunk this long after it was sent is considered
+    /// broken: the connection is closed and its chunks go to the next server [default: 30s].
+    #[arg(long, env = "LOGTAP_ACK_RESPONSE_TIMEOUT", value_name = "DURATION", value_parser = Dur::parse)]
+    pub ack_response_timeout: Option<Dur>,
+
     /// Compression of forward chunks: gzip or none [default: none].
     #[arg(long, env = "LOGTAP_COMPRESS", value_name = "gzip|none")]
     pub compress: Option<Compress>,
@@ -202,7 +207,7 @@ impl Options {
     pub fn or(mut self, other: Options) -> Options {
         fill_from!(self, other; config, socket, socket_mode, output, forward, forward_listen,
             forward_listen_users, forward_listen_tls_cert, forward_listen_tls_key, tag,
-            require_ack_response, compress, shared_key, self_hostname, username, password, tls,
+            require_ack_response, ack_response_timeout, compress, shared_key, self_hostname, username, password, tls,
             tls_ca_file, tls_verify, flush_interval, storage_path, storage_limit, mem_buf_limit,
             retry_limit, http_listen, preload, log_format, log_level, max_line_bytes,
             partial_flush, grace);

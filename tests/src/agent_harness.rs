@@ -367,6 +367,12 @@ impl TapClient {
         }
     }
 
+    /// Slots of the ring reserved and not yet released by the agent (`head - tail`).
+    pub fn ring_backlog(&self) -> u64 {
+        let (producer, _, _) = self.ring.as_ref().expect("hello with a ring first");
+        producer.backlog_slots()
+    }
+
     /// Reports dropped copies.
     pub fn loss(&mut self, stream: Stream, frames: u64, bytes: u64) {
         let mut payload = [0u8; 64];

@@ -10,9 +10,11 @@
 //! - [`http`] — `GET` on the agent's HTTP endpoints.
 //! - [`scm`] — datagrams with `SCM_RIGHTS` descriptors (HELLO's ring memfd and eventfd).
 //! - [`agent_harness`] — starts the real `logtap` binary as a process and talks to it.
+//! - [`fault`] — the fault suite's programs, agents, proxy and figures.
 
 pub mod agent_harness;
 pub mod artifacts;
+pub mod fault;
 pub mod forward_support;
 pub mod http;
 pub mod scm;

@@ -32,7 +32,9 @@
 //! seals at once the open chunks that hold its records (see [`PRESSURE`]), and the peer emits a
 //! line still waiting for its newline as `partial` if that line is what holds the ring. So the
 //! space producers wait for is never held back by `flush_interval` or `partial_flush`; what is
-//! left is the time to persist (spool) or to be acknowledged (one round trip).
+//! left is the time to persist (spool) or to be acknowledged (one round trip). The ring of a
+//! process that is gone counts as pressured too: its last records are made safe without
+//! waiting for `flush_interval`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,15 +120,19 @@ impl RingTracker {
         (pressured, oldest_is_local)
     }
 
-    /// Whether more than half of the ring is read and not released.
+    /// Whether more than half of the ring is read and not released, or its peer is gone: its
+    /// records should not wait for `flush_interval`.
     pub fn pressured(&self) -> bool {
-        self.pressured.load(Ordering::Relaxed)
+        self.pressured.load(Ordering::Relaxed) || self.peer_gone()
     }
 
-    /// The peer task has ended: what its pins still hold dies with the ring once the process
-    /// is gone (counted as lost if never delivered).
+    /// The peer task has ended (its process exited, or was dropped): what its pins still hold
+    /// dies with the ring once nobody maps it. Its chunks are then sealed at once, like a
+    /// pressured ring's: a process that exits with suppressed records not yet safe waits for
+    /// them (bounded) before it writes them to the original stream itself.
     pub fn set_peer_gone(&self) {
         self.peer_gone.store(true, Ordering::Relaxed);
+        PRESSURE.notify_one();
     }
 
     /// See [`RingTracker::set_peer_gone`].

@@ -2,14 +2,21 @@
 //!
 //! The listener accepts connections and starts one [`super::peer`] task per process.
 //! The socket file gets `socket_mode` (0660 by default) so that only the owner and group may
-//! tap into the agent; it is bound under a temporary name and renamed into place with its mode.
+//! tap into the agent; it is bound under a temporary name and linked into place with its mode.
+//!
+//! Ownership: a socket file at the path that still accepts connections belongs to a live agent:
+//! we refuse it ([`TapInputError::InUse`], exit code 2) rather than take its programs away. A
+//! socket nobody listens on any more (an agent that crashed) is stale and replaced. Linking
+//! (not renaming) into place fails if another agent got there first, so two agents starting at
+//! once cannot both win. On stop the agent removes the socket file only if it is still the one
+//! it created (same device and inode): never a successor's.
 //! [`TapInput::stop`] stops accepting — after taking every connection already queued, since a
 //! short-lived process may have connected, written and exited before we got to it — then lets
 //! every peer drain its ring and waits for them.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +39,14 @@ const BACKLOG: i32 = 4096;
 pub enum TapInputError {
     #[error("{path} exists and is not a socket; remove it or choose another --socket")]
     NotASocket { path: PathBuf },
+    #[error(
+        "--socket {path} is in use: another logtap agent is listening on it; stop that agent or choose another --socket"
+    )]
+    InUse { path: PathBuf },
+    #[error(
+        "--socket {path} exists and it cannot be told whether an agent still listens on it ({source}); remove it or choose another --socket"
+    )]
+    Unknown { path: PathBuf, source: io::Error },
     #[error("cannot create the directory of --socket {path}: {source}")]
     Dir { path: PathBuf, source: io::Error },
     #[error("cannot listen on --socket {path}: {source}")]
@@ -47,6 +62,8 @@ pub enum TapInputError {
 /// The running tap input.
 pub struct TapInput {
     path: PathBuf,
+    /// (device, inode) of the socket file we created.
+    identity: Option<(u64, u64)>,
     stop_accepting: CancellationToken,
     stop_peers: CancellationToken,
     peers: TaskTracker,
@@ -63,7 +80,7 @@ impl TapInput {
         ingest: Ingest,
     ) -> Result<TapInput, TapInputError> {
         prepare_path(path)?;
-        // Bound under a temporary name, given its mode, then renamed into place: the socket
+        // Bound under a temporary name, given its mode, then linked into place: the socket
         // never appears at `path` with the umask's permissions, not even for a moment.
         let name = path
             .file_name()
@@ -72,9 +89,18 @@ impl TapInput {
         let staging = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
         let _ = std::fs::remove_file(&staging);
         let listen = |at: &Path| {
-            sys::seqpacket_listen(at, BACKLOG).map_err(|source| TapInputError::Listen {
-                path: path.to_owned(),
-                source,
+            sys::seqpacket_listen(at, BACKLOG).map_err(|source| {
+                if source.kind() == io::ErrorKind::AddrInUse {
+                    // Bound in place and somebody got there first.
+                    TapInputError::InUse {
+                        path: path.to_owned(),
+                    }
+                } else {
+                    TapInputError::Listen {
+                        path: path.to_owned(),
+                        source,
+                    }
+                }
             })
         };
         let chmod = |at: &Path| {
@@ -88,11 +114,9 @@ impl TapInput {
         };
         let fd = match listen(&staging) {
             Ok(fd) => {
-                chmod(&staging)?;
-                std::fs::rename(&staging, path).map_err(|source| TapInputError::Listen {
-                    path: path.to_owned(),
-                    source,
-                })?;
+                let placed = chmod(&staging).and_then(|()| link_into_place(&staging, path));
+                let _ = std::fs::remove_file(&staging);
+                placed?;
                 fd
             }
             // The staging name may be too long for a socket address: bind in place.
@@ -119,8 +143,12 @@ impl TapInput {
             peers.clone(),
         ));
         tracing::info!(socket = %path.display(), mode = format!("{mode:04o}"), "tap socket listening");
+        let identity = std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
         Ok(TapInput {
             path: path.to_owned(),
+            identity,
             stop_accepting,
             stop_peers,
             peers,
@@ -155,11 +183,44 @@ impl TapInput {
         self.stop_peers.cancel();
         self.peers.close();
         self.peers.wait().await;
-        let _ = std::fs::remove_file(&self.path);
+        remove_if_ours(&self.path, self.identity);
     }
 }
 
-/// Removes a stale socket left by an earlier agent; refuses to remove anything else.
+/// Removes the socket file at `path` if it is still the one we created.
+fn remove_if_ours(path: &Path, identity: Option<(u64, u64)>) {
+    let current = std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
+    if current.is_some() && current == identity {
+        let _ = std::fs::remove_file(path);
+    } else if current.is_some() {
+        tracing::info!(socket = %path.display(), "the tap socket file is another agent's now; left in place");
+    }
+}
+
+/// Links the staged socket to `path`; if a socket appeared there meanwhile (another agent
+/// starting), judges it like [`prepare_path`] and tries once more.
+fn link_into_place(staging: &Path, path: &Path) -> Result<(), TapInputError> {
+    for _ in 0..2 {
+        match std::fs::hard_link(staging, path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => prepare_path(path)?,
+            Err(source) => {
+                return Err(TapInputError::Listen {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    Err(TapInputError::InUse {
+        path: path.to_owned(),
+    })
+}
+
+/// Removes a stale socket left by an earlier agent; refuses a live agent's socket and
+/// anything that is not a socket.
 fn prepare_path(path: &Path) -> Result<(), TapInputError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| TapInputError::Dir {
@@ -168,10 +229,20 @@ fn prepare_path(path: &Path) -> Result<(), TapInputError> {
         })?;
     }
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => {
-            let _ = std::fs::remove_file(path);
-            Ok(())
-        }
+        Ok(m) if m.file_type().is_socket() => match sys::seqpacket_accepts(path) {
+            Ok(true) => Err(TapInputError::InUse {
+                path: path.to_owned(),
+            }),
+            Ok(false) => {
+                tracing::info!(socket = %path.display(), "replacing a stale tap socket (no agent listens on it)");
+                let _ = std::fs::remove_file(path);
+                Ok(())
+            }
+            Err(source) => Err(TapInputError::Unknown {
+                path: path.to_owned(),
+                source,
+            }),
+        },
         Ok(_) => Err(TapInputError::NotASocket {
             path: path.to_owned(),
         }),

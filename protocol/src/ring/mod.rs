@@ -24,12 +24,13 @@
 //! | 16 | 8 | capacity = data area bytes = `N × 128` (64 KiB ..= 256 MiB) |
 //! | 24 | 4 | creator pid |
 //! | 64 | 8 | `head`: positions reserved by producers (CAS) |
-//! | 128 | 8 | `tail`: the consumer's position (all positions below are consumed) |
+//! | 128 | 8 | `tail`: the release position — every position below it is *released* (safe with the consumer, or consumed by a non-holding one), and its slots free for producers |
 //! | 192 | 4 | `consumer_sleeping`: 1 while the consumer waits on the wake eventfd |
 //! | 256 | 8 | `dropped_records` (producers add when they drop) |
 //! | 264 | 8 | `dropped_bytes` |
 //! | 272 | 8 | `abandoned_slots` (the consumer adds when it skips an uncommitted slot) |
 //! | 320 | 24 | consumer-owned: `dropped_records`, `dropped_bytes`, `abandoned_slots` as already reported by a consumer (0 in a new ring), so that a consumer taking the ring over — an agent restarted — reports the losses that happened meanwhile, and none twice |
+//! | 344 | 8 | consumer-owned: the *read position* of a holding consumer (0 in a new ring; diagnostic — a successor counts the records it reads twice, and a producer may tell a live consumer that reads but has not released yet from an absent one) |
 //! | 4096 | N × 128 | slots; position `p` (a u64 that only grows) lives in slot `p mod N` |
 //!
 //! Slot: an 8-byte **stamp**, then 120 data bytes. `stamp = (p << 2) | state` where `p` is the
@@ -53,13 +54,20 @@
 //!   the reservation: `PushError::Abandoned`.
 //! - **Wake**: SeqCst load of `consumer_sleeping`; if it is 1, swap it to 0 and write 1 to the
 //!   wake eventfd (raw `SYS_write`, errno preserved).
-//! - **Consume** at position `p = tail`: stamp FIRST(p) → bounds-check the header (length ≤ max,
-//!   `p + k ≤ head` when k > 1, every continuation CONT), copy the payload out, re-check the first stamp,
-//!   set every slot to FREE(p + j + N), store `tail = p + k` (Release). FREE(p) with
-//!   `head > p`: reserved, not committed yet: wait; after `stuck_timeout` skip it by CAS
-//!   FREE(p) → FREE(p + N) (count `abandoned_slots`). CONT(p): an orphan continuation whose
-//!   first slot was skipped: free it the same way. FREE(p + N): a previous consumer freed the
-//!   slot but died before storing `tail`: step over it. Anything else: the ring is inconsistent.
+//! - **Consume** at the consumer's *read position* `p` (private; it starts at `tail`): stamp
+//!   FIRST(p) → bounds-check the header (length ≤ max, `p + k ≤ head` when k > 1, every
+//!   continuation CONT), copy the payload out, re-check the first stamp, move the read position
+//!   to `p + k`. FREE(p) with `head > p`: reserved, not committed yet: wait; after
+//!   `stuck_timeout` skip it by CAS FREE(p) → FREE(p + N) (count `abandoned_slots`). CONT(p):
+//!   an orphan continuation whose first slot was skipped: free it the same way. FREE(p + N): a
+//!   previous consumer released the slot but died before storing `tail`, or skipped it as
+//!   abandoned: step over it. Anything else: the ring is inconsistent. When the read position is
+//!   a whole ring ahead of `tail` (everything read, nothing released), nothing can be read until
+//!   a release (the slot there still holds the record of the previous round).
+//! - **Release** up to position `q` (≤ the read position), once every record read below `q`
+//!   is safe: set every slot in `tail .. q` to FREE(p + N) (first slot first), then store
+//!   `tail = q` (Release). A *non-holding* consumer ([`Consumer::open`]) releases each record as
+//!   it reads it; the agent holds ([`Consumer::open_holding`] and [`Release`]) — see below.
 //! - **Sleep**: the consumer stores `consumer_sleeping = 1` (SeqCst), re-checks its slot
 //!   (SeqCst); it sleeps on the eventfd only if nothing is committed there, with a periodic
 //!   timeout no longer than `stuck_timeout` (a stuck writer sends no wake-up). Together with
@@ -67,6 +75,64 @@
 //!
 //! A ring outlives both sides: a new consumer on the same memfd resumes at `tail`, and a
 //! consumer drains what a dead producer committed.
+//!
+//! # When a record is released (the agent)
+//! The space producers may reuse (`tail`) moves only past records that are **safe**: written in
+//! a chunk file under the agent's `storage_path`, or — without one — acknowledged by every
+//! output (a Forward server's ack, a line written to stdout, or an output giving the chunk up
+//! after its `retry_limit`, which is counted as a drop). The agent's read position is its own.
+//! So an agent killed at any moment loses nothing: the next agent (the process reconnects and
+//! passes the same memfd) resumes at `tail` and reads again every record that was not safe.
+//! Records that *were* delivered but not yet released come twice: duplicates after a crash are
+//! possible and counted (`logtap_ring_records_reread_total`, from the read position at offset
+//! 344); loss is not. The agent tracks, per ring, the start of the oldest record not yet safe —
+//! records of one ring end up in many chunks, line assembly joins records, and chunks become
+//! safe in any order — and releases up to it; see the agent's `input::ring_release`.
+//!
+//! # What bounds the throughput
+//! Holding records until they are safe costs nothing while the ring is large enough for the
+//! records in flight. With `R` slots (8,192 for the default 1 MiB), `s` slots per record (1 up
+//! to 96 bytes, then one more per 120 bytes), a chunk of `c` records and a *release latency*
+//! `L` (from a chunk's closing to its release), a writer of `λ` records per second finds room
+//! as long as the ring holds what fills the open chunk plus what arrives during `L`:
+//!
+//! ```text
+//! s · (c + λ · L) ≤ R        ⇒        λ ≤ (R/s − c) / L
+//! ```
+//!
+//! - `c`: a chunk closes at 256 KiB of encoded records (≈ 1,300 lines of 100 bytes), after
+//!   `flush_interval`, or — *ring pressure* — as soon as more than half of a ring is read and
+//!   not released; so `c ≤ R / 2s` and `λ ≤ R / (2 s L)`. Chunks are sent as soon as they close,
+//!   up to 16 in flight per server.
+//! - `L` with `storage_path`: one write of the chunk file into the page cache (≈ 0.1–0.3 ms per
+//!   256 KiB; no fsync on the way, the spool syncs every 20 ms). The ring is never the bound.
+//! - `L` without: one ack round trip `RTT` plus the server's processing, and the wait for a
+//!   window slot (16 chunks) and for `mem_buf_limit`. Default ring, 100-byte lines (`s` = 2,
+//!   `R/2s` = 2,048): loopback (`L` ≈ 1 ms) ≈ 2 M lines/s — far above what the agent itself
+//!   processes; `RTT` 20 ms ≈ 100 k lines/s; 100 ms ≈ 20 k lines/s. A program that writes faster
+//!   than that through a slow link needs a larger ring (`LLT_RING_SIZE`, up to 256 MiB) or a
+//!   spool. The window bounds it too: 16 × 256 KiB per `RTT`.
+//!
+//! When the bound is reached the ring fills and the writer waits for room (bounded) or drops
+//! and counts, as for any full ring.
+//!
+//! # The socket transport
+//! DATA frames (`LLT_TRANSPORT=socket`, or a process whose memfd was refused) cannot be held
+//! like ring records: a frame is gone from the kernel once the agent read it, and the frames
+//! still queued on the connection are discarded when the agent dies. So across an agent crash
+//! the socket transport loses what the agent had read and not yet made safe — at most its open
+//! chunks (`flush_interval`, 256 KiB each) and, without `storage_path`, the chunks not yet
+//! acknowledged (`mem_buf_limit`) — plus what was queued on the socket; and these losses are not
+//! counted (the agent that knew is dead). Everything else in this section holds for it.
+//!
+//! # Suppressed streams
+//! A suppressed stream's bytes exist only as ring records while an agent holds the ring. They
+//! are released like any other record: an agent that dies before they are safe leaves them in
+//! the ring, and the next agent delivers them. If the process exits while records it wrote are
+//! still unreleased, the interceptor, at exit, first lets a connected agent make them safe
+//! (bounded; the agent seals a gone process's chunks at once), then writes the records of
+//! suppressed streams still unreleased to the original stream or file itself (fail-open;
+//! [`unreleased_records`] lists them). A record may so arrive twice, never zero times.
 //!
 //! # Known limit
 //! A writer descheduled for longer than `stuck_timeout` *in the middle of copying its data*

@@ -3,7 +3,7 @@
 //!
 //! Connect (and handshake) → `Up` → send each assigned chunk, match acks → on any failure
 //! (connect error, reset, EOF, unexpected reply, send stalled for [`SEND_TIMEOUT`], oldest ack
-//! missing for [`ACK_TIMEOUT`]) hand every unacknowledged chunk back with `Down` and wait out
+//! missing for `ack_response_timeout`) hand every unacknowledged chunk back with `Down` and wait out
 //! this server's jittered backoff before connecting again. The output decides where returned
 //! chunks go next; the link only reports.
 
@@ -18,9 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::{Connection, ConnectionError};
 use super::retry::Backoff;
-use super::{
-    ACK_TIMEOUT, BACKOFF_BASE, BACKOFF_MAX, CONNECT_TIMEOUT, Flight, ForwardSettings, SEND_TIMEOUT,
-};
+use super::{BACKOFF_BASE, BACKOFF_MAX, CONNECT_TIMEOUT, Flight, ForwardSettings, SEND_TIMEOUT};
 use crate::config::OutputKind;
 use crate::metrics::METRICS;
 
@@ -61,7 +59,7 @@ pub async fn run(
                 let _ = events.send(LinkEvent::Up(index));
                 let mut inflight: VecDeque<Flight> = VecDeque::new();
                 let error = loop {
-                    let ack_due = inflight.front().map(|f| f.sent_at + ACK_TIMEOUT);
+                    let ack_due = inflight.front().map(|f| f.sent_at + settings.ack_timeout);
                     tokio::select! {
                         () = abort.cancelled() => return,
                         f = rx.recv() => {
@@ -104,7 +102,7 @@ pub async fn run(
                         () = sleep_until(ack_due) => break ConnectionError::Timeout {
                             server: conn.server.clone(),
                             what: "acknowledge a chunk",
-                            limit: ACK_TIMEOUT,
+                            limit: settings.ack_timeout,
                         },
                     }
                 };

@@ -37,8 +37,6 @@ use crate::metrics::{METRICS, OutputMetrics};
 
 /// Chunks sent and not yet acknowledged, at most.
 pub const WINDOW: usize = 16;
-/// A connection whose oldest unacknowledged chunk waited this long is considered broken.
-pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connect (and handshake) timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A server that takes no bytes of a chunk for this long is considered gone.
@@ -55,6 +53,8 @@ pub struct ForwardSettings {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub auth: Auth,
     pub require_ack: bool,
+    /// A connection whose oldest unacknowledged chunk waited this long is considered broken.
+    pub ack_timeout: Duration,
     pub gzip: bool,
     pub retry_limit: Option<u32>,
 }
@@ -85,6 +85,7 @@ impl ForwardSettings {
                 }),
             },
             require_ack: c.require_ack_response,
+            ack_timeout: c.ack_response_timeout.0,
             gzip: c.compress == Compress::Gzip,
             retry_limit: c.retry_limit.0,
         })

@@ -1,0 +1,99 @@
+//! The agent gives a tapped process's ring space back only when the records in it are safe:
+//! acknowledged by every output without `--storage-path`, written in a chunk file with it. An
+//! agent killed before that leaves the records in the ring, and the next agent delivers them.
+
+use std::time::{Duration, Instant};
+
+use logtap_protocol::tap::Stream;
+use logtap_tests::agent_harness::{Agent, TapClient};
+use logtap_tests::artifacts::TempDir;
+use logtap_tests::fault::{Counts, FaultProxy, ProxyMode, Receiver, free_port};
+
+const T0: u64 = 1_700_000_000_000_000_000;
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn write_lines(c: &mut TapClient, from: u64, n: u64) {
+    for i in from..from + n {
+        c.ring_write_wait(
+            Stream::Stdout,
+            T0 + i,
+            format!("fault {i}\n").as_bytes(),
+            LIMIT,
+        );
+    }
+}
+
+/// Waits until `cond` holds (at most `limit`).
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn unacknowledged_records_stay_in_the_ring_and_survive_the_agent() {
+    const N: u64 = 300;
+    let port = free_port();
+    let mut receiver = Receiver::start("release-recv", port, &[]);
+    let hole = FaultProxy::start(port, ProxyMode::BlackHole);
+    let first = Agent::start(
+        "release-hole",
+        &[
+            "--forward",
+            &format!("127.0.0.1:{}", hole.port),
+            "--flush-interval",
+            "100ms",
+        ],
+    );
+    let mut c = TapClient::connect(&first.socket, 4242);
+    c.hello("release", Some(64 * 1024), &[]);
+    write_lines(&mut c, 0, N);
+    // The agent reads them, sends them to the black hole, and holds them: the ring keeps them.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        c.ring_backlog(),
+        N,
+        "read and sent, but not acknowledged: not released"
+    );
+    // The agent dies; a new one with a working server gets the same ring.
+    drop(first); // SIGKILL
+    let second = Agent::start(
+        "release-second",
+        &["--forward", &format!("127.0.0.1:{port}")],
+    );
+    let c = c.reconnect(&second.socket);
+    let counts = receiver.wait_all(N, &Counts::default(), LIMIT);
+    assert_eq!(counts.distinct(N), N, "missing {:?}", counts.missing(N));
+    wait_until(LIMIT, "released once acknowledged", || {
+        c.ring_backlog() == 0
+    });
+    drop(second);
+    drop(receiver.terminate());
+}
+
+#[test]
+fn with_a_spool_records_are_released_once_written() {
+    const N: u64 = 300;
+    let port = free_port();
+    let hole = FaultProxy::start(port, ProxyMode::BlackHole);
+    let spool = TempDir::new("release-spool");
+    let agent = Agent::start(
+        "release-spooled",
+        &[
+            "--forward",
+            &format!("127.0.0.1:{}", hole.port),
+            "--storage-path",
+            spool.path().to_str().unwrap(),
+            "--flush-interval",
+            "100ms",
+        ],
+    );
+    let mut c = TapClient::connect(&agent.socket, 4343);
+    c.hello("release", Some(64 * 1024), &[]);
+    write_lines(&mut c, 0, N);
+    wait_until(LIMIT, "released once on disk", || c.ring_backlog() == 0);
+    let files = std::fs::read_dir(spool.path()).unwrap().count();
+    assert!(files > 0, "the chunk waits on disk for its ack");
+}
