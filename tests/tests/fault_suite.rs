@@ -35,8 +35,8 @@ fn assert_none_lost(f: &Figures, counts: &Counts) {
     );
 }
 
-/// Scenario 1: the sending agent is `kill -9`'d 5 times at random moments and restarted at once, with
-/// `--storage-path`; stdout tapped, not suppressed.
+/// Scenario 1: the sending agent is `kill -9`'d 5 times at random moments and restarted at once,
+/// with `--storage-path`; stdout tapped, not suppressed.
 #[test]
 fn s1_sender_killed_9_five_times_with_a_spool() {
     const N: u64 = 40_000;
@@ -75,8 +75,8 @@ fn s1_sender_killed_9_five_times_with_a_spool() {
     assert_none_lost(&f, &counts);
 }
 
-/// Scenario 2: the same with a suppressed tap file: what the agents did not deliver must be in the file
-/// (fail-open), so receiver ∪ file holds every number.
+/// Scenario 2: the same with a suppressed tap file: what the agents did not deliver must be in the
+/// file (fail-open), so receiver ∪ file holds every number.
 #[test]
 fn s2_sender_killed_9_five_times_suppressed_tap_file() {
     const N: u64 = 20_000;
@@ -122,8 +122,8 @@ fn s2_sender_killed_9_five_times_suppressed_tap_file() {
     assert_none_lost(&f, &counts);
 }
 
-/// Scenario 3: the receiver is killed (-9) and restarted 10 times while 200,000 lines go through. The
-/// receiver keeps a spool (it acknowledges only what is on its disk); the sender has none: its
+/// Scenario 3: the receiver is killed (-9) and restarted 10 times while 200,000 lines go through.
+/// The receiver keeps a spool (it acknowledges only what is on its disk); the sender has none: its
 /// chunks wait in memory, their records in the program's ring, until acknowledged.
 #[test]
 fn s3_receiver_killed_10_times_during_200k_lines() {
@@ -162,8 +162,8 @@ fn s3_receiver_killed_10_times_during_200k_lines() {
     assert_none_lost(&f, &counts);
 }
 
-/// Scenario 4: the only active server is a black hole (accepts, reads, never acknowledges): chunks time
-/// out (`--ack-response-timeout 2s`) and go to the `standby` server.
+/// Scenario 4: the only active server is a black hole (accepts, reads, never acknowledges): chunks
+/// time out (`--ack-response-timeout 2s`) and go to the `standby` server.
 #[test]
 fn s4_black_holed_receiver_fails_over_to_standby() {
     const N: u64 = 20_000;
@@ -216,10 +216,10 @@ fn s4_black_holed_receiver_fails_over_to_standby() {
 const MEMORY_CONSTANT_KIB: u64 = 24 * 1024;
 const MEM_BUF_LIMIT_KIB: u64 = 4 * 1024;
 
-/// Scenario 5: the receiver is down for 20 s (the 60 s, shortened to keep the suite short; the
-/// outage still outlasts the memory buffer five times over and the sender's backoff grows to
-/// 8 s) with a spool large enough: everything arrives after it returns, and the sender's memory
-/// stays under `mem_buf_limit` plus a constant (chunks beyond it wait on disk only).
+/// Scenario 5: the receiver is down for 20 s (the 60 s, shortened to keep the suite short;
+/// the outage still outlasts the memory buffer several times over, and the sender's reconnect
+/// backoff grows to 8 s) with a spool large enough: everything arrives after it returns, and the
+/// sender's memory stays under `mem_buf_limit` plus a constant (chunks beyond it wait on disk).
 #[test]
 fn s5_receiver_down_20s_with_a_spool() {
     const RATE: u64 = 5_000;
@@ -298,10 +298,10 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Scenario 6: a slow receiver: its acks reach the sender 500 ms late (a delaying proxy). The program
-/// writes as fast as it can into a 16 MiB ring; the sender has no spool, so it holds records
-/// in the ring until acked. Throughput drops to what 16 chunks per 500 ms allow, the sender's
-/// memory stays bounded, nothing is lost.
+/// Scenario 6: a slow receiver: its acks reach the sender 500 ms late (a delaying proxy). The
+/// program writes as fast as it can into a 16 MiB ring; the sender has no spool, so it holds
+/// records in the ring until acked. Throughput drops to what 16 chunks per 500 ms allow, the
+/// sender's memory stays bounded, nothing is lost.
 #[test]
 fn s6_slow_receiver_acks_after_500ms() {
     const N: u64 = 100_000;
