@@ -7,7 +7,11 @@
 //! - `agent → null`: the agent reads, assembles lines, enriches, batches, and acks at once;
 //! - `agent → forward+ack → receiver`: the forward output against an in-process acking receiver;
 //! - `agent → forward+ack → logtap → null`: the full path of issue 4, the receiver being a second
-//!   `logtap agent` with `--forward-listen` and the null output.
+//!   `logtap agent` with `--forward-listen` and the null output;
+//! - issue 11: the agent holds ring space until records are safe — acknowledged (no spool) or
+//!   written to `--storage-path` — so the forward case also runs with `--storage-path`, and both
+//!   again against a receiver whose acks come 20 ms late (a WAN round trip): without a spool the
+//!   ring then bounds the throughput (protocol crate, `ring`: "What bounds the throughput").
 //!
 //! For the agent cases it also reports agent CPU-seconds per million lines, peak RSS (VmHWM),
 //! idle RSS; then p50/p99 write-to-ack latency at 10,000 lines/s (the receiver acks on receipt
@@ -171,6 +175,11 @@ struct Receiver {
 
 impl Receiver {
     fn start(sample_latency: bool) -> Result<Receiver, BoxError> {
+        Receiver::start_delayed(sample_latency, Duration::ZERO)
+    }
+
+    /// A receiver whose acks leave `ack_delay` after the chunk arrived (a round trip).
+    fn start_delayed(sample_latency: bool, ack_delay: Duration) -> Result<Receiver, BoxError> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
@@ -189,7 +198,9 @@ impl Receiver {
                     continue;
                 };
                 let (ev, lat, st) = (Arc::clone(&ev), Arc::clone(&lat), Arc::clone(&st));
-                thread::spawn(move || receive(sock, &ev, sample_latency.then_some(&*lat), &st));
+                thread::spawn(move || {
+                    receive(sock, &ev, sample_latency.then_some(&*lat), &st, ack_delay)
+                });
             }
         });
         Ok(Receiver {
@@ -212,8 +223,27 @@ fn receive(
     events: &AtomicU64,
     latencies: Option<&Mutex<Vec<u64>>>,
     stop: &AtomicBool,
+    ack_delay: Duration,
 ) {
     let _ = sock.set_nonblocking(false);
+    // Delayed acks: written by a thread when due.
+    let delayed = (!ack_delay.is_zero()).then(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+        let mut out = sock.try_clone().ok();
+        thread::spawn(move || {
+            while let Ok((due, ack)) = rx.recv() {
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    thread::sleep(wait);
+                }
+                if let Some(o) = out.as_mut()
+                    && o.write_all(&ack).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        tx
+    });
     let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
     let mut decoder = ServerDecoder::default();
     let mut buf = BytesMut::with_capacity(1 << 20);
@@ -237,7 +267,14 @@ fn receive(
                 continue;
             };
             if let Some(ack) = batch.ack() {
-                let _ = sock.write_all(&ack.to_vec());
+                match &delayed {
+                    Some(tx) => {
+                        let _ = tx.send((Instant::now() + ack_delay, ack.to_vec()));
+                    }
+                    None => {
+                        let _ = sock.write_all(&ack.to_vec());
+                    }
+                }
             }
             if let Some(lat) = latencies {
                 let now = now_ns();
@@ -274,7 +311,16 @@ fn free_port() -> Result<u16, BoxError> {
 }
 
 impl AgentProc {
+    /// Like [`AgentProc::start`], with `--storage-path` in the agent's own temporary directory.
+    fn start_spooled(args: &[String]) -> Result<AgentProc, BoxError> {
+        AgentProc::start_with(args, true)
+    }
+
     fn start(args: &[String]) -> Result<AgentProc, BoxError> {
+        AgentProc::start_with(args, false)
+    }
+
+    fn start_with(args: &[String], spooled: bool) -> Result<AgentProc, BoxError> {
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "logtap-bench-{}-{}",
@@ -284,12 +330,28 @@ impl AgentProc {
         std::fs::create_dir_all(&dir)?;
         let socket = dir.join("tap.sock");
         let http = free_port()?;
+        let mut all = args.to_vec();
+        if spooled {
+            all.extend(["--storage-path".into(), dir.join("spool").display().to_string()]);
+        }
+        let child = AgentProc::spawn(&socket, http, &all)?;
+        let agent = AgentProc {
+            child,
+            socket,
+            http,
+            dir,
+        };
+        agent.wait_socket()?;
+        Ok(agent)
+    }
+
+    fn spawn(socket: &Path, http: u16, args: &[String]) -> Result<Child, BoxError> {
         let exe = std::env::current_exe()?;
         let bin = exe.parent().ok_or("no binary directory")?.join("logtap");
-        let child = Command::new(&bin)
+        Command::new(&bin)
             .arg("agent")
             .arg("--socket")
-            .arg(&socket)
+            .arg(socket)
             .args([
                 "--http-listen",
                 &format!("127.0.0.1:{http}"),
@@ -304,21 +366,21 @@ impl AgentProc {
                     "cannot start {}: {e} (cargo build --release -p logtap-agent)",
                     bin.display()
                 )
-            })?;
+                .into()
+            })
+    }
+
+    fn wait_socket(&self) -> Result<(), BoxError> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
+        while !self.socket.exists() {
             if Instant::now() > deadline {
                 return Err("the agent did not create its socket".into());
             }
             thread::sleep(Duration::from_millis(5));
         }
-        Ok(AgentProc {
-            child,
-            socket,
-            http,
-            dir,
-        })
+        Ok(())
     }
+
 
     /// (CPU seconds, RSS KiB, peak RSS KiB) from /proc.
     fn usage(&self) -> (f64, u64, u64) {
@@ -467,6 +529,72 @@ fn main() -> Result<(), BoxError> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let rounds = rounds(3);
+    let only = std::env::var("LOGTAP_BENCH_CASES").unwrap_or_default();
+    if only != "release" {
+        main_cases(n, rounds)?;
+    }
+    release_cases(n, rounds)
+}
+
+/// Issue 11: ring space held until the records are safe — acknowledged (no spool) or written
+/// to `--storage-path` — on loopback and with 20 ms acknowledgements.
+fn release_cases(n: u64, rounds: usize) -> Result<(), BoxError> {
+    let fast = Receiver::start(false)?;
+    let slow = Receiver::start_delayed(false, Duration::from_millis(20))?;
+    let to = |r: &Receiver| vec!["--forward".to_string(), format!("127.0.0.1:{}", r.port)];
+    let agents = [
+        AgentProc::start(&to(&fast))?,
+        AgentProc::start_spooled(&to(&fast))?,
+        AgentProc::start(&to(&slow))?,
+        AgentProc::start_spooled(&to(&slow))?,
+    ];
+    let receivers = [&fast, &fast, &slow, &slow];
+    let names = [
+        "agent → forward (ack) → receiver",
+        "agent --storage-path → forward (ack) → receiver",
+        "agent → forward (ack 20 ms late) → receiver",
+        "agent --storage-path → forward (ack 20 ms late) → receiver",
+    ];
+    let mut usage: [Vec<Usage>; 4] = Default::default();
+    let fail = |e: BoxError| -> Sample { panic!("benchmark run failed: {e}") };
+    {
+        let usage_cells: Vec<std::cell::RefCell<&mut Vec<Usage>>> =
+            usage.iter_mut().map(std::cell::RefCell::new).collect();
+        let mut cases: Vec<Case<'_>> = (0..4)
+            .map(|i| {
+                let (agent, receiver, cell) = (&agents[i], receivers[i], &usage_cells[i]);
+                Case::new(names[i], move || {
+                    let before = receiver.events.load(Ordering::Relaxed);
+                    agent_run(
+                        n,
+                        agent,
+                        || receiver.events.load(Ordering::Relaxed) - before,
+                        &mut cell.borrow_mut(),
+                    )
+                    .unwrap_or_else(fail)
+                })
+            })
+            .collect();
+        side_by_side(
+            &format!(
+                "ring space released when safe: {} lines of {LINE} bytes, default 1 MiB ring",
+                human(n as f64)
+            ),
+            rounds,
+            &mut cases,
+        );
+    }
+    println!("\n| case | CPU-s per 1M lines (median) | peak RSS (VmHWM) |");
+    println!("|---|---:|---:|");
+    for (name, u) in names.iter().zip(&usage) {
+        let cpu = median(u.iter().map(|u| u.cpu_per_m).collect());
+        let peak = u.iter().map(|u| u.peak_rss_kib).max().unwrap_or(0);
+        println!("| {name} | {cpu:.3} | {:.1} MiB |", peak as f64 / 1024.0);
+    }
+    Ok(())
+}
+
+fn main_cases(n: u64, rounds: usize) -> Result<(), BoxError> {
     let receiver = Receiver::start(false)?;
     let forward = AgentProc::start(&["--forward".into(), format!("127.0.0.1:{}", receiver.port)])?;
     let null = AgentProc::start(&["--output".into(), "null".into()])?;
@@ -599,3 +727,4 @@ fn main() -> Result<(), BoxError> {
     );
     Ok(())
 }
+
