@@ -367,6 +367,12 @@ impl TapClient {
         }
     }
 
+    /// Closes the control connection (as a process that exits does) and keeps the ring.
+    pub fn hang_up(&self) {
+        // SAFETY: shutdown on our own socket; no memory effects.
+        unsafe { libc::shutdown(self.sock.as_raw_fd(), libc::SHUT_RDWR) };
+    }
+
     /// Slots of the ring reserved and not yet released by the agent (`head - tail`).
     pub fn ring_backlog(&self) -> u64 {
         let (producer, _, _) = self.ring.as_ref().expect("hello with a ring first");

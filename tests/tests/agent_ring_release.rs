@@ -97,3 +97,43 @@ fn with_a_spool_records_are_released_once_written() {
     let files = std::fs::read_dir(spool.path()).unwrap().count();
     assert!(files > 0, "the chunk waits on disk for its ack");
 }
+
+/// The agent's side of a suppressed stream's exit path: when a process goes, its last records
+/// are made safe at once (its chunks do not wait for `flush_interval`), so that a process
+/// waiting at exit for its ring to be released waits one acknowledgement, not a minute.
+#[test]
+fn a_process_that_exits_has_its_records_made_safe_at_once() {
+    const N: u64 = 50;
+    let port = free_port();
+    let mut receiver = Receiver::start("release-exit-recv", port, &[]);
+    let agent = Agent::start(
+        "release-exit",
+        &[
+            "--forward",
+            &format!("127.0.0.1:{port}"),
+            "--flush-interval",
+            "60s",
+        ],
+    );
+    let mut c = TapClient::connect(&agent.socket, 4444);
+    c.hello("exiting", Some(64 * 1024), &[]);
+    write_lines(&mut c, 0, N);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        c.ring_backlog(),
+        N,
+        "held: the chunk waits for flush_interval"
+    );
+    let exited = Instant::now();
+    c.hang_up();
+    wait_until(
+        Duration::from_secs(5),
+        "released after the process left",
+        || c.ring_backlog() == 0,
+    );
+    assert!(exited.elapsed() < Duration::from_secs(5));
+    let counts = receiver.wait_all(N, &Counts::default(), LIMIT);
+    assert_eq!(counts.distinct(N), N);
+    drop(agent);
+    drop(receiver.terminate());
+}

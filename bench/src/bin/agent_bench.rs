@@ -332,7 +332,10 @@ impl AgentProc {
         let http = free_port()?;
         let mut all = args.to_vec();
         if spooled {
-            all.extend(["--storage-path".into(), dir.join("spool").display().to_string()]);
+            all.extend([
+                "--storage-path".into(),
+                dir.join("spool").display().to_string(),
+            ]);
         }
         let child = AgentProc::spawn(&socket, http, &all)?;
         let agent = AgentProc {
@@ -380,7 +383,6 @@ impl AgentProc {
         }
         Ok(())
     }
-
 
     /// (CPU seconds, RSS KiB, peak RSS KiB) from /proc.
     fn usage(&self) -> (f64, u64, u64) {
@@ -727,4 +729,3 @@ fn main_cases(n: u64, rounds: usize) -> Result<(), BoxError> {
     );
     Ok(())
 }
-
