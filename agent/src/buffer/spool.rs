@@ -12,12 +12,14 @@
 //! processes' ring space is released. It does not wait for `fsync` (a journal commit: ≈ 7 ms
 //! per chunk measured on this project's VM, which would cap a spooled agent at ≈ 35 MB/s and
 //! hold ring space for as long). Instead a syncer thread makes the spool durable against a
-//! crash of the *machine* every [`SYNC_INTERVAL`] (`syncfs`, only when something was written),
-//! as Fluent Bit's `storage.sync normal` leaves it to the kernel. What a power loss can take is
-//! therefore the chunks of the last [`SYNC_INTERVAL`] — a machine crash also takes every tapped
-//! process and its ring, so the window adds little; a chunk file torn by it fails its CRC and
-//! is set aside as `.bad`. Chunks delivered within the interval (most, with a live server) are
-//! deleted before they were ever synced, and cost no disk write at all.
+//! crash of the *machine*: every [`SYNC_INTERVAL`] it checks whether a chunk written and not
+//! yet synced is still there after [`SYNC_AGE`] (not yet delivered), and then syncs the file
+//! system (`syncfs`: one journal commit for all of them); Fluent Bit's default
+//! (`storage.sync normal`) leaves it all to the kernel. What a power loss can take is therefore the chunks of the last
+//! [`SYNC_AGE`] + [`SYNC_INTERVAL`] — a machine crash also takes every tapped process and its
+//! ring, so the window adds little; a chunk file torn by it fails its CRC and is set aside as
+//! `.bad`. Chunks delivered within [`SYNC_AGE`] (nearly all, with a live server) are deleted
+//! before they were ever synced, and cost no disk write at all.
 //!
 //! A write that fails (disk full, I/O error) removes its `.tmp` and returns the error: no
 //! partial chunk is left behind, and the buffer keeps the chunk in memory instead.
@@ -33,7 +35,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{ChunkStore, StoredChunk};
 use crate::record::{Chunk, ChunkId};
@@ -41,8 +43,10 @@ use crate::record::{Chunk, ChunkId};
 const MAGIC: &[u8; 8] = b"LTSPOOL1";
 /// How long `persist` waits for room under `storage_limit` before refusing a chunk.
 pub const ROOM_WAIT: Duration = Duration::from_secs(60);
-/// How often the spool is synced to the device (when something was written).
+/// How often the syncer looks for chunks to make durable.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(20);
+/// A chunk still undelivered this long after it was written is synced to the device.
+pub const SYNC_AGE: Duration = Duration::from_millis(100);
 
 /// Why the spool could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -57,18 +61,42 @@ struct State {
 }
 
 /// Shared with the syncer thread.
-struct SyncFlags {
-    dirty: AtomicBool,
+struct Shared {
+    state: Mutex<State>,
+    /// Chunks written and not synced yet, with the time they were written.
+    unsynced: Mutex<Vec<(ChunkId, Instant)>>,
     stop: AtomicBool,
+}
+
+impl Shared {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a chunk written at least [`SYNC_AGE`] ago is still there and not synced; forgets
+    /// delivered ones. When it says yes, every chunk written so far is taken as synced (the
+    /// caller syncs the whole file system).
+    fn due(&self, now: Instant) -> bool {
+        let mut unsynced = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.state();
+        unsynced.retain(|(id, _)| state.sizes.contains_key(id));
+        drop(state);
+        let due = unsynced
+            .iter()
+            .any(|(_, at)| now.saturating_duration_since(*at) >= SYNC_AGE);
+        if due {
+            unsynced.clear();
+        }
+        due
+    }
 }
 
 /// The chunk files in one directory.
 pub struct Spool {
     dir: PathBuf,
     limit: u64,
-    state: Mutex<State>,
+    shared: Arc<Shared>,
     room: Condvar,
-    sync: Arc<SyncFlags>,
 }
 
 fn hex(id: &ChunkId) -> String {
@@ -129,17 +157,18 @@ fn read_chunk(path: &Path, id: ChunkId) -> io::Result<Chunk> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "damaged chunk file"))
 }
 
-/// Syncs the spool's file system every [`SYNC_INTERVAL`] while something was written, until
-/// the spool is dropped (then once more).
-fn syncer(dir: PathBuf, flags: Arc<SyncFlags>) {
+/// Syncs the spool's file system when a chunk stayed undelivered for [`SYNC_AGE`] (checked
+/// every [`SYNC_INTERVAL`]), until the spool is dropped (then once more).
+fn syncer(dir: PathBuf, shared: Arc<Shared>) {
     let Ok(handle) = File::open(&dir) else {
         tracing::warn!(dir = %dir.display(), "cannot open storage_path to sync it");
         return;
     };
     let mut failing = false;
     loop {
-        let stop = flags.stop.load(Ordering::Relaxed);
-        if flags.dirty.swap(false, Ordering::Relaxed) {
+        let stop = shared.stop.load(Ordering::Relaxed);
+        let now = Instant::now() + if stop { SYNC_AGE } else { Duration::ZERO };
+        if shared.due(now) {
             match crate::sys::syncfs(handle.as_fd()) {
                 Ok(()) => failing = false,
                 Err(e) if !failing => {
@@ -212,30 +241,30 @@ impl Spool {
         if !found.is_empty() {
             tracing::info!(chunks = found.len(), bytes = state.used, dir = %dir.display(), "chunks recovered from storage_path; sending them again");
         }
-        let sync = Arc::new(SyncFlags {
-            dirty: AtomicBool::new(false),
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            unsynced: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
         {
-            let (dir, sync) = (dir.to_owned(), Arc::clone(&sync));
+            let (dir, shared) = (dir.to_owned(), Arc::clone(&shared));
             std::thread::Builder::new()
                 .name("logtap-spool-sync".into())
-                .spawn(move || syncer(dir, sync))
+                .spawn(move || syncer(dir, shared))
                 .map_err(err)?;
         }
         let spool = Spool {
             dir: dir.to_owned(),
             limit: limit.max(1),
-            state: Mutex::new(state),
+            shared,
             room: Condvar::new(),
-            sync,
         };
         Ok((spool, found.into_iter().map(|(_, c)| c).collect()))
     }
 
     /// Bytes of chunks on disk.
     pub fn used(&self) -> u64 {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).used
+        self.shared.state().used
     }
 
     fn path(&self, id: &ChunkId, ext: &str) -> PathBuf {
@@ -244,7 +273,7 @@ impl Spool {
 
     /// Reserves `size` bytes, waiting for room; `Ok(false)` when the chunk is already stored.
     fn reserve(&self, id: ChunkId, size: u64) -> io::Result<bool> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.shared.state();
         if st.sizes.contains_key(&id) {
             return Ok(false);
         }
@@ -270,7 +299,7 @@ impl Spool {
     }
 
     fn release(&self, id: ChunkId) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.shared.state();
         if let Some(size) = st.sizes.remove(&id) {
             st.used -= size;
             self.room.notify_all();
@@ -291,17 +320,24 @@ impl Spool {
             drop(f);
             fs::rename(&tmp, self.path(&chunk.id, "chunk"))
         })();
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
+        match &written {
+            Ok(()) => self
+                .shared
+                .unsynced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((chunk.id, Instant::now())),
+            Err(_) => {
+                let _ = fs::remove_file(&tmp);
+            }
         }
-        self.sync.dirty.store(true, Ordering::Relaxed);
         written
     }
 }
 
 impl Drop for Spool {
     fn drop(&mut self) {
-        self.sync.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -381,6 +417,29 @@ mod tests {
         assert_eq!(spool.used(), b.size() as u64);
         spool.persist(&loaded).unwrap(); // re-admitted after recovery: no second copy
         assert_eq!(spool.used(), b.size() as u64);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_chunks_left_undelivered_are_synced() {
+        let dir = tempdir("sync");
+        let (spool, _) = Spool::open(&dir, 1 << 20).unwrap();
+        // The syncer thread must not take the chunks from under the test: let it end first.
+        spool.shared.stop.store(true, Ordering::Relaxed);
+        std::thread::sleep(SYNC_INTERVAL * 3);
+        let later = || Instant::now() + SYNC_AGE + Duration::from_millis(1);
+        let delivered = chunk(1);
+        spool.persist(&delivered).unwrap();
+        spool.remove(delivered.id);
+        assert!(
+            !spool.shared.due(later()),
+            "delivered before SYNC_AGE: never synced"
+        );
+        let waiting = chunk(2);
+        spool.persist(&waiting).unwrap();
+        assert!(!spool.shared.due(Instant::now()), "too young");
+        assert!(spool.shared.due(later()), "still undelivered: synced");
+        assert!(!spool.shared.due(later()), "once");
         fs::remove_dir_all(&dir).unwrap();
     }
 

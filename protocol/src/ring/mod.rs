@@ -105,7 +105,8 @@
 //!   not released; so `c ≤ R / 2s` and `λ ≤ R / (2 s L)`. Chunks are sent as soon as they close,
 //!   up to 16 in flight per server.
 //! - `L` with `storage_path`: one write of the chunk file into the page cache (≈ 0.1–0.3 ms per
-//!   256 KiB; no fsync on the way, the spool syncs every 20 ms). The ring is never the bound.
+//!   256 KiB; no fsync on the way: the spool syncs what is still undelivered after 100 ms). The
+//!   ring is never the bound.
 //! - `L` without: one ack round trip `RTT` plus the server's processing, and the wait for a
 //!   window slot (16 chunks) and for `mem_buf_limit`. Default ring, 100-byte lines (`s` = 2,
 //!   `R/2s` = 2,048): loopback (`L` ≈ 1 ms) ≈ 2 M lines/s — far above what the agent itself
