@@ -298,6 +298,12 @@ fn receive(
     }
 }
 
+/// The `logtap` binary beside this one (`target/release/`).
+fn own_logtap() -> Result<PathBuf, BoxError> {
+    let exe = std::env::current_exe()?;
+    Ok(exe.parent().ok_or("no binary directory")?.join("logtap"))
+}
+
 /// A `logtap agent` process.
 struct AgentProc {
     child: Child,
@@ -311,16 +317,13 @@ fn free_port() -> Result<u16, BoxError> {
 }
 
 impl AgentProc {
-    /// Like [`AgentProc::start`], with `--storage-path` in the agent's own temporary directory.
-    fn start_spooled(args: &[String]) -> Result<AgentProc, BoxError> {
-        AgentProc::start_with(args, true)
-    }
-
     fn start(args: &[String]) -> Result<AgentProc, BoxError> {
-        AgentProc::start_with(args, false)
+        AgentProc::start_with(&own_logtap()?, args, false)
     }
 
-    fn start_with(args: &[String], spooled: bool) -> Result<AgentProc, BoxError> {
+    /// `bin agent` with `args`, and with `--storage-path` in its own temporary directory when
+    /// `spooled`.
+    fn start_with(bin: &Path, args: &[String], spooled: bool) -> Result<AgentProc, BoxError> {
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "logtap-bench-{}-{}",
@@ -337,7 +340,7 @@ impl AgentProc {
                 dir.join("spool").display().to_string(),
             ]);
         }
-        let child = AgentProc::spawn(&socket, http, &all)?;
+        let child = AgentProc::spawn(bin, &socket, http, &all)?;
         let agent = AgentProc {
             child,
             socket,
@@ -348,10 +351,8 @@ impl AgentProc {
         Ok(agent)
     }
 
-    fn spawn(socket: &Path, http: u16, args: &[String]) -> Result<Child, BoxError> {
-        let exe = std::env::current_exe()?;
-        let bin = exe.parent().ok_or("no binary directory")?.join("logtap");
-        Command::new(&bin)
+    fn spawn(bin: &Path, socket: &Path, http: u16, args: &[String]) -> Result<Child, BoxError> {
+        Command::new(bin)
             .arg("agent")
             .arg("--socket")
             .arg(socket)
@@ -539,33 +540,45 @@ fn main() -> Result<(), BoxError> {
 }
 
 /// Issue 11: ring space held until the records are safe — acknowledged (no spool) or written
-/// to `--storage-path` — on loopback and with 20 ms acknowledgements.
+/// to `--storage-path` — on loopback and with 20 ms acknowledgements. With
+/// `LOGTAP_BENCH_COMPARE=<another logtap binary>` (e.g. one built before issue 11) each case
+/// also runs with that binary, interleaved in the same rounds.
 fn release_cases(n: u64, rounds: usize) -> Result<(), BoxError> {
     let fast = Receiver::start(false)?;
     let slow = Receiver::start_delayed(false, Duration::from_millis(20))?;
     let to = |r: &Receiver| vec!["--forward".to_string(), format!("127.0.0.1:{}", r.port)];
-    let agents = [
-        AgentProc::start(&to(&fast))?,
-        AgentProc::start_spooled(&to(&fast))?,
-        AgentProc::start(&to(&slow))?,
-        AgentProc::start_spooled(&to(&slow))?,
-    ];
-    let receivers = [&fast, &fast, &slow, &slow];
-    let names = [
-        "agent → forward (ack) → receiver",
-        "agent --storage-path → forward (ack) → receiver",
-        "agent → forward (ack 20 ms late) → receiver",
-        "agent --storage-path → forward (ack 20 ms late) → receiver",
-    ];
-    let mut usage: [Vec<Usage>; 4] = Default::default();
+    let mut bins = vec![(String::new(), own_logtap()?)];
+    if let Ok(other) = std::env::var("LOGTAP_BENCH_COMPARE") {
+        bins.push(("compared binary: ".to_string(), PathBuf::from(other)));
+    }
+    let mut agents = Vec::new();
+    let mut receivers = Vec::new();
+    let mut names = Vec::new();
+    for (prefix, bin) in &bins {
+        for (receiver, spooled, name) in [
+            (&fast, false, "agent → forward (ack) → receiver"),
+            (&fast, true, "agent --storage-path → forward (ack) → receiver"),
+            (&slow, false, "agent → forward (ack 20 ms late) → receiver"),
+            (
+                &slow,
+                true,
+                "agent --storage-path → forward (ack 20 ms late) → receiver",
+            ),
+        ] {
+            agents.push(AgentProc::start_with(bin, &to(receiver), spooled)?);
+            receivers.push(receiver);
+            names.push(format!("{prefix}{name}"));
+        }
+    }
+    let mut usage: Vec<Vec<Usage>> = vec![Vec::new(); agents.len()];
     let fail = |e: BoxError| -> Sample { panic!("benchmark run failed: {e}") };
     {
         let usage_cells: Vec<std::cell::RefCell<&mut Vec<Usage>>> =
             usage.iter_mut().map(std::cell::RefCell::new).collect();
-        let mut cases: Vec<Case<'_>> = (0..4)
+        let mut cases: Vec<Case<'_>> = (0..agents.len())
             .map(|i| {
                 let (agent, receiver, cell) = (&agents[i], receivers[i], &usage_cells[i]);
-                Case::new(names[i], move || {
+                Case::new(names[i].clone(), move || {
                     let before = receiver.events.load(Ordering::Relaxed);
                     agent_run(
                         n,
