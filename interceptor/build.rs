@@ -36,6 +36,16 @@ const SHIM_EXPORTS: &[&str] = &[
     "__vfprintf_chk",
     "__dprintf_chk",
     "__vdprintf_chk",
+    // where a FILE writes its buffer out (bytes inlined putc_unlocked & co. left there)
+    "__overflow",
+    "fflush",
+    "fflush_unlocked",
+    "fseek",
+    "fseeko",
+    "fseeko64",
+    "rewind",
+    "fsetpos",
+    "fsetpos64",
     // opening and duplicating descriptors (variadic)
     "open",
     "open64",

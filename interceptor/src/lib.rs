@@ -112,6 +112,7 @@ pub mod guard;
 pub mod hooks;
 pub mod own_fds;
 pub mod sender;
+pub mod streams;
 pub mod sys;
 pub mod tap_files;
 

@@ -19,7 +19,7 @@ use core::ffi::{CStr, c_void};
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use crate::sender::{self, Payload, Route, STREAM_FILE, STREAM_STDERR, STREAM_STDOUT};
-use crate::{config, fd_table, guard, sys};
+use crate::{config, fd_table, guard, streams, sys};
 
 /// A real libc function, resolved with `dlsym(RTLD_NEXT)` once and cached.
 pub struct RealFn {
@@ -89,20 +89,22 @@ pub fn route_for_fd(fd: i32) -> Option<Route> {
             file_index: index,
             suppressed: cfg.suppress_tap_file,
         }
-    } else if fd == 1 && cfg.tap_stdout {
-        Route {
-            stream: STREAM_STDOUT,
-            file_index: 0,
-            suppressed: cfg.suppress_stdout,
-        }
-    } else if fd == 2 && cfg.tap_stderr {
-        Route {
-            stream: STREAM_STDERR,
-            file_index: 0,
-            suppressed: cfg.suppress_stderr,
-        }
     } else {
-        return None;
+        // fd 1 / fd 2 only while they are the stream the tap was set up for, as that stream
+        // (`2>&1` onto the real stdout is stdout): see [`streams`].
+        match streams::stream_of(fd) {
+            streams::STDOUT if cfg.tap_stdout => Route {
+                stream: STREAM_STDOUT,
+                file_index: 0,
+                suppressed: cfg.suppress_stdout,
+            },
+            streams::STDERR if cfg.tap_stderr => Route {
+                stream: STREAM_STDERR,
+                file_index: 0,
+                suppressed: cfg.suppress_stderr,
+            },
+            _ => return None,
+        }
     };
     if guard::held() || !active() {
         return None;
