@@ -46,6 +46,17 @@ const SHIM_EXPORTS: &[&str] = &[
     "rewind",
     "fsetpos",
     "fsetpos64",
+    // glibc's diagnostics, printed through internal calls otherwise
+    "error",
+    "error_at_line",
+    "err",
+    "errx",
+    "verr",
+    "verrx",
+    "warn",
+    "warnx",
+    "vwarn",
+    "vwarnx",
     // opening and duplicating descriptors (variadic)
     "open",
     "open64",

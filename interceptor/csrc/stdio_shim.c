@@ -47,13 +47,18 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <err.h>
+#include <error.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
+#include <wchar.h>
 
 /* With optimisation glibc turns some stdio names into macros (bits/stdio.h); this file defines
  * the functions themselves. (The extern-inline ones may be redefined as they are gnu_inline.) */
@@ -118,6 +123,10 @@ REAL_FN(int, putc_unlocked, (int, FILE *))
 REAL_FN(int, putchar_unlocked, (int))
 REAL_FN(void, perror, (const char *))
 REAL_FN(int, __overflow, (FILE *, int))
+REAL_FN(void, error, (int, int, const char *, ...))
+REAL_FN(void, error_at_line, (int, int, const char *, unsigned int, const char *, ...))
+REAL_FN(void, vwarn, (const char *, va_list))
+REAL_FN(void, vwarnx, (const char *, va_list))
 REAL_FN(int, fflush, (FILE *))
 REAL_FN(int, fflush_unlocked, (FILE *))
 REAL_FN(int, fseek, (FILE *, long, int))
@@ -146,7 +155,8 @@ void logtap_shim_init(void) {
     (void)real_puts(); (void)real_fputs(); (void)real_fputs_unlocked(); (void)real_fputc();
     (void)real_putc(); (void)real__IO_putc(); (void)real_putchar(); (void)real_fputc_unlocked();
     (void)real_putc_unlocked(); (void)real_putchar_unlocked(); (void)real_perror();
-    (void)real___overflow(); (void)real_fflush(); (void)real_fflush_unlocked();
+    (void)real___overflow(); (void)real_error(); (void)real_error_at_line(); (void)real_vwarn();
+    (void)real_vwarnx(); (void)real_fflush(); (void)real_fflush_unlocked();
     (void)real_fseek(); (void)real_fseeko(); (void)real_fseeko64(); (void)real_rewind();
     (void)real_fsetpos(); (void)real_fsetpos64();
     (void)real_open(); (void)real_open64(); (void)real_openat(); (void)real_openat64();
@@ -791,6 +801,182 @@ void logtap_stdio_at_exit(void) { catch_up_all(0); }
 void logtap_stdio_after_fork_child(void) {
     int hi = __atomic_load_n(&marks_hi, __ATOMIC_ACQUIRE);
     for (int i = 0; i < hi; i++) __atomic_store_n(&marks[i].at, NULL, __ATOMIC_RELAXED);
+}
+
+/* ---- glibc's diagnostics: error(3), error_at_line(3), err(3), warn(3) ----
+ * glibc prints them on stderr through internal calls the hooks do not see (coreutils reports
+ * every failure with error()). When stderr is tapped they are printed here instead, with the
+ * same public calls and the same bytes (glibc 2.36's misc/error.c and misc/err.c): the message
+ * then goes through the stdio hooks. Otherwise the real function prints them: error() and
+ * error_at_line() have no va_list variant, so the message is formatted here and passed as
+ * "%s" (the rest -- program name, errno text, exit -- is glibc's own). A wide-oriented stderr
+ * always gets the real function. */
+extern unsigned int error_message_count;
+extern int error_one_per_line;
+extern void (*error_print_progname)(void);
+
+static int diag_tapped(void) { return route_of(stderr) && !tls_busy && fwide(stderr, 0) <= 0; }
+
+/* error_tail(): the message, errnum's text, the newline (the caller exits). */
+static void error_tail(int errnum, const char *fmt, va_list ap) {
+    vfprintf(stderr, fmt, ap);
+    ++error_message_count;
+    if (errnum) {
+        char buf[1024];
+        fprintf(stderr, ": %s", strerror_r(errnum, buf, sizeof buf));
+    }
+    fputs("\n", stderr);
+    fflush(stderr);
+}
+
+static void error_common(int status, int errnum, int at_line, const char *file, unsigned int line,
+                         const char *fmt, va_list ap) {
+    int state;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
+    fflush(stdout);
+    flockfile(stderr);
+    if (error_print_progname)
+        (*error_print_progname)();
+    else
+        fprintf(stderr, at_line ? "%s:" : "%s: ", program_invocation_name);
+    if (at_line) fprintf(stderr, file != NULL ? "%s:%u: " : " ", file, line);
+    error_tail(errnum, fmt, ap);
+    funlockfile(stderr);
+    pthread_setcancelstate(state, NULL);
+    if (status) exit(status);
+}
+
+/* The untapped path: the message formatted here, printed by the real function. */
+static void error_real(int status, int errnum, int at_line, const char *file, unsigned int line,
+                       const char *fmt, va_list ap) {
+    va_list again;
+    va_copy(again, ap);
+    char small[512];
+    char *msg = small;
+    size_t mapped = 0;
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    if (n >= (int)sizeof small) {
+        mapped = ((size_t)n + 1 + 4095) & ~(size_t)4095;
+        void *m = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) {
+            mapped = 0; /* truncated rather than lost */
+        } else {
+            msg = m;
+            vsnprintf(msg, mapped, fmt, again);
+        }
+    }
+    va_end(again);
+    if (n < 0) msg = (char *)fmt; /* glibc prints what it can; so do we */
+    /* The real call gets status 0 and the exit is made here, after the mapping is released. */
+    if (at_line) {
+        if (real_error_at_line()) real_error_at_line()(0, errnum, file, line, "%s", msg);
+    } else if (real_error()) {
+        real_error()(0, errnum, "%s", msg);
+    }
+    if (mapped) munmap(msg, mapped);
+    if (status) exit(status);
+}
+
+void error(int status, int errnum, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (diag_tapped())
+        error_common(status, errnum, 0, NULL, 0, fmt, ap);
+    else
+        error_real(status, errnum, 0, NULL, 0, fmt, ap);
+    va_end(ap);
+}
+
+void error_at_line(int status, int errnum, const char *file, unsigned int line, const char *fmt,
+                   ...) {
+    if (error_one_per_line) {
+        /* glibc's rule, with its own memory of the last place (ours and glibc's never both
+         * print: each call is handled by one of them). */
+        static const char *old_file;
+        static unsigned int old_line;
+        if (old_line == line &&
+            (file == old_file || (old_file != NULL && file != NULL && strcmp(old_file, file) == 0)))
+            return;
+        old_file = file;
+        old_line = line;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int saved = error_one_per_line;
+    if (diag_tapped()) {
+        error_common(status, errnum, 1, file, line, fmt, ap);
+    } else {
+        error_one_per_line = 0; /* already decided above */
+        error_real(status, errnum, 1, file, line, fmt, ap);
+        error_one_per_line = saved;
+    }
+    va_end(ap);
+}
+
+/* err.c: "<short name>: <message>[: <strerror(errno)>]\n". */
+static void warn_common(int with_errno, const char *fmt, va_list ap) {
+    int e = errno;
+    if (!diag_tapped()) {
+        errno = e;
+        vwarn_fn real = with_errno ? real_vwarn() : (vwarn_fn)real_vwarnx();
+        if (real) real(fmt, ap);
+        return;
+    }
+    flockfile(stderr);
+    if (fmt != NULL) {
+        fprintf(stderr, "%s: ", program_invocation_short_name);
+        vfprintf(stderr, fmt, ap);
+        if (with_errno) {
+            errno = e;
+            fprintf(stderr, ": %m\n");
+        } else {
+            fputs("\n", stderr);
+        }
+    } else if (with_errno) {
+        errno = e;
+        fprintf(stderr, "%s: %m\n", program_invocation_short_name);
+    } else {
+        fprintf(stderr, "%s: \n", program_invocation_short_name);
+    }
+    funlockfile(stderr);
+    errno = e;
+}
+
+void vwarn(const char *fmt, va_list ap) { warn_common(1, fmt, ap); }
+void vwarnx(const char *fmt, va_list ap) { warn_common(0, fmt, ap); }
+void warn(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    warn_common(1, fmt, ap);
+    va_end(ap);
+}
+void warnx(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    warn_common(0, fmt, ap);
+    va_end(ap);
+}
+void verr(int status, const char *fmt, va_list ap) {
+    warn_common(1, fmt, ap);
+    exit(status);
+}
+void verrx(int status, const char *fmt, va_list ap) {
+    warn_common(0, fmt, ap);
+    exit(status);
+}
+void err(int status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    warn_common(1, fmt, ap);
+    va_end(ap);
+    exit(status);
+}
+void errx(int status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    warn_common(0, fmt, ap);
+    va_end(ap);
+    exit(status);
 }
 
 /* ---- opening and duplicating descriptors ---- */

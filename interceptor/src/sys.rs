@@ -115,6 +115,29 @@ pub fn write(fd: c_int, buf: &[u8]) -> Result<usize, c_int> {
     }
 }
 
+/// `pread(2)` of the app's descriptor into our buffer (reading back what a
+/// `copy_file_range`/`sendfile` copied); retries `EINTR`.
+pub fn pread(fd: c_int, buf: &mut [u8], offset: i64) -> Result<usize, c_int> {
+    loop {
+        // SAFETY: `buf` is writable for `buf.len()` bytes for the duration of the call.
+        let r = unsafe {
+            libc::syscall(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), offset)
+        };
+        match check(r) {
+            Ok(n) => return Ok(usize::try_from(n).unwrap_or(0)),
+            Err(libc::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `lseek(2)`: the new position, or the error.
+pub fn lseek(fd: c_int, offset: i64, whence: c_int) -> Result<i64, c_int> {
+    // SAFETY: plain syscall on integers.
+    let r = unsafe { libc::syscall(libc::SYS_lseek, fd, offset, whence) };
+    check(r)
+}
+
 /// Writes all of `buf` to a regular file (the `file:` target), stopping at the first error.
 /// Returns how many bytes were written.
 pub fn write_all(fd: c_int, buf: &[u8]) -> usize {
