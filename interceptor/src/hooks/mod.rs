@@ -125,9 +125,15 @@ pub fn tapped_write(
     data: Payload<'_>,
     mut real: impl FnMut(usize) -> isize,
 ) -> isize {
-    let total = data.len();
     if route.suppressed {
+        // The copy would read the app's buffer before the kernel does: a buffer the real call
+        // would refuse with EFAULT must get exactly that, not a fault in the library.
         let saved = sys::errno();
+        if !data.readable() {
+            sys::set_errno(saved);
+            return real(0);
+        }
+        let total = data.len();
         let delivered = sender::deliver(route, &data, total).min(total);
         sys::set_errno(saved);
         if delivered >= total {

@@ -94,7 +94,8 @@ fn iov_slice<'a>(iov: *const iovec, cnt: c_int) -> Option<&'a [iovec]> {
 /// # Safety
 /// `write(2)`'s contract: `buf` is readable for `count` bytes.
 pub unsafe fn hooked_write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
-    let Some(route) = route_for_fd(fd) else {
+    let Some(route) = route_for_fd(fd).filter(|_| !buf.is_null() || count == 0) else {
+        // (A null buffer gets the real call's EFAULT.)
         // SAFETY: the caller's arguments, unchanged.
         return unsafe { real_write(fd, buf, count) };
     };
@@ -144,7 +145,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
 }
 
 fn pwrite_common(f: &RealFn, fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t {
-    let Some(route) = route_for_fd(fd) else {
+    let Some(route) = route_for_fd(fd).filter(|_| !buf.is_null() || count == 0) else {
         return real_pwrite(f, fd, buf, count, off);
     };
     let bytes = buf_slice(buf, count);

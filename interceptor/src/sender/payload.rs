@@ -35,6 +35,19 @@ impl<'a> Payload<'a> {
         }
     }
 
+    /// Whether the kernel says every byte can be read (the iovec array too): see
+    /// [`crate::sys::readable`]. One system call per 64 pages.
+    pub fn readable(&self) -> bool {
+        match *self {
+            Payload::One(b) => crate::sys::readable(b.as_ptr(), b.len()),
+            Payload::Iov(v) => {
+                crate::sys::readable(v.as_ptr().cast(), core::mem::size_of_val(v))
+                    && v.iter()
+                        .all(|i| crate::sys::readable(i.iov_base.cast_const().cast(), i.iov_len))
+            }
+        }
+    }
+
     /// Whether there are no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
