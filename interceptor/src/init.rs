@@ -41,7 +41,12 @@ extern "C" fn on_load() {
     let (cfg, warnings) = config::parse(env);
     debug::set_enabled(cfg.debug);
     for (name, expected) in warnings.iter() {
-        crate::debug!("ignoring malformed {name} (expected {expected}); using the default");
+        if config::reported_always(name) {
+            // Said even without debug mode (one line per process tree): see `config`.
+            debug::report_malformed_once(name, env(name).unwrap_or(&[]), expected);
+        } else {
+            crate::debug!("ignoring malformed {name} (expected {expected}); using the default");
+        }
     }
     crate::clock::init(cfg.clock_tsc);
     hooks::write::resolve();

@@ -12,8 +12,18 @@
 //!   ([`RingReader::pass`] with `before`).
 //!
 //! The held record keeps its bytes in the reader's payload buffer until it is applied.
+//!
+//! Read-ahead ([`RingReader::read_ahead`]): while the peer waits for the pipeline, it takes one
+//! record every [`TRICKLE`] out of the ring into the reader's own queue (raw bytes, at most
+//! [`READ_AHEAD_BYTES`]), so that the ring's `tail` keeps moving and a process waiting for room
+//! sees a live agent. Queued records are applied first, in order, by the next passes — which
+//! meanwhile keep reading one record ahead every [`TRICKLE`], since working through a full
+//! queue takes long enough (≈ 150,000 short lines) to look like a stall otherwise.
 
+use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use logtap_protocol::ring::{
     Consumer, ConsumerOptions, RECORD_CONTINUED, RecordMeta, RingCounters, RingError,
@@ -21,6 +31,24 @@ use logtap_protocol::ring::{
 
 use super::streams::{StreamError, Streams};
 use crate::metrics::{DropReason, METRICS};
+
+/// While the peer cannot apply what it reads (the pipeline is full, or the read-ahead queue is
+/// being worked through), one ring record is read ahead this often: enough to keep the ring's
+/// `tail` moving (10× faster than the interceptor's 200 ms stall bound), so that a process
+/// waiting for room knows the agent is alive; slow enough that the queue lasts.
+pub const TRICKLE: Duration = Duration::from_millis(20);
+
+/// Raw bytes a reader holds at most in its read-ahead queue: one default ring's worth. At the
+/// trickle's pace that covers a blocked pipeline for ≈ 2.5 s of 8 KiB records (stdio's
+/// buffer-sized writes) and for minutes of ordinary lines.
+pub const READ_AHEAD_BYTES: usize = 1 << 20;
+
+/// Raw bytes all readers of the agent hold at most in their read-ahead queues together, so
+/// that many blocked peers cannot add more than this to the agent's memory.
+pub const READ_AHEAD_TOTAL: usize = 32 << 20;
+
+/// Bytes in all read-ahead queues now.
+static READ_AHEAD_USED: AtomicUsize = AtomicUsize::new(0);
 
 /// Why a pass over the ring stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +80,11 @@ pub struct RingReader {
     lingering: bool,
     /// Records read so far (tells the peer whether a pass found anything).
     records: u64,
+    /// Records read ahead, not applied yet, and their payload bytes.
+    queue: VecDeque<(RecordMeta, Vec<u8>)>,
+    queued_bytes: usize,
+    /// When the last record was read ahead (meaningful while the queue is not empty).
+    read_ahead_at: Instant,
 }
 
 impl RingReader {
@@ -69,12 +102,34 @@ impl RingReader {
             gap_checked: false,
             lingering: false,
             records: 0,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            read_ahead_at: Instant::now(),
         })
     }
 
     /// Whether records wait (committed or still being written) or one is held.
     pub fn has_backlog(&self) -> bool {
-        self.held.is_some() || self.consumer.backlog_slots() > 0
+        self.held.is_some() || !self.queue.is_empty() || self.consumer.backlog_slots() > 0
+    }
+
+    /// Takes the next committed record out of the ring into the read-ahead queue, without
+    /// applying it. Returns `false` when the queue is full (nothing was read).
+    pub fn read_ahead(&mut self) -> Result<bool, RingError> {
+        if self.queued_bytes >= READ_AHEAD_BYTES
+            || READ_AHEAD_USED.load(Ordering::Relaxed) >= READ_AHEAD_TOTAL
+        {
+            return Ok(false);
+        }
+        self.read_ahead_at = Instant::now();
+        let mut payload = Vec::new();
+        if let Some(meta) = self.consumer.next(&mut payload)? {
+            self.records += 1;
+            self.queued_bytes += payload.len();
+            READ_AHEAD_USED.fetch_add(payload.len(), Ordering::Relaxed);
+            self.queue.push_back((meta, payload));
+        }
+        Ok(true)
     }
 
     /// Lingering: an empty pass leaves `consumer_sleeping` unset, so the producer's writes cost
@@ -95,18 +150,34 @@ impl RingReader {
 
     /// Applies records to `streams` in order. `expected` is the next `seq` the peer expects
     /// (updated); `before` bounds the pass for a DATA frame; it stops early with
-    /// [`Pass::Handoff`] once `streams` holds `handoff_bytes`.
+    /// [`Pass::Handoff`] once `streams` holds `handoff_bytes`, or once it has applied
+    /// `max_records` records.
     pub fn pass(
         &mut self,
         streams: &mut Streams,
         expected: &mut Option<u32>,
         before: Option<u32>,
         handoff_bytes: usize,
+        max_records: u64,
     ) -> Result<Pass, PassError> {
+        let mut applied = 0u64;
         loop {
-            let meta = match self.held.take() {
-                Some(m) => m,
-                None => match self.consumer.next(&mut self.payload)? {
+            if applied >= max_records {
+                return Ok(Pass::Handoff);
+            }
+            let meta = if let Some(m) = self.held.take() {
+                m
+            } else if let Some((m, payload)) = self.queue.pop_front() {
+                self.queued_bytes -= payload.len();
+                READ_AHEAD_USED.fetch_sub(payload.len(), Ordering::Relaxed);
+                self.payload = payload;
+                // Keep the tail moving while the queue is worked through (see the module doc).
+                if self.read_ahead_at.elapsed() >= TRICKLE {
+                    self.read_ahead()?;
+                }
+                m
+            } else {
+                match self.consumer.next(&mut self.payload)? {
                     Some(m) => {
                         self.records += 1;
                         m
@@ -115,7 +186,7 @@ impl RingReader {
                         return Ok(Pass::Empty);
                     }
                     None => continue,
-                },
+                }
             };
             if let Some(bound) = before {
                 if !after(bound, meta.seq) {
@@ -145,28 +216,39 @@ impl RingReader {
                     &self.payload,
                 )
                 .map_err(PassError::Stream)?;
+            applied += 1;
             if streams.out_bytes() >= handoff_bytes {
                 return Ok(Pass::Handoff);
             }
         }
     }
 
-    /// Counts what producers dropped (ring full) and what the consumer skipped since last time.
-    pub fn report_losses(&mut self) {
+    /// Counts what producers dropped (ring full) and what the consumer skipped since last time;
+    /// returns those new losses.
+    pub fn report_losses(&mut self) -> RingCounters {
         let c = self.consumer.counters();
-        let dropped = c.dropped_records.saturating_sub(self.seen.dropped_records);
-        if dropped > 0 {
-            let bytes = c.dropped_bytes.saturating_sub(self.seen.dropped_bytes);
-            METRICS.dropped(DropReason::RingFull, dropped, bytes);
+        let new = RingCounters {
+            dropped_records: c.dropped_records.saturating_sub(self.seen.dropped_records),
+            dropped_bytes: c.dropped_bytes.saturating_sub(self.seen.dropped_bytes),
+            abandoned_slots: c.abandoned_slots.saturating_sub(self.seen.abandoned_slots),
+        };
+        if new.dropped_records > 0 {
+            METRICS.dropped(DropReason::RingFull, new.dropped_records, new.dropped_bytes);
         }
-        let abandoned = c.abandoned_slots.saturating_sub(self.seen.abandoned_slots);
-        if abandoned > 0 {
-            METRICS.dropped(DropReason::RingAbandoned, abandoned, 0);
+        if new.abandoned_slots > 0 {
+            METRICS.dropped(DropReason::RingAbandoned, new.abandoned_slots, 0);
         }
         if c != self.seen {
             self.consumer.set_reported(&c);
         }
         self.seen = c;
+        new
+    }
+}
+
+impl Drop for RingReader {
+    fn drop(&mut self) {
+        READ_AHEAD_USED.fetch_sub(self.queued_bytes, Ordering::Relaxed);
     }
 }
 

@@ -110,6 +110,18 @@ impl Producer {
         head.saturating_sub(tail)
     }
 
+    /// The consumer's position (`tail`): it moves while an agent drains the ring, so a writer
+    /// waiting for room tells a live agent from a stopped, dead or absent one by it.
+    pub fn consumed(&self) -> u64 {
+        self.map.u64_at(OFF_TAIL).load(Ordering::Acquire)
+    }
+
+    /// Wakes the consumer if it announced sleep (one eventfd write then, nothing otherwise):
+    /// for a writer about to wait for room.
+    pub fn wake(&self) {
+        self.wake_consumer();
+    }
+
     /// Test hook: reserves the slots of a `payload_len`-byte record without committing them,
     /// as a writer killed (or siglongjmp'd away) between reserve and commit leaves them.
     #[doc(hidden)]
@@ -286,8 +298,14 @@ mod tests {
         assert_eq!(pushed, producer.slot_count());
         assert_eq!(producer.try_push(&meta, &[1; 8]), Err(PushError::Full));
         assert_eq!(producer.backlog_slots(), producer.slot_count());
+        assert_eq!(producer.consumed(), 0);
         let mut payload = Vec::new();
         assert!(consumer.next(&mut payload).unwrap().is_some());
+        assert_eq!(
+            producer.consumed(),
+            1,
+            "the tail moved by the record's one slot"
+        );
         // The producer's cached tail is stale; the push must refresh it and succeed.
         producer.try_push(&meta, &[2; 8]).unwrap();
         assert_eq!(producer.try_push(&meta, &[3; 8]), Err(PushError::Full));
