@@ -1,7 +1,9 @@
 //! Issue 10, prove-it 1 and 2: a corpus of everyday command lines — coreutils, bash scripts
-//! with `$(…)`, backticks, `>/dev/null`, `> file`, `2>&1` and pipelines, a pyenv-shaped shim
-//! that `exec`s Python, Python logging, Perl, awk, sed, and a `-O2` C program whose
-//! `putc_unlocked` & co. are inlined — each run three times against the real `liblogtap.so`:
+//! with `$(…)`, backticks, `>/dev/null`, `> file`, `2>&1`, pipelines, `exec` redirections,
+//! background jobs and `-x` tracing, pyenv-shaped shims that `exec` Python, Python (logging,
+//! subprocess, multiprocessing, writes larger than the ring), Perl, awk, sed, make, node, and
+//! a `-O2` C program whose `putc_unlocked` & co. are inlined — each run three times against
+//! the real `liblogtap.so`:
 //!
 //! 1. untapped (no `LD_PRELOAD`): what the program does on its own;
 //! 2. tapped (`LLT_TAP_INTO=3`): the stdout records joined in order are byte for byte what
@@ -13,12 +15,16 @@
 //!    untapped run's stdout and stderr, the real stdout and stderr receive nothing, every file
 //!    the command wrote is the untapped run's, and the exit status is the same.
 //!
-//! Each case runs with three ways of capturing its output (each a test module): `pipes` (two
-//! pipes), `files` (two regular files) and `merged` (one pipe for both, as a terminal is).
-//! In `merged`, which stream a byte is labelled with is not checked, and neither is the order
-//! of one process's stdout records against its stderr records (stdio bytes may be tapped when
-//! the FILE accepts them, before it writes them): the combined output must be an interleaving
-//! of the records of every (pid, stream), each in its own order, using every byte once.
+//! Each case is a module with one test per way of capturing its output (`ls_l::pipes`, …):
+//! `pipes` (two pipes), `files` (two regular files), `merged` (one pipe for both) and `tty`
+//! (one pseudo-terminal for both, as `logtap run` in a terminal; the pty does no output
+//! processing, so what the master reads is what was written). With one stream for both
+//! (`merged`, `tty`), which stream a byte is labelled with is not checked, and neither is the
+//! order of one process's stdout records against its stderr records (stdio bytes may be
+//! tapped when the FILE accepts them, before it writes them): the combined output must be an
+//! interleaving of the records of every (pid, stream), each in its own order, using every
+//! byte once. The same holds for cases whose processes write at the same time
+//! (`Case::concurrent`).
 //!
 //! Records are put in order by time stamp, then pid, then seq: the processes of a script run
 //! one after another, and within a process `seq` follows the writes. The ring transport (the
@@ -33,6 +39,7 @@ mod interceptor_support;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -59,8 +66,28 @@ enum Capture {
     Pipes,
     /// stdout and stderr into two regular files (outside the working directory).
     Files,
-    /// stdout and stderr into one pipe, as on a terminal.
+    /// stdout and stderr into one pipe.
     Merged,
+    /// stdout and stderr on one pseudo-terminal (output post-processing off, so the bytes
+    /// read from the master are the bytes written), as `logtap run` in a terminal.
+    Tty,
+}
+
+impl Capture {
+    fn named(name: &str) -> Capture {
+        match name {
+            "pipes" => Capture::Pipes,
+            "files" => Capture::Files,
+            "merged" => Capture::Merged,
+            "tty" => Capture::Tty,
+            other => panic!("no capture mode {other}"),
+        }
+    }
+
+    /// stdout and stderr are one stream.
+    fn one_stream(self) -> bool {
+        matches!(self, Capture::Merged | Capture::Tty)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +115,9 @@ struct Case {
     want_status: i32,
     /// Whether the untapped run writes to stderr (checks the case itself).
     writes_stderr: bool,
+    /// Processes write to the same stream at the same time: their order varies from run to
+    /// run, and the records are compared as an interleaving of each process's records.
+    concurrent: bool,
 }
 
 /// What one run gave.
@@ -166,6 +196,7 @@ fn simple(argv: &[&str], want_status: i32, writes_stderr: bool) -> Case {
         env: Vec::new(),
         want_status,
         writes_stderr,
+        concurrent: false,
     }
 }
 
@@ -181,6 +212,7 @@ fn bash(bench: &Bench, name: &str, body: &str, want_status: i32) -> Case {
         env: Vec::new(),
         want_status,
         writes_stderr: true,
+        concurrent: false,
     }
 }
 
@@ -204,6 +236,72 @@ import logging, sys
 print("python via the shim:", sys.argv[1:])
 logging.warning("a warning via the shim")
 print("done")
+"#;
+
+const PY_SUBPROCESS: &str = r#"
+import os, subprocess, sys
+print("before", flush=True)
+out = subprocess.check_output(["date", "-u", "-d", "@0"])
+print("captured:", out.decode().strip(), flush=True)
+subprocess.run(["echo", "child to the real stdout"])
+subprocess.run(["ls", "no-such-file"], stderr=subprocess.DEVNULL)
+r = subprocess.run("ls data | head -n 1", shell=True, capture_output=True, text=True)
+print("shell captured:", r.stdout.strip(), flush=True)
+subprocess.run("echo shell-out; echo shell-err >&2", shell=True)
+with open("py-child.txt", "w") as f:
+    subprocess.run(["uname", "-s"], stdout=f)
+print("after", flush=True)
+sys.stderr.write("stderr after\n")
+sys.stderr.flush()
+os.system("echo from os.system")
+print("end")
+"#;
+
+const PY_MULTIPROCESSING: &str = r#"
+import logging, multiprocessing, sys, threading
+
+def work(i):
+    print("child", i, "says hello", flush=True)
+    logging.warning("child %d warns", i)
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method("fork")
+    print("parent starts", flush=True)
+    for i in range(3):
+        p = multiprocessing.Process(target=work, args=(i,))
+        p.start()
+        p.join()
+    for i in range(3):
+        t = threading.Thread(target=lambda i=i: print("thread", i, flush=True))
+        t.start()
+        t.join()
+    print("parent ends")
+"#;
+
+/// Single writes larger than a ring record (64 KiB) and than the default ring (1 MiB).
+const PY_BIG_WRITES: &str = r#"
+import sys
+out = sys.stdout.buffer
+out.write(b"".join(b"%07d\n" % i for i in range(20000)))
+out.flush()
+out.write(b"".join(b"%07d line of the second write\n" % i for i in range(100000)))
+out.flush()
+sys.stderr.buffer.write(b"e" * 200000 + b"\n")
+sys.stderr.flush()
+print("end")
+"#;
+
+const NODE: &str = r#"
+console.log("node stdout", 1);
+console.error("node stderr");
+process.stdout.write("no newline ");
+process.stdout.write("then newline\n");
+const cp = require("child_process");
+const out = cp.execSync("date -u -d @0").toString().trim();
+console.log("captured:", out);
+cp.execSync("echo inherited", { stdio: "inherit" });
+require("fs").writeFileSync("node.txt", "to a file\n");
+console.log("\u00e9 \u65e5\u672c");
 "#;
 
 /// Builds the corpus case `name` in `bench` (None: not available on this machine).
@@ -273,8 +371,9 @@ exit 0;"#,
             env: Vec::new(),
             want_status: 0,
             writes_stderr: true,
+            concurrent: false,
         },
-        "c_putc_full" | "c_putc_line" | "c_putc_none" => {
+        "c_putc_full" | "c_putc_line" | "c_putc_none" | "c_redirect" => {
             std::fs::create_dir_all(bench.bin()).unwrap();
             let exe = compile("putc_fidelity", &bench.bin());
             // The case is only meaningful if the compiler inlined the character macros.
@@ -284,12 +383,13 @@ exit 0;"#,
                 assert!(!syms.contains(f), "{f} was not inlined by gcc -O2:\n{syms}");
             }
             assert!(syms.contains("__overflow"), "{syms}");
-            let mode = name.trim_start_matches("c_putc_");
+            let mode = name.trim_start_matches("c_putc_").trim_start_matches("c_");
             Case {
                 argv: vec![exe.into(), mode.into()],
                 env: Vec::new(),
                 want_status: 0,
                 writes_stderr: true,
+                concurrent: false,
             }
         }
         // Bash scripts: the first tapped process is bash; every command it runs inherits the
@@ -405,6 +505,7 @@ echo sh-done >&2"#,
             env: Vec::new(),
             want_status: 0,
             writes_stderr: true,
+            concurrent: false,
         },
         "pyenv_shim" => {
             let shim = write_pyenv_shim(&bench.bin(), "python3", &python());
@@ -413,6 +514,7 @@ echo sh-done >&2"#,
                 env: Vec::new(),
                 want_status: 0,
                 writes_stderr: true,
+                concurrent: false,
             }
         }
         "pyenv_real_shim" => {
@@ -425,7 +527,278 @@ echo sh-done >&2"#,
                 env: Vec::new(),
                 want_status: 0,
                 writes_stderr: true,
+                concurrent: false,
             }
+        }
+        "bash_exec_redirect" => bash(
+            bench,
+            name,
+            r#"exec 3>&1 4>&2
+exec >log.txt 2>&1
+echo to-log
+ls no-such-file || true
+date -u -d @0
+exec 1>&3 2>&4 3>&- 4>&-
+echo back-on-stdout
+echo back-on-stderr >&2
+cat log.txt
+"#,
+            0,
+        ),
+        // bash opens /dev/stdout and /dev/stderr (a new description of the same pipe or
+        // terminal) and moves it onto fd 1/2 of the command. (With regular files the open
+        // would truncate the capture file: no files capture for this case.)
+        "bash_dev_stdout" => bash(
+            bench,
+            name,
+            r#"echo to-dev-stdout >/dev/stdout
+echo to-dev-stderr >/dev/stderr
+ls no-such-file 2>/dev/stdout || true
+cat data/numbers.txt >/dev/stderr
+echo done
+"#,
+            0,
+        ),
+        "bash_background" => bash(
+            bench,
+            name,
+            r#"(sleep 0.2; echo late-from-background) &
+echo foreground
+wait
+echo after-wait
+{ echo to-a-file-in-the-background; } > bg.txt &
+wait
+cat bg.txt
+echo bg-done >&2
+"#,
+            0,
+        ),
+        "bash_procsub_heredoc" => bash(
+            bench,
+            name,
+            r#"cat <<EOF
+heredoc line 1
+heredoc line 2 with \$ and $((6 * 7))
+EOF
+cat <<< "here-string"
+echo via-procsub > >(sed 's/^/procsub: /')
+wait $!
+diff <(sort data/words.txt) <(sort -u data/words.txt) || true
+while read -r w; do echo "read: $w"; done < data/numbers.txt
+mapfile -t arr < <(head -n 2 data/words.txt)
+echo "${arr[@]}"
+echo procsub-done >&2
+"#,
+            0,
+        ),
+        "bash_xargs_find" => bash(
+            bench,
+            name,
+            r#"printf 'a\nb\n' | xargs -n1 echo item
+find data -name '*.txt' | sort | xargs wc -c
+find data -name 'n*' -printf '%f %s\n' | sort
+find data -name '*.md' -exec cat {} +
+find no-such-dir 2>&1 | sed 's/^/find says: /'
+find no-such-dir-2 || true
+"#,
+            0,
+        ),
+        "coreutils_misc" => bash(
+            bench,
+            name,
+            r#"tr a-z A-Z < data/words.txt
+cut -c1-3 data/words.txt | paste -sd, -
+paste data/numbers.txt data/numbers.txt
+tac data/numbers.txt
+nl data/words.txt
+od -c data/numbers.txt
+base64 data/notes.md
+md5sum data/words.txt data/numbers.txt
+sha256sum data/notes.md
+seq -s, 1 10
+expr 6 \* 7
+basename /a/b/c.txt .txt
+dirname /a/b/c.txt
+fold -w 5 data/notes.md
+numfmt --to=iec 1048576
+factor 1234567
+sort -n data/numbers.txt | uniq
+grep -n an data/words.txt
+grep -c a data/words.txt
+diff data/words.txt data/numbers.txt || true
+cmp data/words.txt data/numbers.txt || true
+column -t data/notes.md
+comm -12 <(sort data/words.txt) <(sort -u data/words.txt)
+printf '%s=%d\n' a 1 b 2
+false || echo "false failed"
+grep -q banana data/words.txt && echo "grep -q found it"
+cat no-such-file || true
+"#,
+            0,
+        ),
+        "bash_file_tools" => bash(
+            bench,
+            name,
+            r#"cp data/words.txt copy.txt
+sed -i 's/an/AN/g' copy.txt
+gzip -nc data/words.txt > words.gz
+gzip -dc words.gz > words.back
+tar cf data.tar data/words.txt data/numbers.txt
+mkdir -p sub && tar xf data.tar -C sub
+sort -o sorted.txt data/words.txt
+tee -a log.txt < data/numbers.txt > /dev/null
+echo line | tee -a log.txt
+split -l 3 data/words.txt part.
+install -m 644 data/notes.md notes.copy
+awk '{ print > "awk-out.txt" }' data/numbers.txt
+ls -l copy.txt words.back sorted.txt | awk '{print $5, $9}'
+cat log.txt
+echo done >&2
+"#,
+            0,
+        ),
+        "stdbuf" => bash(
+            bench,
+            name,
+            r#"stdbuf -oL grep an data/words.txt
+stdbuf -o0 tr a-z A-Z < data/numbers.txt
+stdbuf -oL cat data/notes.md | stdbuf -o0 sed 's/^/> /'
+stdbuf -eL ls no-such-file || true
+"#,
+            0,
+        ),
+        "make" => {
+            let mk = bench.script(
+                "Makefile",
+                "GREETING := $(shell echo hello-from-shell)\n\
+                 FILES := $(sort $(wildcard data/*.txt))\n\
+                 all: stamp\n\
+                 \t@echo \"greeting: $(GREETING)\"\n\
+                 \techo visible-command\n\
+                 \t@ls data | head -n 2\n\
+                 \t@echo to-stderr >&2\n\
+                 \t@date -u -d @0 > made.txt\n\
+                 \t-@ls no-such-file\n\
+                 \t@echo \"files: $(FILES)\"\n\
+                 stamp:\n\
+                 \t@printf 'stamped\\n' > stamp\n",
+            );
+            let mut c = simple(&["make", "--no-print-directory", "-f"], 0, true);
+            c.argv.push(mk.into());
+            c
+        }
+        "gzip_binary_stdout" => simple(&["gzip", "-nc", "data/words.txt"], 0, false),
+        "tar_to_stdout" => simple(
+            &["tar", "cf", "-", "data/words.txt", "data/numbers.txt"],
+            0,
+            false,
+        ),
+        "seq_big" => simple(&["seq", "1", "300000"], 0, false),
+        "python_subprocess" => Case {
+            argv: vec![python().into(), "-c".into(), PY_SUBPROCESS.into()],
+            env: Vec::new(),
+            want_status: 0,
+            writes_stderr: true,
+            concurrent: false,
+        },
+        "perl_pipes" => simple(
+            &[
+                "perl",
+                "-e",
+                r#"use strict; use warnings;
+$| = 1;
+my $d = `date -u -d \@0`;
+chomp $d;
+print "captured: $d\n";
+system("ls data > /dev/null");
+system("ls no-such-file 2>/dev/null");
+open(my $fh, '>', 'perl.txt') or die; print $fh "to a file\n"; close $fh;
+open(my $p, '|-', 'sort') or die; print $p "b\na\nc\n"; close $p;
+open(my $r, '-|', 'ls', 'data') or die; my @l = <$r>; close $r;
+print "listed ", scalar(@l), "\n";
+print STDERR "perl stderr\n";
+printf STDOUT "%d items\n", 3;"#,
+            ],
+            0,
+            true,
+        ),
+        "node" => {
+            let Ok(out) = Command::new("sh").args(["-c", "command -v node"]).output() else {
+                return None;
+            };
+            if !out.status.success() {
+                eprintln!("node is not installed: nothing to check here");
+                return None;
+            }
+            simple(&["node", "-e", NODE], 0, true)
+        }
+        "bash_closed_stdout" => bash(
+            bench,
+            name,
+            r#"( exec >&-; @PY@ -c '
+import os
+f = os.open("reused1.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(f, b"fd %d took the place of the closed stdout\n" % f)
+' )
+cat reused1.txt
+( exec 2>&-; @PY@ -c '
+import os
+f = os.open("reused2.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(f, b"fd %d took the place of the closed stderr\n" % f)
+' )
+cat reused2.txt
+echo closed-done >&2
+"#,
+            0,
+        ),
+        "bash_xtrace" => {
+            let mut c = bash(
+                bench,
+                name,
+                r#"x=$(echo captured)
+y=`date -u -d @0 +%Y`
+echo "x=$x y=$y"
+ls data | head -n 1 >/dev/null
+no-such-command-here || true
+f() { echo "in f: $1"; }
+f arg
+"#,
+                0,
+            );
+            c.argv.insert(1, "-x".into());
+            // Both stages of the pipeline trace themselves on stderr at the same time.
+            c.concurrent = true;
+            c
+        }
+        "python_multiprocessing" => Case {
+            argv: vec![python().into(), "-c".into(), PY_MULTIPROCESSING.into()],
+            env: Vec::new(),
+            want_status: 0,
+            writes_stderr: true,
+            concurrent: false,
+        },
+        "big_writes" => Case {
+            argv: vec![python().into(), "-c".into(), PY_BIG_WRITES.into()],
+            env: Vec::new(),
+            want_status: 0,
+            writes_stderr: true,
+            concurrent: false,
+        },
+        "bash_concurrent" => {
+            let mut c = bash(
+                bench,
+                name,
+                r#"for i in 1 2 3 4; do
+  ( echo "job $i out"; echo "job $i err" >&2; ls data/words.txt
+    ls no-such-$i 2>&1 >/dev/null | sed "s/^/job $i: /" ) &
+done
+wait
+echo all-done
+"#,
+                0,
+            );
+            c.concurrent = true;
+            c
         }
         other => panic!("no corpus case {other}"),
     };
@@ -460,10 +833,10 @@ fn run_once(name: &str, case: &Case, bench: &Bench, capture: Capture, mode: Mode
     if mode == Mode::Untapped {
         cmd.env_remove("LD_PRELOAD");
     }
-    if capture == Capture::Merged {
+    if capture.one_stream() {
         // The library injects PYTHONUNBUFFERED=1 (the seed's behaviour): it does not change
         // the bytes of either stream, but it does change how Python's stdout and stderr
-        // interleave in one pipe. Set it in every run so the merged outputs compare.
+        // interleave in one stream. Set it in every run so the combined outputs compare.
         cmd.env("PYTHONUNBUFFERED", "1");
     }
     for (k, v) in &case.env {
@@ -498,6 +871,16 @@ fn run_once(name: &str, case: &Case, bench: &Bench, capture: Capture, mode: Mode
                 std::fs::read(&e).unwrap(),
             )
         }
+        Capture::Tty => {
+            let (master, slave) = open_pty();
+            cmd.stdout(slave.try_clone().unwrap()).stderr(slave);
+            let mut child = cmd.spawn().expect("spawn");
+            // The parent's copies of the slave go with `cmd`, so that the master sees EIO.
+            drop(cmd);
+            let both = drain(Some(PtyMaster(master)));
+            let status = wait_limited(&mut child);
+            (status, both.join().unwrap(), Vec::new())
+        }
         Capture::Merged => {
             let (reader, writer) = std::io::pipe().unwrap();
             cmd.stdout(writer.try_clone().unwrap()).stderr(writer);
@@ -511,7 +894,7 @@ fn run_once(name: &str, case: &Case, bench: &Bench, capture: Capture, mode: Mode
     };
 
     let collected = setup.as_ref().map(|s| {
-        let (want_out, want_err) = if capture == Capture::Merged {
+        let (want_out, want_err) = if capture.one_stream() {
             (stdout.len() + stderr.len(), 0)
         } else {
             (stdout.len(), stderr.len())
@@ -525,6 +908,67 @@ fn run_once(name: &str, case: &Case, bench: &Bench, capture: Capture, mode: Mode
         stderr,
         files: snapshot(&bench.work()),
         collected,
+    }
+}
+
+/// A pseudo-terminal pair (80×24) whose slave does no output processing (no `\n` → `\r\n`).
+fn open_pty() -> (OwnedFd, OwnedFd) {
+    let (mut master, mut slave) = (-1, -1);
+    let ws = libc::winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: valid out pointers; a null name and termios are allowed.
+    let r = unsafe {
+        libc::openpty(
+            &raw mut master,
+            &raw mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &raw const ws,
+        )
+    };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both fds are fresh and ours.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [&master, &slave] {
+        // SAFETY: plain syscall on our fd.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    // SAFETY: plain old data, filled by tcgetattr.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid termios out pointer and our slave fd.
+    let r = unsafe { libc::tcgetattr(slave.as_raw_fd(), &raw mut t) };
+    assert_eq!(r, 0, "tcgetattr: {}", std::io::Error::last_os_error());
+    t.c_oflag &= !libc::OPOST;
+    t.c_lflag &= !(libc::ECHO | libc::ICANON);
+    // SAFETY: as above.
+    let r = unsafe { libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &raw const t) };
+    assert_eq!(r, 0, "tcsetattr: {}", std::io::Error::last_os_error());
+    (master, slave)
+}
+
+/// Reads a pty master until every slave is closed (EIO).
+struct PtyMaster(OwnedFd);
+
+impl Read for PtyMaster {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            // SAFETY: `buf` is valid for `buf.len()` bytes; our fd.
+            let n = unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // Every slave closed: the end of the output.
+                Some(libc::EIO) => return Ok(0),
+                _ => return Err(e),
+            }
+        }
     }
 }
 
@@ -570,7 +1014,7 @@ fn settle(s: &Setup, capture: Capture, want_out: usize, want_err: usize) -> Coll
             last = now;
             changed = Instant::now();
         }
-        let complete = if capture == Capture::Merged {
+        let complete = if capture.one_stream() {
             total >= want_out
         } else {
             c.bytes(None, STDOUT).len() >= want_out && c.bytes(None, STDERR).len() >= want_err
@@ -619,13 +1063,13 @@ fn joined(c: &Collected, streams: &[u8]) -> Vec<u8> {
     recs.iter().flat_map(|r| r.data.iter().copied()).collect()
 }
 
-/// The records of each (pid, stream), each in time-then-seq order, joined; the sources
-/// ordered by their first record.
-fn sources(c: &Collected) -> Vec<((u32, u8), Vec<u8>)> {
+/// The records of each (pid, stream) of `streams`, each in time-then-seq order, joined; the
+/// sources ordered by their first record.
+fn sources(c: &Collected, streams: &[u8]) -> Vec<((u32, u8), Vec<u8>)> {
     let mut recs: Vec<&Record> = c
         .records
         .iter()
-        .filter(|r| r.stream == STDOUT || r.stream == STDERR)
+        .filter(|r| streams.contains(&r.stream))
         .collect();
     recs.sort_by_key(|r| (r.time_ns, r.pid, r.seq));
     let mut out: Vec<((u32, u8), Vec<u8>)> = Vec::new();
@@ -639,13 +1083,49 @@ fn sources(c: &Collected) -> Vec<((u32, u8), Vec<u8>)> {
     out
 }
 
+/// Compares the records of `streams` with `want`: joined in time-pid-seq order, or, when
+/// `interleaved`, as an interleaving of each (pid, stream)'s records (see
+/// [`interleaving_diff`]).
+fn records_diff(
+    what: &str,
+    c: &Collected,
+    streams: &[u8],
+    want: &[u8],
+    interleaved: bool,
+) -> Option<String> {
+    if interleaved {
+        interleaving_diff(what, &sources(c, streams), want)
+    } else {
+        byte_diff(what, &joined(c, streams), want)
+    }
+}
+
+/// Compares two runs' outputs: byte for byte, or, with concurrent writers (whose order varies
+/// from run to run), as the same lines in any order.
+fn output_diff(what: &str, got: &[u8], want: &[u8], any_order: bool) -> Option<String> {
+    if !any_order {
+        return byte_diff(what, got, want);
+    }
+    let sorted = |b: &[u8]| -> Vec<u8> {
+        let mut lines: Vec<&[u8]> = b.split_inclusive(|&c| c == b'\n').collect();
+        lines.sort();
+        lines.concat()
+    };
+    byte_diff(
+        &format!("{what} (lines sorted)"),
+        &sorted(got),
+        &sorted(want),
+    )
+}
+
 /// `None` when `out` is an interleaving of the sources' bytes (each source kept in its own
 /// order, every byte of every source used once), else where the matching stops: the
 /// longest prefix of `out` any interleaving explains, and what each source offers there.
 ///
-/// With stdout and stderr on one pipe (`Capture::Merged`), this is what can be required:
-/// a process's stdio stdout may be tapped when its FILE accepts the bytes, which is before
-/// it writes them, so its stdout and stderr records need not be in the kernel's order.
+/// This is what can be required when several sources write to one stream at the same time:
+/// stdio bytes may be tapped when the FILE accepts them, which is before it writes them, so
+/// a process's stdout and stderr records on one terminal or pipe (`Capture::one_stream`), or
+/// two concurrent processes' line-buffered partial lines, need not be in the kernel's order.
 fn interleaving_diff(what: &str, sources: &[((u32, u8), Vec<u8>)], out: &[u8]) -> Option<String> {
     use std::collections::HashSet;
     let total: usize = sources.iter().map(|(_, v)| v.len()).sum();
@@ -771,6 +1251,15 @@ fn check_receiver(problems: &mut Vec<String>, r: &RunResult) {
     }
 }
 
+/// One stream (or the one combined stream) as the three runs saw it.
+struct Part<'a> {
+    streams: &'static [u8],
+    what: &'static str,
+    plain: &'a [u8],
+    tapped: &'a [u8],
+    suppressed: &'a [u8],
+}
+
 /// Runs corpus case `name` three ways with `capture` and checks everything; panics with the
 /// list of problems.
 fn check(name: &str, capture: Capture) {
@@ -796,7 +1285,7 @@ fn check(name: &str, capture: Capture) {
         !plain.stdout.is_empty(),
         "the untapped run of {name} wrote nothing (a test bug)"
     );
-    if capture != Capture::Merged {
+    if !capture.one_stream() {
         assert_eq!(
             !plain.stderr.is_empty(),
             case.writes_stderr,
@@ -822,85 +1311,72 @@ fn check(name: &str, capture: Capture) {
         compare_files(&mut problems, label, r, &plain);
     }
 
-    // Tapped: the program's own output is untouched, and the records are exactly it.
-    let c = tapped.collected.as_ref().unwrap();
-    let (out_what, err_what) = if capture == Capture::Merged {
-        ("combined stdout+stderr", "")
+    // What is compared: each stream, or the one combined stream.
+    let parts: Vec<Part> = if capture.one_stream() {
+        vec![Part {
+            streams: &[STDOUT, STDERR],
+            what: "combined stdout+stderr",
+            plain: &plain.stdout,
+            tapped: &tapped.stdout,
+            suppressed: &supp.stdout,
+        }]
     } else {
-        ("stdout", "stderr")
+        vec![
+            Part {
+                streams: &[STDOUT],
+                what: "stdout",
+                plain: &plain.stdout,
+                tapped: &tapped.stdout,
+                suppressed: &supp.stdout,
+            },
+            Part {
+                streams: &[STDERR],
+                what: "stderr",
+                plain: &plain.stderr,
+                tapped: &tapped.stderr,
+                suppressed: &supp.stderr,
+            },
+        ]
     };
-    if let Some(d) = byte_diff(
-        &format!("[tapped] the real {out_what} vs the untapped run's"),
-        &tapped.stdout,
-        &plain.stdout,
-    ) {
-        problems.push(d);
-    }
-    if let Some(d) = byte_diff(
-        "[tapped] the real stderr vs the untapped run's",
-        &tapped.stderr,
-        &plain.stderr,
-    ) {
-        problems.push(d);
-    }
-    if capture == Capture::Merged {
-        if let Some(d) = interleaving_diff(
-            "[tapped] stdout+stderr records vs what reached the one real stream",
-            &sources(c),
-            &tapped.stdout,
-        ) {
-            problems.push(d);
-        }
-    } else {
-        for (stream, real, what) in [
-            (STDOUT, &tapped.stdout, out_what),
-            (STDERR, &tapped.stderr, err_what),
-        ] {
-            if let Some(d) = byte_diff(
-                &format!("[tapped] {what} records vs what reached the real {what}"),
-                &joined(c, &[stream]),
-                real,
-            ) {
-                problems.push(d);
-            }
-        }
-    }
-
-    // Suppressed: the records are the untapped output; the real streams get nothing.
-    let c = supp.collected.as_ref().unwrap();
-    if !supp.stdout.is_empty() {
-        problems.push(format!(
-            "[suppressed] the real {out_what} received {}",
-            excerpt(&supp.stdout)
+    let interleaved = capture.one_stream() || case.concurrent;
+    let tapped_c = tapped.collected.as_ref().unwrap();
+    let supp_c = supp.collected.as_ref().unwrap();
+    for Part {
+        streams,
+        what,
+        plain: plain_out,
+        tapped: tapped_out,
+        suppressed: supp_out,
+    } in parts
+    {
+        // Tapped: the program's own output is untouched, and the records are exactly it.
+        problems.extend(output_diff(
+            &format!("[tapped] the real {what} vs the untapped run's"),
+            tapped_out,
+            plain_out,
+            case.concurrent,
         ));
-    }
-    if !supp.stderr.is_empty() {
-        problems.push(format!(
-            "[suppressed] the real stderr received {}",
-            excerpt(&supp.stderr)
+        problems.extend(records_diff(
+            &format!("[tapped] {what} records vs what reached the real {what}"),
+            tapped_c,
+            streams,
+            tapped_out,
+            interleaved,
         ));
-    }
-    if capture == Capture::Merged {
-        if let Some(d) = interleaving_diff(
-            "[suppressed] stdout+stderr records vs the untapped combined output",
-            &sources(c),
-            &plain.stdout,
-        ) {
-            problems.push(d);
+        // Suppressed: the records are the untapped output; the real streams get nothing.
+        if !supp_out.is_empty() {
+            problems.push(format!(
+                "[suppressed] the real {what} received {}",
+                excerpt(supp_out)
+            ));
         }
-    } else {
-        for (stream, want, what) in [
-            (STDOUT, &plain.stdout, out_what),
-            (STDERR, &plain.stderr, err_what),
-        ] {
-            if let Some(d) = byte_diff(
-                &format!("[suppressed] {what} records vs the untapped run's {what}"),
-                &joined(c, &[stream]),
-                want,
-            ) {
-                problems.push(d);
-            }
-        }
+        problems.extend(records_diff(
+            &format!("[suppressed] {what} records vs the untapped run's {what}"),
+            supp_c,
+            streams,
+            plain_out,
+            interleaved,
+        ));
     }
 
     if !problems.is_empty() {
@@ -914,51 +1390,73 @@ fn check(name: &str, capture: Capture) {
     }
 }
 
+/// `case: modes;` → a module `case` with one test per capture mode (`pipes`, `files`,
+/// `merged`, `tty`), e.g. `ls_l::tty`.
 macro_rules! corpus {
-    ($($name:ident),* $(,)?) => {
-        /// stdout and stderr into two pipes.
-        mod pipes {
-            $( #[test] fn $name() { super::check(stringify!($name), super::Capture::Pipes) } )*
-        }
-        /// stdout and stderr into two regular files.
-        mod files {
-            $( #[test] fn $name() { super::check(stringify!($name), super::Capture::Files) } )*
-        }
-        /// stdout and stderr into the same pipe, as on a terminal.
-        mod merged {
-            $( #[test] fn $name() { super::check(stringify!($name), super::Capture::Merged) } )*
-        }
+    ($($name:ident: $($mode:ident)+;)*) => {
+        $(
+            mod $name {
+                $( #[test] fn $mode() { super::check(stringify!($name), super::Capture::named(stringify!($mode))) } )+
+            }
+        )*
     };
 }
 
 corpus!(
-    ls_l,
-    ls_missing,
-    echo,
-    printf,
-    date,
-    wc,
-    cat,
-    sort,
-    head,
-    id,
-    uname,
-    awk,
-    sed,
-    perl,
-    python_logging,
-    c_putc_full,
-    c_putc_line,
-    c_putc_none,
-    bash_substitution,
-    bash_devnull,
-    bash_to_file,
-    bash_2to1,
-    bash_pipeline,
-    bash_sigpipe,
-    sh_issue_examples,
-    pyenv_shim,
-    pyenv_real_shim,
+    // coreutils
+    ls_l: pipes files merged tty;
+    ls_missing: pipes files merged tty;
+    echo: pipes files merged tty;
+    printf: pipes files merged tty;
+    date: pipes files merged tty;
+    wc: pipes files merged tty;
+    cat: pipes files merged tty;
+    sort: pipes files merged tty;
+    head: pipes files merged tty;
+    id: pipes files merged tty;
+    uname: pipes files merged tty;
+    seq_big: pipes files merged tty;
+    gzip_binary_stdout: pipes files merged;
+    tar_to_stdout: pipes files merged;
+    coreutils_misc: pipes files merged tty;
+    stdbuf: pipes files merged tty;
+    // other tools and interpreters
+    awk: pipes files merged tty;
+    sed: pipes files merged tty;
+    make: pipes files merged tty;
+    perl: pipes files merged tty;
+    perl_pipes: pipes files merged tty;
+    python_logging: pipes files merged tty;
+    python_subprocess: pipes files merged tty;
+    python_multiprocessing: pipes files merged tty;
+    big_writes: pipes files merged tty;
+    node: pipes files merged tty;
+    // C, -O2, inlined stdio macros
+    c_putc_full: pipes files merged tty;
+    c_putc_line: pipes files merged tty;
+    c_putc_none: pipes files merged tty;
+    c_redirect: pipes files merged tty;
+    // shell scripts
+    bash_substitution: pipes files merged tty;
+    bash_devnull: pipes files merged tty;
+    bash_to_file: pipes files merged tty;
+    bash_2to1: pipes files merged tty;
+    bash_pipeline: pipes files merged tty;
+    bash_sigpipe: pipes files merged tty;
+    bash_exec_redirect: pipes files merged tty;
+    // `>/dev/stdout` truncates a regular file: not a files-capture case.
+    bash_dev_stdout: pipes merged tty;
+    bash_closed_stdout: pipes files merged tty;
+    bash_background: pipes files merged tty;
+    bash_procsub_heredoc: pipes files merged tty;
+    bash_xargs_find: pipes files merged tty;
+    bash_file_tools: pipes files merged tty;
+    bash_xtrace: pipes files merged tty;
+    bash_concurrent: pipes files merged tty;
+    sh_issue_examples: pipes files merged tty;
+    // pyenv-shaped shims that exec the real interpreter
+    pyenv_shim: pipes files merged tty;
+    pyenv_real_shim: pipes files merged tty;
 );
 
 #[test]
