@@ -634,7 +634,15 @@ void perror(const char *s) {
 static int overflow_flushes(FILE *f, int c) {
     int fl = f->_flags;
     if (c == EOF || (fl & LIBIO_UNBUFFERED)) return 1;
-    if ((fl & LIBIO_LINE_BUF) && (unsigned char)c == '\n') return 1;
+    int line = fl & LIBIO_LINE_BUF;
+    if (!line && f->_IO_write_base == NULL && (unsigned char)c == '\n') {
+        /* No buffer yet: glibc makes the FILE line-buffered when it allocates one for a
+         * terminal, in this very call. */
+        int e = errno;
+        line = isatty(fileno_unlocked(f));
+        errno = e;
+    }
+    if (line && (unsigned char)c == '\n') return 1;
     return f->_IO_write_base != NULL && f->_IO_write_ptr >= f->_IO_buf_end;
 }
 
