@@ -41,7 +41,7 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -829,7 +829,9 @@ fn run_once(name: &str, case: &Case, bench: &Bench, capture: Capture, mode: Mode
         // Set by the library itself, never inherited from the test.
         .env_remove("LLT_STREAM_IDS")
         .env_remove("PYTHONUNBUFFERED")
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        // Its own process group, so that a run that overstays is killed with all it started.
+        .process_group(0);
     if mode == Mode::Untapped {
         cmd.env_remove("LD_PRELOAD");
     }
@@ -851,7 +853,11 @@ fn run_once(name: &str, case: &Case, bench: &Bench, capture: Capture, mode: Mode
             let err = drain(child.stderr.take());
             drop(cmd);
             let status = wait_limited(&mut child);
-            (status, out.join().unwrap(), err.join().unwrap())
+            (
+                status,
+                collect_output(out, &child),
+                collect_output(err, &child),
+            )
         }
         Capture::Files => {
             let cap = bench.cap();
@@ -879,7 +885,7 @@ fn run_once(name: &str, case: &Case, bench: &Bench, capture: Capture, mode: Mode
             drop(cmd);
             let both = drain(Some(PtyMaster(master)));
             let status = wait_limited(&mut child);
-            (status, both.join().unwrap(), Vec::new())
+            (status, collect_output(both, &child), Vec::new())
         }
         Capture::Merged => {
             let (reader, writer) = std::io::pipe().unwrap();
@@ -889,7 +895,7 @@ fn run_once(name: &str, case: &Case, bench: &Bench, capture: Capture, mode: Mode
             drop(cmd);
             let both = drain(Some(reader));
             let status = wait_limited(&mut child);
-            (status, both.join().unwrap(), Vec::new())
+            (status, collect_output(both, &child), Vec::new())
         }
     };
 
@@ -990,14 +996,32 @@ fn wait_limited(child: &mut Child) -> Option<ExitStatus> {
             return Some(s);
         }
         if Instant::now() >= end {
-            // Its process group is not ours to kill: kill the child and let the pipes close
-            // when its own children finish or die of SIGPIPE.
-            let _ = child.kill();
+            kill_group(child);
             let _ = child.wait();
             return None;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Kills the process group the test made for `child` (the child and everything it started).
+fn kill_group(child: &Child) {
+    // SAFETY: kill has no memory effects; the group is the one `process_group(0)` made for
+    // our child.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+}
+
+/// The output a drain thread read, waiting at most [`RUN_LIMIT`] after the child's exit for
+/// the child's own children to close the stream (they are killed after that).
+fn collect_output(h: std::thread::JoinHandle<Vec<u8>>, child: &Child) -> Vec<u8> {
+    let end = Instant::now() + RUN_LIMIT;
+    while !h.is_finished() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if !h.is_finished() {
+        kill_group(child);
+    }
+    h.join().unwrap()
 }
 
 /// Waits until the receiver holds at least the expected bytes and has been quiet for a moment
