@@ -9,17 +9,13 @@
 //! - the agent stops.
 //!
 //! Draining is synchronous (shared memory) and bounded per pass, then the entries go to the
-//! pipeline with an `await` — the backpressure point. While a handoff waits for the pipeline,
-//! the peer keeps reading its ring at a trickle ([`TRICKLE`]: one record at a time, raw, into
-//! the reader's read-ahead queue of at most
-//! [`READ_AHEAD_BYTES`](super::ring_reader::READ_AHEAD_BYTES)): a process whose ring is full
-//! waits for room by default (`LLT_RING_FULL=block`) for as long as the ring's `tail` keeps
-//! moving, and gives up only when it stands still for 200 ms — which must mean a stopped, dead
-//! or absent agent, not an agent whose output is busy for a while (measured: up to 250 ms
-//! between two chunks taken by the stdout output of a debug build under load). Once the queue
-//! is full the peer stops reading, its ring stays full, and the interceptor drops and counts.
-//! Drops are counted in the metrics and logged per peer ([`super::drop_log`]). When the control
-//! socket
+//! pipeline with an `await` — the backpressure point: a peer whose entries cannot be taken
+//! stops draining and its ring fills. A process whose ring is full waits for room while the
+//! ring's `tail` moves (`LLT_RING_FULL=block`, the default), so the ring reader's keeper
+//! thread reads a record ahead now and then meanwhile (see [`super::ring_reader`]); once that
+//! read-ahead is full too, the tail stops and the interceptor drops and counts. Drops are
+//! counted in the metrics and logged per peer, with the process's pid and comm
+//! ([`super::drop_log`]). When the control socket
 //! closes (the process exited or crashed) the ring is drained to the end: it outlives the
 //! process. A peer that sends a bad frame or whose ring is inconsistent is dropped and
 //! counted; the others go on.
@@ -37,7 +33,7 @@ use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 
 use super::drop_log::DropLog;
-use super::ring_reader::{Pass, PassError, RingReader, TRICKLE};
+use super::ring_reader::{Pass, PassError, RingReader};
 use super::streams::{StreamError, Streams};
 use crate::metrics::{DropReason, METRICS};
 use crate::pipeline::Ingest;
@@ -91,41 +87,6 @@ pub enum PeerError {
     Io(#[from] io::Error),
 }
 
-/// Why a handoff ended early.
-enum HandoffError {
-    /// The pipeline is closed: the agent is stopping.
-    Closed,
-    /// The peer misbehaved while its ring was read at a trickle.
-    Peer(PeerError),
-}
-
-impl From<PeerError> for HandoffError {
-    fn from(e: PeerError) -> Self {
-        HandoffError::Peer(e)
-    }
-}
-
-impl From<PassError> for HandoffError {
-    fn from(e: PassError) -> Self {
-        HandoffError::Peer(e.into())
-    }
-}
-
-impl From<logtap_protocol::ring::RingError> for HandoffError {
-    fn from(e: logtap_protocol::ring::RingError) -> Self {
-        HandoffError::Peer(e.into())
-    }
-}
-
-/// The peer's control connection: its socket, the eventfd that came with its ring, the frame
-/// buffer, and whether the socket is still open.
-struct Control {
-    sock: AsyncFd<OwnedFd>,
-    evfd: Option<AsyncFd<File>>,
-    buf: Vec<u8>,
-    open: bool,
-}
-
 /// Everything of a peer but its file descriptors.
 struct Peer {
     settings: Arc<PeerSettings>,
@@ -175,7 +136,7 @@ pub async fn run(
     peer.sweep(); // and the ring's drops since the last sweep are counted: nobody reads them later
     peer.log_drops(true);
     peer.streams.finish();
-    let _ = peer.handoff(&ingest, false).await;
+    let _ = peer.handoff(&ingest).await;
     METRICS.peers.fetch_sub(1, Relaxed);
 }
 
@@ -185,12 +146,9 @@ async fn serve(
     ingest: &Ingest,
     stop: &CancellationToken,
 ) -> Result<(), PeerError> {
-    let mut ctl = Control {
-        sock: sys::register_readable(sock)?,
-        evfd: None,
-        buf: vec![0u8; tap::MAX_FRAME_LEN + 1],
-        open: true,
-    };
+    let sock = sys::register_readable(sock)?;
+    let mut evfd: Option<AsyncFd<File>> = None;
+    let mut buf = vec![0u8; tap::MAX_FRAME_LEN + 1];
     let mut lingers_left: u8 = 0;
     let mut hot = false;
     let mut last_sweep = Instant::now();
@@ -214,17 +172,16 @@ async fn serve(
         } else {
             tokio::select! {
                 () = stop.cancelled() => Wake::Stop,
-                r = ctl.sock.readable() => { r?.clear_ready(); Wake::Control }
-                r = readable(ctl.evfd.as_ref()) => { r?.clear_ready(); Wake::Event }
+                r = sock.readable() => { r?.clear_ready(); Wake::Control }
+                r = readable(evfd.as_ref()) => { r?.clear_ready(); Wake::Event }
                 () = tokio::time::sleep(sweep) => Wake::Sweep,
             }
         };
+        let mut open = true;
         match wake {
-            Wake::Control => {
-                ctl.open = read_frames(peer, &mut ctl)?;
-            }
+            Wake::Control => open = read_frames(peer, &sock, &mut evfd, &mut buf)?,
             Wake::Event => {
-                if let Some(fd) = &ctl.evfd {
+                if let Some(fd) = &evfd {
                     // Reset the counter; WouldBlock just means another wake-up took it.
                     let _ = fd.get_ref().read(&mut [0u8; 8]);
                 }
@@ -236,8 +193,8 @@ async fn serve(
             }
             Wake::Stop => {
                 // Stop reading new work: take what is queued, drain the ring, end.
-                read_frames(peer, &mut ctl)?;
-                ctl.open = false;
+                read_frames(peer, &sock, &mut evfd, &mut buf)?;
+                open = false;
             }
         }
         // The last lingering round (and every pass of a sleeping peer) announces sleep.
@@ -246,12 +203,7 @@ async fn serve(
             r.records_read()
         });
         // A closed peer's ring still holds what it committed: drain it to the end first.
-        match drain(peer, &mut ctl, ingest).await {
-            Ok(()) => {}
-            Err(HandoffError::Closed) => return Ok(()), // the agent is stopping
-            Err(HandoffError::Peer(e)) => return Err(e),
-        }
-        if !ctl.open {
+        if !drain(peer, &sock, &mut evfd, &mut buf, ingest, open).await? {
             return Ok(());
         }
         let found = peer
@@ -264,21 +216,31 @@ async fn serve(
         } else {
             lingers_left.saturating_sub(1)
         };
-        match peer.handoff(ingest, true).await {
-            Ok(()) => {}
-            Err(HandoffError::Closed) => return Ok(()), // the agent is stopping
-            Err(HandoffError::Peer(e)) => return Err(e),
+        if peer.handoff(ingest).await.is_err() {
+            return Ok(()); // the pipeline is closed: the agent is stopping
         }
     }
 }
 
 /// Drains the ring; on a `seq` gap reads the control socket first (while it is open), since a
-/// frame sent before the held record may fill it.
-async fn drain(peer: &mut Peer, ctl: &mut Control, ingest: &Ingest) -> Result<(), HandoffError> {
+/// frame sent before the held record may fill it. Returns whether the socket is still open.
+async fn drain(
+    peer: &mut Peer,
+    sock: &AsyncFd<OwnedFd>,
+    evfd: &mut Option<AsyncFd<File>>,
+    buf: &mut [u8],
+    ingest: &Ingest,
+    mut open: bool,
+) -> Result<bool, PeerError> {
     while peer.drain_ring(ingest).await? {
-        peer.gap(ctl)?;
+        if open {
+            open = read_frames(peer, sock, evfd, buf)?;
+        }
+        if let Some(ring) = peer.ring.as_mut() {
+            ring.gap_checked();
+        }
     }
-    Ok(())
+    Ok(open)
 }
 
 /// Waits until `fd` is readable; never, if there is none.
@@ -292,10 +254,12 @@ async fn readable(
 }
 
 /// Reads every queued frame. Returns `Ok(false)` when the peer closed the connection.
-fn read_frames(peer: &mut Peer, ctl: &mut Control) -> Result<bool, PeerError> {
-    let Control {
-        sock, evfd, buf, ..
-    } = ctl;
+fn read_frames(
+    peer: &mut Peer,
+    sock: &AsyncFd<OwnedFd>,
+    evfd: &mut Option<AsyncFd<File>>,
+    buf: &mut [u8],
+) -> Result<bool, PeerError> {
     loop {
         let got = match sys::recv_with_fds(sock.get_ref().as_fd(), buf) {
             Ok(got) => got,
@@ -377,7 +341,9 @@ impl Peer {
         let (Some(memfd), Some(eventfd)) = (fds.next(), fds.next()) else {
             return Err(PeerError::MissingRingFds(n));
         };
-        self.ring = Some(RingReader::open(memfd, self.settings.ring)?);
+        let mut ring = RingReader::open(memfd, self.settings.ring)?;
+        ring.set_wake(eventfd.try_clone()?);
+        self.ring = Some(ring);
         Ok(Some(eventfd))
     }
 
@@ -415,36 +381,20 @@ impl Peer {
         self.drops.flush(pid, comm, Instant::now(), last_call);
     }
 
-    /// The pass stopped at a `seq` gap: read the control socket (while it is open), since a
-    /// frame sent before the held record may fill the gap; then let the record proceed.
-    fn gap(&mut self, ctl: &mut Control) -> Result<(), PeerError> {
-        if ctl.open {
-            ctl.open = read_frames(self, ctl)?;
-        }
-        if let Some(ring) = self.ring.as_mut() {
-            ring.gap_checked();
-        }
-        Ok(())
-    }
-
     /// Drains the ring, handing entries to the pipeline as they accumulate. Returns `true` when
     /// it stopped at a `seq` gap (read the socket, then call again).
-    async fn drain_ring(&mut self, ingest: &Ingest) -> Result<bool, HandoffError> {
+    async fn drain_ring(&mut self, ingest: &Ingest) -> Result<bool, PeerError> {
         loop {
             let Some(ring) = self.ring.as_mut() else {
                 return Ok(false);
             };
-            match ring.pass(
-                &mut self.streams,
-                &mut self.expected,
-                None,
-                HANDOFF_BYTES,
-                u64::MAX,
-            )? {
+            match ring.pass(&mut self.streams, &mut self.expected, None, HANDOFF_BYTES)? {
                 Pass::Empty | Pass::Reached => return Ok(false),
                 Pass::Gap => return Ok(true),
                 Pass::Handoff => {
-                    self.handoff(ingest, true).await?;
+                    if self.handoff(ingest).await.is_err() {
+                        return Ok(false);
+                    }
                     tokio::task::yield_now().await;
                 }
             }
@@ -454,49 +404,19 @@ impl Peer {
     /// Applies the ring's records written before `seq` (a DATA frame's), keeping write order.
     fn drain_before(&mut self, seq: u32) -> Result<(), PeerError> {
         if let Some(ring) = self.ring.as_mut() {
-            ring.pass(
-                &mut self.streams,
-                &mut self.expected,
-                Some(seq),
-                usize::MAX,
-                u64::MAX,
-            )?;
+            ring.pass(&mut self.streams, &mut self.expected, Some(seq), usize::MAX)?;
         }
         Ok(())
     }
 
-    /// Sends the gathered entries to the pipeline, waiting while it is full. With `trickle`,
-    /// the ring is read ahead at a trickle meanwhile (see the module's doc).
-    async fn handoff(&mut self, ingest: &Ingest, trickle: bool) -> Result<(), HandoffError> {
+    /// Sends the gathered entries to the pipeline (waits while it is full).
+    async fn handoff(&mut self, ingest: &Ingest) -> Result<(), crate::pipeline::Closed> {
         let batch = self.streams.take();
         METRICS.records_in.fetch_add(batch.records, Relaxed);
         METRICS.bytes_in.fetch_add(batch.tapped_bytes, Relaxed);
-        let mut trickling = trickle && self.ring.is_some();
         for entries in batch.entries {
-            let send = ingest.send(entries);
-            tokio::pin!(send);
-            loop {
-                tokio::select! {
-                    biased;
-                    r = &mut send => {
-                        r.map_err(|_| HandoffError::Closed)?;
-                        break;
-                    }
-                    () = tokio::time::sleep(TRICKLE), if trickling => {
-                        trickling = self.trickle()?;
-                    }
-                }
-            }
+            ingest.send(entries).await?;
         }
         Ok(())
-    }
-
-    /// Reads one ring record ahead while the pipeline is full. Returns whether to go on (false
-    /// once the read-ahead queue is full).
-    fn trickle(&mut self) -> Result<bool, HandoffError> {
-        match self.ring.as_mut() {
-            Some(ring) => Ok(ring.read_ahead()?),
-            None => Ok(false),
-        }
     }
 }

@@ -13,16 +13,28 @@
 //!
 //! The held record keeps its bytes in the reader's payload buffer until it is applied.
 //!
-//! Read-ahead ([`RingReader::read_ahead`]): while the peer waits for the pipeline, it takes one
-//! record every [`TRICKLE`] out of the ring into the reader's own queue (raw bytes, at most
-//! [`READ_AHEAD_BYTES`]), so that the ring's `tail` keeps moving and a process waiting for room
-//! sees a live agent. Queued records are applied first, in order, by the next passes — which
-//! meanwhile keep reading one record ahead every [`TRICKLE`], since working through a full
-//! queue takes long enough (≈ 150,000 short lines) to look like a stall otherwise.
+//! # The keeper: a live agent keeps every ring's `tail` moving
+//! A process whose ring is full waits for room by default (`LLT_RING_FULL=block`) as long as
+//! the ring's `tail` moves, and takes the agent for stopped or dead once it stands still for
+//! 200 ms. But a live agent does not always read: its peer task waits while the pipeline is
+//! full (an output busy with a chunk, a server slow to acknowledge), or waits for a runtime
+//! thread that another task holds (the stdout output renders up to 16 chunks in one go:
+//! 300 ms and more in a debug build). So one thread of the agent, the *keeper*, visits every
+//! ring each [`TRICKLE`] (20 ms): a ring with committed records that nobody read since the
+//! last visit gets one record read ahead into the reader's own queue (raw bytes, at most
+//! [`READ_AHEAD_BYTES`] per ring and [`READ_AHEAD_TOTAL`] for the agent), and the peer is
+//! woken through its eventfd. Queued records are applied first, in order, by the next passes,
+//! which themselves read one record ahead every [`TRICKLE`] while they work through the queue.
+//! The keeper is a plain thread, mostly asleep, so the kernel schedules it promptly even when
+//! the runtime's threads are busy. Once a ring's queue is full (the pipeline blocked for
+//! seconds) the keeper leaves it: the tail stops, and the process drops and counts.
 
 use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Once, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use logtap_protocol::ring::{
@@ -32,23 +44,25 @@ use logtap_protocol::ring::{
 use super::streams::{StreamError, Streams};
 use crate::metrics::{DropReason, METRICS};
 
-/// While the peer cannot apply what it reads (the pipeline is full, or the read-ahead queue is
-/// being worked through), one ring record is read ahead this often: enough to keep the ring's
-/// `tail` moving (10× faster than the interceptor's 200 ms stall bound), so that a process
-/// waiting for room knows the agent is alive; slow enough that the queue lasts.
+/// How often the keeper visits the rings, and how often a pass working through the read-ahead
+/// queue reads one more record: 10× within the interceptor's 200 ms stall bound.
 pub const TRICKLE: Duration = Duration::from_millis(20);
 
-/// Raw bytes a reader holds at most in its read-ahead queue: one default ring's worth. At the
-/// trickle's pace that covers a blocked pipeline for ≈ 2.5 s of 8 KiB records (stdio's
+/// Raw bytes one ring's read-ahead queue holds at most: one default ring's worth. At one record
+/// per [`TRICKLE`] that covers a blocked pipeline for ≈ 2.5 s of 8 KiB records (stdio's
 /// buffer-sized writes) and for minutes of ordinary lines.
 pub const READ_AHEAD_BYTES: usize = 1 << 20;
 
-/// Raw bytes all readers of the agent hold at most in their read-ahead queues together, so
-/// that many blocked peers cannot add more than this to the agent's memory.
+/// Raw bytes all read-ahead queues of the agent hold at most together, so that many blocked
+/// peers cannot add more than this to the agent's memory.
 pub const READ_AHEAD_TOTAL: usize = 32 << 20;
 
 /// Bytes in all read-ahead queues now.
 static READ_AHEAD_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// The rings the keeper visits.
+static KEPT: Mutex<Vec<Weak<Mutex<Shared>>>> = Mutex::new(Vec::new());
+static KEEPER: Once = Once::new();
 
 /// Why a pass over the ring stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,53 +83,28 @@ fn after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
-/// A peer's ring, its loss counters, and the ordering state.
-pub struct RingReader {
+/// The part of a reader the keeper touches too.
+struct Shared {
     consumer: Consumer,
-    seen: RingCounters,
-    payload: Vec<u8>,
-    held: Option<RecordMeta>,
-    gap_checked: bool,
-    /// While set, an empty pass does not announce sleep: the peer polls again shortly.
-    lingering: bool,
-    /// Records read so far (tells the peer whether a pass found anything).
-    records: u64,
     /// Records read ahead, not applied yet, and their payload bytes.
     queue: VecDeque<(RecordMeta, Vec<u8>)>,
     queued_bytes: usize,
-    /// When the last record was read ahead (meaningful while the queue is not empty).
+    /// When a record was last read ahead.
     read_ahead_at: Instant,
+    /// Records taken out of the ring so far (by passes and read-ahead).
+    taken: u64,
+    /// `taken` at the keeper's last visit.
+    keeper_seen: u64,
+    /// What the keeper's read-ahead found wrong with the ring, for the next pass to report.
+    error: Option<RingError>,
+    /// A copy of the peer's eventfd, to wake it after a read-ahead.
+    wake: Option<File>,
 }
 
-impl RingReader {
-    /// Maps and checks the ring memfd a peer passed (see `Consumer::open`).
-    pub fn open(memfd: OwnedFd, opts: ConsumerOptions) -> Result<RingReader, RingError> {
-        let consumer = Consumer::open(memfd, opts)?;
-        // Losses a previous agent already reported are in the ring's header; the rest —
-        // drops before any agent held the ring, or while none did — are still to report.
-        let seen = consumer.reported();
-        Ok(RingReader {
-            consumer,
-            seen,
-            payload: Vec::new(),
-            held: None,
-            gap_checked: false,
-            lingering: false,
-            records: 0,
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-            read_ahead_at: Instant::now(),
-        })
-    }
-
-    /// Whether records wait (committed or still being written) or one is held.
-    pub fn has_backlog(&self) -> bool {
-        self.held.is_some() || !self.queue.is_empty() || self.consumer.backlog_slots() > 0
-    }
-
-    /// Takes the next committed record out of the ring into the read-ahead queue, without
-    /// applying it. Returns `false` when the queue is full (nothing was read).
-    pub fn read_ahead(&mut self) -> Result<bool, RingError> {
+impl Shared {
+    /// Takes the next committed record out of the ring into the read-ahead queue. Returns
+    /// `false` when the queue is full (the ring was not looked at).
+    fn read_ahead(&mut self) -> Result<bool, RingError> {
         if self.queued_bytes >= READ_AHEAD_BYTES
             || READ_AHEAD_USED.load(Ordering::Relaxed) >= READ_AHEAD_TOTAL
         {
@@ -124,12 +113,130 @@ impl RingReader {
         self.read_ahead_at = Instant::now();
         let mut payload = Vec::new();
         if let Some(meta) = self.consumer.next(&mut payload)? {
-            self.records += 1;
+            self.taken += 1;
             self.queued_bytes += payload.len();
             READ_AHEAD_USED.fetch_add(payload.len(), Ordering::Relaxed);
             self.queue.push_back((meta, payload));
         }
         Ok(true)
+    }
+
+    /// The keeper's visit: one record ahead if records wait and nobody read since last time.
+    fn visit(&mut self) {
+        let idle = self.taken == self.keeper_seen;
+        self.keeper_seen = self.taken;
+        if !idle || self.error.is_some() || self.consumer.backlog_slots() == 0 {
+            return;
+        }
+        let looked = match self.read_ahead() {
+            Ok(looked) => looked,
+            Err(e) => {
+                self.error = Some(e);
+                true
+            }
+        };
+        // `Consumer::next` withdraws an announced sleep, so the producers no longer wake the
+        // peer: wake it here (it applies what was read, and announces sleep again if idle).
+        if looked && let Some(wake) = &mut self.wake {
+            let _ = wake.write(&1u64.to_ne_bytes());
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        READ_AHEAD_USED.fetch_sub(self.queued_bytes, Ordering::Relaxed);
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Puts a ring in the keeper's care (and starts the keeper on first use).
+fn keep(shared: &Arc<Mutex<Shared>>) {
+    KEPT.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Arc::downgrade(shared));
+    KEEPER.call_once(|| {
+        let started = std::thread::Builder::new()
+            .name("logtap-ring-keeper".into())
+            .spawn(keeper);
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot start the ring keeper thread");
+        }
+    });
+}
+
+/// The keeper thread: visits every ring each [`TRICKLE`], skipping one a pass is reading.
+fn keeper() {
+    loop {
+        std::thread::sleep(TRICKLE);
+        let rings: Vec<Arc<Mutex<Shared>>> = {
+            let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+            kept.retain(|w| w.strong_count() > 0);
+            kept.iter().filter_map(Weak::upgrade).collect()
+        };
+        for ring in rings {
+            let mut shared = match ring.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) => continue,
+            };
+            shared.visit();
+        }
+    }
+}
+
+/// A peer's ring, its loss counters, and the ordering state.
+pub struct RingReader {
+    shared: Arc<Mutex<Shared>>,
+    seen: RingCounters,
+    payload: Vec<u8>,
+    held: Option<RecordMeta>,
+    gap_checked: bool,
+    /// While set, an empty pass does not announce sleep: the peer polls again shortly.
+    lingering: bool,
+}
+
+impl RingReader {
+    /// Maps and checks the ring memfd a peer passed (see `Consumer::open`), and puts it in the
+    /// keeper's care.
+    pub fn open(memfd: OwnedFd, opts: ConsumerOptions) -> Result<RingReader, RingError> {
+        let consumer = Consumer::open(memfd, opts)?;
+        // Losses a previous agent already reported are in the ring's header; the rest —
+        // drops before any agent held the ring, or while none did — are still to report.
+        let seen = consumer.reported();
+        let shared = Arc::new(Mutex::new(Shared {
+            consumer,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            read_ahead_at: Instant::now(),
+            taken: 0,
+            keeper_seen: 0,
+            error: None,
+            wake: None,
+        }));
+        keep(&shared);
+        Ok(RingReader {
+            shared,
+            seen,
+            payload: Vec::new(),
+            held: None,
+            gap_checked: false,
+            lingering: false,
+        })
+    }
+
+    /// Gives the keeper a copy of the peer's eventfd, to wake the peer after a read-ahead.
+    pub fn set_wake(&mut self, eventfd: OwnedFd) {
+        lock(&self.shared).wake = Some(File::from(eventfd));
+    }
+
+    /// Whether records wait (committed or still being written, or read ahead) or one is held.
+    pub fn has_backlog(&self) -> bool {
+        let shared = lock(&self.shared);
+        self.held.is_some() || !shared.queue.is_empty() || shared.consumer.backlog_slots() > 0
     }
 
     /// Lingering: an empty pass leaves `consumer_sleeping` unset, so the producer's writes cost
@@ -138,9 +245,9 @@ impl RingReader {
         self.lingering = on;
     }
 
-    /// Records read from the ring so far.
+    /// Records taken out of the ring so far.
     pub fn records_read(&self) -> u64 {
-        self.records
+        lock(&self.shared).taken
     }
 
     /// The control socket was read after a [`Pass::Gap`]: let the held record proceed.
@@ -150,39 +257,38 @@ impl RingReader {
 
     /// Applies records to `streams` in order. `expected` is the next `seq` the peer expects
     /// (updated); `before` bounds the pass for a DATA frame; it stops early with
-    /// [`Pass::Handoff`] once `streams` holds `handoff_bytes`, or once it has applied
-    /// `max_records` records.
+    /// [`Pass::Handoff`] once `streams` holds `handoff_bytes`.
     pub fn pass(
         &mut self,
         streams: &mut Streams,
         expected: &mut Option<u32>,
         before: Option<u32>,
         handoff_bytes: usize,
-        max_records: u64,
     ) -> Result<Pass, PassError> {
-        let mut applied = 0u64;
+        let mut shared = lock(&self.shared);
+        if let Some(e) = shared.error.take() {
+            return Err(e.into());
+        }
         loop {
-            if applied >= max_records {
-                return Ok(Pass::Handoff);
-            }
             let meta = if let Some(m) = self.held.take() {
                 m
-            } else if let Some((m, payload)) = self.queue.pop_front() {
-                self.queued_bytes -= payload.len();
+            } else if let Some((m, payload)) = shared.queue.pop_front() {
+                shared.queued_bytes -= payload.len();
                 READ_AHEAD_USED.fetch_sub(payload.len(), Ordering::Relaxed);
                 self.payload = payload;
-                // Keep the tail moving while the queue is worked through (see the module doc).
-                if self.read_ahead_at.elapsed() >= TRICKLE {
-                    self.read_ahead()?;
+                // The keeper cannot visit while we hold the ring: keep its tail moving
+                // ourselves while the queue is worked through (see the module doc).
+                if shared.read_ahead_at.elapsed() >= TRICKLE {
+                    shared.read_ahead()?;
                 }
                 m
             } else {
-                match self.consumer.next(&mut self.payload)? {
+                match shared.consumer.next(&mut self.payload)? {
                     Some(m) => {
-                        self.records += 1;
+                        shared.taken += 1;
                         m
                     }
-                    None if self.lingering || self.consumer.prepare_sleep() => {
+                    None if self.lingering || shared.consumer.prepare_sleep() => {
                         return Ok(Pass::Empty);
                     }
                     None => continue,
@@ -216,7 +322,6 @@ impl RingReader {
                     &self.payload,
                 )
                 .map_err(PassError::Stream)?;
-            applied += 1;
             if streams.out_bytes() >= handoff_bytes {
                 return Ok(Pass::Handoff);
             }
@@ -226,7 +331,8 @@ impl RingReader {
     /// Counts what producers dropped (ring full) and what the consumer skipped since last time;
     /// returns those new losses.
     pub fn report_losses(&mut self) -> RingCounters {
-        let c = self.consumer.counters();
+        let shared = lock(&self.shared);
+        let c = shared.consumer.counters();
         let new = RingCounters {
             dropped_records: c.dropped_records.saturating_sub(self.seen.dropped_records),
             dropped_bytes: c.dropped_bytes.saturating_sub(self.seen.dropped_bytes),
@@ -239,16 +345,10 @@ impl RingReader {
             METRICS.dropped(DropReason::RingAbandoned, new.abandoned_slots, 0);
         }
         if c != self.seen {
-            self.consumer.set_reported(&c);
+            shared.consumer.set_reported(&c);
         }
         self.seen = c;
         new
-    }
-}
-
-impl Drop for RingReader {
-    fn drop(&mut self) {
-        READ_AHEAD_USED.fetch_sub(self.queued_bytes, Ordering::Relaxed);
     }
 }
 

@@ -357,10 +357,8 @@ fn wait_for_room(p: &Producer, meta: &RecordMeta, chunk: &[u8]) -> Result<(), Pu
         if now.saturating_sub(since) >= STALL_NS || idle_naps >= MAX_IDLE_NAPS {
             STALLED_AT.store(tail, Ordering::Relaxed);
             crate::debug!(
-                "the agent has not drained the ring for {} ms: dropping copies until it does (now {} tail {})",
-                STALL_NS / 1_000_000,
-                (now / 1000) % 100_000_000,
-                tail
+                "the agent has not drained the ring for {} ms: dropping copies until it does",
+                STALL_NS / 1_000_000
             );
             return Err(PushError::Full);
         }
