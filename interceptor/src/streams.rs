@@ -25,10 +25,14 @@
 //!   a pipeline — is not a tapped stream: writes go to it untouched, never suppressed. (A
 //!   program that reopens its stdout onto its own log file is a tap-file case: `LLT_TAP_FILE`.)
 //!
+//! - A descriptor that was moved onto fd 1 or fd 2 with `dup2`/`dup3` and made it the stream
+//!   is the same open file: it is tapped as that stream too (an *alias*, kept in the fd table
+//!   until it is closed). libuv (node) does exactly this on a terminal: it reopens the tty,
+//!   moves the copy onto fd 1, and writes to its own descriptor.
+//!
 //! Limits: a change of fd 1/2 made with a raw system call (not through libc's `dup2` & co.)
-//! is seen at the next hooked change or `exec`, not before; only fd 1 and fd 2 are compared
-//! (another descriptor onto the real stdout, e.g. `/dev/stdout` opened by nginx, is tapped only
-//! as a tap file).
+//! is seen at the next hooked change or `exec`, not before; other descriptors onto the real
+//! stdout are not compared (e.g. `/dev/stdout` opened by nginx: tap the log file instead).
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
@@ -92,6 +96,37 @@ static FD_STREAM: [AtomicU8; 3] = [
     AtomicU8::new(NONE),
     AtomicU8::new(NONE),
 ];
+
+/// The fd-table value ("file index") that marks a descriptor other than fd 1/2 as an alias of
+/// the tapped stdout; [`ALIAS_STDERR`] of the stderr. Far above any real tap-file index.
+pub const ALIAS_STDOUT: u16 = 0xfff0;
+/// See [`ALIAS_STDOUT`].
+pub const ALIAS_STDERR: u16 = 0xfff1;
+
+/// The stream an fd-table value stands for, if it is an alias rather than a tap file.
+#[inline]
+pub fn alias_stream(index: u16) -> Option<u8> {
+    match index {
+        ALIAS_STDOUT => Some(STDOUT),
+        ALIAS_STDERR => Some(STDERR),
+        _ => None,
+    }
+}
+
+/// After `dup2(old, new)` / `dup3` onto fd 1 or fd 2 made it a tapped stream: `old` is the same
+/// open file, so writes to it land on that stream too — libuv (node) reopens a terminal, moves
+/// the new descriptor onto fd 1, and then writes to its own copy. Returns the fd-table value
+/// that marks `old` as an alias, if it should be one.
+pub fn alias_for(old: i32, new: i32) -> Option<u16> {
+    if concerns(old) {
+        return None;
+    }
+    match stream_of(new) {
+        STDOUT => Some(ALIAS_STDOUT),
+        STDERR => Some(ALIAS_STDERR),
+        _ => None,
+    }
+}
 
 /// The stream fd 1 or fd 2 is right now ([`NONE`] for any other fd).
 #[inline]
@@ -300,6 +335,22 @@ mod tests {
         ] {
             assert_eq!(parse(v), None, "{}", String::from_utf8_lossy(v));
         }
+    }
+
+    #[test]
+    fn aliases_are_only_made_for_other_descriptors_onto_a_stream() {
+        assert_eq!(alias_stream(ALIAS_STDOUT), Some(STDOUT));
+        assert_eq!(alias_stream(ALIAS_STDERR), Some(STDERR));
+        assert_eq!(alias_stream(3), None);
+        FD_STREAM[1].store(STDOUT, Ordering::Relaxed);
+        FD_STREAM[2].store(NONE, Ordering::Relaxed);
+        assert_eq!(alias_for(18, 1), Some(ALIAS_STDOUT));
+        assert_eq!(alias_for(18, 2), None, "fd 2 is not a stream now");
+        assert_eq!(alias_for(2, 1), None, "fd 1/2 are never aliases");
+        FD_STREAM[2].store(STDERR, Ordering::Relaxed);
+        assert_eq!(alias_for(20, 2), Some(ALIAS_STDERR));
+        FD_STREAM[1].store(NONE, Ordering::Relaxed);
+        FD_STREAM[2].store(NONE, Ordering::Relaxed);
     }
 
     #[test]

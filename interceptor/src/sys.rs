@@ -120,9 +120,8 @@ pub fn write(fd: c_int, buf: &[u8]) -> Result<usize, c_int> {
 pub fn pread(fd: c_int, buf: &mut [u8], offset: i64) -> Result<usize, c_int> {
     loop {
         // SAFETY: `buf` is writable for `buf.len()` bytes for the duration of the call.
-        let r = unsafe {
-            libc::syscall(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), offset)
-        };
+        let r =
+            unsafe { libc::syscall(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), offset) };
         match check(r) {
             Ok(n) => return Ok(usize::try_from(n).unwrap_or(0)),
             Err(libc::EINTR) => continue,

@@ -83,7 +83,8 @@ fn active() -> bool {
 #[inline]
 pub fn route_for_fd(fd: i32) -> Option<Route> {
     let cfg = config::get()?;
-    let route = if let Some(index) = fd_table::get(fd) {
+    let table = fd_table::get(fd);
+    let route = if let Some(index) = table.filter(|i| streams::alias_stream(*i).is_none()) {
         Route {
             stream: STREAM_FILE,
             file_index: index,
@@ -91,8 +92,12 @@ pub fn route_for_fd(fd: i32) -> Option<Route> {
         }
     } else {
         // fd 1 / fd 2 only while they are the stream the tap was set up for, as that stream
-        // (`2>&1` onto the real stdout is stdout): see [`streams`].
-        match streams::stream_of(fd) {
+        // (`2>&1` onto the real stdout is stdout), and their aliases: see [`streams`].
+        let stream = match table.and_then(streams::alias_stream) {
+            Some(s) => s,
+            None => streams::stream_of(fd),
+        };
+        match stream {
             streams::STDOUT if cfg.tap_stdout => Route {
                 stream: STREAM_STDOUT,
                 file_index: 0,

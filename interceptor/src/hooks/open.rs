@@ -197,6 +197,13 @@ pub extern "C" fn logtap_on_dup(old: c_int, new: c_int) {
         fd_table::copy(old, new);
     }
     restream(new);
+    if streams::concerns(new)
+        && fd_table::get(old).is_none()
+        && !hands_off()
+        && let Some(alias) = streams::alias_for(old, new)
+    {
+        fd_table::set(old, Some(alias));
+    }
 }
 
 fn creat_common(f: &RealFn, path: *const c_char, mode: libc::mode_t) -> c_int {

@@ -73,7 +73,11 @@ pub unsafe extern "C" fn logtap_stdio_deliver2(
 ) -> size_t {
     let Some(route) = decode(route) else { return 0 };
     let piece = |p: *const c_char, n: size_t| libc::iovec {
-        iov_base: if n == 0 { core::ptr::null_mut() } else { p.cast_mut().cast() },
+        iov_base: if n == 0 {
+            core::ptr::null_mut()
+        } else {
+            p.cast_mut().cast()
+        },
         iov_len: if p.is_null() { 0 } else { n },
     };
     let iov = [piece(a, na), piece(b, nb)];
