@@ -332,8 +332,62 @@ fn family(
     }
 }
 
+impl DropReason {
+    /// Whether the drop happened in a tapped process (ring counters, LOSS frames): each peer
+    /// logs those itself, with the process's pid and comm (`input::drop_log`).
+    pub fn in_peer(self) -> bool {
+        matches!(
+            self,
+            DropReason::InterceptorLoss | DropReason::RingFull | DropReason::RingAbandoned
+        )
+    }
+
+    /// What the reason means, for the one line `logtap run` prints at exit.
+    fn explained(self) -> &'static str {
+        match self {
+            DropReason::RingFull => {
+                "ring full (the program wrote faster than the agent read: LLT_RING_FULL=drop, or the \
+                 agent stopped draining; a larger LLT_RING_SIZE absorbs bursts)"
+            }
+            DropReason::InterceptorLoss => {
+                "not handed over (no connection to the agent, or its socket full)"
+            }
+            DropReason::RingAbandoned => "abandoned mid-write in the ring (a writer was killed)",
+            DropReason::BadPeer => "from processes dropped for bad data",
+            DropReason::OutputGaveUp => "given up by an output (retry_limit)",
+            DropReason::Shutdown => "undelivered at exit",
+            DropReason::StorageDamaged => "in a chunk file that could not be read back",
+        }
+    }
+}
+
+/// The line `logtap run` prints on stderr at exit when records were lost (`None` if none
+/// were): how many records and bytes, and why.
+pub fn drop_summary() -> Option<String> {
+    let counts: Vec<(DropReason, u64, u64)> = REASONS
+        .iter()
+        .zip(&METRICS.drops)
+        .map(|(r, d)| (*r, d.records.load(Relaxed), d.bytes.load(Relaxed)))
+        .filter(|(_, records, _)| *records > 0)
+        .collect();
+    if counts.is_empty() {
+        return None;
+    }
+    let records: u64 = counts.iter().map(|c| c.1).sum();
+    let bytes: u64 = counts.iter().map(|c| c.2).sum();
+    let why: Vec<String> = counts
+        .iter()
+        .map(|(r, n, _)| format!("{n} {}", r.explained()))
+        .collect();
+    Some(format!(
+        "logtap: {records} records ({bytes} bytes) were dropped: {}",
+        why.join("; ")
+    ))
+}
+
 /// Logs, once per `interval`, the drops counted since the last report — one line per reason
-/// that grew, however many peers or chunks the drops came from (the counters keep the totals).
+/// that grew, however many chunks the drops came from (the counters keep the totals). Drops in
+/// tapped processes are left to their peers, which log them with the process's pid and comm.
 pub async fn report_drops(interval: std::time::Duration) {
     let mut last = [0u64; REASONS.len()];
     let mut tick = tokio::time::interval(interval);
@@ -341,6 +395,9 @@ pub async fn report_drops(interval: std::time::Duration) {
     loop {
         tick.tick().await;
         for (i, reason) in REASONS.iter().enumerate() {
+            if reason.in_peer() {
+                continue;
+            }
             let now = METRICS.drops[i].records.load(Relaxed);
             if now > last[i] {
                 tracing::warn!(
@@ -384,6 +441,10 @@ mod tests {
         assert!(text.contains("logtap_dropped_records_total{reason=\"ring_full\"} 2"));
         assert!(text.contains("logtap_dropped_bytes_total{reason=\"ring_full\"} 20"));
         assert!(text.contains("logtap_upstream_up{server=\"127.0.0.1:24224\"} 1"));
+        let line = drop_summary().unwrap();
+        assert!(line.starts_with("logtap: "), "{line}");
+        assert!(line.contains(" ring full ("), "{line}");
+        assert!(!line.contains('\n'), "one line");
         assert!(std::ptr::eq(
             METRICS.upstream("127.0.0.1:24224"),
             METRICS.upstream("127.0.0.1:24224")

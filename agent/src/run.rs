@@ -2,14 +2,17 @@
 //!
 //! 1. An agent starts on a private socket in a fresh temporary directory (mode 0700).
 //! 2. CMD starts with `LD_PRELOAD=<liblogtap.so>` (beside the `logtap` binary, or `--preload`)
-//!    and `LLT_TARGET=socket:<that socket>`, `LLT_TAP_INTO=3` (stdout and stderr),
-//!    `LLT_TARGET_1STCONNECT=0` (the agent already listens). The user's own `LLT_*` variables
-//!    pass through and win, except `LLT_TARGET`, which must be ours.
+//!    and `LLT_TARGET=socket:<that socket>`, `LLT_TAP_INTO=3` (stdout and stderr). The agent
+//!    already listens: each process connects at its first tapped write. The user's own `LLT_*`
+//!    variables pass through and win, except `LLT_TARGET`, which must be ours.
 //! 3. SIGINT and SIGTERM are passed on to CMD (except a SIGINT while stdin is a terminal: Ctrl-C
 //!    reaches CMD by itself, through the shared process group); we keep running until it exits.
 //! 4. After CMD exits we wait briefly for its (and its children's) connections to close, drain
 //!    every ring to the end — a ring outlives its process — and flush the outputs.
-//! 5. We exit with CMD's exit code, or 128 + the signal that killed it, like a shell.
+//! 5. If records were lost (a full ring with `LLT_RING_FULL=drop`, a stalled agent, an output
+//!    that gave up, …) one line on stderr says how many, how many bytes, and why; the peers'
+//!    own drop lines are left at debug level. Nothing is printed when nothing was lost.
+//! 6. We exit with CMD's exit code, or 128 + the signal that killed it, like a shell.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
@@ -112,6 +115,8 @@ pub async fn run(mut config: Config, command: Vec<OsString>) -> Result<u8, RunEr
     config.socket = dir.0.join("tap.sock");
     config.socket_mode = SocketMode(0o600);
     let mut signals = StopSignals::new().map_err(RunError::Signals)?;
+    // Drops are said once, at exit (see the module doc).
+    crate::input::drop_log::set_summary_only(true);
     let agent = Agent::start(&config).await?;
 
     let name = command
@@ -165,6 +170,9 @@ pub async fn run(mut config: Config, command: Vec<OsString>) -> Result<u8, RunEr
     agent.tap.wait_idle(WAIT_FOR_PEERS).await;
     agent.drain(config.grace.0).await;
     drop(dir);
+    if let Some(line) = crate::metrics::drop_summary() {
+        eprintln!("{line}");
+    }
     Ok(exit_code(status))
 }
 
@@ -180,10 +188,8 @@ fn child_env(preload: &Path, socket: &Path) -> Vec<(OsString, OsString)> {
     let mut target = OsString::from("socket:");
     target.push(socket.as_os_str());
     env.push(("LLT_TARGET".into(), target));
-    for (key, default) in [("LLT_TAP_INTO", "3"), ("LLT_TARGET_1STCONNECT", "0")] {
-        if std::env::var_os(key).is_none() {
-            env.push((key.into(), default.into()));
-        }
+    if std::env::var_os("LLT_TAP_INTO").is_none() {
+        env.push(("LLT_TAP_INTO".into(), "3".into()));
     }
     env
 }

@@ -6,7 +6,9 @@
 //! no config and passes the call through untouched.
 //!
 //! A malformed value never crashes the host program: it gets the default and, in debug mode,
-//! one line on stderr naming the variable and what was expected. Booleans accept
+//! one line on stderr naming the variable and what was expected. A malformed `LLT_TAP_INTO`
+//! is reported even without debug mode ([`reported_always`]): it silently turns the tap off.
+//! Booleans accept
 //! `true/false`, `1/0`, `yes/no`, `on/off`, `y/n`, `t/f` in any case; an empty value means the
 //! default. Strings are copied into fixed-size arrays: the config allocates nothing.
 
@@ -32,6 +34,16 @@ pub enum Transport {
     Ring,
     /// One DATA frame per write over the control socket.
     Socket,
+}
+
+/// What a tapped write does when the ring is full (`LLT_RING_FULL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingFull {
+    /// Wait for room while a live agent drains the ring, bounded (Docker's `mode: blocking`,
+    /// the default); see `sender::ring`.
+    Block,
+    /// Drop the copy and count it at once (Docker's `mode: non-blocking`).
+    Drop,
 }
 
 /// A byte string in a fixed array.
@@ -103,6 +115,8 @@ pub struct Config {
     pub transport: Transport,
     /// `LLT_RING_SIZE`, bytes of ring data area.
     pub ring_size: usize,
+    /// `LLT_RING_FULL`: wait for room (default) or drop when the ring is full.
+    pub ring_full: RingFull,
     /// `LLT_TAP_FILE`: `:`-separated paths and glob patterns.
     pub tap_files: FixedBytes<MAX_VALUE>,
     /// `LLT_PYTHONUNBUFFERED` (default true): inject `PYTHONUNBUFFERED=1` when unset.
@@ -135,6 +149,7 @@ impl Config {
         debug: false,
         transport: Transport::Ring,
         ring_size: logtap_protocol::ring::DEFAULT_RING_SIZE,
+        ring_full: RingFull::Block,
         tap_files: FixedBytes::empty(),
         python_unbuffered: true,
         clock_tsc: true,
@@ -150,14 +165,14 @@ impl Config {
 /// A variable whose value was rejected, and what was expected instead.
 pub type Warning = (&'static str, &'static str);
 
-/// Up to 16 warnings collected while parsing.
+/// Up to 24 warnings collected while parsing (one per variable at most).
 pub struct Warnings {
-    items: [Option<Warning>; 16],
+    items: [Option<Warning>; 24],
 }
 
 impl Warnings {
     fn new() -> Warnings {
-        Warnings { items: [None; 16] }
+        Warnings { items: [None; 24] }
     }
 
     fn push(&mut self, w: Warning) {
@@ -170,6 +185,28 @@ impl Warnings {
     pub fn iter(&self) -> impl Iterator<Item = Warning> + '_ {
         self.items.iter().flatten().copied()
     }
+}
+
+/// Whether a malformed value of `name` is reported on stderr even without debug mode: a
+/// malformed `LLT_TAP_INTO` silently turns the tap of stdout/stderr off, which nobody would
+/// otherwise notice until the logs are missing.
+pub fn reported_always(name: &str) -> bool {
+    name == "LLT_TAP_INTO"
+}
+
+/// What `LLT_TAP_INTO` expects, as a warning says it.
+pub const TAP_INTO_EXPECTED: &str = "0/none, 1/stdout, 2/stderr or 3/both";
+
+/// Parses `LLT_TAP_INTO`: the seed's numbers 0–3 (bit 0 stdout, bit 1 stderr) or the words
+/// `none`, `stdout`, `stderr`, `both` (any case). Returns (stdout, stderr).
+pub fn parse_tap_into(v: &[u8]) -> Option<(bool, bool)> {
+    let v = v.trim_ascii();
+    const WORDS: [(&[u8], u64); 4] = [(b"none", 0), (b"stdout", 1), (b"stderr", 2), (b"both", 3)];
+    let n = match WORDS.iter().find(|(w, _)| v.eq_ignore_ascii_case(w)) {
+        Some((_, n)) => *n,
+        None => parse_u64(v).filter(|n| *n <= 3)?,
+    };
+    Some((n & 1 != 0, n & 2 != 0))
 }
 
 /// Parses a boolean; `None` when malformed.
@@ -263,15 +300,12 @@ pub fn parse<'a>(lookup: impl Fn(&'static str) -> Option<&'a [u8]>) -> (Config, 
     flag("LLT_TAP_CHILDREN", &mut c.tap_children, &mut w);
 
     if let Some(v) = set("LLT_TAP_INTO") {
-        match parse_u64(v).filter(|n| *n <= 3) {
-            Some(n) => {
-                c.tap_stdout = n & 1 != 0;
-                c.tap_stderr = n & 2 != 0;
+        match parse_tap_into(v) {
+            Some((out, err)) => {
+                c.tap_stdout = out;
+                c.tap_stderr = err;
             }
-            None => w.push((
-                "LLT_TAP_INTO",
-                "0 (none), 1 (stdout), 2 (stderr) or 3 (both)",
-            )),
+            None => w.push(("LLT_TAP_INTO", TAP_INTO_EXPECTED)),
         }
     }
     let mut number = |name: &'static str, field: &mut u64, what: &'static str| {
@@ -328,6 +362,16 @@ pub fn parse<'a>(lookup: impl Fn(&'static str) -> Option<&'a [u8]>) -> (Config, 
             c.transport = Transport::Socket;
         } else {
             w.push(("LLT_TRANSPORT", "ring or socket"));
+        }
+    }
+    if let Some(v) = set("LLT_RING_FULL") {
+        let v = v.trim_ascii();
+        if v.eq_ignore_ascii_case(b"block") {
+            c.ring_full = RingFull::Block;
+        } else if v.eq_ignore_ascii_case(b"drop") {
+            c.ring_full = RingFull::Drop;
+        } else {
+            w.push(("LLT_RING_FULL", "block or drop"));
         }
     }
     if let Some(v) = set("LLT_RING_SIZE") {
@@ -427,8 +471,49 @@ mod tests {
         assert_eq!(c.target_path.as_bytes_with_nul(), b"/tmp/liblogtap.log\0");
         assert_eq!((c.first_connect_s, c.reconnect_s, c.passive_ms), (5, 30, 0));
         assert_eq!(c.transport, Transport::Ring);
+        assert_eq!(c.ring_full, RingFull::Block);
         assert!(c.python_unbuffered);
         assert_eq!(w.iter().count(), 0);
+    }
+
+    #[test]
+    fn tap_into_numbers_and_words() {
+        for (v, want) in [
+            ("0", (false, false)),
+            ("1", (true, false)),
+            ("2", (false, true)),
+            ("3", (true, true)),
+            ("none", (false, false)),
+            ("stdout", (true, false)),
+            (" StdErr ", (false, true)),
+            ("BOTH", (true, true)),
+        ] {
+            let (c, w) = parse(env(&[("LLT_TAP_INTO", v)]));
+            assert_eq!((c.tap_stdout, c.tap_stderr), want, "{v}");
+            assert_eq!(w.iter().count(), 0, "{v}");
+        }
+        for v in ["4", "-1", "out", "stdout,stderr", "1 2", "bothx"] {
+            let (c, w) = parse(env(&[("LLT_TAP_INTO", v)]));
+            assert!(!c.tap_stdout && !c.tap_stderr, "{v}");
+            let warned: Vec<_> = w.iter().collect();
+            assert_eq!(warned, [("LLT_TAP_INTO", TAP_INTO_EXPECTED)], "{v}");
+            assert!(reported_always(warned[0].0));
+        }
+        assert!(!reported_always("LLT_RING_SIZE"));
+    }
+
+    #[test]
+    fn ring_full_modes() {
+        let (c, _) = parse(env(&[("LLT_RING_FULL", "Drop")]));
+        assert_eq!(c.ring_full, RingFull::Drop);
+        let (c, _) = parse(env(&[("LLT_RING_FULL", "block")]));
+        assert_eq!(c.ring_full, RingFull::Block);
+        let (c, w) = parse(env(&[("LLT_RING_FULL", "sometimes")]));
+        assert_eq!(c.ring_full, RingFull::Block);
+        assert_eq!(
+            w.iter().collect::<Vec<_>>(),
+            [("LLT_RING_FULL", "block or drop")]
+        );
     }
 
     #[test]
@@ -475,8 +560,9 @@ mod tests {
             ("LLT_PASSIV_ON_START", "\u{1F600}"),
             ("LLT_CLOCK", "sundial"),
             ("LLT_TAP_CHILDREN", "some"),
+            ("LLT_RING_FULL", "wait"),
         ]));
-        assert_eq!(w.iter().count(), 11);
+        assert_eq!(w.iter().count(), 12);
         assert!(c.clock_tsc && c.tap_children);
         assert!(!c.tap_stdout && !c.suppress_stdout);
         assert_eq!(c.target_kind, TargetKind::File);

@@ -1,4 +1,5 @@
-//! `LLT_DEBUG_MODE` lines: `[liblogtap DEBUG PID:n] message` on stderr.
+//! `LLT_DEBUG_MODE` lines: `[liblogtap DEBUG PID:n] message` on stderr; and the few
+//! [`notice`]s written whatever the mode: `[liblogtap] message` (a malformed `LLT_TAP_INTO`).
 //!
 //! Why not `eprintln!`: it locks std's stderr, may allocate, and would go through our own
 //! `write` hook. A line is formatted with `core::fmt` into a stack buffer (truncated if longer)
@@ -76,9 +77,55 @@ pub fn emit(args: fmt::Arguments<'_>) {
     if !enabled() {
         return;
     }
-    let _errno = sys::ErrnoGuard::save();
     let mut line = LineBuf::new();
     let _ = write!(line, "[liblogtap DEBUG PID:{}] ", crate::sender::pid());
+    write_line(line, args);
+}
+
+/// Writes `[liblogtap] message` on stderr whatever the debug mode: for the rare problem a
+/// user must hear of without having asked (the caller makes sure it is said once). In debug
+/// mode the line is the usual debug line instead, so that every line has one prefix.
+pub fn notice(args: fmt::Arguments<'_>) {
+    if enabled() {
+        return emit(args);
+    }
+    let mut line = LineBuf::new();
+    line.push_bytes(b"[liblogtap] ");
+    write_line(line, args);
+}
+
+/// Reports a malformed value of `name` (one of [`crate::config::reported_always`]) with
+/// [`notice`], once per process tree: the value reported is remembered in the environment the
+/// programs started from here inherit (`<name>_REPORTED`), so that a shell script's every
+/// command does not say it again. Constructor only: it allocates and calls `setenv`.
+pub fn report_malformed_once(name: &str, value: &[u8], expected: &str) {
+    let Ok(marker) = std::ffi::CString::new(format!("{name}_REPORTED")) else {
+        return;
+    };
+    // SAFETY: a NUL-terminated name; the constructor runs before any other thread.
+    let seen = unsafe { libc::getenv(marker.as_ptr()) };
+    // SAFETY: getenv returned a NUL-terminated string that lives until the next setenv.
+    if !seen.is_null() && unsafe { core::ffi::CStr::from_ptr(seen) }.to_bytes() == value {
+        return;
+    }
+    notice(format_args!(
+        "ignoring malformed {name}=\"{}\" (expected {expected}): {}",
+        Bytes(value),
+        if name == "LLT_TAP_INTO" {
+            "stdout and stderr are not tapped"
+        } else {
+            "using the default"
+        }
+    ));
+    if let Ok(v) = std::ffi::CString::new(value) {
+        // SAFETY: NUL-terminated name and value; constructor only (see above).
+        unsafe { libc::setenv(marker.as_ptr(), v.as_ptr(), 1) };
+    }
+}
+
+/// Completes `line` with `args` and a newline and writes it to fd 2 with one raw `write`.
+fn write_line(mut line: LineBuf, args: fmt::Arguments<'_>) {
+    let _errno = sys::ErrnoGuard::save();
     let _ = line.write_fmt(args);
     // Keep room for the newline even when the message was truncated.
     if line.len >= line.buf.len() {

@@ -8,7 +8,7 @@
 use crate::config::{self, TargetKind};
 use crate::guard::Guard;
 use crate::sender::{self, connection};
-use crate::{debug, hooks, own_fds, sys};
+use crate::{debug, hooks, own_fds, streams, sys};
 
 unsafe extern "C" {
     /// Resolves the C shim's real functions (csrc/stdio_shim.c).
@@ -41,7 +41,12 @@ extern "C" fn on_load() {
     let (cfg, warnings) = config::parse(env);
     debug::set_enabled(cfg.debug);
     for (name, expected) in warnings.iter() {
-        crate::debug!("ignoring malformed {name} (expected {expected}); using the default");
+        if config::reported_always(name) {
+            // Said even without debug mode (one line per process tree): see `config`.
+            debug::report_malformed_once(name, env(name).unwrap_or(&[]), expected);
+        } else {
+            crate::debug!("ignoring malformed {name} (expected {expected}); using the default");
+        }
     }
     crate::clock::init(cfg.clock_tsc);
     hooks::write::resolve();
@@ -49,6 +54,15 @@ extern "C" fn on_load() {
     // SAFETY: a plain C function of the shim; it only calls dlsym.
     unsafe { logtap_shim_init() };
     own_fds::init_base();
+    let mut ids = [0u8; 96];
+    if let Some(len) = streams::init(env(streams::ENV), &mut ids) {
+        // The first tapped process of its tree: its descendants inherit which descriptors are
+        // the real stdout and stderr (overwrite = 0 keeps a value set meanwhile).
+        if ids.get(len) == Some(&0) {
+            // SAFETY: NUL-terminated name and value (`format` ends it with a NUL).
+            unsafe { libc::setenv(c"LLT_STREAM_IDS".as_ptr(), ids.as_ptr().cast(), 0) };
+        }
+    }
     crate::sender::hello::capture_meta();
     connection::set_load_time(now);
     if cfg.passive_ms > 0 {
@@ -128,9 +142,16 @@ fn remove_self_from_preload() -> bool {
 extern "C" fn on_fork_child() {
     let _errno = sys::ErrnoGuard::save();
     sender::after_fork_child();
+    hooks::stdio::after_fork_child();
 }
 
 extern "C" fn on_unload() {
+    {
+        // Before the guard (with it held nothing is tapped): exit writes the stdio buffers out
+        // after this destructor, so their waiting bytes are tapped now.
+        let _errno = sys::ErrnoGuard::save();
+        hooks::stdio::at_exit();
+    }
     let Some(_guard) = Guard::enter() else { return };
     sender::on_exit();
 }

@@ -57,7 +57,9 @@
 //!   atfork handler: the close/open/dup hooks notice it by its pid and leave the parent's fd
 //!   table alone.
 //! - **Only accepted bytes.** The real call runs first and only its first `r` bytes are
-//!   tapped (stdio: the bytes the FILE accepted).
+//!   tapped (stdio: the bytes the FILE accepted; bytes inlined `putc_unlocked` & co. put into
+//!   a FILE's buffer are caught up from the buffer where the FILE may write it out — see
+//!   `csrc/stdio_shim.c`).
 //! - **What a tapped write costs, and why.** Beyond the real call: one route lookup, one
 //!   timestamp, one `seq`, one ring record. The timestamp is a plain `rdtsc` converted with a
 //!   calibration that is re-anchored to `CLOCK_REALTIME` every millisecond ([`clock`]; where
@@ -80,7 +82,11 @@
 //! # Decisions the seed left open
 //! - `LLT_SUPPRESS_STDOUT` suppresses fd 1 only; `LLT_SUPPRESS_STDERR` (new) suppresses fd 2.
 //! - The stream of a write is decided by descriptor: a tap file's descriptor is "file" even
-//!   when it is 1 or 2 (after `dup2`); otherwise fd 1 is stdout and fd 2 stderr.
+//!   when it is 1 or 2 (after `dup2`); otherwise fd 1 / fd 2 are stdout / stderr only while
+//!   they are the stdout / stderr of the first tapped process of the tree, and a descriptor
+//!   redirected onto the other one is tapped as that one (`2>&1` onto the real stdout: stdout).
+//!   Anything else (a command substitution's pipe, `/dev/null`, a file) is neither tapped nor
+//!   suppressed ([`streams`]).
 //! - `LLT_TARGET_1STCONNECT` keeps its seed meaning (no attempt before it); records written
 //!   meanwhile wait in the ring (socket transport: counted as lost; suppressed: written).
 //! - A suppressed stream counts as delivered only while an agent holds the ring.
@@ -112,6 +118,7 @@ pub mod guard;
 pub mod hooks;
 pub mod own_fds;
 pub mod sender;
+pub mod streams;
 pub mod sys;
 pub mod tap_files;
 

@@ -115,6 +115,117 @@ pub fn write(fd: c_int, buf: &[u8]) -> Result<usize, c_int> {
     }
 }
 
+/// `pread(2)` of the app's descriptor into our buffer (reading back what a
+/// `copy_file_range`/`sendfile` copied); retries `EINTR`.
+pub fn pread(fd: c_int, buf: &mut [u8], offset: i64) -> Result<usize, c_int> {
+    loop {
+        // SAFETY: `buf` is writable for `buf.len()` bytes for the duration of the call.
+        let r =
+            unsafe { libc::syscall(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), offset) };
+        match check(r) {
+            Ok(n) => return Ok(usize::try_from(n).unwrap_or(0)),
+            Err(libc::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether `[ptr, ptr + len)` can be read, asked of the kernel (no fault here): what a
+/// suppressed write checks before the library copies the app's buffer, so that a write from
+/// an invalid buffer fails with `EFAULT` as the real call would instead of faulting in the
+/// copy. One byte per page is read with `process_vm_readv` on this very process (64 pages per
+/// call); where a seccomp profile refuses that call, `mincore` tells at least whether the
+/// pages are mapped.
+pub fn readable(ptr: *const u8, len: usize) -> bool {
+    const PAGE: usize = 4096;
+    const BATCH: usize = 64;
+    if len == 0 {
+        return true;
+    }
+    let start = ptr as usize;
+    let Some(end) = start.checked_add(len) else {
+        return false;
+    };
+    if start == 0 {
+        return false;
+    }
+    let mut page = start & !(PAGE - 1);
+    let mut local = [0u8; BATCH];
+    let empty = libc::iovec {
+        iov_base: core::ptr::null_mut(),
+        iov_len: 0,
+    };
+    while page < end {
+        let mut remote = [empty; BATCH];
+        let mut k = 0usize;
+        for slot in remote.iter_mut() {
+            if page >= end {
+                break;
+            }
+            *slot = libc::iovec {
+                iov_base: page.max(start) as *mut c_void,
+                iov_len: 1,
+            };
+            page = page.saturating_add(PAGE);
+            k = k.saturating_add(1);
+        }
+        let liov = libc::iovec {
+            iov_base: local.as_mut_ptr().cast(),
+            iov_len: k,
+        };
+        // SAFETY: reads at most `k` bytes into `local` (k <= BATCH); the remote addresses are
+        // only read by the kernel, which reports a fault instead of taking it.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_process_vm_readv,
+                getpid(),
+                &raw const liov,
+                1usize,
+                remote.as_ptr(),
+                k,
+                0usize,
+            )
+        };
+        match check(r) {
+            Ok(n) if usize::try_from(n).ok() == Some(k) => {}
+            Ok(_) | Err(libc::EFAULT) | Err(libc::ESRCH) => return false,
+            Err(_) => return mapped(start, end),
+        }
+    }
+    true
+}
+
+/// `mincore` over `[start, end)`: whether every page is mapped.
+fn mapped(start: usize, end: usize) -> bool {
+    const PAGE: usize = 4096;
+    let mut vec = [0u8; 256];
+    let mut page = start & !(PAGE - 1);
+    while page < end {
+        let pages = (end.saturating_sub(page).div_ceil(PAGE)).min(vec.len());
+        // SAFETY: `vec` has room for `pages` entries; the kernel checks the address range.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mincore,
+                page as *mut c_void,
+                pages.saturating_mul(PAGE),
+                vec.as_mut_ptr(),
+            )
+        };
+        if r != 0 {
+            return false;
+        }
+        page = page.saturating_add(pages.saturating_mul(PAGE));
+    }
+    true
+}
+
+/// `lseek(2)`: the new position, or the error.
+pub fn lseek(fd: c_int, offset: i64, whence: c_int) -> Result<i64, c_int> {
+    // SAFETY: plain syscall on integers.
+    let r = unsafe { libc::syscall(libc::SYS_lseek, fd, offset, whence) };
+    check(r)
+}
+
 /// Writes all of `buf` to a regular file (the `file:` target), stopping at the first error.
 /// Returns how many bytes were written.
 pub fn write_all(fd: c_int, buf: &[u8]) -> usize {

@@ -178,6 +178,7 @@ impl MemoryBuffer {
             match persisted {
                 Ok(()) => {
                     self.store_works();
+                    crate::input::ring_release::note_progress();
                     // On disk: safe. The rings may reuse the space at once.
                     if let Some(p) = pins.take() {
                         p.release();
@@ -350,6 +351,7 @@ impl MemoryBuffer {
 
 /// Every output settled the chunk: the store forgets it, the rings may reuse its space.
 fn settle_all(held: &Held) {
+    crate::input::ring_release::note_progress();
     if let Some(store) = &held.stored {
         store.remove(held.chunk.id);
     }

@@ -5,11 +5,13 @@
 //! - [`peer`] — one tapped process: control frames and its ring.
 //! - [`ring_reader`] — that process's ring, read in write order with its frames (`seq`).
 //! - [`streams`] — that process's streams: bytes → lines → encoded records.
+//! - [`drop_log`] — what that process lost, logged (rate-limited) besides the metrics.
 //!
 //! Inputs feed the pipeline through a [`crate::pipeline::Ingest`]: encoded entries to be
 //! batched ([`crate::pipeline::Ingest::send`]) or, for inputs that receive whole chunks, a
 //! chunk straight into the buffer ([`crate::pipeline::Ingest::send_chunk`]).
 
+pub mod drop_log;
 pub mod forward;
 pub mod peer;
 pub mod ring_reader;

@@ -10,7 +10,13 @@
 //!
 //! Draining is synchronous (shared memory) and bounded per pass, then the entries go to the
 //! pipeline with an `await` — the backpressure point: a peer whose entries cannot be taken
-//! stops draining, its ring fills, and the interceptor counts drops. When the control socket
+//! stops draining and its ring fills. A process whose ring is full waits for room while the
+//! ring makes progress (`LLT_RING_FULL=block`, the default): its `tail` moves, or the agent's
+//! keeper thread beats the ring's heartbeat while the agent delivers (see
+//! [`super::ring_release`]); once the agent has made no progress for a second, the heartbeat
+//! stops and the interceptor drops and counts. Drops are
+//! counted in the metrics and logged per peer, with the process's pid and comm
+//! ([`super::drop_log`]). When the control socket
 //! closes (the process exited or crashed) the ring is drained to the end: it outlives the
 //! process. A peer that sends a bad frame or whose ring is inconsistent is dropped and
 //! counted; the others go on.
@@ -27,6 +33,7 @@ use logtap_protocol::tap::{self, FLAG_CONTINUED, FileAnnounce, Hello, Kind, Loss
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 
+use super::drop_log::DropLog;
 use super::ring_reader::{Pass, PassError, RingReader};
 use super::streams::{StreamError, Streams};
 use crate::metrics::{DropReason, METRICS};
@@ -88,6 +95,7 @@ struct Peer {
     ring: Option<RingReader>,
     /// The next `seq` expected from the process (frames and ring records share the sequence).
     expected: Option<u32>,
+    drops: DropLog,
 }
 
 /// Why the peer's loop woke.
@@ -115,6 +123,7 @@ pub async fn run(
         streams,
         ring: None,
         expected: None,
+        drops: DropLog::default(),
     };
     match serve(&mut peer, sock, &ingest, &stop).await {
         Ok(()) => tracing::debug!(pid = peer.pid(), "tap peer finished"),
@@ -126,6 +135,7 @@ pub async fn run(
     }
     // Whatever happened, what was read is delivered.
     peer.sweep(); // and the ring's drops since the last sweep are counted: nobody reads them later
+    peer.log_drops(true);
     peer.streams.finish();
     let _ = peer.handoff(&ingest).await;
     METRICS.peers.fetch_sub(1, Relaxed);
@@ -297,12 +307,8 @@ fn read_frames(
             Kind::Loss => {
                 let loss = Loss::decode(frame.payload)?;
                 METRICS.dropped(DropReason::InterceptorLoss, loss.frames, loss.bytes);
-                tracing::debug!(
-                    pid = h.pid,
-                    records = loss.frames,
-                    bytes = loss.bytes,
-                    "the interceptor dropped copies (agent too slow or away)"
-                );
+                peer.drops.loss_frame(loss.frames, loss.bytes);
+                peer.log_drops(false);
             }
             Kind::File => {
                 let f = FileAnnounce::decode(frame.payload)?;
@@ -370,8 +376,19 @@ impl Peer {
     fn sweep(&mut self) {
         self.streams.flush_stale(Instant::now());
         if let Some(ring) = &mut self.ring {
-            ring.report_losses();
+            let new = ring.report_losses();
+            self.drops.ring(new);
         }
+        self.log_drops(false);
+    }
+
+    /// Logs the drops learnt since the last line (rate-limited; all of them when `last_call`).
+    fn log_drops(&mut self, last_call: bool) {
+        let (pid, comm) = self
+            .streams
+            .origin()
+            .map_or((0, ""), |o| (o.pid, o.comm.as_str()));
+        self.drops.flush(pid, comm, Instant::now(), last_call);
     }
 
     /// Drains the ring, handing entries to the pipeline as they accumulate. Returns `true` when

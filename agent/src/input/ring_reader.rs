@@ -16,7 +16,11 @@
 //! The ring is read in holding mode: what was read stays in the ring until it is safe (see
 //! [`super::ring_release`]). Every record goes to the streams with its ring position, and
 //! [`RingReader::hand_off`] turns the positions of the entries handed to the pipeline into pins
-//! and tells the tracker how far the peer itself still holds.
+//! and tells the tracker how far the peer itself still holds. A process waiting for room in
+//! its full ring (`LLT_RING_FULL=block`) tells a live agent by the ring's *progress* — `tail`,
+//! or the heartbeat the agent's keeper thread beats while the agent makes progress (see
+//! [`super::ring_release`]): reading ahead into the agent's memory would not make room, since
+//! what was read is not released before it is safe.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -62,6 +66,8 @@ pub struct RingReader {
     lingering: bool,
     /// Records read so far (tells the peer whether a pass found anything).
     records: u64,
+    /// `records` at the last hand-off.
+    records_at_handoff: u64,
 }
 
 impl RingReader {
@@ -78,15 +84,18 @@ impl RingReader {
                 "resuming a ring where the previous agent stopped: records it read but had not made safe are read again"
             );
         }
+        let tracker = RingTracker::new(release);
+        super::ring_release::keep(&tracker);
         Ok(RingReader {
             consumer,
-            tracker: RingTracker::new(release),
+            tracker,
             seen,
             payload: Vec::new(),
             held: None,
             gap_checked: false,
             lingering: false,
             records: 0,
+            records_at_handoff: 0,
         })
     }
 
@@ -126,6 +135,10 @@ impl RingReader {
         }
         if let Some((_, pos)) = &self.held {
             floor = floor.min(*pos);
+        }
+        if self.records != self.records_at_handoff {
+            self.records_at_handoff = self.records;
+            super::ring_release::note_progress();
         }
         let (pressured, local) = self.tracker.set_floor(floor, read);
         pressured && local && streams.has_pending()
@@ -203,22 +216,26 @@ impl RingReader {
         }
     }
 
-    /// Counts what producers dropped (ring full) and what the consumer skipped since last time.
-    pub fn report_losses(&mut self) {
+    /// Counts what producers dropped (ring full) and what the consumer skipped since last time;
+    /// returns those new losses.
+    pub fn report_losses(&mut self) -> RingCounters {
         let c = self.consumer.counters();
-        let dropped = c.dropped_records.saturating_sub(self.seen.dropped_records);
-        if dropped > 0 {
-            let bytes = c.dropped_bytes.saturating_sub(self.seen.dropped_bytes);
-            METRICS.dropped(DropReason::RingFull, dropped, bytes);
+        let new = RingCounters {
+            dropped_records: c.dropped_records.saturating_sub(self.seen.dropped_records),
+            dropped_bytes: c.dropped_bytes.saturating_sub(self.seen.dropped_bytes),
+            abandoned_slots: c.abandoned_slots.saturating_sub(self.seen.abandoned_slots),
+        };
+        if new.dropped_records > 0 {
+            METRICS.dropped(DropReason::RingFull, new.dropped_records, new.dropped_bytes);
         }
-        let abandoned = c.abandoned_slots.saturating_sub(self.seen.abandoned_slots);
-        if abandoned > 0 {
-            METRICS.dropped(DropReason::RingAbandoned, abandoned, 0);
+        if new.abandoned_slots > 0 {
+            METRICS.dropped(DropReason::RingAbandoned, new.abandoned_slots, 0);
         }
         if c != self.seen {
             self.consumer.set_reported(&c);
         }
         self.seen = c;
+        new
     }
 }
 

@@ -37,8 +37,9 @@
 //! waiting for `flush_interval`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use logtap_protocol::ring::Release;
 use tokio::sync::Notify;
@@ -46,6 +47,86 @@ use tokio::sync::Notify;
 /// Notified when a ring becomes (or stays) pressured: the batch stage then seals the open
 /// chunks holding pins of pressured rings.
 pub static PRESSURE: Notify = Notify::const_new();
+
+/// How often the keeper beats the heartbeat of every ring while the agent makes progress.
+pub const BEAT: Duration = Duration::from_millis(20);
+/// The agent counts as making progress while it read records, released ring space or
+/// delivered a chunk within this long: a process waiting for room keeps waiting while it does
+/// (the heartbeat beats), then its own 200 ms. So a server that acknowledges within seconds, or
+/// an output that writes its chunks in bursts on a loaded machine (a debug build rendering 16
+/// chunks of JSON at once takes 300 ms and more), never makes it drop; a stuck agent (a dead
+/// server, no spool, buffers full) makes it drop after about 5 s, once (later writes drop at
+/// once until the agent makes progress again).
+pub const PROGRESS_WINDOW: Duration = Duration::from_secs(5);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Milliseconds since [`epoch`] of the last progress (0: none yet).
+static LAST_PROGRESS_MS: AtomicU64 = AtomicU64::new(0);
+
+fn now_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// The agent made progress: it read records, released ring space, or delivered a chunk.
+pub fn note_progress() {
+    LAST_PROGRESS_MS.store(now_ms(), Ordering::Relaxed);
+}
+
+/// Whether the agent made progress within [`PROGRESS_WINDOW`].
+fn progressing() -> bool {
+    let last = LAST_PROGRESS_MS.load(Ordering::Relaxed);
+    last != 0 && now_ms().saturating_sub(last) < PROGRESS_WINDOW.as_millis() as u64
+}
+
+/// The rings the keeper beats.
+static KEPT: Mutex<Vec<Weak<RingTracker>>> = Mutex::new(Vec::new());
+static KEEPER: Once = Once::new();
+
+/// Puts a ring in the keeper's care (and starts the keeper on first use). The keeper is a
+/// plain thread, mostly asleep, so the kernel runs it promptly even while the runtime's threads
+/// are busy (a task rendering chunks, a pipeline blocked behind a slow output): a live agent's
+/// heartbeat does not stall with them.
+pub fn keep(tracker: &Arc<RingTracker>) {
+    note_progress();
+    KEPT.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Arc::downgrade(tracker));
+    KEEPER.call_once(|| {
+        let started = std::thread::Builder::new()
+            .name("logtap-ring-keeper".into())
+            .spawn(keeper);
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot start the ring keeper thread");
+        }
+    });
+}
+
+/// Every [`BEAT`]: while the agent makes progress, beats the heartbeat of every ring whose
+/// process is still connected.
+fn keeper() {
+    loop {
+        std::thread::sleep(BEAT);
+        let rings: Vec<Arc<RingTracker>> = {
+            let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+            kept.retain(|w| w.strong_count() > 0);
+            kept.iter().filter_map(Weak::upgrade).collect()
+        };
+        if !progressing() {
+            continue;
+        }
+        for ring in rings {
+            if !ring.peer_gone() {
+                ring.release.beat();
+            }
+        }
+    }
+}
 
 /// The release state of one ring.
 pub struct RingTracker {
@@ -161,6 +242,7 @@ impl RingTracker {
         let target = st.pins.keys().next().map_or(st.floor, |&p| p.min(st.floor));
         if target > self.release.released() {
             self.release.release(target);
+            note_progress();
         }
         let unreleased = st.read.saturating_sub(self.release.released());
         let pressured = unreleased > self.release.slot_count() / 2;

@@ -557,7 +557,11 @@ fn release_cases(n: u64, rounds: usize) -> Result<(), BoxError> {
     for (prefix, bin) in &bins {
         for (receiver, spooled, name) in [
             (&fast, false, "agent → forward (ack) → receiver"),
-            (&fast, true, "agent --storage-path → forward (ack) → receiver"),
+            (
+                &fast,
+                true,
+                "agent --storage-path → forward (ack) → receiver",
+            ),
             (&slow, false, "agent → forward (ack 20 ms late) → receiver"),
             (
                 &slow,

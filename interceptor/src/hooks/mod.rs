@@ -19,7 +19,7 @@ use core::ffi::{CStr, c_void};
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use crate::sender::{self, Payload, Route, STREAM_FILE, STREAM_STDERR, STREAM_STDOUT};
-use crate::{config, fd_table, guard, sys};
+use crate::{config, fd_table, guard, streams, sys};
 
 /// A real libc function, resolved with `dlsym(RTLD_NEXT)` once and cached.
 pub struct RealFn {
@@ -83,26 +83,33 @@ fn active() -> bool {
 #[inline]
 pub fn route_for_fd(fd: i32) -> Option<Route> {
     let cfg = config::get()?;
-    let route = if let Some(index) = fd_table::get(fd) {
+    let table = fd_table::get(fd);
+    let route = if let Some(index) = table.filter(|i| streams::alias_stream(*i).is_none()) {
         Route {
             stream: STREAM_FILE,
             file_index: index,
             suppressed: cfg.suppress_tap_file,
         }
-    } else if fd == 1 && cfg.tap_stdout {
-        Route {
-            stream: STREAM_STDOUT,
-            file_index: 0,
-            suppressed: cfg.suppress_stdout,
-        }
-    } else if fd == 2 && cfg.tap_stderr {
-        Route {
-            stream: STREAM_STDERR,
-            file_index: 0,
-            suppressed: cfg.suppress_stderr,
-        }
     } else {
-        return None;
+        // fd 1 / fd 2 only while they are the stream the tap was set up for, as that stream
+        // (`2>&1` onto the real stdout is stdout), and their aliases: see [`streams`].
+        let stream = match table.and_then(streams::alias_stream) {
+            Some(s) => s,
+            None => streams::stream_of(fd),
+        };
+        match stream {
+            streams::STDOUT if cfg.tap_stdout => Route {
+                stream: STREAM_STDOUT,
+                file_index: 0,
+                suppressed: cfg.suppress_stdout,
+            },
+            streams::STDERR if cfg.tap_stderr => Route {
+                stream: STREAM_STDERR,
+                file_index: 0,
+                suppressed: cfg.suppress_stderr,
+            },
+            _ => return None,
+        }
     };
     if guard::held() || !active() {
         return None;
@@ -123,9 +130,15 @@ pub fn tapped_write(
     data: Payload<'_>,
     mut real: impl FnMut(usize) -> isize,
 ) -> isize {
-    let total = data.len();
     if route.suppressed {
+        // The copy would read the app's buffer before the kernel does: a buffer the real call
+        // would refuse with EFAULT must get exactly that, not a fault in the library.
         let saved = sys::errno();
+        if !data.readable() {
+            sys::set_errno(saved);
+            return real(0);
+        }
+        let total = data.len();
         let delivered = sender::deliver(route, &data, total).min(total);
         sys::set_errno(saved);
         if delivered >= total {

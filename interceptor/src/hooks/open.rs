@@ -15,7 +15,7 @@ use core::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use super::RealFn;
 use crate::own_fds;
 use crate::sender::connection;
-use crate::{config, fd_table, guard, sys, tap_files};
+use crate::{config, fd_table, guard, streams, sys, tap_files};
 
 static CREAT: RealFn = RealFn::new(c"creat");
 static CREAT64: RealFn = RealFn::new(c"creat64");
@@ -29,6 +29,7 @@ static FOPEN64: RealFn = RealFn::new(c"fopen64");
 static FREOPEN: RealFn = RealFn::new(c"freopen");
 static FREOPEN64: RealFn = RealFn::new(c"freopen64");
 static FCLOSE: RealFn = RealFn::new(c"fclose");
+static DAEMON: RealFn = RealFn::new(c"daemon");
 
 type CreatFn = unsafe extern "C" fn(*const c_char, libc::mode_t) -> c_int;
 type Int1Fn = unsafe extern "C" fn(c_int) -> c_int;
@@ -55,6 +56,7 @@ pub fn resolve() {
         &FREOPEN,
         &FREOPEN64,
         &FCLOSE,
+        &DAEMON,
     ] {
         let _ = f.get();
     }
@@ -71,6 +73,14 @@ fn in_vfork_child() -> bool {
 /// Whether the hook must leave the library's state alone.
 fn hands_off() -> bool {
     guard::held() || in_vfork_child()
+}
+
+/// fd 1 or fd 2 changed: is it still the tapped stream? (See [`streams`]; not in a vfork
+/// child, whose descriptors are not the parent's.)
+fn restream(fd: c_int) {
+    if streams::concerns(fd) && !hands_off() {
+        streams::evaluate(fd);
+    }
 }
 
 /// Forgets `fd` (the getpid check only runs when there is something to forget).
@@ -123,6 +133,7 @@ pub unsafe fn on_new_fd(fd: c_int, path: *const c_char, flags: c_int) {
     if fd < 0 || guard::held() {
         return;
     }
+    restream(fd);
     let Some(cfg) = config::get() else { return };
     let acc = flags & libc::O_ACCMODE;
     let writable = acc == libc::O_WRONLY || acc == libc::O_RDWR;
@@ -184,6 +195,14 @@ pub unsafe extern "C" fn logtap_on_open(
 pub extern "C" fn logtap_on_dup(old: c_int, new: c_int) {
     if fd_table::get(old) != fd_table::get(new) && !hands_off() {
         fd_table::copy(old, new);
+    }
+    restream(new);
+    if streams::concerns(new)
+        && fd_table::get(old).is_none()
+        && !hands_off()
+        && let Some(alias) = streams::alias_for(old, new)
+    {
+        fd_table::set(old, Some(alias));
     }
 }
 
@@ -277,7 +296,9 @@ pub extern "C" fn close(fd: c_int) -> c_int {
         forget(fd);
     }
     // SAFETY: dlsym("close") has close's signature.
-    unsafe { core::mem::transmute::<*mut c_void, Int1Fn>(p)(fd) }
+    let r = unsafe { core::mem::transmute::<*mut c_void, Int1Fn>(p)(fd) };
+    restream(fd);
+    r
 }
 
 fn real_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
@@ -299,6 +320,14 @@ fn real_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
 /// `close_range(2)`: closes the range around our own descriptors.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    let r = close_range_around_ours(first, last, flags);
+    if first <= 2 && last >= 1 && !hands_off() {
+        streams::after_close_range(first, last);
+    }
+    r
+}
+
+fn close_range_around_ours(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     let cloexec_only = c_uint::try_from(flags).unwrap_or(0) & libc::CLOSE_RANGE_CLOEXEC != 0;
     if cloexec_only || first > last || hands_off() {
         return real_close_range(first, last, flags);
@@ -412,6 +441,8 @@ fn freopen_common(
         // SAFETY: freopen's path argument is NUL-terminated.
         unsafe { on_new_fd(new_fd, path, mode_flags(mode)) };
     }
+    restream(old_fd);
+    restream(new_fd);
     file
 }
 
@@ -451,11 +482,29 @@ pub unsafe extern "C" fn fclose(stream: *mut libc::FILE) -> c_int {
         return no_real();
     };
     let fd = file_fd(stream);
+    // fclose flushes: bytes that inlined stdio macros left in the buffer are tapped first.
+    // SAFETY: the app's FILE, still open.
+    unsafe { super::stdio::before_fclose(stream) };
     // SAFETY: dlsym("fclose") has fclose's signature; the caller's argument.
     let r = unsafe { core::mem::transmute::<*mut c_void, FcloseFn>(p)(stream) };
     if fd >= 0 && !guard::held() {
         forget(fd);
+        restream(fd);
     }
+    r
+}
+
+/// `daemon(3)`: glibc's moves fd 0-2 onto `/dev/null` with internal calls the hooks do not
+/// see, so fd 1 and fd 2 are looked at again in the daemon.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub extern "C" fn daemon(nochdir: c_int, noclose: c_int) -> c_int {
+    let Some(p) = DAEMON.get() else {
+        return no_real();
+    };
+    // SAFETY: dlsym("daemon") has daemon's signature.
+    let r = unsafe { core::mem::transmute::<*mut c_void, Int2Fn>(p)(nochdir, noclose) };
+    restream(1);
+    restream(2);
     r
 }
 

@@ -12,7 +12,7 @@ use libc::{size_t, ssize_t};
 
 use super::route_for_fd;
 use crate::sender::{self, Payload, Route};
-use crate::sys;
+use crate::{guard, sys};
 
 const SUPPRESSED: c_int = 4;
 
@@ -56,6 +56,69 @@ pub unsafe extern "C" fn logtap_stdio_deliver(
     // SAFETY: the shim passes bytes it just formatted or the app's fwrite/fputs buffer.
     let bytes = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), len) };
     sender::deliver(route, &Payload::One(bytes), len)
+}
+
+/// [`logtap_stdio_deliver`] for one write made of two pieces (the bytes waiting in a FILE's
+/// buffer and the character that makes it write them out): one record.
+///
+/// # Safety
+/// `a` is readable for `na` bytes and `b` for `nb`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn logtap_stdio_deliver2(
+    route: c_int,
+    a: *const c_char,
+    na: size_t,
+    b: *const c_char,
+    nb: size_t,
+) -> size_t {
+    let Some(route) = decode(route) else { return 0 };
+    let piece = |p: *const c_char, n: size_t| libc::iovec {
+        iov_base: if n == 0 {
+            core::ptr::null_mut()
+        } else {
+            p.cast_mut().cast()
+        },
+        iov_len: if p.is_null() { 0 } else { n },
+    };
+    let iov = [piece(a, na), piece(b, nb)];
+    let len = iov[0].iov_len.saturating_add(iov[1].iov_len);
+    if len == 0 {
+        return 0;
+    }
+    let _errno = sys::ErrnoGuard::save();
+    sender::deliver(route, &Payload::Iov(&iov), len)
+}
+
+unsafe extern "C" {
+    fn logtap_stdio_before_fclose(f: *mut libc::FILE);
+    fn logtap_stdio_at_exit();
+    fn logtap_stdio_after_fork_child();
+}
+
+/// Before `fclose(f)`: the bytes waiting in its buffer are tapped (fclose writes them out)
+/// and the shim forgets the FILE.
+///
+/// # Safety
+/// `f` is the app's open FILE (or null).
+pub unsafe fn before_fclose(f: *mut libc::FILE) {
+    if guard::held() {
+        return;
+    }
+    // SAFETY: the caller's FILE, still open; the shim checks for null.
+    unsafe { logtap_stdio_before_fclose(f) };
+}
+
+/// The destructor, before `exit` writes out the stdio buffers: what waits in the tapped
+/// FILEs' buffers is tapped (suppressed streams: delivered and taken out of the buffer).
+pub fn at_exit() {
+    // SAFETY: a plain C function of the shim.
+    unsafe { logtap_stdio_at_exit() };
+}
+
+/// In a forked child: the buffers it inherited are untapped as far as it is concerned.
+pub fn after_fork_child() {
+    // SAFETY: a plain C function of the shim; only atomic stores.
+    unsafe { logtap_stdio_after_fork_child() };
 }
 
 /// The `write` hook's logic, for the shim's `dprintf` family.

@@ -6,12 +6,13 @@
 //! tapped are the first `r` the kernel accepted; `errno` and the return value are the real
 //! call's (or the full count on a suppressed stream, see [`super::tapped_write`]).
 
-use core::ffi::{c_int, c_void};
+use core::ffi::{c_int, c_uint, c_void};
 
 use libc::{iovec, off_t, size_t, ssize_t};
 
 use super::{RealFn, route_for_fd, tapped_write, write_rest};
 use crate::sender::Payload;
+use crate::sender::Route;
 
 static WRITE: RealFn = RealFn::new(c"write");
 static WRITEV: RealFn = RealFn::new(c"writev");
@@ -42,6 +43,7 @@ pub fn resolve() {
     ] {
         let _ = f.get();
     }
+    resolve_copies();
 }
 
 /// The real `write` (raw syscall if libc's cannot be found).
@@ -92,7 +94,8 @@ fn iov_slice<'a>(iov: *const iovec, cnt: c_int) -> Option<&'a [iovec]> {
 /// # Safety
 /// `write(2)`'s contract: `buf` is readable for `count` bytes.
 pub unsafe fn hooked_write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
-    let Some(route) = route_for_fd(fd) else {
+    let Some(route) = route_for_fd(fd).filter(|_| !buf.is_null() || count == 0) else {
+        // (A null buffer gets the real call's EFAULT.)
         // SAFETY: the caller's arguments, unchanged.
         return unsafe { real_write(fd, buf, count) };
     };
@@ -142,7 +145,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
 }
 
 fn pwrite_common(f: &RealFn, fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t {
-    let Some(route) = route_for_fd(fd) else {
+    let Some(route) = route_for_fd(fd).filter(|_| !buf.is_null() || count == 0) else {
         return real_pwrite(f, fd, buf, count, off);
     };
     let bytes = buf_slice(buf, count);
@@ -299,4 +302,211 @@ pub unsafe extern "C" fn pwritev64v2(
     pwritev_common(fd, iov, cnt, off, |i, c, o| {
         call_pwritev2(&PWRITEV64V2, fd, i, c, o, flags)
     })
+}
+
+// ---- copies the kernel makes between descriptors ----
+//
+// `copy_file_range` and `sendfile` move bytes from a file to a descriptor without passing
+// them through the program (GNU `cat` uses `copy_file_range` when its stdout is a regular
+// file). On a tapped descriptor the bytes are read back from the source file with `pread`, in
+// pieces of [`COPY_PIECE`] bytes on the stack, and tapped; on a suppressed one the copy is
+// made by the library instead: the source's bytes are read and delivered, its offset advanced
+// as the call would, and only what could not be delivered is copied for real (fail open).
+// `splice` (one end a pipe, whose bytes cannot be read twice) is not tapped.
+
+static COPY_FILE_RANGE: RealFn = RealFn::new(c"copy_file_range");
+static SENDFILE: RealFn = RealFn::new(c"sendfile");
+static SENDFILE64: RealFn = RealFn::new(c"sendfile64");
+
+type CopyFileRangeFn =
+    unsafe extern "C" fn(c_int, *mut i64, c_int, *mut i64, size_t, c_uint) -> ssize_t;
+type SendfileFn = unsafe extern "C" fn(c_int, c_int, *mut off_t, size_t) -> ssize_t;
+
+/// Bytes read back per piece.
+const COPY_PIECE: usize = 4096;
+/// At most this much is copied by the library per suppressed call (the caller loops on a
+/// short count, as it must for any copy).
+const SUPPRESSED_COPY_MAX: usize = 256 * 1024;
+
+/// Resolves the copy functions (constructor).
+pub fn resolve_copies() {
+    for f in [&COPY_FILE_RANGE, &SENDFILE, &SENDFILE64] {
+        let _ = f.get();
+    }
+}
+
+/// Where a copy reads from: the offset the caller passed, or the descriptor's position.
+fn copy_start(fd_in: c_int, off_in: *const i64) -> Option<i64> {
+    if off_in.is_null() {
+        return crate::sys::lseek(fd_in, 0, libc::SEEK_CUR).ok();
+    }
+    // SAFETY: the caller's offset pointer, which the real call would read too.
+    Some(unsafe { off_in.read_unaligned() })
+}
+
+/// Reads up to `n` bytes of `fd_in` from `start` and delivers them along `route`, piece by
+/// piece. Returns (bytes delivered, whether the source ended or failed before `n`).
+fn tap_copied(route: Route, fd_in: c_int, start: i64, n: usize) -> (usize, bool) {
+    let mut buf = [0u8; COPY_PIECE];
+    let mut done = 0usize;
+    while done < n {
+        let want = n.saturating_sub(done).min(COPY_PIECE);
+        let at = start.saturating_add(i64::try_from(done).unwrap_or(i64::MAX));
+        let Some(piece) = buf.get_mut(..want) else {
+            break;
+        };
+        let got = match crate::sys::pread(fd_in, piece, at) {
+            Ok(0) | Err(_) => return (done, true),
+            Ok(g) => g,
+        };
+        let bytes = piece.get(..got).unwrap_or(&[]);
+        let d = crate::sender::deliver(route, &Payload::One(bytes), got);
+        done = done.saturating_add(d);
+        if d < got {
+            break;
+        }
+    }
+    (done, false)
+}
+
+/// The shared body: `real()` makes the real copy; `off_in`/`off_out` are the caller's offset
+/// pointers (null: the descriptors' positions).
+fn copy_common(
+    fd_in: c_int,
+    off_in: *mut i64,
+    fd_out: c_int,
+    off_out: *mut i64,
+    len: size_t,
+    real: impl Fn() -> ssize_t,
+) -> ssize_t {
+    let Some(route) = route_for_fd(fd_out) else {
+        return real();
+    };
+    let saved = crate::sys::errno();
+    let Some(start) = copy_start(fd_in, off_in) else {
+        // Not a seekable source (no copy would work anyway): the real call says so.
+        crate::sys::set_errno(saved);
+        return real();
+    };
+    crate::sys::set_errno(saved);
+    if !route.suppressed {
+        let r = real();
+        if r > 0 {
+            let _errno = crate::sys::ErrnoGuard::save();
+            let _ = tap_copied(route, fd_in, start, usize::try_from(r).unwrap_or(0));
+        }
+        return r;
+    }
+    let (delivered, _) = tap_copied(route, fd_in, start, len.min(SUPPRESSED_COPY_MAX));
+    if delivered == 0 {
+        // Nothing delivered: the source is at its end (the real call returns 0 too) or the
+        // copy cannot be delivered (it is made for real: fail open).
+        crate::sys::set_errno(saved);
+        return real();
+    }
+    let moved = i64::try_from(delivered).unwrap_or(i64::MAX);
+    if off_in.is_null() {
+        let _ = crate::sys::lseek(fd_in, start.saturating_add(moved), libc::SEEK_SET);
+    } else {
+        // SAFETY: the caller's offset pointer, which the real call would update.
+        unsafe { off_in.write_unaligned(start.saturating_add(moved)) };
+    }
+    if !off_out.is_null() {
+        // SAFETY: as above, for the destination's offset.
+        unsafe { off_out.write_unaligned(off_out.read_unaligned().saturating_add(moved)) };
+    }
+    crate::sys::set_errno(saved);
+    isize::try_from(delivered).unwrap_or(isize::MAX)
+}
+
+/// `copy_file_range(2)`.
+///
+/// # Safety
+/// The caller's contract of `copy_file_range(2)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn copy_file_range(
+    fd_in: c_int,
+    off_in: *mut i64,
+    fd_out: c_int,
+    off_out: *mut i64,
+    len: size_t,
+    flags: c_uint,
+) -> ssize_t {
+    let real = || match COPY_FILE_RANGE.get() {
+        // SAFETY: dlsym("copy_file_range") has its signature; the caller's arguments.
+        Some(p) => unsafe {
+            core::mem::transmute::<*mut c_void, CopyFileRangeFn>(p)(
+                fd_in, off_in, fd_out, off_out, len, flags,
+            )
+        },
+        // SAFETY: the raw system call with the caller's arguments.
+        None => unsafe {
+            libc::syscall(
+                libc::SYS_copy_file_range,
+                fd_in,
+                off_in,
+                fd_out,
+                off_out,
+                len,
+                flags,
+            ) as ssize_t
+        },
+    };
+    copy_common(fd_in, off_in, fd_out, off_out, len, real)
+}
+
+fn sendfile_common(
+    f: &RealFn,
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: size_t,
+) -> ssize_t {
+    let real = || match f.get() {
+        // SAFETY: dlsym of a sendfile name has sendfile's signature; the caller's arguments.
+        Some(p) => unsafe {
+            core::mem::transmute::<*mut c_void, SendfileFn>(p)(out_fd, in_fd, offset, count)
+        },
+        // SAFETY: the raw system call with the caller's arguments.
+        None => unsafe {
+            libc::syscall(libc::SYS_sendfile, out_fd, in_fd, offset, count) as ssize_t
+        },
+    };
+    // off_t is i64 on this target.
+    copy_common(
+        in_fd,
+        offset.cast::<i64>(),
+        out_fd,
+        core::ptr::null_mut(),
+        count,
+        real,
+    )
+}
+
+/// `sendfile(2)`.
+///
+/// # Safety
+/// The caller's contract of `sendfile(2)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn sendfile(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: size_t,
+) -> ssize_t {
+    sendfile_common(&SENDFILE, out_fd, in_fd, offset, count)
+}
+
+/// `sendfile64(2)`.
+///
+/// # Safety
+/// The caller's contract of `sendfile64(2)`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn sendfile64(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: size_t,
+) -> ssize_t {
+    sendfile_common(&SENDFILE64, out_fd, in_fd, offset, count)
 }

@@ -7,8 +7,18 @@
 //! suppressed stream). So a missing agent costs one non-blocking `connect` per
 //! `LLT_TARGET_RECONNECT`, never a blocked write.
 //!
-//! - First attempt: `LLT_TARGET_1STCONNECT` seconds after load (the seed's meaning: time for
-//!   the sidecar to come up; 0 = at the first tapped write). A forked child tries at once.
+//! - First attempt: at once, at the first tapped write (which also creates the ring). While
+//!   the process has never been connected and is younger than `LLT_TARGET_1STCONNECT` seconds
+//!   (the seed's "time for the sidecar to come up": the window in which a missing agent is
+//!   expected), a failed attempt is retried every [`FIRST_RETRY_NS`] (100 ms); afterwards every
+//!   `LLT_TARGET_RECONNECT` seconds. Attempts ride on tapped writes (no thread, no timer), so a
+//!   program that falls silent retries at its next write — or at exit. A forked child tries at
+//!   once.
+//! - At exit ([`connect_at_exit`]): a process that is not connected but has records waiting in
+//!   its ring (or losses to report) makes one more attempt, outside the rate limit, so that the
+//!   agent gets the ring (it drains a ring after its process is gone). A non-blocking `connect`
+//!   to a missing or dead socket fails in microseconds: exit is never held up for an absent
+//!   agent (bench/RESULTS.md).
 //! - Connect: non-blocking `SOCK_SEQPACKET` socket, `connect`, HELLO (with the ring's memfd
 //!   and eventfd by `SCM_RIGHTS`), pending LOSS, FILE frames for unannounced tap files, then
 //!   the socket is `dup3`ed onto our control slot (HELLO is therefore always first on the wire,
@@ -16,6 +26,10 @@
 //! - Hang-up: noticed without a syscall per write — a `recv(MSG_PEEK)` at most once per
 //!   second (by whichever tapped write crosses `NEXT_CHECK`), or an `EPIPE` of a DATA send. One
 //!   reconnect attempt follows at once, then one per `LLT_TARGET_RECONNECT`.
+//! - A full control socket (DATA frames, `LLT_TRANSPORT=socket`) is handled like a full ring
+//!   (see `super::ring`): with `LLT_RING_FULL=block` the send waits, bounded by
+//!   [`super::ring::STALL_NS`] without the socket becoming writable; after such a stall later
+//!   sends try once and do not wait until one goes through again.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -38,8 +52,11 @@ const CONNECTED: u8 = 2;
 const CHECK_INTERVAL_NS: u64 = 1_000_000_000;
 /// How long a write waits for another thread's connect to finish.
 const CONNECT_WAIT_NS: u64 = 50_000_000;
-/// How long a part of a write larger than one frame may wait for socket buffer space.
-const BIG_WRITE_WAIT_MS: i32 = 20;
+/// Retry interval inside the `LLT_TARGET_1STCONNECT` window. A failed attempt (socket,
+/// connect refused or no such file, close) costs ≈ 10 µs of the writing thread, so 10 a second
+/// cost a chatty program 0.01 % of its time; 100 ms is also the order of a sidecar's start, so
+/// a ring that is filling waits at most that long after the agent is there.
+pub const FIRST_RETRY_NS: u64 = 100_000_000;
 
 static STATE: AtomicU8 = AtomicU8::new(DISCONNECTED);
 static LAST_ATTEMPT: AtomicU64 = AtomicU64::new(0);
@@ -49,6 +66,12 @@ static LOAD_NS: AtomicU64 = AtomicU64::new(0);
 static RETRY_NOW: AtomicBool = AtomicBool::new(false);
 /// Whether the first attempt's failure was already reported (debug mode).
 static FAILURE_REPORTED: AtomicBool = AtomicBool::new(false);
+/// Whether this process (this fork generation) was ever connected: the
+/// `LLT_TARGET_1STCONNECT` window of short retries applies only before.
+static EVER_CONNECTED: AtomicBool = AtomicBool::new(false);
+/// Set when a DATA send waited [`super::ring::STALL_NS`] for a full socket in vain: later sends
+/// do not wait until one goes through again (the agent is stopped, dead or overwhelmed).
+static SOCKET_STALLED: AtomicBool = AtomicBool::new(false);
 
 struct ScratchCell(UnsafeCell<Scratch>);
 
@@ -74,12 +97,25 @@ fn attempt_due(cfg: &Config, now: u64) -> bool {
         return true;
     }
     let last = LAST_ATTEMPT.load(Ordering::Relaxed);
-    if last == 0 {
-        let first = cfg.first_connect_s.saturating_mul(1_000_000_000);
-        return now >= LOAD_NS.load(Ordering::Relaxed).saturating_add(first);
+    // The first attempt is at once; `now < last`: the wall clock jumped back, do not wait for
+    // it to catch up.
+    if last == 0 || now < last {
+        return true;
     }
-    // `now < last`: the wall clock jumped back; do not wait for it to catch up.
-    now < last || now >= last.saturating_add(cfg.reconnect_s.saturating_mul(1_000_000_000))
+    now >= last.saturating_add(retry_interval(cfg, now))
+}
+
+/// The wait after a failed attempt: [`FIRST_RETRY_NS`] inside the `LLT_TARGET_1STCONNECT`
+/// window of a process that was never connected, else `LLT_TARGET_RECONNECT`.
+fn retry_interval(cfg: &Config, now: u64) -> u64 {
+    let window_end = LOAD_NS
+        .load(Ordering::Relaxed)
+        .saturating_add(cfg.first_connect_s.saturating_mul(1_000_000_000));
+    if !EVER_CONNECTED.load(Ordering::Relaxed) && now < window_end {
+        FIRST_RETRY_NS
+    } else {
+        cfg.reconnect_s.saturating_mul(1_000_000_000)
+    }
 }
 
 /// Keeps the connection alive: connects when due, checks liveness when due. Returns whether
@@ -118,26 +154,37 @@ fn maintain_slow(cfg: &Config, now: u64) -> bool {
                 check(cfg, now);
             }
         }
-        DISCONNECTED
-            if attempt_due(cfg, now)
-                && STATE
-                    .compare_exchange(
-                        DISCONNECTED,
-                        CONNECTING,
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok() =>
-        {
-            RETRY_NOW.store(false, Ordering::Relaxed);
-            LAST_ATTEMPT.store(now.max(1), Ordering::Relaxed);
-            let ok = connect(cfg, now);
-            STATE.store(if ok { CONNECTED } else { DISCONNECTED }, Ordering::Release);
+        DISCONNECTED if attempt_due(cfg, now) => {
+            attempt(cfg, now);
         }
         CONNECTING => wait_while_connecting(),
         _ => {}
     }
     is_connected()
+}
+
+/// One connection attempt, if no other thread makes one right now. Returns whether this
+/// thread made it.
+fn attempt(cfg: &Config, now: u64) -> bool {
+    if STATE
+        .compare_exchange(
+            DISCONNECTED,
+            CONNECTING,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .is_err()
+    {
+        return false;
+    }
+    RETRY_NOW.store(false, Ordering::Relaxed);
+    LAST_ATTEMPT.store(now.max(1), Ordering::Relaxed);
+    let ok = connect(cfg, now);
+    if ok {
+        EVER_CONNECTED.store(true, Ordering::Relaxed);
+    }
+    STATE.store(if ok { CONNECTED } else { DISCONNECTED }, Ordering::Release);
+    true
 }
 
 /// Another thread is connecting (a few syscalls, well under a millisecond): wait for it,
@@ -179,8 +226,15 @@ fn hung_up() {
 
 fn connect(cfg: &Config, now: u64) -> bool {
     let _errno = sys::ErrnoGuard::save();
-    let Some(_guard) = Guard::enter() else {
-        return false;
+    // Hooks pass through while a thread holds the guard, so only library code reaches here
+    // with it held — the destructor's `connect_at_exit`: keep theirs.
+    let _guard = if crate::guard::held() {
+        None
+    } else {
+        match Guard::enter() {
+            Some(g) => Some(g),
+            None => return false,
+        }
     };
     let ring = match cfg.transport {
         Transport::Ring => super::ring::get_or_create(cfg).is_some(),
@@ -199,8 +253,10 @@ fn connect(cfg: &Config, now: u64) -> bool {
         sys::close(sock);
         if !FAILURE_REPORTED.swap(true, Ordering::Relaxed) {
             crate::debug!(
-                "cannot connect to target socket {} (errno {e}); retrying every {} s",
+                "cannot connect to target socket {} (errno {e}); retrying every {} ms until {} s after start, then every {} s",
                 crate::debug::Bytes(path),
+                FIRST_RETRY_NS / 1_000_000,
+                cfg.first_connect_s,
                 cfg.reconnect_s
             );
         }
@@ -304,13 +360,43 @@ fn stream_of(route: Route) -> Option<Stream> {
     Stream::from_u8(route.stream)
 }
 
-/// Sends one DATA frame; on a dead connection marks it lost.
+/// Sends one DATA frame; on a dead connection marks it lost. When the socket is full and
+/// `may_wait`, waits for it to become writable, unless an earlier wait stalled and no send
+/// went through since; a wait that sees no room for [`super::ring::STALL_NS`] gives up and
+/// sets that stall.
 fn send_data(fd: i32, header: &Header, chunk: &[u8], may_wait: bool) -> Result<(), i32> {
     let bytes = header.encode();
+    let mut waited_ns = 0u64;
     loop {
         match sys::send_datagram(fd, &[&bytes, chunk], &[]) {
-            Ok(_) => return Ok(()),
-            Err(libc::EAGAIN) if may_wait && sys::wait_writable(fd, BIG_WRITE_WAIT_MS) => {}
+            Ok(_) => {
+                if SOCKET_STALLED.load(Ordering::Relaxed) {
+                    SOCKET_STALLED.store(false, Ordering::Relaxed);
+                }
+                return Ok(());
+            }
+            Err(libc::EAGAIN)
+                if may_wait
+                    && waited_ns < super::ring::STALL_NS
+                    && !SOCKET_STALLED.load(Ordering::Relaxed) =>
+            {
+                let t0 = sys::now_ns();
+                let left_ms = super::ring::STALL_NS.saturating_sub(waited_ns) / 1_000_000;
+                let ready = sys::wait_writable(fd, i32::try_from(left_ms.max(1)).unwrap_or(1));
+                // A clock that steps back counts as no time: the poll's own timeout bounds it.
+                let spent = sys::now_ns().saturating_sub(t0).max(1_000_000);
+                waited_ns = if ready {
+                    0
+                } else {
+                    waited_ns.saturating_add(spent)
+                };
+                if !ready && waited_ns >= super::ring::STALL_NS {
+                    SOCKET_STALLED.store(true, Ordering::Relaxed);
+                    crate::debug!(
+                        "the agent does not read its socket: dropping copies until it does"
+                    );
+                }
+            }
             Err(e) => {
                 if e != libc::EAGAIN && e != libc::ENOBUFS && e != libc::ENOMEM {
                     hung_up();
@@ -365,6 +451,9 @@ fn send_frames(route: Route, data: &Payload<'_>, len: usize, now: u64, connected
         return 0;
     }
     let seq0 = reserve_seq(u32::try_from(k).unwrap_or(u32::MAX));
+    // The parts of a write larger than one frame always wait (bounded), so that a write is not
+    // cut in the middle; every send waits with `LLT_RING_FULL=block` (the default).
+    let may_wait = k > 1 || super::ring::blocking();
     let mut sent = 0usize;
     for (i, chunk) in data.chunks(len, MAX_DATA_PAYLOAD).enumerate() {
         let header = Header {
@@ -381,13 +470,36 @@ fn send_frames(route: Route, data: &Payload<'_>, len: usize, now: u64, connected
             file_index: u32::from(route.file_index),
             payload_len: u32::try_from(chunk.len()).unwrap_or(0),
         };
-        if send_data(fd, &header, chunk, k > 1).is_err() {
+        if send_data(fd, &header, chunk, may_wait).is_err() {
             count_loss(k.saturating_sub(i), len.saturating_sub(sent));
             break;
         }
         sent = sent.saturating_add(chunk.len());
     }
     sent
+}
+
+/// At exit, not connected: one attempt outside the rate limit when the agent has something
+/// to get — records waiting in the ring (it drains the ring after we are gone) or losses to
+/// report. Bounded: a non-blocking `connect` and a few non-blocking sends.
+pub fn connect_at_exit(cfg: &Config) {
+    if is_connected() {
+        return;
+    }
+    let waiting = super::ring::get().is_some_and(|p| p.backlog_slots() > 0);
+    if !waiting && !loss::pending() {
+        return;
+    }
+    let now = sys::now_ns();
+    if !attempt(cfg, now) {
+        // Another thread is connecting right now: give it the usual bounded wait.
+        wait_while_connecting();
+    }
+    if is_connected() {
+        crate::debug!("connected at exit: the agent drains the ring");
+    } else {
+        crate::debug!("no agent at exit: the records in the ring are lost");
+    }
 }
 
 /// At exit: report pending losses, waiting briefly for socket buffer space.
@@ -414,4 +526,6 @@ pub fn forget_in_child() {
     LAST_ATTEMPT.store(0, Ordering::Relaxed);
     RETRY_NOW.store(true, Ordering::Relaxed);
     FAILURE_REPORTED.store(false, Ordering::Relaxed);
+    EVER_CONNECTED.store(false, Ordering::Relaxed);
+    SOCKET_STALLED.store(false, Ordering::Relaxed);
 }

@@ -129,11 +129,13 @@ pub fn deliver(route: Route, data: &Payload<'_>, len: usize) -> usize {
     }
 }
 
-/// Called at exit: reports losses still pending (bounded wait).
+/// Called at exit: hands the ring to the agent if that has not happened yet (one immediate
+/// connection attempt), then reports losses still pending (bounded wait).
 pub fn on_exit() {
     if let Some(cfg) = config::get()
         && cfg.target_kind == TargetKind::Socket
     {
+        connection::connect_at_exit(cfg);
         connection::flush_at_exit();
     }
 }

@@ -35,6 +35,19 @@ impl<'a> Payload<'a> {
         }
     }
 
+    /// Whether the kernel says every byte can be read (the iovec array too): see
+    /// [`crate::sys::readable`]. One system call per 64 pages.
+    pub fn readable(&self) -> bool {
+        match *self {
+            Payload::One(b) => crate::sys::readable(b.as_ptr(), b.len()),
+            Payload::Iov(v) => {
+                crate::sys::readable(v.as_ptr().cast(), core::mem::size_of_val(v))
+                    && v.iter()
+                        .all(|i| crate::sys::readable(i.iov_base.cast_const().cast(), i.iov_len))
+            }
+        }
+    }
+
     /// Whether there are no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -53,9 +66,13 @@ impl<'a> Payload<'a> {
     pub fn gather<'b>(&self, len: usize, buf: &'b mut [u8]) -> Option<&'b [u8]> {
         let mut at = 0usize;
         for seg in self.segments() {
+            if at >= len {
+                break;
+            }
+            // An empty segment (a zero-length iovec) is skipped, not the end.
             let want = len.saturating_sub(at).min(seg.len());
             if want == 0 {
-                break;
+                continue;
             }
             let dst = buf.get_mut(at..at.checked_add(want)?)?;
             dst.copy_from_slice(seg.get(..want)?);
@@ -110,5 +127,23 @@ mod tests {
         let one = Payload::One(b"abc");
         assert_eq!(one.chunks(3, 100).collect::<Vec<_>>(), vec![&b"abc"[..]]);
         assert_eq!(one.chunks(0, 100).count(), 0);
+    }
+
+    #[test]
+    fn empty_iovecs_do_not_end_the_gathering() {
+        let a = b"ab".to_vec();
+        let iov = [
+            libc::iovec {
+                iov_base: core::ptr::null_mut(),
+                iov_len: 0,
+            },
+            iovec_of(&a),
+            iovec_of(&[]),
+            iovec_of(b"c"),
+        ];
+        let p = Payload::Iov(&iov);
+        let mut buf = [0u8; 16];
+        assert_eq!(p.gather(3, &mut buf), Some(&b"abc"[..]));
+        assert_eq!(p.chunks(3, 100).collect::<Vec<_>>().concat(), b"abc");
     }
 }

@@ -13,17 +13,38 @@
 //! The memfd and the eventfd stay open in our own descriptor slots, so that every reconnect
 //! passes the *same* ring and the agent resumes at `tail`. A forked child drops its mapping of
 //! the parent's ring and creates its own on its first tapped write.
+//!
+//! # A full ring (`LLT_RING_FULL`)
+//! `block` (the default, Docker's `mode: blocking`): a write that finds the ring full while an
+//! agent holds it waits for room ([`wait_for_room`]): it wakes the consumer through the eventfd
+//! if it sleeps, then naps ([`NAP_NS`], `nanosleep`) and retries, watching the ring's `tail`
+//! (`Producer::consumed`: the tail, combined with the heartbeat the agent beats while it makes
+//! progress — it releases ring space only once records are safe, i.e. acknowledged or on disk).
+//! While the tail moves the agent is draining and the wait goes on, so a program is slowed to
+//! the agent's pace and loses nothing. Once the tail has not moved for [`STALL_NS`] (200 ms)
+//! the agent is taken for stopped, dead or swamped: the copy is dropped and counted, and the
+//! tail at which it stalled is remembered, so later writes drop at once, without waiting, until
+//! the tail moves again. A stopped agent thus costs a program one 200 ms wait, not one per
+//! write.
+//! No agent holding the ring (never connected, or hung up): no wait at all. Async-signal-safe:
+//! atomics, `nanosleep` and the eventfd `write` as raw syscalls, no lock, no allocation; `errno`
+//! is restored. A signal handler that interrupts a push between reserve and commit and then
+//! waits itself sees the tail stuck behind that reservation: it gives up after the stall time.
+//!
+//! `drop` (Docker's `mode: non-blocking`): the copy is dropped and counted at once; only the
+//! parts of a write larger than one record wait (same bound), so that a write is not cut in
+//! the middle. Either way a suppressed stream whose copy is not taken writes for real.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::os::fd::{BorrowedFd, IntoRawFd};
 
 use logtap_protocol::ring::{self, Producer, PushError, RECORD_CONTINUED, RecordMeta};
 
 use super::payload::{GATHER_MAX, Payload};
 use super::{Route, pid, reserve_seq};
-use crate::config::Config;
+use crate::config::{self, Config, RingFull};
 use crate::guard::{self, Guard};
 use crate::own_fds::{self, Slot};
 use crate::sys;
@@ -35,9 +56,23 @@ const FAILED: u8 = 3;
 
 /// How long a write waits for another thread's ring creation to finish.
 const CREATE_WAIT_NS: u64 = 50_000_000;
-/// A write larger than one record may wait this long without seeing the agent make room.
-const BIG_WRITE_STALL_NS: u64 = 20_000_000;
-const BIG_WRITE_NAP_NS: u64 = 50_000;
+/// A write waiting for room gives up once the agent's `tail` has not moved for this long.
+/// A live agent moves it (or its heartbeat) at least every 20 ms while it makes progress (see
+/// `agent/src/input/ring_release.rs`), yet gaps of up to 70 ms were measured
+/// for a debug-build agent on 2 loaded cores, and a container throttled by a CPU limit can be
+/// frozen for most of the kernel's 100 ms CFS period. 200 ms stays clear of both, and a
+/// program whose agent is SIGSTOPped pays it once per stop, not per write (bench/RESULTS.md).
+pub const STALL_NS: u64 = 200_000_000;
+/// One nap of a waiting write (plus the kernel's 50 µs timer slack: ≈ 100 µs a round).
+const NAP_NS: u64 = 50_000;
+/// Rounds without progress after which a wait gives up even if the clock says otherwise
+/// (a wall clock stepped back): four times the rounds that fill [`STALL_NS`] with bare naps.
+const MAX_IDLE_NAPS: u32 = (STALL_NS / NAP_NS) as u32 * 4;
+/// Not stalled (no position of a valid ring is this large).
+const NOT_STALLED: u64 = u64::MAX;
+/// The `tail` at which the last wait stalled: while the ring's tail is still there, writes
+/// that find the ring full drop at once.
+static STALLED_AT: AtomicU64 = AtomicU64::new(NOT_STALLED);
 
 static STATE: AtomicU8 = AtomicU8::new(NONE);
 
@@ -155,8 +190,15 @@ pub fn wake_fd_moved(fd: i32) {
     }
 }
 
+/// Whether full-ring waits are on (`LLT_RING_FULL=block`, the default).
+#[inline]
+pub fn blocking() -> bool {
+    config::get().is_none_or(|c| c.ring_full == RingFull::Block)
+}
+
 /// In a forked child: drop the mapping of the parent's ring and our copies of its fds.
 pub fn forget_in_child() {
+    STALLED_AT.store(NOT_STALLED, Ordering::Relaxed);
     if STATE.swap(NONE, Ordering::AcqRel) == READY {
         // SAFETY: the child has one thread, and READY said the value is initialised; after the
         // swap to NONE nobody can obtain a new reference. Dropping unmaps the child's view only.
@@ -217,18 +259,13 @@ fn push_chunks(
         };
         return match p.try_push(&meta, bytes) {
             Ok(()) => len,
-            Err(PushError::Full) => {
-                if !route.suppressed {
-                    p.note_dropped(1, u64::try_from(len).unwrap_or(u64::MAX));
-                }
-                0
-            }
+            Err(PushError::Full) => full(p, route, &meta, bytes, connected),
             Err(_) => 0,
         };
     }
     let k = data.chunk_count(len, max);
     let seq0 = reserve_seq(u32::try_from(k).unwrap_or(u32::MAX));
-    let big = k > 1;
+    let may_wait = connected && (k > 1 || blocking());
     let mut delivered = 0usize;
     for (i, chunk) in data.chunks(len, max).enumerate() {
         let last = i.saturating_add(1) >= k;
@@ -240,7 +277,7 @@ fn push_chunks(
             seq: seq0.wrapping_add(u32::try_from(i).unwrap_or(0)),
             time_ns: now,
         };
-        match push(p, &meta, chunk, big && connected) {
+        match push(p, &meta, chunk, may_wait) {
             Ok(()) => delivered = delivered.saturating_add(chunk.len()),
             Err(PushError::Full) => {
                 if !route.suppressed {
@@ -258,30 +295,74 @@ fn push_chunks(
     delivered
 }
 
-/// One record; a part of a write larger than one record may wait (bounded) for room while
-/// the agent is draining, since dropping one part would break the whole write.
+/// The one-record write found the ring full: wait for room when that is the mode and an agent
+/// holds the ring, else (or when the wait stalls) drop the copy and count it — except for a
+/// suppressed stream, whose caller then writes for real. Returns the bytes delivered.
+#[cold]
+#[inline(never)]
+fn full(p: &Producer, route: Route, meta: &RecordMeta, bytes: &[u8], connected: bool) -> usize {
+    let pushed = if connected && blocking() {
+        wait_for_room(p, meta, bytes)
+    } else {
+        Err(PushError::Full)
+    };
+    match pushed {
+        Ok(()) => bytes.len(),
+        Err(PushError::Full) => {
+            if !route.suppressed {
+                p.note_dropped(1, u64::try_from(bytes.len()).unwrap_or(u64::MAX));
+            }
+            0
+        }
+        Err(_) => 0,
+    }
+}
+
+/// One record of a split write; with `may_wait`, a full ring is waited on ([`wait_for_room`]).
 fn push(p: &Producer, meta: &RecordMeta, chunk: &[u8], may_wait: bool) -> Result<(), PushError> {
     let first = p.try_push(meta, chunk);
     if !may_wait || !matches!(first, Err(PushError::Full)) {
         return first;
     }
-    // Only the parts of a large write get here (the common path reads no shared counter).
+    wait_for_room(p, meta, chunk)
+}
+
+/// Retries the push of a record that found the ring full until it goes in, or until the
+/// agent's `tail` has not moved for [`STALL_NS`] (then `Full`, and later waits are skipped
+/// while the tail stays where it stalled). See the module's documentation.
+#[cold]
+#[inline(never)]
+fn wait_for_room(p: &Producer, meta: &RecordMeta, chunk: &[u8]) -> Result<(), PushError> {
+    let mut tail = p.consumed();
+    if STALLED_AT.load(Ordering::Relaxed) == tail {
+        return Err(PushError::Full);
+    }
     let _errno = sys::ErrnoGuard::save();
-    let mut backlog = p.backlog_slots();
-    let mut stalled = 0u64;
-    while stalled < BIG_WRITE_STALL_NS {
-        sys::sleep_ns(BIG_WRITE_NAP_NS);
+    p.wake();
+    let mut since = sys::now_ns();
+    let mut idle_naps = 0u32;
+    loop {
+        sys::sleep_ns(NAP_NS);
         match p.try_push(meta, chunk) {
             Err(PushError::Full) => {}
             r => return r,
         }
-        let now_backlog = p.backlog_slots();
-        if now_backlog < backlog {
-            stalled = 0;
-        } else {
-            stalled = stalled.saturating_add(BIG_WRITE_NAP_NS);
+        let now_tail = p.consumed();
+        let now = sys::now_ns();
+        if now_tail != tail {
+            tail = now_tail;
+            since = now;
+            idle_naps = 0;
+            continue;
         }
-        backlog = now_backlog;
+        idle_naps = idle_naps.saturating_add(1);
+        if now.saturating_sub(since) >= STALL_NS || idle_naps >= MAX_IDLE_NAPS {
+            STALLED_AT.store(tail, Ordering::Relaxed);
+            crate::debug!(
+                "the agent has not drained the ring for {} ms: dropping copies until it does",
+                STALL_NS / 1_000_000
+            );
+            return Err(PushError::Full);
+        }
     }
-    Err(PushError::Full)
 }

@@ -148,6 +148,14 @@ impl Release {
         self.state.released.store(pos, Ordering::Release);
     }
 
+    /// Beats the ring's heartbeat (offset 352): the consumer is alive and making progress.
+    /// Producers waiting for room keep waiting while it beats (see `Producer::consumed`).
+    pub fn beat(&self) {
+        self.map
+            .u64_at(layout::OFF_HEARTBEAT)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The position released so far (the shared `tail` as this consumer stored it).
     pub fn released(&self) -> u64 {
         self.state.released.load(Ordering::Acquire)

@@ -55,6 +55,10 @@ pub const OFF_REPORTED_ABANDONED: usize = 336;
 /// Consumer-owned: the read position of a *holding* consumer (0 in a new ring). Diagnostic
 /// only: a successor counts the records below it that it reads again (possible duplicates).
 pub const OFF_READ_HINT: usize = 344;
+/// Consumer-owned: a counter a holding consumer increments while it makes progress (reads,
+/// delivers), so that a producer waiting for room tells a live consumer whose records await an
+/// acknowledgement from a stopped or stuck one (see `Producer::consumed`).
+pub const OFF_HEARTBEAT: usize = 352;
 
 /// Largest valid slot position. Positions only grow (by at most a few million per second), so
 /// 2^60 is never reached by an honest ring; bounding them keeps every `pos + k` and the stamp's

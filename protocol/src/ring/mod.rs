@@ -30,7 +30,8 @@
 //! | 264 | 8 | `dropped_bytes` |
 //! | 272 | 8 | `abandoned_slots` (the consumer adds when it skips an uncommitted slot) |
 //! | 320 | 24 | consumer-owned: `dropped_records`, `dropped_bytes`, `abandoned_slots` as already reported by a consumer (0 in a new ring), so that a consumer taking the ring over — an agent restarted — reports the losses that happened meanwhile, and none twice |
-//! | 344 | 8 | consumer-owned: the *read position* of a holding consumer (0 in a new ring; diagnostic — a successor counts the records it reads twice, and a producer may tell a live consumer that reads but has not released yet from an absent one) |
+//! | 344 | 8 | consumer-owned: the *read position* of a holding consumer (0 in a new ring; diagnostic — a successor counts the records it reads twice) |
+//! | 352 | 8 | consumer-owned: the *heartbeat*, a counter a holding consumer increments (every 20 ms in the agent) while it makes progress; a producer waiting for room keeps waiting while `tail` or the heartbeat moves ([`Producer::consumed`]) |
 //! | 4096 | N × 128 | slots; position `p` (a u64 that only grows) lives in slot `p mod N` |
 //!
 //! Slot: an 8-byte **stamp**, then 120 data bytes. `stamp = (p << 2) | state` where `p` is the

@@ -110,6 +110,28 @@ impl Producer {
         head.saturating_sub(tail)
     }
 
+    /// The consumer's progress: a value that changes whenever `tail` moves or the consumer's
+    /// heartbeat ticks (a holding consumer — the agent — beats it while it makes progress, even
+    /// when no space is released yet: records wait for an acknowledgement). A writer waiting
+    /// for room tells a live agent from a stopped, dead, absent or stuck one by it. Equal to
+    /// `tail` for a consumer that never beats.
+    pub fn consumed(&self) -> u64 {
+        let tail = self.map.u64_at(OFF_TAIL).load(Ordering::Acquire);
+        let beats = self
+            .map
+            .u64_at(super::layout::OFF_HEARTBEAT)
+            .load(Ordering::Relaxed);
+        // Positions stay below 2^60 and move by at most a ring at a time: no tail move can
+        // cancel a beat.
+        tail.wrapping_add(beats << 40)
+    }
+
+    /// Wakes the consumer if it announced sleep (one eventfd write then, nothing otherwise):
+    /// for a writer about to wait for room.
+    pub fn wake(&self) {
+        self.wake_consumer();
+    }
+
     /// Test hook: reserves the slots of a `payload_len`-byte record without committing them,
     /// as a writer killed (or siglongjmp'd away) between reserve and commit leaves them.
     #[doc(hidden)]
@@ -286,8 +308,14 @@ mod tests {
         assert_eq!(pushed, producer.slot_count());
         assert_eq!(producer.try_push(&meta, &[1; 8]), Err(PushError::Full));
         assert_eq!(producer.backlog_slots(), producer.slot_count());
+        assert_eq!(producer.consumed(), 0);
         let mut payload = Vec::new();
         assert!(consumer.next(&mut payload).unwrap().is_some());
+        assert_eq!(
+            producer.consumed(),
+            1,
+            "the tail moved by the record's one slot"
+        );
         // The producer's cached tail is stale; the push must refresh it and succeed.
         producer.try_push(&meta, &[2; 8]).unwrap();
         assert_eq!(producer.try_push(&meta, &[3; 8]), Err(PushError::Full));
