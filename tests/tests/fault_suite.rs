@@ -124,7 +124,8 @@ fn s2_sender_killed_9_five_times_suppressed_tap_file() {
 
 /// Scenario 3: the receiver is killed (-9) and restarted 10 times while 200,000 lines go through.
 /// The receiver keeps a spool (it acknowledges only what is on its disk); the sender has none: its
-/// chunks wait in memory, their records in the program's ring, until acknowledged.
+/// chunks wait in memory, their records in the program's (default, 1 MiB) ring, until
+/// acknowledged; while the receiver is away the program's writes wait for room.
 #[test]
 fn s3_receiver_killed_10_times_during_200k_lines() {
     const N: u64 = 200_000;
@@ -140,7 +141,7 @@ fn s3_receiver_killed_10_times_during_200k_lines() {
         N,
         10_000,
         "-",
-        &[("LLT_TAP_INTO", "1"), ("LLT_RING_SIZE", "16M")],
+        &[("LLT_TAP_INTO", "1")],
     );
     let mut moments = Moments::new("s3");
     for _ in 0..10 {
@@ -191,7 +192,7 @@ fn s4_black_holed_receiver_fails_over_to_standby() {
         N,
         2_000,
         "-",
-        &[("LLT_TAP_INTO", "1"), ("LLT_RING_SIZE", "16M")],
+        &[("LLT_TAP_INTO", "1")],
     );
     program.wait(LIMIT);
     let counts = receiver.wait_all(
@@ -299,9 +300,10 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 }
 
 /// Scenario 6: a slow receiver: its acks reach the sender 500 ms late (a delaying proxy). The
-/// program writes as fast as it can into a 16 MiB ring; the sender has no spool, so it holds
-/// records in the ring until acked. Throughput drops to what 16 chunks per 500 ms allow, the
-/// sender's memory stays bounded, nothing is lost.
+/// program writes as fast as it can into the default 1 MiB ring; the sender has no spool, so the
+/// ring holds every record until it is acknowledged, and the program's writes wait for room
+/// (the agent's heartbeat tells them it makes progress). Throughput falls to what the ring holds
+/// per 500 ms, the sender's memory stays bounded, nothing is lost.
 #[test]
 fn s6_slow_receiver_acks_after_500ms() {
     const N: u64 = 100_000;
@@ -317,7 +319,7 @@ fn s6_slow_receiver_acks_after_500ms() {
         N,
         0,
         "-",
-        &[("LLT_TAP_INTO", "1"), ("LLT_RING_SIZE", "16M")],
+        &[("LLT_TAP_INTO", "1")],
     );
     let deadline = Instant::now() + LIMIT;
     loop {
