@@ -99,7 +99,6 @@ fn s2_sender_killed_9_five_times_suppressed_tap_file() {
             ("LLT_TAP_INTO", "0"),
             ("LLT_TAP_FILE", &file_env),
             ("LLT_SUPPRESS_TAP_FILE", "true"),
-            ("LLT_RING_SIZE", "16M"),
         ],
     );
     let mut moments = Moments::new("s2");
