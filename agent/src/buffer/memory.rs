@@ -10,9 +10,9 @@
 //! settled it: then its records are safe, and the tapped process may reuse their ring space.
 //!
 //! **With a store** (`storage_path`) a chunk is persisted first; that makes it safe (its pins
-//! are released at once). Then it takes its permits if they are free right now — else it is
-//! *spilled*: kept on disk only, queued, and loaded back by [`MemoryBuffer::next_spilled`] when
-//! memory frees up (oldest first; while the queue is not empty, new chunks queue behind it). So
+//! are released at once). Then it takes its permits if they come within [`SPILL_AFTER`] — else
+//! it is *spilled*: kept on disk only, queued, and loaded back by [`MemoryBuffer::next_spilled`]
+//! when memory frees up (oldest first; while the queue is not empty, new chunks queue behind it). So
 //! an outage of the outputs fills the disk up to `storage_limit`, not the memory. A tap chunk
 //! that cannot be persisted (disk full, I/O error) is not refused: it goes the memory way with
 //! its pins held until acknowledged — the process's ring keeps its records meanwhile — and the
@@ -36,6 +36,13 @@ use super::{ChunkStore, StoredChunk};
 use crate::input::ring_release::RingPins;
 use crate::metrics::{DropReason, METRICS};
 use crate::record::Chunk;
+
+/// How long a persisted chunk waits for memory before it is spilled (kept on disk only). An
+/// output that is merely busy frees memory within it, and the wait costs nothing (the chunk
+/// is safe on disk, its ring space released): the batch stage waits, and the input follows
+/// the output's pace instead of writing every chunk a second time (to disk, and back). An
+/// output that stalls longer (a server down) lets the spool take the input.
+pub const SPILL_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Why a chunk was not admitted.
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +190,7 @@ impl MemoryBuffer {
                     if let Some(p) = pins.take() {
                         p.release();
                     }
-                    return Ok(self.hold_or_spill(chunk, want, outputs));
+                    return Ok(self.hold_or_spill(chunk, want, outputs).await);
                 }
                 Err(e) => {
                     self.store_fails(&e);
@@ -201,16 +208,16 @@ impl MemoryBuffer {
         Ok(Admitted::Now(self.hold(chunk, permit, None, pins, outputs)))
     }
 
-    /// A persisted chunk: in memory if its permits are free now and nothing waits on disk
-    /// before it, else spilled.
-    fn hold_or_spill(&self, chunk: Chunk, want: u32, outputs: usize) -> Admitted {
-        let mut q = self.spilled.lock().unwrap_or_else(|e| e.into_inner());
-        if q.is_empty()
-            && let Ok(permit) = Arc::clone(&self.permits).try_acquire_many_owned(want)
-        {
-            drop(q);
-            return Admitted::Now(self.hold(chunk, permit, self.store.clone(), None, outputs));
+    /// A persisted chunk: in memory if its permits come within [`SPILL_AFTER`] and nothing
+    /// waits on disk before it, else spilled.
+    async fn hold_or_spill(&self, chunk: Chunk, want: u32, outputs: usize) -> Admitted {
+        if self.spilled_is_empty() {
+            let acquire = Arc::clone(&self.permits).acquire_many_owned(want);
+            if let Ok(Ok(permit)) = tokio::time::timeout(SPILL_AFTER, acquire).await {
+                return Admitted::Now(self.hold(chunk, permit, self.store.clone(), None, outputs));
+            }
         }
+        let mut q = self.spilled.lock().unwrap_or_else(|e| e.into_inner());
         q.push_back(StoredChunk {
             id: chunk.id,
             size: chunk.size() as u64,
@@ -220,6 +227,13 @@ impl MemoryBuffer {
         drop(q);
         self.spilled_added.notify_one();
         Admitted::Spilled
+    }
+
+    fn spilled_is_empty(&self) -> bool {
+        self.spilled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     fn hold(

@@ -546,7 +546,17 @@ fn main() -> Result<(), BoxError> {
 fn release_cases(n: u64, rounds: usize) -> Result<(), BoxError> {
     let fast = Receiver::start(false)?;
     let slow = Receiver::start_delayed(false, Duration::from_millis(20))?;
-    let to = |r: &Receiver| vec!["--forward".to_string(), format!("127.0.0.1:{}", r.port)];
+    // A short flush_interval: at these rates chunks close by size every few milliseconds, and
+    // only the run's last, partial chunk would wait for it — up to a second added at random to
+    // a 1–5 s run.
+    let to = |r: &Receiver| {
+        vec![
+            "--forward".to_string(),
+            format!("127.0.0.1:{}", r.port),
+            "--flush-interval".into(),
+            "50ms".into(),
+        ]
+    };
     let mut bins = vec![(String::new(), own_logtap()?)];
     if let Ok(other) = std::env::var("LOGTAP_BENCH_COMPARE") {
         bins.push(("compared binary: ".to_string(), PathBuf::from(other)));
