@@ -94,6 +94,8 @@ pub struct Metrics {
     pub storage_write_errors: AtomicU64,
     /// Chunks held on disk only (beyond `mem_buf_limit`), waiting to be loaded and sent.
     pub spilled_chunks: AtomicI64,
+    /// Chunks spilled since start.
+    pub spilled_chunks_total: AtomicU64,
     upstreams: Mutex<Vec<(String, &'static AtomicI64)>>,
 }
 
@@ -182,6 +184,7 @@ pub static METRICS: Metrics = Metrics {
     ring_records_reread: AtomicU64::new(0),
     storage_write_errors: AtomicU64::new(0),
     spilled_chunks: AtomicI64::new(0),
+    spilled_chunks_total: AtomicU64::new(0),
     upstreams: Mutex::new(Vec::new()),
 };
 
@@ -301,6 +304,12 @@ impl Metrics {
                 "gauge",
                 "Chunks held on disk only, beyond mem_buf_limit, waiting to be sent.",
                 i(&self.spilled_chunks),
+            ),
+            (
+                "logtap_storage_spilled_chunks_total",
+                "counter",
+                "Chunks that waited on disk only (memory full) since start.",
+                u(&self.spilled_chunks_total),
             ),
         ];
         for (name, kind, help, v) in state {

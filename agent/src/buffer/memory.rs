@@ -224,6 +224,7 @@ impl MemoryBuffer {
             records: chunk.records,
         });
         METRICS.spilled_chunks.fetch_add(1, Ordering::Relaxed);
+        METRICS.spilled_chunks_total.fetch_add(1, Ordering::Relaxed);
         drop(q);
         self.spilled_added.notify_one();
         Admitted::Spilled

@@ -29,12 +29,15 @@
 //! records in the ring for the next agent.
 //!
 //! **Pressure.** A ring whose unreleased part exceeds half of it is *pressured*: the batch stage
-//! seals at once the open chunks that hold its records (see [`PRESSURE`]), and the peer emits a
-//! line still waiting for its newline as `partial` if that line is what holds the ring. So the
-//! space producers wait for is never held back by `flush_interval` or `partial_flush`; what is
-//! left is the time to persist (spool) or to be acknowledged (one round trip). The ring of a
-//! process that is gone counts as pressured too: its last records are made safe without
-//! waiting for `flush_interval`.
+//! seals at once the open chunk that holds its *oldest* unreleased record (see [`PRESSURE`]),
+//! and the peer emits a line still waiting for its newline as `partial` if that line is what
+//! holds the ring. So the space producers wait for is never held back by `flush_interval` or
+//! `partial_flush` (a quiet stream's chunk holding an old record while another stream floods the
+//! ring); what is left is the time to persist (spool) or to be acknowledged (one round trip).
+//! Only the oldest: sealing every chunk of a pressured ring would cut a flood into tiny chunks,
+//! and tiny chunks fill a server's window of chunks in flight long before its bandwidth. The
+//! chunks of a process that is gone are all sealed at once: its last records are made safe
+//! without waiting for `flush_interval`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -201,10 +204,16 @@ impl RingTracker {
         (pressured, oldest_is_local)
     }
 
-    /// Whether more than half of the ring is read and not released, or its peer is gone: its
-    /// records should not wait for `flush_interval`.
+    /// Whether more than half of the ring is read and not released.
     pub fn pressured(&self) -> bool {
-        self.pressured.load(Ordering::Relaxed) || self.peer_gone()
+        self.pressured.load(Ordering::Relaxed)
+    }
+
+    /// Whether a chunk holding `pin` should be sealed now: its process is gone, or the ring is
+    /// pressured and `pin` is its oldest.
+    fn urgent(&self, pin: u64) -> bool {
+        self.peer_gone()
+            || (self.pressured() && self.lock().pins.keys().next().is_some_and(|&p| p >= pin))
     }
 
     /// The peer task has ended (its process exited, or was dropped): what its pins still hold
@@ -234,7 +243,10 @@ impl RingTracker {
                 st.pins.remove(&pos);
             }
         }
-        self.advance(&st);
+        if self.advance(&st) {
+            // Another pin may be the oldest now: let the batch stage look again.
+            PRESSURE.notify_one();
+        }
     }
 
     /// Releases up to the oldest position still held; returns (and records) the pressure.
@@ -353,9 +365,10 @@ impl RingPins {
         self.0.is_empty()
     }
 
-    /// Whether one of the rings pinned is pressured.
-    pub fn pressured(&self) -> bool {
-        self.0.iter().any(|p| p.tracker.pressured())
+    /// Whether the unit should be sealed now: it holds the oldest record of a pressured ring,
+    /// or records of a process that is gone (see the module docs).
+    pub fn urgent(&self) -> bool {
+        self.0.iter().any(|p| p.tracker.urgent(p.pos))
     }
 
     /// Whether one of the rings pinned belongs to a peer that is gone.
@@ -445,9 +458,11 @@ mod tests {
         let (pressured, local) = t.set_floor(consumer.read_position(), consumer.read_position());
         assert!(pressured && !local && t.pressured());
         let one = RingPins::one(t.pin(1));
-        assert!(one.pressured());
+        assert!(!one.urgent(), "not the oldest: 0 is");
+        let oldest = RingPins::one(pin);
+        assert!(oldest.urgent(), "the oldest of a pressured ring");
         one.release();
-        pin.release();
+        oldest.release();
         assert!(!t.pressured());
         let (_p, consumer, t) = ring(slots / 2 + 1);
         let _pin = t.pin(5);

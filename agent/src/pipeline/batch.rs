@@ -8,9 +8,10 @@
 //! "flush" step of the shutdown.
 //!
 //! A chunk carries the ring pins of its entries (one per ring, the lowest; see
-//! [`crate::input::ring_release`]). A chunk holding records of a *pressured* ring — more than
-//! half of it read and not yet safe — is sealed at once instead of waiting for its size or
-//! `flush_interval`: the tapped process is waiting for that space.
+//! [`crate::input::ring_release`]). A chunk holding the oldest record of a *pressured* ring —
+//! more than half of it read and not yet safe — or records of a process that is gone is
+//! *urgent*: it is sealed once it is [`URGENT_AGE`] old instead of waiting for its size or
+//! `flush_interval`, since the tapped process is waiting for that space.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,8 +48,26 @@ impl BatchConfig {
 struct Open {
     buf: Vec<u8>,
     records: u32,
+    opened: Instant,
     deadline: Instant,
     pins: RingPins,
+}
+
+/// An urgent chunk (see the module docs) is sealed once it is this old: a chunk that fills
+/// fast closes by size before (a flood is not cut into small chunks, which would fill a
+/// server's window of chunks in flight long before its bandwidth), one that fills slowly does
+/// not hold its ring for `flush_interval`.
+pub const URGENT_AGE: Duration = Duration::from_millis(20);
+
+impl Open {
+    /// Brings the deadline forward to `opened + URGENT_AGE` if the chunk is urgent; returns
+    /// whether it is due now.
+    fn hurry(&mut self, now: Instant) -> bool {
+        if self.pins.urgent() {
+            self.deadline = self.deadline.min(self.opened + URGENT_AGE);
+        }
+        self.deadline <= now
+    }
 }
 
 /// Runs the stage until every sender of `rx` is dropped and what it held is dispatched.
@@ -66,10 +85,10 @@ pub async fn run(mut rx: mpsc::Receiver<Entries>, router: Router, config: BatchC
                 None => break,
             },
             () = PRESSURE.notified() => {
+                let now = Instant::now();
                 let pressured: Vec<Arc<str>> = open
-                    .iter()
-                    .filter(|(_, o)| o.pins.pressured())
-                    .map(|(t, _)| Arc::clone(t))
+                    .iter_mut()
+                    .filter_map(|(t, o)| o.hurry(now).then(|| Arc::clone(t)))
                     .collect();
                 for tag in pressured {
                     if let Some(o) = open.remove(&tag) {
@@ -121,13 +140,17 @@ fn add(
     }
     let o = open
         .entry(Arc::clone(&entries.tag))
-        .or_insert_with(|| Open {
-            // Room for a full chunk at once: growing by doubling would copy, and leave up to twice
-            // the bytes the buffer accounts for.
-            buf: Vec::with_capacity(config.chunk_limit + config.chunk_limit / 4),
-            records: 0,
-            deadline: Instant::now() + config.flush_interval,
-            pins: RingPins::default(),
+        .or_insert_with(|| {
+            let now = Instant::now();
+            Open {
+                // Room for a full chunk at once: growing by doubling would copy, and leave up
+                // to twice the bytes the buffer accounts for.
+                buf: Vec::with_capacity(config.chunk_limit + config.chunk_limit / 4),
+                records: 0,
+                opened: now,
+                deadline: now + config.flush_interval,
+                pins: RingPins::default(),
+            }
         });
     o.pins.merge(entries.pins);
     if o.buf.is_empty() && entries.buf.len() >= config.chunk_limit {
@@ -137,7 +160,7 @@ fn add(
         o.buf.extend_from_slice(&entries.buf);
     }
     o.records += entries.records;
-    if o.buf.len() >= config.chunk_limit || o.pins.pressured() {
+    if o.buf.len() >= config.chunk_limit || o.hurry(Instant::now()) {
         let tag = entries.tag;
         open.remove(&tag).map(|o| seal(tag, o))
     } else {

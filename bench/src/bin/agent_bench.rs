@@ -613,12 +613,21 @@ fn release_cases(n: u64, rounds: usize) -> Result<(), BoxError> {
             &mut cases,
         );
     }
-    println!("\n| case | CPU-s per 1M lines (median) | peak RSS (VmHWM) |");
-    println!("|---|---:|---:|");
-    for (name, u) in names.iter().zip(&usage) {
+    println!(
+        "\n| case | CPU-s per 1M lines (median) | peak RSS (VmHWM) | lines per chunk | chunks spilled |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for ((name, u), agent) in names.iter().zip(&usage).zip(&agents) {
         let cpu = median(u.iter().map(|u| u.cpu_per_m).collect());
         let peak = u.iter().map(|u| u.peak_rss_kib).max().unwrap_or(0);
-        println!("| {name} | {cpu:.3} | {:.1} MiB |", peak as f64 / 1024.0);
+        let chunks = agent.metric("logtap_output_chunks_acked_total{output=\"forward\"}");
+        let lines = agent.metric("logtap_output_records_total{output=\"forward\"}");
+        let spilled = agent.metric("logtap_storage_spilled_chunks_total");
+        println!(
+            "| {name} | {cpu:.3} | {:.1} MiB | {:.0} | {spilled} |",
+            peak as f64 / 1024.0,
+            lines as f64 / chunks.max(1) as f64
+        );
     }
     Ok(())
 }

@@ -103,8 +103,9 @@
 //!
 //! - `c`: a chunk closes at 256 KiB of encoded records (≈ 1,300 lines of 100 bytes), after
 //!   `flush_interval`, or — *ring pressure* — as soon as more than half of a ring is read and
-//!   not released; so `c ≤ R / 2s` and `λ ≤ R / (2 s L)`. Chunks are sent as soon as they close,
-//!   up to 16 in flight per server.
+//!   not released while it holds the ring's oldest record; so the ring never waits for
+//!   `flush_interval`, and `λ ≥ R / (2 s L)` can always be had. Chunks are sent as soon as they
+//!   close, up to 16 in flight per server.
 //! - `L` with `storage_path`: one write of the chunk file into the page cache (≈ 0.1–0.3 ms per
 //!   256 KiB; no fsync on the way: the spool syncs what is still undelivered after 100 ms). The
 //!   ring is never the bound.
