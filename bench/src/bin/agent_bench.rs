@@ -19,7 +19,9 @@
 //! follows them, so that none waits in the run's final partial chunk).
 //!
 //! Run: `cargo build --release -p logtap-agent && cargo run --release -p logtap-bench --bin
-//! agent_bench` (`LOGTAP_BENCH_ROUNDS=N`, `LOGTAP_BENCH_LINES=N`). The `logtap` binary is taken
+//! agent_bench` (`LOGTAP_BENCH_ROUNDS=N`, `LOGTAP_BENCH_LINES=N`; `LOGTAP_BENCH_CASES=release`
+//! runs only issue 11's rows, `LOGTAP_BENCH_COMPARE=<logtap binary>` adds them for another
+//! build, `LOGTAP_BENCH_RING_KIB=N` sets the tap ring's size). The `logtap` binary is taken
 //! from the same directory as this one (`target/release/`).
 
 use std::io::{Read, Write};
@@ -99,7 +101,12 @@ impl Tapper {
         // SAFETY: addr is a valid sockaddr_un of `len` bytes.
         let ret = unsafe { libc::connect(sock.as_raw_fd(), (&raw const addr).cast(), len) };
         check(ret, "connect")?;
-        let memfd = create_ring_memfd(DEFAULT_RING_SIZE, std::process::id())?;
+        // `LOGTAP_BENCH_RING_KIB`: another ring size (the interceptor's `LLT_RING_SIZE`).
+        let ring = std::env::var("LOGTAP_BENCH_RING_KIB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(DEFAULT_RING_SIZE, |kib| kib * 1024);
+        let memfd = create_ring_memfd(ring, std::process::id())?;
         let producer = Producer::map(memfd.as_fd())?;
         // SAFETY: plain syscall; checked.
         let ret = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
