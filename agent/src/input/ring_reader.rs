@@ -26,8 +26,10 @@
 //! woken through its eventfd. Queued records are applied first, in order, by the next passes,
 //! which themselves read one record ahead every [`TRICKLE`] while they work through the queue.
 //! The keeper is a plain thread, mostly asleep, so the kernel schedules it promptly even when
-//! the runtime's threads are busy. Once a ring's queue is full (the pipeline blocked for
-//! seconds) the keeper leaves it: the tail stops, and the process drops and counts.
+//! the runtime's threads are busy, and a pass locks the ring only to fetch each record, so a
+//! worker preempted in the middle of a pass does not keep the keeper out. Once a ring's queue is
+//! full (the pipeline blocked for seconds) the keeper leaves it: the tail stops, and the process
+//! drops and counts.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -99,7 +101,14 @@ struct Shared {
     error: Option<RingError>,
     /// A copy of the peer's eventfd, to wake it after a read-ahead.
     wake: Option<File>,
+    /// Payload buffers the passes are done with, for the next read-ahead: the keeper then
+    /// does not allocate (the agent's two malloc arenas are busy with its workers, and a
+    /// worker preempted while holding one would hold up the keeper too).
+    spare: Vec<Vec<u8>>,
 }
+
+/// Spare payload buffers kept per ring.
+const SPARE_BUFFERS: usize = 4;
 
 impl Shared {
     /// Takes the next committed record out of the ring into the read-ahead queue. Returns
@@ -111,12 +120,15 @@ impl Shared {
             return Ok(false);
         }
         self.read_ahead_at = Instant::now();
-        let mut payload = Vec::new();
-        if let Some(meta) = self.consumer.next(&mut payload)? {
-            self.taken += 1;
-            self.queued_bytes += payload.len();
-            READ_AHEAD_USED.fetch_add(payload.len(), Ordering::Relaxed);
-            self.queue.push_back((meta, payload));
+        let mut payload = self.spare.pop().unwrap_or_default();
+        match self.consumer.next(&mut payload)? {
+            Some(meta) => {
+                self.taken += 1;
+                self.queued_bytes += payload.len();
+                READ_AHEAD_USED.fetch_add(payload.len(), Ordering::Relaxed);
+                self.queue.push_back((meta, payload));
+            }
+            None => self.spare.push(payload),
         }
         Ok(true)
     }
@@ -169,15 +181,13 @@ fn keep(shared: &Arc<Mutex<Shared>>) {
 }
 
 /// The keeper thread: visits every ring each [`TRICKLE`], skipping one a pass is reading.
+/// It allocates nothing on its rounds (see `Shared::spare`).
 fn keeper() {
     loop {
         std::thread::sleep(TRICKLE);
-        let rings: Vec<Arc<Mutex<Shared>>> = {
-            let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
-            kept.retain(|w| w.strong_count() > 0);
-            kept.iter().filter_map(Weak::upgrade).collect()
-        };
-        for ring in rings {
+        let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+        kept.retain(|w| w.strong_count() > 0);
+        for ring in kept.iter().filter_map(Weak::upgrade) {
             let mut shared = match ring.try_lock() {
                 Ok(guard) => guard,
                 Err(TryLockError::Poisoned(e)) => e.into_inner(),
@@ -209,13 +219,14 @@ impl RingReader {
         let seen = consumer.reported();
         let shared = Arc::new(Mutex::new(Shared {
             consumer,
-            queue: VecDeque::new(),
+            queue: VecDeque::with_capacity(64),
             queued_bytes: 0,
             read_ahead_at: Instant::now(),
             taken: 0,
             keeper_seen: 0,
             error: None,
             wake: None,
+            spare: Vec::with_capacity(SPARE_BUFFERS + 1),
         }));
         keep(&shared);
         Ok(RingReader {
@@ -265,34 +276,9 @@ impl RingReader {
         before: Option<u32>,
         handoff_bytes: usize,
     ) -> Result<Pass, PassError> {
-        let mut shared = lock(&self.shared);
-        if let Some(e) = shared.error.take() {
-            return Err(e.into());
-        }
         loop {
-            let meta = if let Some(m) = self.held.take() {
-                m
-            } else if let Some((m, payload)) = shared.queue.pop_front() {
-                shared.queued_bytes -= payload.len();
-                READ_AHEAD_USED.fetch_sub(payload.len(), Ordering::Relaxed);
-                self.payload = payload;
-                // The keeper cannot visit while we hold the ring: keep its tail moving
-                // ourselves while the queue is worked through (see the module doc).
-                if shared.read_ahead_at.elapsed() >= TRICKLE {
-                    shared.read_ahead()?;
-                }
-                m
-            } else {
-                match shared.consumer.next(&mut self.payload)? {
-                    Some(m) => {
-                        shared.taken += 1;
-                        m
-                    }
-                    None if self.lingering || shared.consumer.prepare_sleep() => {
-                        return Ok(Pass::Empty);
-                    }
-                    None => continue,
-                }
+            let Some(meta) = self.next_record()? else {
+                return Ok(Pass::Empty);
             };
             if let Some(bound) = before {
                 if !after(bound, meta.seq) {
@@ -324,6 +310,45 @@ impl RingReader {
                 .map_err(PassError::Stream)?;
             if streams.out_bytes() >= handoff_bytes {
                 return Ok(Pass::Handoff);
+            }
+        }
+    }
+
+    /// The next record to apply — the held one, a read-ahead one, or the next in the ring — with
+    /// its bytes in `self.payload`; `None` when there is none now (the consumer then announced
+    /// sleep, unless lingering). The ring is locked for the fetch only, not while the record
+    /// is applied, so that the keeper can visit while a pass works (a worker thread may be
+    /// preempted in the middle of a pass on a loaded machine).
+    fn next_record(&mut self) -> Result<Option<RecordMeta>, RingError> {
+        if let Some(m) = self.held.take() {
+            return Ok(Some(m));
+        }
+        let mut shared = lock(&self.shared);
+        if let Some(e) = shared.error.take() {
+            return Err(e);
+        }
+        if let Some((m, payload)) = shared.queue.pop_front() {
+            shared.queued_bytes -= payload.len();
+            READ_AHEAD_USED.fetch_sub(payload.len(), Ordering::Relaxed);
+            let done = std::mem::replace(&mut self.payload, payload);
+            if shared.spare.len() < SPARE_BUFFERS {
+                shared.spare.push(done);
+            }
+            // Working through the queue does not move the tail: read one more ahead now and
+            // then, in case the keeper is slow to come.
+            if shared.read_ahead_at.elapsed() >= TRICKLE {
+                shared.read_ahead()?;
+            }
+            return Ok(Some(m));
+        }
+        loop {
+            match shared.consumer.next(&mut self.payload)? {
+                Some(m) => {
+                    shared.taken += 1;
+                    return Ok(Some(m));
+                }
+                None if self.lingering || shared.consumer.prepare_sleep() => return Ok(None),
+                None => continue,
             }
         }
     }
