@@ -171,7 +171,7 @@ impl Drop for Proc {
 /// The image's `python3` is the interpreter itself; on a test machine `python3` on PATH may be a
 /// wrapper script (pyenv's shim runs bash and a dozen helpers, whose output the library would tap
 /// too). Resolve it to the interpreter, as the image has it.
-fn real_python(program: &str) -> PathBuf {
+pub fn real_python(program: &str) -> PathBuf {
     if program != "python3" {
         return PathBuf::from(program);
     }
