@@ -16,7 +16,9 @@ case "${1:-}" in
   *) die "unknown argument '$1' (usage: down.sh [--images])" ;;
 esac
 
-if kind get clusters 2>/dev/null | grep -qx "$cluster"; then
+# Captured, then searched: under pipefail, `kind get clusters | grep -q` can fail with SIGPIPE.
+clusters="$(kind get clusters 2>/dev/null || true)"
+if grep -qx -- "$cluster" <<<"$clusters"; then
   kind delete cluster --name "$cluster"
 else
   echo "no kind cluster named '$cluster'"

@@ -57,6 +57,10 @@ const SHIM_EXPORTS: &[&str] = &[
     "warnx",
     "vwarn",
     "vwarnx",
+    // leaving the image without the destructor (the rest are in hooks/exec.rs)
+    "execl",
+    "execlp",
+    "execle",
     // opening and duplicating descriptors (variadic)
     "open",
     "open64",

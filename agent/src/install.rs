@@ -4,6 +4,11 @@
 //! into DIR — typically an `emptyDir` volume shared with the app container, which then sets
 //! `LD_PRELOAD=DIR/liblogtap.so`. Each file is written under a temporary name, synced, given
 //! mode 0755 and renamed into place, so a reader never sees a half-written library.
+//!
+//! In the manifests the app needs the library only (`--library-only`): the agent runs from its
+//! own image. DIR must be on a filesystem that allows execution: the dynamic linker cannot map a
+//! library from a `noexec` mount (`/run`, `/tmp` and `/dev/shm` are `noexec` on many nodes), and
+//! the app would run untapped, so `install` refuses such a DIR.
 
 use std::fs::{self, File};
 use std::io;
@@ -23,7 +28,7 @@ pub struct InstallArgs {
     /// liblogtap.so to copy [default: beside the logtap binary].
     #[arg(long, env = "LOGTAP_PRELOAD", value_name = "PATH")]
     pub preload: Option<PathBuf>,
-    /// Copy only liblogtap.so, not the logtap binary.
+    /// Copy only liblogtap.so, not the logtap binary (an app container needs the library only).
     #[arg(long)]
     pub library_only: bool,
 }
@@ -35,6 +40,15 @@ pub enum InstallError {
     NoLibrary(#[from] RunError),
     #[error("cannot find the running logtap binary: {0}")]
     Exe(io::Error),
+    #[error(
+        "{dir} is on a noexec mount: a program cannot preload liblogtap.so from there (ld.so: \
+         \"failed to map segment from shared object\") and would run untapped. Install into a \
+         directory that allows execution: an emptyDir, or a host directory outside /run, /tmp and \
+         /dev/shm (check with: findmnt -T DIR -o OPTIONS)"
+    )]
+    Noexec { dir: PathBuf },
+    #[error("cannot create or inspect {dir}: {source}")]
+    Dir { dir: PathBuf, source: io::Error },
     #[error("cannot install {what} into {dir}: {source}")]
     Copy {
         what: String,
@@ -52,6 +66,16 @@ pub fn install(args: &InstallArgs) -> Result<Vec<PathBuf>, InstallError> {
             std::env::current_exe().map_err(InstallError::Exe)?,
             "logtap",
         ));
+    }
+    let prepare = |source| InstallError::Dir {
+        dir: args.to.clone(),
+        source,
+    };
+    fs::create_dir_all(&args.to).map_err(prepare)?;
+    if crate::sys::is_noexec(&args.to).map_err(prepare)? {
+        return Err(InstallError::Noexec {
+            dir: args.to.clone(),
+        });
     }
     let mut installed = Vec::new();
     for (src, name) in files {

@@ -66,6 +66,10 @@ fn main() -> ExitCode {
 async fn agent_main(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let mut signals = StopSignals::new()?;
     let agent = Agent::start(&config).await?;
+    // systemd's Type=notify: the tap socket listens now, so units ordered after us may start.
+    if let Err(e) = logtap_agent::sys::notify_ready() {
+        tracing::warn!(error = %e, "cannot tell systemd the agent is ready (NOTIFY_SOCKET)");
+    }
     tracing::info!(outputs = ?config.output, version = env!("CARGO_PKG_VERSION"), "logtap agent running");
     let signal = signals.recv().await;
     tracing::info!(%signal, grace = %config.grace, "stopping: draining buffered records");

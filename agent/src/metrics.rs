@@ -351,47 +351,48 @@ impl DropReason {
         )
     }
 
-    /// What the reason means, for the one line `logtap run` prints at exit.
-    fn explained(self) -> &'static str {
+    /// What was dropped for this reason, and why, for the one line `logtap run` prints at exit.
+    /// The interceptor counts writes (ring records, DATA frames), the ring abandoned slots,
+    /// the outputs records (lines).
+    fn explained(self, n: u64, bytes: u64) -> String {
         match self {
-            DropReason::RingFull => {
-                "ring full (the program wrote faster than the agent read: LLT_RING_FULL=drop, or the \
-                 agent stopped draining; a larger LLT_RING_SIZE absorbs bursts)"
+            DropReason::RingFull => format!(
+                "{n} writes ({bytes} bytes): ring full, the program wrote faster than the agent \
+                 read (LLT_RING_FULL=drop, or the agent did not drain for 200 ms)"
+            ),
+            DropReason::InterceptorLoss => format!(
+                "{n} writes ({bytes} bytes): not handed over, no connection to the agent or its \
+                 socket full"
+            ),
+            DropReason::RingAbandoned => {
+                format!("{n} ring slots: abandoned mid-write by a writer that was killed")
             }
-            DropReason::InterceptorLoss => {
-                "not handed over (no connection to the agent, or its socket full)"
+            DropReason::BadPeer => format!("{n} processes: dropped for sending bad data"),
+            DropReason::OutputGaveUp => {
+                format!("{n} records ({bytes} bytes): given up by an output (retry_limit)")
             }
-            DropReason::RingAbandoned => "abandoned mid-write in the ring (a writer was killed)",
-            DropReason::BadPeer => "from processes dropped for bad data",
-            DropReason::OutputGaveUp => "given up by an output (retry_limit)",
-            DropReason::Shutdown => "undelivered at exit",
-            DropReason::StorageDamaged => "in a chunk file that could not be read back",
+            DropReason::Shutdown => format!("{n} records ({bytes} bytes): undelivered at exit"),
+            DropReason::StorageDamaged => {
+                format!("{n} records ({bytes} bytes): in a chunk file that could not be read back")
+            }
         }
     }
 }
 
-/// The line `logtap run` prints on stderr at exit when records were lost (`None` if none
-/// were): how many records and bytes, and why.
+/// The line `logtap run` prints on stderr at exit when something was lost (`None` if
+/// nothing was): how many writes or records, how many bytes, and why.
 pub fn drop_summary() -> Option<String> {
-    let counts: Vec<(DropReason, u64, u64)> = REASONS
+    let parts: Vec<String> = REASONS
         .iter()
         .zip(&METRICS.drops)
         .map(|(r, d)| (*r, d.records.load(Relaxed), d.bytes.load(Relaxed)))
-        .filter(|(_, records, _)| *records > 0)
+        .filter(|(_, n, _)| *n > 0)
+        .map(|(r, n, bytes)| r.explained(n, bytes))
         .collect();
-    if counts.is_empty() {
+    if parts.is_empty() {
         return None;
     }
-    let records: u64 = counts.iter().map(|c| c.1).sum();
-    let bytes: u64 = counts.iter().map(|c| c.2).sum();
-    let why: Vec<String> = counts
-        .iter()
-        .map(|(r, n, _)| format!("{n} {}", r.explained()))
-        .collect();
-    Some(format!(
-        "logtap: {records} records ({bytes} bytes) were dropped: {}",
-        why.join("; ")
-    ))
+    Some(format!("logtap: dropped {}", parts.join("; ")))
 }
 
 /// Logs, once per `interval`, the drops counted since the last report — one line per reason
@@ -452,7 +453,7 @@ mod tests {
         assert!(text.contains("logtap_upstream_up{server=\"127.0.0.1:24224\"} 1"));
         let line = drop_summary().unwrap();
         assert!(line.starts_with("logtap: "), "{line}");
-        assert!(line.contains(" ring full ("), "{line}");
+        assert!(line.contains(" writes (20 bytes): ring full,"), "{line}");
         assert!(!line.contains('\n'), "one line");
         assert!(std::ptr::eq(
             METRICS.upstream("127.0.0.1:24224"),

@@ -4,7 +4,10 @@
 //!   `accept4`, and `SO_PEERCRED`;
 //! - `recvmsg` with `SCM_RIGHTS` (the interceptor passes its ring memfd and eventfd);
 //! - `O_NONBLOCK` on a received fd, `kill` (signals passed on to `logtap run`'s child);
+//! - `uname` (the hostname) and `statvfs` (is a directory on a `noexec` mount?);
 //! - a probe `connect` telling a live tap socket from a stale one, and `syncfs` (the spool).
+//!
+//! And, with no `unsafe` at all, systemd's readiness notification ([`notify_ready`]).
 //!
 //! Every function returns `io::Result` and takes or returns owned/borrowed fds, so callers stay
 //! in safe Rust. Each `unsafe` block says why it is sound.
@@ -25,13 +28,83 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// The machine's hostname (`/proc/sys/kernel/hostname`), or `localhost`.
+/// The machine's hostname: the `nodename` of `uname(2)` (the UTS namespace's, what `hostname`
+/// prints), or `localhost` if it is empty. Not `/proc/sys/kernel/hostname`: the systemd unit's
+/// `ProcSubset=pid` hides `/proc/sys`, and the agent would call itself `localhost`.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
+    // SAFETY: utsname is plain old data; all-zero is a valid value.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is valid for writes; uname fills its fields with NUL-terminated strings.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return "localhost".to_owned();
+    }
+    let name: Vec<u8> = uts
+        .nodename
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    let name = String::from_utf8_lossy(&name).trim().to_owned();
+    if name.is_empty() {
+        "localhost".to_owned()
+    } else {
+        name
+    }
+}
+
+/// Whether `path` lies on a filesystem mounted `noexec`, where the dynamic linker cannot map a
+/// library (`LD_PRELOAD` then fails with "failed to map segment from shared object").
+pub fn is_noexec(path: &Path) -> io::Result<bool> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    // SAFETY: statvfs is plain old data; all-zero is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is a NUL-terminated string and `st` is valid for writes.
+    check(unsafe { libc::statvfs(c_path.as_ptr(), &mut st) })?;
+    Ok(st.f_flag & libc::ST_NOEXEC != 0)
+}
+
+/// systemd's readiness protocol (`Type=notify`, `sd_notify(3)`): sends `READY=1` to the datagram
+/// socket named by `$NOTIFY_SOCKET`. `Ok(false)` when the variable is unset (not run by systemd,
+/// or not as `Type=notify`).
+pub fn notify_ready() -> io::Result<bool> {
+    match std::env::var_os("NOTIFY_SOCKET") {
+        Some(socket) => notify(&socket, "READY=1").map(|()| true),
+        None => Ok(false),
+    }
+}
+
+/// Sends one `sd_notify` datagram (`state`, e.g. `READY=1`) to `socket`: a path, or `@name` for
+/// a socket in the abstract namespace.
+pub fn notify(socket: &std::ffi::OsStr, state: &str) -> io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let bytes = socket.as_bytes();
+    let addr = match bytes.first() {
+        Some(b'@') => SocketAddr::from_abstract_name(&bytes[1..])?,
+        Some(b'/') => SocketAddr::from_pathname(socket)?,
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "NOTIFY_SOCKET={} is neither an absolute path nor @abstract",
+                    socket.to_string_lossy()
+                ),
+            ));
+        }
+    };
+    let sock = UnixDatagram::unbound()?;
+    // The manager reads at once; a stuck one must not hold the agent's start up for long.
+    sock.set_write_timeout(Some(std::time::Duration::from_secs(2)))?;
+    let sent = sock.send_to_addr(state.as_bytes(), &addr)?;
+    if sent == state.len() {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "short write to NOTIFY_SOCKET",
+        ))
+    }
 }
 
 /// Creates a non-blocking, close-on-exec `SOCK_SEQPACKET` socket bound to `path` and listening.
@@ -312,6 +385,51 @@ mod tests {
         let long = dir.join("x".repeat(200));
         assert!(seqpacket_listen(&long, 8).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(!hostname().is_empty());
+    }
+
+    #[test]
+    fn hostname_is_unames_nodename() {
+        let out = std::process::Command::new("uname")
+            .arg("-n")
+            .output()
+            .unwrap();
+        let expected = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        assert!(!expected.is_empty());
+        assert_eq!(hostname(), expected);
+    }
+
+    #[test]
+    fn notify_sends_one_datagram_to_a_path_or_an_abstract_name() {
+        use std::os::unix::net::UnixDatagram;
+        let dir = std::env::temp_dir().join(format!("logtap-notify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        notify(path.as_os_str(), "READY=1").unwrap();
+        let mut buf = [0u8; 64];
+        let n = receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+
+        let name = format!("logtap-notify-test-{}", std::process::id());
+        let addr = {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap()
+        };
+        let abstract_receiver = UnixDatagram::bind_addr(&addr).unwrap();
+        notify(std::ffi::OsStr::new(&format!("@{name}")), "READY=1").unwrap();
+        let n = abstract_receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+
+        assert!(notify(std::ffi::OsStr::new("relative/path"), "READY=1").is_err());
+        assert!(notify(dir.join("nobody-listens").as_os_str(), "READY=1").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_build_directory_is_not_noexec_and_a_missing_one_is_an_error() {
+        // The noexec case needs a mount: tests/tests/deploy_node.rs makes one.
+        assert!(!is_noexec(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
+        assert!(is_noexec(Path::new("/nonexistent/logtap")).is_err());
     }
 }

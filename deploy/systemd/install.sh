@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the logtap agent as a systemd service on this machine (a VM or bare-metal host).
+# Installs the logtap agent as a systemd service on this machine (a VM or bare-metal host) and
+# starts it.
 #
 #   cargo build --release --locked -p logtap-agent -p logtap-interceptor
 #   sudo deploy/systemd/install.sh [target/release]
@@ -7,10 +8,21 @@
 # Idempotent: re-running it upgrades the binary and the library and keeps an existing
 # /etc/logtap/logtap.toml and logtap.env. The library is replaced by rename, so services that have
 # it loaded keep their copy until they restart.
+#
+# Order matters on an upgrade: the configuration is validated by the *new* binary before anything
+# is replaced, so a file the new version rejects leaves the running agent, its binary and its unit
+# as they were. Whether the Fluentd servers answer is checked last and only reported: the agent
+# buffers (memory, then its spool) and retries until they do, so an unreachable server — or the
+# example servers of a fresh install — is no reason not to start it.
+#
+# DESTDIR=DIR writes every file under DIR instead of / (a staging root, used by the tests, which
+# put stand-ins for systemctl and systemd-sysusers first on PATH); systemd-sysusers then gets
+# --root=DIR, and systemctl is called as without it.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 build="${1:-$here/../../target/release}"
+root="${DESTDIR:-}"
 
 die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 
@@ -20,8 +32,18 @@ command -v systemd-sysusers >/dev/null || die "systemd-sysusers not found (syste
 [ -x "$build/logtap" ] || die "no logtap binary in $build: build it first (cargo build --release --locked -p logtap-agent)"
 [ -f "$build/liblogtap.so" ] || die "no liblogtap.so in $build: build it first (cargo build --release --locked -p logtap-interceptor)"
 
-# Copy to a temporary name and rename over the old file: a library that running processes have
-# mapped must never be truncated in place.
+config="$root/etc/logtap/logtap.toml"
+if [ -e "$config" ]; then
+  candidate="$config"
+else
+  candidate="$here/../config/vm.toml"
+fi
+# 1. Validate (offline) with the binary about to be installed, before anything changes.
+"$build/logtap" check --offline --config "$candidate" >/dev/null \
+  || die "$candidate does not pass 'logtap check --offline' with the new binary: nothing was changed; fix it, then re-run"
+
+# 2. Install. Copy to a temporary name and rename over the old file: a library that running
+# processes have mapped must never be truncated in place.
 install_atomic() { # MODE SRC DEST
   local tmp
   tmp="$(dirname "$3")/.$(basename "$3").new"
@@ -29,31 +51,50 @@ install_atomic() { # MODE SRC DEST
   mv -f "$tmp" "$3"
 }
 
-install -d -m 0755 /usr/local/bin /usr/local/lib/logtap /etc/logtap /usr/lib/sysusers.d
-install_atomic 0755 "$build/logtap" /usr/local/bin/logtap
-install_atomic 0755 "$build/liblogtap.so" /usr/local/lib/logtap/liblogtap.so
+install -d -m 0755 "$root/usr/local/bin" "$root/usr/local/lib/logtap" "$root/etc/logtap" \
+  "$root/usr/lib/sysusers.d" "$root/etc/systemd/system"
+install_atomic 0755 "$build/logtap" "$root/usr/local/bin/logtap"
+install_atomic 0755 "$build/liblogtap.so" "$root/usr/local/lib/logtap/liblogtap.so"
 
-install -m 0644 "$here/logtap.sysusers.conf" /usr/lib/sysusers.d/logtap.conf
-systemd-sysusers /usr/lib/sysusers.d/logtap.conf
+install -m 0644 "$here/logtap.sysusers.conf" "$root/usr/lib/sysusers.d/logtap.conf"
+systemd-sysusers ${root:+"--root=$root"} "$root/usr/lib/sysusers.d/logtap.conf"
 
-if [ ! -e /etc/logtap/logtap.toml ]; then
-  install -m 0644 "$here/../config/vm.toml" /etc/logtap/logtap.toml
-  echo "installed /etc/logtap/logtap.toml: set your Fluentd servers in it"
+if [ ! -e "$config" ]; then
+  install -m 0644 "$here/../config/vm.toml" "$config"
+  echo "installed /etc/logtap/logtap.toml: set your Fluentd servers in it, then: systemctl restart logtap-agent"
 fi
-if [ ! -e /etc/logtap/logtap.env ]; then
-  install -m 0600 "$here/logtap.env" /etc/logtap/logtap.env
+if [ ! -e "$root/etc/logtap/logtap.env" ]; then
+  install -m 0600 "$here/logtap.env" "$root/etc/logtap/logtap.env"
 fi
 
-install -m 0644 "$here/logtap-agent.service" /etc/systemd/system/logtap-agent.service
+install_atomic 0644 "$here/logtap-agent.service" "$root/etc/systemd/system/logtap-agent.service"
+
+# 3. Start. Type=notify: `restart` returns once the agent listens on its socket, or fails.
 systemctl daemon-reload
-
-# Check the configuration before (re)starting: a bad file must not take the running agent down.
-/usr/local/bin/logtap check --config /etc/logtap/logtap.toml >/dev/null \
-  || die "/etc/logtap/logtap.toml does not pass 'logtap check': fix it, then re-run"
-
 systemctl enable logtap-agent.service
-systemctl restart logtap-agent.service
+systemctl restart logtap-agent.service \
+  || die "logtap-agent did not start: journalctl -u logtap-agent -n 50 says why"
 systemctl --no-pager --lines=5 status logtap-agent.service || true
+
+# 4. Report whether the servers answer (DNS, TCP, TLS, shared key). Not fatal: see the header.
+# The secrets the agent gets from logtap.env (EnvironmentFile=) take part in the handshake.
+probe() {
+  local line
+  if [ -r "$root/etc/logtap/logtap.env" ]; then
+    while IFS= read -r line || [ -n "$line" ]; do
+      case "$line" in
+        '' | '#'* | ';'*) ;;
+        [A-Za-z_]*=*) export "${line?}" ;;
+      esac
+    done <"$root/etc/logtap/logtap.env"
+  fi
+  "$root/usr/local/bin/logtap" check --config "$config" >/dev/null
+}
+if ! (probe); then
+  printf '\ninstall.sh: warning: a forward server of %s did not answer (above). The agent runs and\n' "$config" >&2
+  printf 'keeps the records (memory, then spool) until it does: set the servers in the file, then\n' >&2
+  printf '  systemctl restart logtap-agent\n' >&2
+fi
 
 cat <<'NEXT'
 

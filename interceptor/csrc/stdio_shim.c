@@ -987,6 +987,42 @@ void errx(int status, const char *fmt, ...) {
     exit(status);
 }
 
+/* ---- execl, execlp, execle: the argument list made into an array, as glibc does, and
+ * passed to execv/execvp/execve, which the library hooks (interceptor/src/hooks/exec.rs: the
+ * ring is handed to the agent before the image goes). ---- */
+#include <limits.h>
+#define EXECL_BODY(last_named, with_env)                                                    \
+    va_list ap;                                                                             \
+    long argc = 1;                                                                          \
+    va_start(ap, last_named);                                                               \
+    while (va_arg(ap, const char *) != NULL) {                                              \
+        if (argc == INT_MAX) { va_end(ap); errno = E2BIG; return -1; }                      \
+        argc++;                                                                             \
+    }                                                                                       \
+    va_end(ap);                                                                             \
+    char *argv[argc + 1];                                                                   \
+    char *const *envp = NULL;                                                               \
+    va_start(ap, last_named);                                                               \
+    argv[0] = (char *)arg;                                                                  \
+    for (long i = 1; i <= argc; i++) argv[i] = va_arg(ap, char *);                         \
+    if (with_env) envp = va_arg(ap, char *const *);                                         \
+    va_end(ap);
+
+int execl(const char *path, const char *arg, ...) {
+    EXECL_BODY(arg, 0)
+    (void)envp;
+    return execv(path, argv);
+}
+int execlp(const char *file, const char *arg, ...) {
+    EXECL_BODY(arg, 0)
+    (void)envp;
+    return execvp(file, argv);
+}
+int execle(const char *path, const char *arg, ...) {
+    EXECL_BODY(arg, 1)
+    return execve(path, argv, envp);
+}
+
 /* ---- opening and duplicating descriptors ---- */
 static int needs_mode(int flags) {
     return (flags & O_CREAT) || ((flags & O_TMPFILE) == O_TMPFILE);

@@ -51,6 +51,7 @@ extern "C" fn on_load() {
     crate::clock::init(cfg.clock_tsc);
     hooks::write::resolve();
     hooks::open::resolve();
+    hooks::exec::resolve();
     // SAFETY: a plain C function of the shim; it only calls dlsym.
     unsafe { logtap_shim_init() };
     own_fds::init_base();

@@ -35,15 +35,25 @@
 //! - **Recursion guard.** The library's own I/O uses raw syscalls ([`sys`]) that never reach a
 //!   hook; code that does call interposed names (protocol crate, `dlsym`, constructor) runs
 //!   under a per-thread guard ([`guard`]) during which hooks pass through.
-//! - **Never blocks.** Sends are `MSG_DONTWAIT | MSG_NOSIGNAL` on a non-blocking socket;
-//!   `connect` on a non-blocking Unix socket completes or fails at once. A full ring or socket
-//!   drops the copy and counts it — in the ring header (`note_dropped`) or in LOSS frames — and
-//!   a suppressed stream then writes for real (fail open). One bounded exception: the parts of
-//!   a single write larger than one record (64 KiB) wait up to 20 ms without progress for the
-//!   agent to make room, so that a large write is not cut in the middle.
-//! - **Rate-limited reconnects.** Atomic timestamps; one non-blocking attempt per
-//!   `LLT_TARGET_RECONNECT` (the first after `LLT_TARGET_1STCONNECT`); hang-up is noticed by a
-//!   `recv(MSG_PEEK)` at most once a second, not per write.
+//! - **Never hangs; waits only for a live agent.** Sends are `MSG_DONTWAIT | MSG_NOSIGNAL` on a
+//!   non-blocking socket; `connect` on a non-blocking Unix socket completes or fails at once.
+//!   A write that finds the ring full waits for room by default (`LLT_RING_FULL=block`, as
+//!   Docker's log drivers do) — but only while an agent holds the ring and its `tail` moves:
+//!   `nanosleep` naps of 50 µs and retries, the eventfd written if the consumer sleeps; raw
+//!   syscalls and atomics only, no lock, no allocation. Once the tail has not moved for 200 ms
+//!   (of rounds in which the program itself ran; 1 s of wall time at most) the agent is taken
+//!   for stopped or dead: the copy is dropped and counted — in the ring header
+//!   (`note_dropped`) or in LOSS frames — and later writes drop at once until the tail moves
+//!   again, so a SIGSTOPped agent costs a program one 200 ms wait ([`sender::ring`]).
+//!   No agent: no wait. A full control socket (`LLT_TRANSPORT=socket`) is waited on the same
+//!   way (`poll`). `LLT_RING_FULL=drop` drops at once, except the parts of a write larger
+//!   than one record, which wait (same bound) so that it is not cut in the middle. A
+//!   suppressed stream whose copy is not taken writes for real (fail open).
+//! - **Rate-limited reconnects.** Atomic timestamps. The first attempt is at once (first
+//!   tapped write); inside `LLT_TARGET_1STCONNECT` a process never connected retries every
+//!   100 ms, afterwards once per `LLT_TARGET_RECONNECT`; at exit one more attempt hands the
+//!   ring over ([`sender::connection`]). Hang-up is noticed by a `recv(MSG_PEEK)` at most once
+//!   a second, not per write.
 //! - **Our descriptors.** Close-on-exec, moved to ≥ 900 (or ¾ of a small `RLIMIT_NOFILE`),
 //!   never 0/1/2; reconnects `dup3` onto the same number; `close`/`close_range` of our numbers
 //!   by the app is skipped; `dup2` onto one moves ours away first ([`own_fds`]). A descriptor
@@ -87,8 +97,18 @@
 //!   redirected onto the other one is tapped as that one (`2>&1` onto the real stdout: stdout).
 //!   Anything else (a command substitution's pipe, `/dev/null`, a file) is neither tapped nor
 //!   suppressed ([`streams`]).
-//! - `LLT_TARGET_1STCONNECT` keeps its seed meaning (no attempt before it); records written
-//!   meanwhile wait in the ring (socket transport: counted as lost; suppressed: written).
+//! - `LLT_TARGET_1STCONNECT` (default 5 s) is the time during which a missing agent is
+//!   expected (a sidecar starting): the first attempt is at once, failed ones are retried every
+//!   100 ms inside it, every `LLT_TARGET_RECONNECT` after it. Records written before the agent
+//!   is reached wait in the ring (socket transport: counted as lost; suppressed: written); at
+//!   exit a process not yet connected tries once more, so a short-lived program's ring still
+//!   reaches the agent (a process that ends with `_exit` or `exec` runs no destructor).
+//! - `LLT_RING_FULL` (new): `block` (default, Docker's `mode: blocking`) or `drop` (Docker's
+//!   `mode: non-blocking`); the wait's 200 ms bound is documented in [`sender::ring`].
+//! - `LLT_TAP_INTO` also takes `none`, `stdout`, `stderr`, `both`. A malformed value taps
+//!   nothing and, unlike other malformed values, is said on stderr without debug mode
+//!   (`[liblogtap] ignoring malformed LLT_TAP_INTO=…`), once per process tree
+//!   (`LLT_TAP_INTO_REPORTED` in the environment the children inherit).
 //! - A suppressed stream counts as delivered only while an agent holds the ring.
 //! - `PYTHONUNBUFFERED=1` is injected only when unset, and not with `LLT_PYTHONUNBUFFERED=false`.
 //! - `LLT_CLOCK` (new): `auto` (default) or `realtime`; see [`clock`].

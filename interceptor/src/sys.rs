@@ -387,7 +387,15 @@ pub fn seqpacket_socket() -> Result<c_int, c_int> {
             0,
         )
     };
-    check(r).map(|fd| c_int::try_from(fd).unwrap_or(-1))
+    let fd = check(r).map(|fd| c_int::try_from(fd).unwrap_or(-1))?;
+    if fd > 2 {
+        return Ok(fd);
+    }
+    // The app closed one of 0-2: never hold that number, even for the moment of a connect (a
+    // write of the app's to fd 1 would reach our socket).
+    let moved = dup_cloexec_at_least(fd, 3);
+    close(fd);
+    moved
 }
 
 /// Asks for a large send buffer (4 MiB, capped by the kernel at `wmem_max` unless the

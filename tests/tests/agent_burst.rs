@@ -236,8 +236,8 @@ fn drop_mode_states_the_drops_and_everything_adds_up() {
     let line = lines[0];
     assert!(line.starts_with("logtap: "), "{line}");
     assert!(line.contains("ring full"), "says why: {line}");
-    let dropped = number_after(line, "logtap: ");
-    let dropped_bytes = number_after(line, "records (");
+    let dropped = number_after(line, "logtap: dropped ");
+    let dropped_bytes = number_after(line, "writes (");
     assert!(
         dropped > 0,
         "a 64 KiB ring cannot take {n} lines at full speed: {line}"

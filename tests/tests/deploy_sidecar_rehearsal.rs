@@ -14,6 +14,7 @@ mod deploy_support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use deploy_support::plans::{daemonset_plan, demo_image_paths};
 use deploy_support::pod::*;
 use deploy_support::rehearsal::{Plan, Sink, assert_clock_records, clock_args, rehearse};
 use deploy_support::*;
@@ -22,17 +23,6 @@ use serde_json::Value;
 
 /// Lines the demo app writes in the rehearsal (two of them trigger a stderr line).
 const TICKS: usize = 10;
-
-/// The demo image puts clock.py at /app/clock.py: map /app to deploy/demo, after checking that
-/// the Dockerfile still says so.
-fn demo_image_paths(map: &mut PathMap) {
-    let dockerfile = std::fs::read_to_string(repo_file("deploy/demo/Dockerfile")).unwrap();
-    assert!(
-        dockerfile.contains("\nCOPY clock.py /app/clock.py\n"),
-        "deploy/demo/Dockerfile layout changed"
-    );
-    map.mount("/app", &repo_file("deploy/demo"));
-}
 
 /// The plan of a pod with init container, agent and app (native or classic sidecar).
 fn sidecar_plan(manifest: &str, deployment: &str, work: &Path) -> Plan {
@@ -109,58 +99,10 @@ fn classic_sidecar_pod_ships_the_apps_lines_to_fluentd() {
     assert_pod_metadata(&outcome.records, "clock-classic", &outcome.log);
 }
 
-/// The node agent of daemonset.yaml and the app of daemonset-app.yaml, sharing "the node's"
-/// /run/logtap.
-fn daemonset_plan(work: &Path) -> Plan {
-    let ds_docs = yaml_documents(&repo_file("deploy/kubernetes/daemonset.yaml"));
-    let ds = pod_spec(&ds_docs, "DaemonSet", "logtap-node");
-    let dirs = volume_dirs(ds, work);
-    write_configmaps(ds, &ds_docs, &dirs);
-    let install = all_containers(ds)
-        .find(|c| first_arg_is(c, "install"))
-        .expect("install");
-    let agent = all_containers(ds)
-        .find(|c| first_arg_is(c, "agent"))
-        .expect("agent");
-    let agent_map = mounts(agent, &dirs);
-
-    let app_docs = yaml_documents(&repo_file("deploy/kubernetes/daemonset-app.yaml"));
-    let app_spec = pod_spec(&app_docs, "Deployment", "clock-node");
-    let app_dirs = volume_dirs(app_spec, work);
-    let app = all_containers(app_spec)
-        .find(|c| c["name"] == "app")
-        .expect("app");
-    let mut app_map = mounts(app, &app_dirs);
-    demo_image_paths(&mut app_map);
-    let app_env = env(app, &app_map, "clock-node");
-    let mut app_argv = argv(app, &app_map);
-    app_argv.extend(clock_args(TICKS, &app_env));
-    Plan {
-        install: argv(install, &mounts(install, &dirs)),
-        library: PathBuf::from(
-            &app_env
-                .iter()
-                .find(|(k, _)| k == "LD_PRELOAD")
-                .expect("LD_PRELOAD")
-                .1,
-        ),
-        agent_args: argv(agent, &agent_map),
-        agent_env: env(agent, &agent_map, "logtap-node-x7k2p"),
-        probes: probes(agent),
-        app_argv,
-        app_env,
-        grace: Duration::from_secs(
-            ds["terminationGracePeriodSeconds"]
-                .as_u64()
-                .expect("grace period"),
-        ),
-    }
-}
-
 #[test]
 fn daemonset_agent_ships_a_node_apps_lines_to_fluentd() {
     let work = TempDir::new("deploy-daemonset");
-    let plan = daemonset_plan(work.path());
+    let plan = daemonset_plan(work.path(), TICKS);
     let outcome = rehearse(&plan, Sink::Forward, TICKS + TICKS / 5);
     assert_clock_records(&outcome, TICKS);
     for r in &outcome.records {
@@ -173,7 +115,7 @@ fn daemonset_agent_ships_a_node_apps_lines_to_fluentd() {
 #[test]
 fn daemonset_records_name_the_app_pod_not_the_agent_pod() {
     let work = TempDir::new("deploy-daemonset-meta");
-    let plan = daemonset_plan(work.path());
+    let plan = daemonset_plan(work.path(), TICKS);
     let outcome = rehearse(&plan, Sink::Forward, TICKS + TICKS / 5);
     assert_pod_metadata(&outcome.records, "clock-node", &outcome.log);
 }

@@ -135,6 +135,42 @@ fn exit_hands_the_ring_to_an_agent_that_came_up_meanwhile() {
     assert!(c.hellos.iter().all(|(_, h, fds)| h.ring && *fds));
 }
 
+/// The same when the process leaves without the destructor: `_exit` (dash ends that way) and
+/// `exec` (a script's last command; the ring's memfd is close-on-exec) hand the ring over too.
+#[test]
+fn exit_and_exec_without_destructor_hand_the_ring_over() {
+    for (name, tail) in [
+        ("_exit", "os._exit(0)"),
+        ("execv", "os.execv('/bin/true', ['true'])"),
+        ("execlp", "os.execlp('true', 'true')"),
+    ] {
+        let dir = TempDir::new("connect-exec");
+        let sock = dir.path().join("tap.sock");
+        let py = python();
+        let mut cmd = seed_defaults(
+            py.to_str().unwrap(),
+            &format!("socket:{}", sock.display()),
+            "1",
+        );
+        cmd.args([
+            "-c",
+            &format!("import os, time\nprint('early {name}')\ntime.sleep(1)\n{tail}"),
+        ]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let receiver = TapReceiver::start(&sock);
+        let out = wait_output(child, LIMIT);
+        assert_ok(&out);
+        let want = format!("early {name}");
+        assert!(
+            receiver.wait_for(SETTLE, |c| c.lines(STDOUT) == [want.as_str()]),
+            "{name}: {:?}",
+            receiver.snapshot()
+        );
+    }
+}
+
 /// Without any agent the program runs as it would untapped (its exit attempt fails at once).
 #[test]
 fn no_agent_at_all_changes_nothing_for_the_program() {

@@ -111,19 +111,18 @@ pub fn keep(tracker: &Arc<RingTracker>) {
 }
 
 /// Every [`BEAT`]: while the agent makes progress, beats the heartbeat of every ring whose
-/// process is still connected.
+/// process is still connected. Allocates nothing and takes no lock but the list's (the agent's
+/// malloc arenas are busy with its workers; a worker preempted while holding one must not hold
+/// up the heartbeat).
 fn keeper() {
     loop {
         std::thread::sleep(BEAT);
-        let rings: Vec<Arc<RingTracker>> = {
-            let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
-            kept.retain(|w| w.strong_count() > 0);
-            kept.iter().filter_map(Weak::upgrade).collect()
-        };
+        let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+        kept.retain(|w| w.strong_count() > 0);
         if !progressing() {
             continue;
         }
-        for ring in rings {
+        for ring in kept.iter().filter_map(Weak::upgrade) {
             if !ring.peer_gone() {
                 ring.release.beat();
             }

@@ -138,20 +138,18 @@ fn add(
         entries.pins.release();
         return None;
     }
-    let o = open
-        .entry(Arc::clone(&entries.tag))
-        .or_insert_with(|| {
-            let now = Instant::now();
-            Open {
-                // Room for a full chunk at once: growing by doubling would copy, and leave up
-                // to twice the bytes the buffer accounts for.
-                buf: Vec::with_capacity(config.chunk_limit + config.chunk_limit / 4),
-                records: 0,
-                opened: now,
-                deadline: now + config.flush_interval,
-                pins: RingPins::default(),
-            }
-        });
+    let o = open.entry(Arc::clone(&entries.tag)).or_insert_with(|| {
+        let now = Instant::now();
+        Open {
+            // Room for a full chunk at once: growing by doubling would copy, and leave up
+            // to twice the bytes the buffer accounts for.
+            buf: Vec::with_capacity(config.chunk_limit + config.chunk_limit / 4),
+            records: 0,
+            opened: now,
+            deadline: now + config.flush_interval,
+            pins: RingPins::default(),
+        }
+    });
     o.pins.merge(entries.pins);
     if o.buf.is_empty() && entries.buf.len() >= config.chunk_limit {
         // Already a chunk's worth: no copy.

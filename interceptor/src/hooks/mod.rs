@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`write`](mod@write) — `write`, `writev`, `pwrite(64)`, `pwritev(64)(2)`: async-signal-safe.
 //! - [`stdio`] — the Rust half of the C shim's stdio hooks (routing and delivering bytes).
+//! - [`exec`] — `_exit`, `_Exit`, the `exec` family: the ring goes to the agent before the
+//!   image does.
 //! - [`open`] — following tap files: the open family, `fopen`/`freopen`, `dup*`, `fcntl`
 //!   duplicates, `close`/`fclose`/`close_range` (and keeping our own descriptors safe).
 //!
@@ -11,6 +13,7 @@
 //! exported with `#[cfg_attr(not(test), unsafe(no_mangle))]`, so unit tests do not hook the
 //! test runner.
 
+pub mod exec;
 pub mod open;
 pub mod stdio;
 pub mod write;

@@ -27,9 +27,9 @@
 //!   second (by whichever tapped write crosses `NEXT_CHECK`), or an `EPIPE` of a DATA send. One
 //!   reconnect attempt follows at once, then one per `LLT_TARGET_RECONNECT`.
 //! - A full control socket (DATA frames, `LLT_TRANSPORT=socket`) is handled like a full ring
-//!   (see `super::ring`): with `LLT_RING_FULL=block` the send waits, bounded by
-//!   [`super::ring::STALL_NS`] without the socket becoming writable; after such a stall later
-//!   sends try once and do not wait until one goes through again.
+//!   (see `super::ring`): with `LLT_RING_FULL=block` the send waits, bounded by 200 ms without
+//!   the socket becoming writable (counted the same way); after such a stall later sends try
+//!   once and do not wait until one goes through again.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -52,6 +52,11 @@ const CONNECTED: u8 = 2;
 const CHECK_INTERVAL_NS: u64 = 1_000_000_000;
 /// How long a write waits for another thread's connect to finish.
 const CONNECT_WAIT_NS: u64 = 50_000_000;
+/// One `poll` of a DATA send waiting for a full socket, in ms (= the ring's round cap).
+const POLL_ROUND_MS: i32 = 5;
+/// Rounds after which a DATA send stops waiting whatever the clock says (a clock stepped
+/// back, or a socket that polls writable and still refuses).
+const MAX_POLL_ROUNDS: u32 = 1000;
 /// Retry interval inside the `LLT_TARGET_1STCONNECT` window. A failed attempt (socket,
 /// connect refused or no such file, close) costs ≈ 10 µs of the writing thread, so 10 a second
 /// cost a chatty program 0.01 % of its time; 100 ms is also the order of a sidecar's start, so
@@ -361,12 +366,16 @@ fn stream_of(route: Route) -> Option<Stream> {
 }
 
 /// Sends one DATA frame; on a dead connection marks it lost. When the socket is full and
-/// `may_wait`, waits for it to become writable, unless an earlier wait stalled and no send
-/// went through since; a wait that sees no room for [`super::ring::STALL_NS`] gives up and
-/// sets that stall.
+/// `may_wait`, waits for it to become writable — unless an earlier wait stalled and no send went
+/// through since — in `poll` rounds of [`POLL_ROUND_MS`], counted like the ring's
+/// (`super::ring::wait_for_room`): a wait that sees no room for [`super::ring::STALL_NS`] of
+/// rounds (or [`super::ring::WAIT_MAX_NS`] of wall time) gives up and sets that stall.
 fn send_data(fd: i32, header: &Header, chunk: &[u8], may_wait: bool) -> Result<(), i32> {
+    use super::ring::{ROUND_CAP_NS, STALL_NS, WAIT_MAX_NS};
     let bytes = header.encode();
-    let mut waited_ns = 0u64;
+    let mut since: Option<u64> = None;
+    let mut stalled = 0u64;
+    let mut rounds = 0u32;
     loop {
         match sys::send_datagram(fd, &[&bytes, chunk], &[]) {
             Ok(_) => {
@@ -375,26 +384,27 @@ fn send_data(fd: i32, header: &Header, chunk: &[u8], may_wait: bool) -> Result<(
                 }
                 return Ok(());
             }
-            Err(libc::EAGAIN)
-                if may_wait
-                    && waited_ns < super::ring::STALL_NS
-                    && !SOCKET_STALLED.load(Ordering::Relaxed) =>
-            {
+            Err(libc::EAGAIN) if may_wait && !SOCKET_STALLED.load(Ordering::Relaxed) => {
                 let t0 = sys::now_ns();
-                let left_ms = super::ring::STALL_NS.saturating_sub(waited_ns) / 1_000_000;
-                let ready = sys::wait_writable(fd, i32::try_from(left_ms.max(1)).unwrap_or(1));
-                // A clock that steps back counts as no time: the poll's own timeout bounds it.
-                let spent = sys::now_ns().saturating_sub(t0).max(1_000_000);
-                waited_ns = if ready {
+                let started = *since.get_or_insert(t0);
+                let ready = sys::wait_writable(fd, POLL_ROUND_MS);
+                let t1 = sys::now_ns();
+                rounds = rounds.saturating_add(1);
+                stalled = if ready {
                     0
                 } else {
-                    waited_ns.saturating_add(spent)
+                    stalled.saturating_add(t1.saturating_sub(t0).min(ROUND_CAP_NS))
                 };
-                if !ready && waited_ns >= super::ring::STALL_NS {
+                // `MAX_POLL_ROUNDS` also ends a socket that polls writable but keeps refusing.
+                if stalled >= STALL_NS
+                    || t1.saturating_sub(started) >= WAIT_MAX_NS
+                    || rounds >= MAX_POLL_ROUNDS
+                {
                     SOCKET_STALLED.store(true, Ordering::Relaxed);
                     crate::debug!(
                         "the agent does not read its socket: dropping copies until it does"
                     );
+                    return Err(libc::EAGAIN);
                 }
             }
             Err(e) => {

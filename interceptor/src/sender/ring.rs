@@ -16,8 +16,8 @@
 //!
 //! # A full ring (`LLT_RING_FULL`)
 //! `block` (the default, Docker's `mode: blocking`): a write that finds the ring full while an
-//! agent holds it waits for room ([`wait_for_room`]): it wakes the consumer through the eventfd
-//! if it sleeps, then naps ([`NAP_NS`], `nanosleep`) and retries, watching the ring's `tail`
+//! agent holds it waits for room (`wait_for_room`): it wakes the consumer through the eventfd
+//! if it sleeps, then naps (`NAP_NS`, `nanosleep`) and retries, watching the ring's `tail`
 //! (`Producer::consumed`: the tail, combined with the heartbeat the agent beats while it makes
 //! progress — it releases ring space only once records are safe, i.e. acknowledged or on disk).
 //! While the tail moves the agent is draining and the wait goes on, so a program is slowed to
@@ -25,7 +25,11 @@
 //! the agent is taken for stopped, dead or swamped: the copy is dropped and counted, and the
 //! tail at which it stalled is remembered, so later writes drop at once, without waiting, until
 //! the tail moves again. A stopped agent thus costs a program one 200 ms wait, not one per
-//! write.
+//! write. The 200 ms are counted in rounds of the wait, each counting for at most
+//! [`ROUND_CAP_NS`] (5 ms): a round that took longer means the program itself was not running
+//! (the machine or its container busy or frozen — then the agent was most likely not running
+//! either), which says nothing about the agent; [`WAIT_MAX_NS`] (1 s) bounds the wait in wall
+//! time whatever the rounds say.
 //! No agent holding the ring (never connected, or hung up): no wait at all. Async-signal-safe:
 //! atomics, `nanosleep` and the eventfd `write` as raw syscalls, no lock, no allocation; `errno`
 //! is restored. A signal handler that interrupts a push between reserve and commit and then
@@ -65,6 +69,12 @@ const CREATE_WAIT_NS: u64 = 50_000_000;
 pub const STALL_NS: u64 = 200_000_000;
 /// One nap of a waiting write (plus the kernel's 50 µs timer slack: ≈ 100 µs a round).
 const NAP_NS: u64 = 50_000;
+/// What one round of a wait (a nap and a retry) counts for at most toward [`STALL_NS`]: a
+/// longer round means this program was not running (measured on the project's 2-core VM:
+/// every process of the machine frozen for up to 420 ms at once, agents included).
+pub const ROUND_CAP_NS: u64 = 5_000_000;
+/// A wait without progress ends after this much wall time, however its rounds counted.
+pub const WAIT_MAX_NS: u64 = 1_000_000_000;
 /// Rounds without progress after which a wait gives up even if the clock says otherwise
 /// (a wall clock stepped back): four times the rounds that fill [`STALL_NS`] with bare naps.
 const MAX_IDLE_NAPS: u32 = (STALL_NS / NAP_NS) as u32 * 4;
@@ -328,8 +338,9 @@ fn push(p: &Producer, meta: &RecordMeta, chunk: &[u8], may_wait: bool) -> Result
 }
 
 /// Retries the push of a record that found the ring full until it goes in, or until the
-/// agent's `tail` has not moved for [`STALL_NS`] (then `Full`, and later waits are skipped
-/// while the tail stays where it stalled). See the module's documentation.
+/// agent's `tail` has not moved for [`STALL_NS`] of rounds (or [`WAIT_MAX_NS`] of wall time):
+/// then `Full`, and later waits are skipped while the tail stays where it stalled. See the
+/// module's documentation.
 #[cold]
 #[inline(never)]
 fn wait_for_room(p: &Producer, meta: &RecordMeta, chunk: &[u8]) -> Result<(), PushError> {
@@ -340,6 +351,8 @@ fn wait_for_room(p: &Producer, meta: &RecordMeta, chunk: &[u8]) -> Result<(), Pu
     let _errno = sys::ErrnoGuard::save();
     p.wake();
     let mut since = sys::now_ns();
+    let mut round_start = since;
+    let mut stalled = 0u64;
     let mut idle_naps = 0u32;
     loop {
         sys::sleep_ns(NAP_NS);
@@ -349,14 +362,22 @@ fn wait_for_room(p: &Producer, meta: &RecordMeta, chunk: &[u8]) -> Result<(), Pu
         }
         let now_tail = p.consumed();
         let now = sys::now_ns();
+        // A clock stepped back makes a round count for nothing: `MAX_IDLE_NAPS` bounds that.
+        let round = now.saturating_sub(round_start).min(ROUND_CAP_NS);
+        round_start = now;
         if now_tail != tail {
             tail = now_tail;
             since = now;
+            stalled = 0;
             idle_naps = 0;
             continue;
         }
+        stalled = stalled.saturating_add(round);
         idle_naps = idle_naps.saturating_add(1);
-        if now.saturating_sub(since) >= STALL_NS || idle_naps >= MAX_IDLE_NAPS {
+        if stalled >= STALL_NS
+            || now.saturating_sub(since) >= WAIT_MAX_NS
+            || idle_naps >= MAX_IDLE_NAPS
+        {
             STALLED_AT.store(tail, Ordering::Relaxed);
             crate::debug!(
                 "the agent has not drained the ring for {} ms: dropping copies until it does",

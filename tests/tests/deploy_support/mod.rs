@@ -7,7 +7,9 @@
 //! uses every helper.
 #![allow(dead_code)]
 
+pub mod plans;
 pub mod pod;
+pub mod pss;
 pub mod rehearsal;
 
 use std::io::Read;
@@ -17,8 +19,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The repository root (the parent of the `tests/` crate).
+/// The repository root (the parent of the `tests/` crate), or `LOGTAP_DEPLOY_CHECKOUT`: another
+/// checkout whose deployment files the tests read instead (to show that they fail on an older
+/// version, e.g. a `git worktree` of the previous commit).
 pub fn repo() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LOGTAP_DEPLOY_CHECKOUT") {
+        return PathBuf::from(dir);
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")

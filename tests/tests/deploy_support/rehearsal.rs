@@ -171,7 +171,7 @@ impl Drop for Proc {
 /// The image's `python3` is the interpreter itself; on a test machine `python3` on PATH may be a
 /// wrapper script (pyenv's shim runs bash and a dozen helpers, whose output the library would tap
 /// too). Resolve it to the interpreter, as the image has it.
-fn real_python(program: &str) -> PathBuf {
+pub fn real_python(program: &str) -> PathBuf {
     if program != "python3" {
         return PathBuf::from(program);
     }
@@ -326,9 +326,10 @@ pub fn rehearse(plan: &Plan, sink: Sink, expected_records: usize) -> Outcome {
     rehearsal.finish(&[&app], |r| r.len() >= expected_records)
 }
 
-/// Arguments that make the demo app stop after `ticks` lines, spread over long enough that the
-/// library's first connection (`LLT_TARGET_1STCONNECT` seconds after start, 5 by default) comes
-/// before the app exits: what a process writes before it ever connected is lost with it.
+/// Arguments that make the demo app stop after `ticks` lines, spread over the window in which
+/// the library expects its agent (`LLT_TARGET_1STCONNECT` seconds, 5 by default; it retries
+/// every 100 ms meanwhile) and a little more, so that the lines are written while the agent is
+/// coming up, as in a pod whose containers start together.
 pub fn clock_args(ticks: usize, app_env: &[(String, String)]) -> Vec<String> {
     let first_connect: f64 = app_env
         .iter()

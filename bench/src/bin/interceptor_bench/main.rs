@@ -244,10 +244,14 @@ fn run_once(
                 if mode == Mode::Ring16M { "16M" } else { "1M" },
             );
     } else if let Some(a) = &agent {
+        // `drop`: these rows measure what the tap costs the program, not how long the
+        // default `block` mode waits for an agent slower than the program (agent_bench and
+        // tests/tests/agent_burst.rs measure that).
         cmd.env("LLT_TAP_INTO", "1")
             .env("LLT_TARGET", a.target())
             .env("LLT_TARGET_1STCONNECT", "0")
             .env("LLT_TRANSPORT", "ring")
+            .env("LLT_RING_FULL", "drop")
             .env("LLT_RING_SIZE", "1M");
     } else {
         cmd.env("LLT_TAP_INTO", "0");
