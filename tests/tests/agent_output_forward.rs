@@ -17,7 +17,8 @@ fn forward_agent(name: &str, port: u16, extra: &[&str]) -> Agent {
     Agent::start(name, &args)
 }
 
-fn write_lines(agent: &Agent, pid: u32, range: std::ops::Range<u64>) {
+/// Writes the lines as a tapped process; returns it (still connected until dropped).
+fn write_lines(agent: &Agent, pid: u32, range: std::ops::Range<u64>) -> TapClient {
     let mut c = TapClient::connect(&agent.socket, pid);
     c.hello("fwd", Some(256 * 1024), &[]);
     for i in range {
@@ -28,6 +29,7 @@ fn write_lines(agent: &Agent, pid: u32, range: std::ops::Range<u64>) {
             Duration::from_secs(10),
         );
     }
+    c
 }
 
 fn seqs(events: &[logtap_tests::agent_harness::fake_fluentd::Received]) -> Vec<u64> {
@@ -172,10 +174,12 @@ fn sigterm_waits_for_acks() {
         "fwd-sigterm",
         &["--forward", &server, "--flush-interval", "60s"],
     );
-    write_lines(&agent, 8, 0..50);
+    // Still connected: a process that is gone has its records sent at once.
+    let process = write_lines(&agent, 8, 0..50);
     std::thread::sleep(Duration::from_millis(300));
     assert!(fluentd.events().is_empty());
     let (status, _) = agent.terminate();
+    drop(process);
     assert!(status.success());
     assert_eq!(
         seqs(&fluentd.events()),
