@@ -137,3 +137,33 @@ fn a_process_that_exits_has_its_records_made_safe_at_once() {
     drop(agent);
     drop(receiver.terminate());
 }
+
+/// A line waiting for its newline holds the ring from its first byte on. When it holds more
+/// than half of the ring while another stream floods it, it goes out as `partial` at once
+/// instead of after `partial_flush` (60 s here): the flood never waits for it.
+#[test]
+fn a_pending_line_that_holds_a_full_ring_goes_out_as_partial() {
+    let agent = Agent::start(
+        "release-partial",
+        &["--partial-flush", "60s", "--flush-interval", "50ms"],
+    );
+    let mut c = TapClient::connect(&agent.socket, 4545);
+    c.hello("partial", Some(64 * 1024), &[]); // 512 slots
+    c.ring_write(Stream::Stderr, T0, b"progress: ");
+    for i in 0..2_000u64 {
+        c.ring_write_wait(
+            Stream::Stdout,
+            T0 + 1 + i,
+            format!("line {i}\n").as_bytes(),
+            Duration::from_secs(10),
+        );
+    }
+    let records = agent.wait_records(2_001, LIMIT);
+    let progress = records
+        .iter()
+        .find(|r| r["stream"] == "stderr")
+        .expect("the pending stderr line");
+    assert_eq!(progress["message"], "progress: ");
+    assert_eq!(progress["partial"], true);
+    drop(c);
+}

@@ -129,8 +129,9 @@ impl RingReader {
         let tracker = &self.tracker;
         streams.pin_out(|pos| tracker.pin(pos));
         let read = self.consumer.read_position();
+        let pending = streams.pending_floor();
         let mut floor = read;
-        if let Some(pos) = streams.pending_floor() {
+        if let Some(pos) = pending {
             floor = floor.min(pos);
         }
         if let Some((_, pos)) = &self.held {
@@ -141,7 +142,8 @@ impl RingReader {
             super::ring_release::note_progress();
         }
         let (pressured, local) = self.tracker.set_floor(floor, read);
-        pressured && local && streams.has_pending()
+        // A pending line is what holds the ring most (not a record held for a `seq` gap).
+        pressured && local && pending == Some(floor)
     }
 
     /// The control socket was read after a [`Pass::Gap`]: let the held record proceed.
