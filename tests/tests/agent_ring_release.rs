@@ -59,9 +59,15 @@ fn unacknowledged_records_stay_in_the_ring_and_survive_the_agent() {
     );
     // The agent dies; a new one with a working server gets the same ring.
     drop(first); // SIGKILL
+    let http = free_port();
     let second = Agent::start(
         "release-second",
-        &["--forward", &format!("127.0.0.1:{port}")],
+        &[
+            "--forward",
+            &format!("127.0.0.1:{port}"),
+            "--http-listen",
+            &format!("127.0.0.1:{http}"),
+        ],
     );
     let c = c.reconnect(&second.socket);
     let counts = receiver.wait_all(N, &Counts::default(), LIMIT);
@@ -69,6 +75,12 @@ fn unacknowledged_records_stay_in_the_ring_and_survive_the_agent() {
     wait_until(LIMIT, "released once acknowledged", || {
         c.ring_backlog() == 0
     });
+    // Read a second time (they had reached the black hole): counted as possible duplicates.
+    let (_, metrics) = logtap_tests::http::get_local(http, "/metrics").expect("metrics");
+    assert!(
+        metrics.contains(&format!("logtap_ring_records_reread_total {N}")),
+        "{metrics}"
+    );
     drop(second);
     drop(receiver.terminate());
 }
