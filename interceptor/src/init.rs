@@ -154,7 +154,7 @@ extern "C" fn on_unload() {
         hooks::stdio::at_exit();
     }
     let Some(_guard) = Guard::enter() else { return };
-    sender::on_exit();
+    sender::on_exit_destructor();
 }
 
 #[cfg(not(test))]

@@ -171,6 +171,60 @@ fn exit_and_exec_without_destructor_hand_the_ring_over() {
     }
 }
 
+/// A suppressed stream whose records an agent took but never made safe (its Forward server
+/// is down, no spool) and that then died: when the program exits with no agent, those records
+/// are written to the program's stdout after all (fail open) — nothing the program printed is
+/// lost. Its stdout is a file here, read once it has exited.
+#[test]
+fn suppressed_records_an_agent_never_made_safe_are_written_out_at_exit() {
+    let mut agent = Agent::start(
+        "connect-writeback",
+        // Port 1 on loopback refuses: nothing is ever acknowledged, so nothing is released.
+        &["--output", "forward", "--forward", "127.0.0.1:1"],
+    );
+    let dir = TempDir::new("connect-writeback-app");
+    let out_path = dir.path().join("stdout.txt");
+    let go = dir.path().join("go");
+    let py = python();
+    let mut cmd = seed_defaults(
+        py.to_str().unwrap(),
+        &format!("socket:{}", agent.socket.display()),
+        "1",
+    );
+    cmd.env("LLT_SUPPRESS_STDOUT", "true").args([
+        "-c",
+        &format!(
+            "import os, time\nfor i in range(5): print(f'kept {{i}}')\n\
+             while not os.path.exists({:?}): time.sleep(0.05)\n",
+            go.display()
+        ),
+    ]);
+    cmd.stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // The agent holds the five records (read, never acknowledged), then dies.
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        std::fs::read(&out_path).unwrap().is_empty(),
+        "suppressed while the agent held them"
+    );
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    std::fs::write(&go, b"").unwrap();
+    let out = wait_output(child, LIMIT);
+    assert_ok(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&std::fs::read(&out_path).unwrap()),
+        "kept 0\nkept 1\nkept 2\nkept 3\nkept 4\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&std::fs::read(&out_path).unwrap()),
+        "kept 0\nkept 1\nkept 2\nkept 3\nkept 4\n"
+    );
+}
+
 /// Without any agent the program runs as it would untapped (its exit attempt fails at once).
 #[test]
 fn no_agent_at_all_changes_nothing_for_the_program() {

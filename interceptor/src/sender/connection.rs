@@ -494,7 +494,13 @@ fn send_frames(route: Route, data: &Payload<'_>, len: usize, now: u64, connected
 /// report. Bounded: a non-blocking `connect` and a few non-blocking sends.
 pub fn connect_at_exit(cfg: &Config) {
     if is_connected() {
-        return;
+        // Is that agent still there? (Its death may not have been noticed yet: the check runs
+        // at most once a second, on a write.) One recv(MSG_PEEK), at exit only.
+        let fd = own_fds::get(Slot::Control);
+        if fd >= 0 && !sys::peer_hung_up(fd) {
+            return;
+        }
+        hung_up();
     }
     let waiting = super::ring::get().is_some_and(|p| p.backlog_slots() > 0);
     if !waiting && !loss::pending() {
@@ -508,7 +514,9 @@ pub fn connect_at_exit(cfg: &Config) {
     if is_connected() {
         crate::debug!("connected at exit: the agent drains the ring");
     } else {
-        crate::debug!("no agent at exit: the records in the ring are lost");
+        crate::debug!(
+            "no agent at exit: the ring's records are not delivered (suppressed ones are written where the program wrote them)"
+        );
     }
 }
 

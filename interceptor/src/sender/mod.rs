@@ -140,6 +140,20 @@ pub fn on_exit() {
     }
 }
 
+/// The destructor's exit (a normal `exit`): [`on_exit`], then, if still no agent holds the
+/// ring, the suppressed records no agent made safe are written where the program wrote them
+/// ([`ring::write_back_suppressed`]; allocates, so not from the `_exit`/`exec` hooks).
+pub fn on_exit_destructor() {
+    on_exit();
+    if let Some(cfg) = config::get()
+        && cfg.target_kind == TargetKind::Socket
+        && cfg.transport == Transport::Ring
+        && !connection::is_connected()
+    {
+        let _ = ring::write_back_suppressed(cfg);
+    }
+}
+
 /// Called in the child after `fork()`: the child is a new process with its own ring,
 /// connection and sequence numbers, and inherits nothing of ours that could disturb the parent.
 pub fn after_fork_child() {

@@ -387,3 +387,72 @@ fn wait_for_room(p: &Producer, meta: &RecordMeta, chunk: &[u8]) -> Result<(), Pu
         }
     }
 }
+
+/// At a normal exit (the destructor) with no agent holding the ring: the records of a
+/// *suppressed* stream that no agent made safe — an agent took them, then died or went away
+/// before they were acknowledged or spooled — reached nobody, so they are written where the
+/// program wrote them (fail open; a duplicate is possible if a dead agent had sent them,
+/// loss is not). Records of other streams were written by the program itself. fd 1 / fd 2
+/// only while they are still the tapped stream; a tap file is reopened by its path for
+/// appending. Allocates (a payload buffer), so only from the destructor, never from a hook.
+/// Returns how many records were written back.
+pub fn write_back_suppressed(cfg: &Config) -> u64 {
+    if !(cfg.suppress_stdout || cfg.suppress_stderr || cfg.suppress_tap_file) {
+        return 0;
+    }
+    if get().is_none_or(|p| p.backlog_slots() == 0) {
+        return 0;
+    }
+    let fd = own_fds::get(Slot::RingMemfd);
+    if fd < 0 {
+        return 0;
+    }
+    // SAFETY: our own memfd slot, open for the duration of this call (the app cannot close
+    // it: see own_fds).
+    let memfd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let stream_fd = |want: u8| {
+        [1, 2]
+            .into_iter()
+            .find(|f| crate::streams::stream_of(*f) == want)
+    };
+    let mut file: Option<(u16, i32)> = None;
+    let mut written = 0u64;
+    let mut payload = Vec::new();
+    let _ = ring::unreleased_records(memfd, &mut payload, |meta, bytes| {
+        let target = match meta.stream {
+            1 if cfg.suppress_stdout => stream_fd(crate::streams::STDOUT),
+            2 if cfg.suppress_stderr => stream_fd(crate::streams::STDERR),
+            3 if cfg.suppress_tap_file => {
+                if file.is_none_or(|(i, _)| i != meta.file_index) {
+                    if let Some((_, old)) = file.take() {
+                        sys::close(old);
+                    }
+                    file = crate::tap_files::path(usize::from(meta.file_index))
+                        .and_then(|p| {
+                            let mut z = [0u8; crate::tap_files::MAX_PATH + 1];
+                            z.get_mut(..p.len())?.copy_from_slice(p);
+                            let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC;
+                            sys::open(z.get(..=p.len())?, flags, 0).ok()
+                        })
+                        .map(|f| (meta.file_index, f));
+                }
+                file.map(|(_, f)| f)
+            }
+            _ => None,
+        };
+        if let Some(to) = target
+            && sys::write_all(to, bytes) == bytes.len()
+        {
+            written = written.saturating_add(1);
+        }
+    });
+    if let Some((_, f)) = file {
+        sys::close(f);
+    }
+    if written > 0 {
+        crate::debug!(
+            "no agent at exit: {written} suppressed records written where the program wrote them"
+        );
+    }
+    written
+}

@@ -132,10 +132,12 @@
 //! A suppressed stream's bytes exist only as ring records while an agent holds the ring. They
 //! are released like any other record: an agent that dies before they are safe leaves them in
 //! the ring, and the next agent delivers them. If the process exits while records it wrote are
-//! still unreleased, the interceptor, at exit, first lets a connected agent make them safe
-//! (bounded; the agent seals a gone process's chunks at once), then writes the records of
-//! suppressed streams still unreleased to the original stream or file itself (fail-open;
-//! [`unreleased_records`] lists them). A record may so arrive twice, never zero times.
+//! still unreleased and no agent holds the ring at a normal exit (the library's destructor),
+//! the interceptor writes the records of suppressed streams still unreleased to the original
+//! stream or file itself (fail-open; [`unreleased_records`] lists them). A record may so arrive
+//! twice. Not covered: a process whose agent is still connected at exit (the agent has the ring
+//! and seals a gone process's chunks at once) but then dies before they are safe, and a process
+//! that ends with `_exit` or `exec` (no destructor; the ring is only handed to an agent there).
 //!
 //! # Known limit
 //! A writer descheduled for longer than `stuck_timeout` *in the middle of copying its data*
