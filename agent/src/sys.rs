@@ -107,9 +107,9 @@ pub fn notify(socket: &std::ffi::OsStr, state: &str) -> io::Result<()> {
     }
 }
 
-/// Creates a non-blocking, close-on-exec `SOCK_SEQPACKET` socket bound to `path` and listening.
-/// The caller removes a stale socket file first and sets the file's mode afterwards.
-pub fn seqpacket_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
+/// A non-blocking, close-on-exec `SOCK_SEQPACKET` socket and the address of `path` for it
+/// (with its length), for [`seqpacket_listen`] and [`seqpacket_accepts`].
+fn seqpacket_socket_for(path: &Path) -> io::Result<(OwnedFd, libc::sockaddr_un, libc::socklen_t)> {
     let bytes = path.as_os_str().as_bytes();
     // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
@@ -138,6 +138,13 @@ pub fn seqpacket_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
     // SAFETY: `fd` was just returned by socket() and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+    Ok((fd, addr, len))
+}
+
+/// Creates a non-blocking, close-on-exec `SOCK_SEQPACKET` socket bound to `path` and listening.
+/// The caller removes a stale socket file first and sets the file's mode afterwards.
+pub fn seqpacket_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
+    let (fd, addr, len) = seqpacket_socket_for(path)?;
     // SAFETY: `addr` is a valid sockaddr_un and `len` does not exceed its size.
     check(unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len) })?;
     // SAFETY: listen on a socket we own.
@@ -330,30 +337,7 @@ pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// succeeds (or is merely queued), `Ok(false)` if nothing listens there any more
 /// (`ECONNREFUSED`) or the file is gone, `Err` when it cannot be told (e.g. no permission).
 pub fn seqpacket_accepts(path: &Path) -> io::Result<bool> {
-    let bytes = path.as_os_str().as_bytes();
-    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "socket path too long",
-        ));
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: plain syscall with constant arguments; the result is checked.
-    let fd = check(unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    })?;
-    // SAFETY: `fd` was just returned by socket() and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+    let (fd, addr, len) = seqpacket_socket_for(path)?;
     // SAFETY: `addr` is a valid sockaddr_un and `len` does not exceed its size.
     match check(unsafe { libc::connect(fd.as_raw_fd(), (&raw const addr).cast(), len) }) {
         Ok(_) => Ok(true),
