@@ -258,14 +258,18 @@ static int route_of(FILE *f) {
     if (!f) return 0;
     int fd = fileno_unlocked(f);
     if (fd < 0) return 0;
-    int route = logtap_stdio_route(fd);
-    if (!route && (fd == 1 || fd == 2)) {
-        /* Not the tapped stream now (a redirection): should fd 1 become it again while bytes
-         * still wait in the buffer, they are tapped when caught up. */
-        struct mark *m = find_mark(f);
-        if (m) set_mark(m, NULL);
+    return logtap_stdio_route(fd);
+}
+
+/* fd 1 or fd 2 became, or stopped being, a tapped stream (interceptor/src/streams.rs): what
+ * waits in the buffers of the FILEs on it is untapped as far as the stream is concerned — it
+ * is tapped when caught up, should it be written out while the descriptor is the stream. */
+void logtap_stdio_fd_changed(int fd) {
+    int hi = __atomic_load_n(&marks_hi, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < hi; i++) {
+        FILE *f = __atomic_load_n(&marks[i].f, __ATOMIC_ACQUIRE);
+        if (f && fileno_unlocked(f) == fd) set_mark(&marks[i], NULL);
     }
-    return route;
 }
 
 /* Locks a tapped FILE and catches it up; returns its mark (NULL: untracked). */

@@ -167,6 +167,7 @@ pub fn evaluate(fd: i32) {
     let stream = classify(fd, sys::dev_ino(fd));
     let old = slot.swap(stream, Ordering::Relaxed);
     if old != stream {
+        crate::hooks::stdio::fd_changed(fd);
         crate::debug!(
             "fd {fd} is now {}",
             match stream {

@@ -79,6 +79,20 @@ fn no_real() -> c_int {
     -1
 }
 
+fn execve_common(
+    f: &RealFn,
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    logtap_before_exec();
+    match f.get() {
+        // SAFETY: dlsym of execve/execvpe has execve's signature; the caller's arguments.
+        Some(p) => unsafe { core::mem::transmute::<*mut c_void, ExecveFn>(p)(path, argv, envp) },
+        None => no_real(),
+    }
+}
+
 /// `execve(2)`.
 ///
 /// # Safety
@@ -89,12 +103,7 @@ pub unsafe extern "C" fn execve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    logtap_before_exec();
-    match EXECVE.get() {
-        // SAFETY: dlsym("execve") has execve's signature; the caller's arguments.
-        Some(p) => unsafe { core::mem::transmute::<*mut c_void, ExecveFn>(p)(path, argv, envp) },
-        None => no_real(),
-    }
+    execve_common(&EXECVE, path, argv, envp)
 }
 
 /// `execvpe(3)`.
@@ -107,12 +116,7 @@ pub unsafe extern "C" fn execvpe(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    logtap_before_exec();
-    match EXECVPE.get() {
-        // SAFETY: dlsym("execvpe") has execvpe's signature; the caller's arguments.
-        Some(p) => unsafe { core::mem::transmute::<*mut c_void, ExecveFn>(p)(file, argv, envp) },
-        None => no_real(),
-    }
+    execve_common(&EXECVPE, file, argv, envp)
 }
 
 fn execv_common(f: &RealFn, path: *const c_char, argv: *const *const c_char) -> c_int {

@@ -86,33 +86,30 @@ fn active() -> bool {
 #[inline]
 pub fn route_for_fd(fd: i32) -> Option<Route> {
     let cfg = config::get()?;
+    // fd 1 / fd 2 only while they are the stream the tap was set up for, as that stream
+    // (`2>&1` onto the real stdout is stdout), and their aliases: see [`streams`].
     let table = fd_table::get(fd);
-    let route = if let Some(index) = table.filter(|i| streams::alias_stream(*i).is_none()) {
-        Route {
+    let stream = match table {
+        None => streams::stream_of(fd),
+        Some(index) => streams::alias_stream(index).unwrap_or(STREAM_FILE),
+    };
+    let route = match stream {
+        streams::STDOUT if cfg.tap_stdout => Route {
+            stream: STREAM_STDOUT,
+            file_index: 0,
+            suppressed: cfg.suppress_stdout,
+        },
+        streams::STDERR if cfg.tap_stderr => Route {
+            stream: STREAM_STDERR,
+            file_index: 0,
+            suppressed: cfg.suppress_stderr,
+        },
+        STREAM_FILE => Route {
             stream: STREAM_FILE,
-            file_index: index,
+            file_index: table.unwrap_or(0),
             suppressed: cfg.suppress_tap_file,
-        }
-    } else {
-        // fd 1 / fd 2 only while they are the stream the tap was set up for, as that stream
-        // (`2>&1` onto the real stdout is stdout), and their aliases: see [`streams`].
-        let stream = match table.and_then(streams::alias_stream) {
-            Some(s) => s,
-            None => streams::stream_of(fd),
-        };
-        match stream {
-            streams::STDOUT if cfg.tap_stdout => Route {
-                stream: STREAM_STDOUT,
-                file_index: 0,
-                suppressed: cfg.suppress_stdout,
-            },
-            streams::STDERR if cfg.tap_stderr => Route {
-                stream: STREAM_STDERR,
-                file_index: 0,
-                suppressed: cfg.suppress_stderr,
-            },
-            _ => return None,
-        }
+        },
+        _ => return None,
     };
     if guard::held() || !active() {
         return None;

@@ -90,9 +90,17 @@ pub unsafe extern "C" fn logtap_stdio_deliver2(
 }
 
 unsafe extern "C" {
+    fn logtap_stdio_fd_changed(fd: c_int);
     fn logtap_stdio_before_fclose(f: *mut libc::FILE);
     fn logtap_stdio_at_exit();
     fn logtap_stdio_after_fork_child();
+}
+
+/// fd 1 or fd 2 became, or stopped being, a tapped stream: the shim forgets how far the
+/// buffers of the FILEs on it were tapped (see `csrc/stdio_shim.c`).
+pub fn fd_changed(fd: c_int) {
+    // SAFETY: a plain C function of the shim; only atomic loads and stores on its table.
+    unsafe { logtap_stdio_fd_changed(fd) };
 }
 
 /// Before `fclose(f)`: the bytes waiting in its buffer are tapped (fclose writes them out)
