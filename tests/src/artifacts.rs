@@ -4,7 +4,7 @@
 //! `cargo build --workspace` (the README's test command does that before `cargo nextest run`).
 //! Both live in the same profile directory as the test executable's `deps/` folder.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The profile directory (`target/debug` or `target/release`) of the running test.
 pub fn profile_dir() -> PathBuf {
@@ -69,4 +69,23 @@ impl Drop for TempDir {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+}
+
+/// Compiles the C program `src` into `exe` with `gcc <flags> -o exe src`; panics with gcc's
+/// messages when it fails (every test that needs a C program of its own calls this).
+pub fn gcc(src: &Path, exe: &Path, flags: &[&str]) -> PathBuf {
+    let out = std::process::Command::new("gcc")
+        .args(flags)
+        .arg("-o")
+        .arg(exe)
+        .arg(src)
+        .output()
+        .expect("gcc must be installed");
+    assert!(
+        out.status.success(),
+        "gcc {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe.to_path_buf()
 }

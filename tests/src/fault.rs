@@ -415,18 +415,7 @@ pub fn numbered_program(dir: &Path) -> PathBuf {
         return exe;
     }
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/numbered.c");
-    let out = Command::new("gcc")
-        .args(["-O2", "-Wall", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .expect("gcc must be installed");
-    assert!(
-        out.status.success(),
-        "gcc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
+    artifacts::gcc(&src, &exe, &["-O2", "-Wall"])
 }
 
 /// The numbered program under the real library, writing to its stdout (a pipe drained and

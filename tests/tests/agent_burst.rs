@@ -47,19 +47,7 @@ fn line_len() -> u64 {
 fn compile_lines(dir: &Path) -> PathBuf {
     let src = dir.join("lines.c");
     std::fs::write(&src, LINES_C).unwrap();
-    let exe = dir.join("lines");
-    let out = Command::new("gcc")
-        .args(["-O2", "-Wall", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .expect("gcc must be installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
+    artifacts::gcc(&src, &dir.join("lines"), &["-O2", "-Wall", "-Werror"])
 }
 
 /// Waits for `child` within [`LIMIT`].

@@ -134,19 +134,7 @@ fn signal(child: &Child, sig: libc::c_int) {
 fn compile_app(dir: &Path) -> PathBuf {
     let src = dir.join("app.c");
     std::fs::write(&src, APP_C).unwrap();
-    let exe = dir.join("app");
-    let out = Command::new("gcc")
-        .args(["-O2", "-Wall", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .expect("gcc must be installed");
-    assert!(
-        out.status.success(),
-        "gcc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
+    artifacts::gcc(&src, &dir.join("app"), &["-O2", "-Wall", "-Werror"])
 }
 
 fn wait_file(path: &Path, app: &mut Guard) {

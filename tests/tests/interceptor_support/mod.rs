@@ -154,20 +154,11 @@ pub fn compile(name: &str, dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("programs")
         .join(format!("{name}.c"));
-    let exe = dir.join(name);
-    let out = Command::new("gcc")
-        .args(["-O2", "-D_FORTIFY_SOURCE=2", "-pthread", "-Wall", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .expect("gcc must be installed");
-    assert!(
-        out.status.success(),
-        "gcc {}: {}",
-        src.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
+    artifacts::gcc(
+        &src,
+        &dir.join(name),
+        &["-O2", "-D_FORTIFY_SOURCE=2", "-pthread", "-Wall"],
+    )
 }
 
 /// Asserts the process ran fine, showing its output otherwise.
