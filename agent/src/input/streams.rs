@@ -22,8 +22,8 @@ use crate::pipeline::enrich::{Enricher, Origin, StreamContext};
 use crate::pipeline::lines::{Line, LineAssembler};
 use crate::record::Entries;
 
-/// Stream number of the file stream on the wire.
-const FILE_STREAM: u8 = 3;
+/// Stream number of the file stream on the wire (declared once, in [`tap::Stream`]).
+const FILE_STREAM: u8 = tap::Stream::File as u8;
 /// Most (pid, stream, file) streams one connection may open: each holds a line buffer of up to
 /// `max_line_bytes`, and a hostile peer must not make the agent grow without bound.
 pub const MAX_STREAMS: usize = 1024;
