@@ -21,7 +21,9 @@ use crate::buffer::memory::{Admitted, MemoryBuffer};
 use crate::config::{Config, ForwardServer, Mode, Options, OutputKind};
 use crate::metrics::{DropReason, METRICS};
 use crate::output::{OutputContext, forward};
-use crate::record::{Chunk, ChunkId, mp, now_ns};
+use logtap_protocol::forward::{EventTime, write_entry};
+
+use crate::record::{Chunk, ChunkId};
 use crate::units::Dur;
 
 /// Chunks are cut at this many bytes of entries.
@@ -141,16 +143,12 @@ pub async fn cat(config: &Config, tag: &str, ack_timeout: Duration) -> Result<u6
         if read.is_some_and(|n| n > 0) {
             let text = line.strip_suffix(b"\n").unwrap_or(&line);
             let text = text.strip_suffix(b"\r").unwrap_or(text);
-            mp::array(&mut entries, 2);
-            mp::event_time(&mut entries, now_ns());
-            mp::map(&mut entries, 1);
-            mp::str(&mut entries, b"message");
-            mp::text_or_bin(&mut entries, text);
+            write_entry(&mut entries, EventTime::now(), 1).text_or_bin("message", text);
             records += 1;
         }
         if records > 0 && (eof || read.is_none() || entries.len() >= CHUNK_BYTES) {
             let chunk = Chunk {
-                id: ChunkId::random(),
+                id: ChunkId::generate(),
                 tag: Arc::clone(&tag),
                 entries: std::mem::take(&mut entries).into(),
                 records,

@@ -16,6 +16,142 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overflow;
 
+/// One MessagePack header — a marker with its length, or a whole scalar — in its smallest form,
+/// at most 9 bytes, built on the stack. The one place MessagePack forms are chosen: [`Writer`]
+/// copies heads into a fixed buffer (the interceptor), the Forward encoders
+/// (`forward::write`) append them to a `Vec` (the agent).
+#[derive(Debug, Clone, Copy)]
+pub struct Head {
+    bytes: [u8; 9],
+    len: u8,
+}
+
+impl Head {
+    fn new(marker: u8, be: &[u8]) -> Head {
+        let mut bytes = [marker, 0, 0, 0, 0, 0, 0, 0, 0];
+        let n = be.len().min(8);
+        if let (Some(dst), Some(src)) = (bytes.get_mut(1..=n), be.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        Head {
+            bytes,
+            len: n as u8 + 1,
+        }
+    }
+
+    /// The header's bytes.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+
+    /// A length header: the fix form (`base | len` when `len <= fix_max`), then the 8-, 16- and
+    /// 32-bit forms; `None` where the type has no such form.
+    #[inline]
+    fn sized(fix: Option<(u8, u32)>, m8: Option<u8>, m16: u8, m32: u8, len: u32) -> Head {
+        if let Some((base, max)) = fix
+            && len <= max
+        {
+            return Head::new(base | len as u8, &[]);
+        }
+        if let Some(m) = m8
+            && len <= 0xff
+        {
+            return Head::new(m, &[len as u8]);
+        }
+        if len <= 0xffff {
+            return Head::new(m16, &(len as u16).to_be_bytes());
+        }
+        Head::new(m32, &len.to_be_bytes())
+    }
+
+    /// An array header for `len` elements.
+    #[inline]
+    pub fn array(len: u32) -> Head {
+        Head::sized(Some((0x90, 15)), None, 0xdc, 0xdd, len)
+    }
+
+    /// A map header for `len` key/value pairs.
+    #[inline]
+    pub fn map(len: u32) -> Head {
+        Head::sized(Some((0x80, 15)), None, 0xde, 0xdf, len)
+    }
+
+    /// A `str` header for `len` bytes.
+    #[inline]
+    pub fn str(len: u32) -> Head {
+        Head::sized(Some((0xa0, 31)), Some(0xd9), 0xda, 0xdb, len)
+    }
+
+    /// A `bin` header for `len` bytes.
+    #[inline]
+    pub fn bin(len: u32) -> Head {
+        Head::sized(None, Some(0xc4), 0xc5, 0xc6, len)
+    }
+
+    /// An extension header of type `ty` for `len` bytes (fixext when the size allows).
+    #[inline]
+    pub fn ext(ty: i8, len: u32) -> Head {
+        let fixed = match len {
+            1 => Some(0xd4),
+            2 => Some(0xd5),
+            4 => Some(0xd6),
+            8 => Some(0xd7),
+            16 => Some(0xd8),
+            _ => None,
+        };
+        let mut h = match fixed {
+            Some(m) => Head::new(m, &[]),
+            None => Head::sized(None, Some(0xc7), 0xc8, 0xc9, len),
+        };
+        if let Some(b) = h.bytes.get_mut(usize::from(h.len)) {
+            *b = ty as u8;
+            h.len += 1;
+        }
+        h
+    }
+
+    /// An unsigned integer, whole.
+    #[inline]
+    pub fn uint(v: u64) -> Head {
+        if v < 0x80 {
+            Head::new(v as u8, &[])
+        } else if v <= 0xff {
+            Head::new(0xcc, &[v as u8])
+        } else if v <= 0xffff {
+            Head::new(0xcd, &(v as u16).to_be_bytes())
+        } else if v <= 0xffff_ffff {
+            Head::new(0xce, &(v as u32).to_be_bytes())
+        } else {
+            Head::new(0xcf, &v.to_be_bytes())
+        }
+    }
+
+    /// A signed integer, whole (non-negative values as unsigned, like msgpack-c).
+    #[inline]
+    pub fn int(v: i64) -> Head {
+        if v >= 0 {
+            Head::uint(v as u64)
+        } else if v >= -32 {
+            Head::new(v as i8 as u8, &[])
+        } else if v >= i64::from(i8::MIN) {
+            Head::new(0xd0, &[v as i8 as u8])
+        } else if v >= i64::from(i16::MIN) {
+            Head::new(0xd1, &(v as i16).to_be_bytes())
+        } else if v >= i64::from(i32::MIN) {
+            Head::new(0xd2, &(v as i32).to_be_bytes())
+        } else {
+            Head::new(0xd3, &v.to_be_bytes())
+        }
+    }
+
+    /// `true` / `false`.
+    #[inline]
+    pub fn bool(v: bool) -> Head {
+        Head::new(if v { 0xc3 } else { 0xc2 }, &[])
+    }
+}
+
 /// Writes MessagePack into a borrowed byte buffer, never allocating.
 pub struct Writer<'a> {
     buf: &'a mut [u8],
@@ -46,32 +182,10 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// A length header: the fix form (`base | len` when `len <= fix_max`), then 8-, 16- and
-    /// 32-bit forms; `None` where the type has no such form.
-    fn header(
-        &mut self,
-        fix: Option<(u8, usize)>,
-        m8: Option<u8>,
-        m16: u8,
-        m32: u8,
-        len: usize,
-    ) -> Result<(), Overflow> {
-        if let Some((base, max)) = fix
-            && len <= max
-        {
-            return self.put(&[base | len as u8]);
-        }
-        if let Some(m) = m8
-            && len <= 0xff
-        {
-            return self.put(&[m, len as u8]);
-        }
-        if len <= 0xffff {
-            let l = (len as u16).to_be_bytes();
-            return self.put(&[m16, l[0], l[1]]);
-        }
-        let l = u32::try_from(len).map_err(|_| Overflow)?.to_be_bytes();
-        self.put(&[m32, l[0], l[1], l[2], l[3]])
+    /// A length header made by `head`; lengths over 32 bits do not fit.
+    fn header(&mut self, head: fn(u32) -> Head, len: usize) -> Result<(), Overflow> {
+        let len = u32::try_from(len).map_err(|_| Overflow)?;
+        self.put(head(len).as_bytes())
     }
 
     /// A failed value leaves nothing behind: the writer is where it was before it.
@@ -89,42 +203,25 @@ impl<'a> Writer<'a> {
 
     /// true / false
     pub fn bool(&mut self, v: bool) -> Result<(), Overflow> {
-        self.put(&[if v { 0xc3 } else { 0xc2 }])
+        self.put(Head::bool(v).as_bytes())
     }
 
     /// An unsigned integer in its shortest form.
     pub fn uint(&mut self, v: u64) -> Result<(), Overflow> {
-        if v < 0x80 {
-            self.put(&[v as u8])
-        } else if v <= 0xff {
-            self.put(&[0xcc, v as u8])
-        } else if v <= 0xffff {
-            let b = (v as u16).to_be_bytes();
-            self.put(&[0xcd, b[0], b[1]])
-        } else if v <= 0xffff_ffff {
-            let b = (v as u32).to_be_bytes();
-            self.put(&[0xce, b[0], b[1], b[2], b[3]])
-        } else {
-            let b = v.to_be_bytes();
-            self.put(&[0xcf, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-        }
+        self.put(Head::uint(v).as_bytes())
     }
 
     /// A str (MessagePack's UTF-8 string type). The caller vouches for UTF-8; see [`Writer::text`].
     pub fn str(&mut self, s: &[u8]) -> Result<(), Overflow> {
         let start = self.pos;
-        let r = self
-            .header(Some((0xa0, 31)), Some(0xd9), 0xda, 0xdb, s.len())
-            .and_then(|()| self.put(s));
+        let r = self.header(Head::str, s.len()).and_then(|()| self.put(s));
         self.undo_on_err(start, r)
     }
 
     /// A bin (raw bytes).
     pub fn bin(&mut self, b: &[u8]) -> Result<(), Overflow> {
         let start = self.pos;
-        let r = self
-            .header(None, Some(0xc4), 0xc5, 0xc6, b.len())
-            .and_then(|()| self.put(b));
+        let r = self.header(Head::bin, b.len()).and_then(|()| self.put(b));
         self.undo_on_err(start, r)
     }
 
@@ -139,12 +236,12 @@ impl<'a> Writer<'a> {
 
     /// An array header for `len` elements.
     pub fn array(&mut self, len: usize) -> Result<(), Overflow> {
-        self.header(Some((0x90, 15)), None, 0xdc, 0xdd, len)
+        self.header(Head::array, len)
     }
 
     /// A map header for `len` key/value pairs.
     pub fn map(&mut self, len: usize) -> Result<(), Overflow> {
-        self.header(Some((0x80, 15)), None, 0xde, 0xdf, len)
+        self.header(Head::map, len)
     }
 }
 

@@ -219,7 +219,7 @@ impl MemoryBuffer {
         }
         let mut q = self.spilled.lock().unwrap_or_else(|e| e.into_inner());
         q.push_back(StoredChunk {
-            id: chunk.id,
+            id: chunk.id.clone(),
             size: chunk.size() as u64,
             records: chunk.records,
         });
@@ -282,7 +282,7 @@ impl MemoryBuffer {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .front()
-                    .copied()
+                    .cloned()
                 {
                     break c;
                 }
@@ -302,8 +302,8 @@ impl MemoryBuffer {
                 .pop_front();
             METRICS.spilled_chunks.fetch_sub(1, Ordering::Relaxed);
             let loaded = {
-                let store = Arc::clone(store);
-                tokio::task::spawn_blocking(move || store.load(front.id))
+                let (store, id) = (Arc::clone(store), front.id.clone());
+                tokio::task::spawn_blocking(move || store.load(&id))
                     .await
                     .unwrap_or_else(|e| Err(std::io::Error::other(e)))
             };
@@ -312,14 +312,14 @@ impl MemoryBuffer {
                     return Some(self.hold(chunk, permit, Some(Arc::clone(store)), None, outputs));
                 }
                 Err(e) => {
-                    tracing::error!(chunk = ?front.id, error = %e, records = front.records,
+                    tracing::error!(chunk = %front.id.as_text(), error = %e, records = front.records,
                         "a chunk in storage_path cannot be read back; its records are lost");
                     METRICS.dropped(
                         DropReason::StorageDamaged,
                         u64::from(front.records),
                         front.size,
                     );
-                    store.remove(front.id);
+                    store.remove(&front.id);
                 }
             }
         }
@@ -368,7 +368,7 @@ impl MemoryBuffer {
 fn settle_all(held: &Held) {
     crate::input::ring_release::note_progress();
     if let Some(store) = &held.stored {
-        store.remove(held.chunk.id);
+        store.remove(&held.chunk.id);
     }
     let pins = held.pins.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(p) = pins {
@@ -417,7 +417,7 @@ impl Delivery {
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Delivery")
-            .field("chunk", &self.held.chunk.id)
+            .field("chunk", &self.held.chunk.id.as_text())
             .field("records", &self.held.chunk.records)
             .finish()
     }
@@ -433,7 +433,7 @@ mod tests {
 
     fn chunk(bytes: usize) -> Chunk {
         Chunk {
-            id: ChunkId::random(),
+            id: ChunkId::generate(),
             tag: "t".into(),
             entries: vec![0u8; bytes].into(),
             records: 1,
@@ -493,15 +493,15 @@ mod tests {
             self.chunks.lock().unwrap().push(c.clone());
             Ok(())
         }
-        fn load(&self, id: ChunkId) -> std::io::Result<Chunk> {
+        fn load(&self, id: &ChunkId) -> std::io::Result<Chunk> {
             let chunks = self.chunks.lock().unwrap();
             chunks
                 .iter()
-                .find(|c| c.id == id)
+                .find(|c| &c.id == id)
                 .cloned()
                 .ok_or_else(|| std::io::Error::other("gone"))
         }
-        fn remove(&self, id: ChunkId) {
+        fn remove(&self, id: &ChunkId) {
             self.log.lock().unwrap().push(format!("remove {id:?}"));
         }
         fn location(&self) -> PathBuf {
@@ -514,13 +514,13 @@ mod tests {
         let rec = Arc::new(Recorder::default());
         let buf = MemoryBuffer::new(1000, Some(rec.clone() as Arc<dyn ChunkStore>));
         let c = chunk(10);
-        let id = c.id;
+        let id = c.id.clone();
         let mut d = now(buf.admit(c, None, 2).await.unwrap()).into_iter();
         d.next().unwrap().ack();
         drop(d.next()); // the second output never delivered it: it stays stored
         assert_eq!(*rec.log.lock().unwrap(), vec![format!("persist {id:?}")]);
         let c = chunk(10);
-        let id2 = c.id;
+        let id2 = c.id.clone();
         let mut d = now(buf.admit(c, None, 2).await.unwrap()).into_iter();
         d.next().unwrap().ack();
         d.next().unwrap().give_up();
@@ -589,7 +589,7 @@ mod tests {
         let buf = MemoryBuffer::new(100, Some(rec.clone() as Arc<dyn ChunkStore>));
         let first = now(buf.admit(chunk(60), None, 1).await.unwrap());
         let (a, b) = (chunk(50), chunk(20));
-        let ids = (a.id, b.id);
+        let ids = (a.id.clone(), b.id.clone());
         assert!(matches!(
             buf.admit(a, None, 1).await.unwrap(),
             Admitted::Spilled

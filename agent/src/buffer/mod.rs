@@ -22,15 +22,15 @@ pub trait ChunkStore: Send + Sync + 'static {
     /// refuses the chunk (nothing of it is left behind).
     fn persist(&self, chunk: &Chunk) -> std::io::Result<()>;
     /// Reads a persisted chunk back.
-    fn load(&self, id: ChunkId) -> std::io::Result<Chunk>;
+    fn load(&self, id: &ChunkId) -> std::io::Result<Chunk>;
     /// Every output has delivered (or given up on) the chunk: forget it.
-    fn remove(&self, id: ChunkId);
+    fn remove(&self, id: &ChunkId);
     /// Where the chunks are (for log lines).
     fn location(&self) -> std::path::PathBuf;
 }
 
 /// A chunk in the store, not in memory: what it takes to queue it and load it back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredChunk {
     pub id: ChunkId,
     /// [`Chunk::size`] of the chunk.

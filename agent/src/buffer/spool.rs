@@ -99,8 +99,13 @@ pub struct Spool {
     room: Condvar,
 }
 
+/// The file name of a chunk: its 16 random bytes in hex (any other id — never one of ours —
+/// its bytes in hex, which [`parse_hex`] does not take back).
 fn hex(id: &ChunkId) -> String {
-    id.0.iter().map(|b| format!("{b:02x}")).collect()
+    match id.random_bytes() {
+        Some(raw) => raw.iter().map(|b| format!("{b:02x}")).collect(),
+        None => id.bytes.iter().map(|b| format!("{b:02x}")).collect(),
+    }
 }
 
 fn parse_hex(name: &str) -> Option<ChunkId> {
@@ -111,7 +116,7 @@ fn parse_hex(name: &str) -> Option<ChunkId> {
     for (i, b) in id.iter_mut().enumerate() {
         *b = u8::from_str_radix(name.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
-    Some(ChunkId(id))
+    Some(ChunkId::from_random_bytes(id))
 }
 
 /// The file's bytes before the entries (the entries and the CRC follow).
@@ -208,7 +213,7 @@ impl Spool {
             let Some(id) = name.strip_suffix(".chunk").and_then(parse_hex) else {
                 continue;
             };
-            match read_chunk(&path, id) {
+            match read_chunk(&path, id.clone()) {
                 Ok(chunk) => {
                     let mtime = entry
                         .metadata()
@@ -236,7 +241,7 @@ impl Spool {
         };
         for (_, c) in &found {
             state.used += c.size;
-            state.sizes.insert(c.id, c.size);
+            state.sizes.insert(c.id.clone(), c.size);
         }
         if !found.is_empty() {
             tracing::info!(chunks = found.len(), bytes = state.used, dir = %dir.display(), "chunks recovered from storage_path; sending them again");
@@ -272,7 +277,7 @@ impl Spool {
     }
 
     /// Reserves `size` bytes, waiting for room; `Ok(false)` when the chunk is already stored.
-    fn reserve(&self, id: ChunkId, size: u64) -> io::Result<bool> {
+    fn reserve(&self, id: &ChunkId, size: u64) -> io::Result<bool> {
         let mut st = self.shared.state();
         if st.sizes.contains_key(&id) {
             return Ok(false);
@@ -294,13 +299,13 @@ impl Spool {
                 .0;
         }
         st.used += size;
-        st.sizes.insert(id, size);
+        st.sizes.insert(id.clone(), size);
         Ok(true)
     }
 
-    fn release(&self, id: ChunkId) {
+    fn release(&self, id: &ChunkId) {
         let mut st = self.shared.state();
-        if let Some(size) = st.sizes.remove(&id) {
+        if let Some(size) = st.sizes.remove(id) {
             st.used -= size;
             self.room.notify_all();
         }
@@ -326,7 +331,7 @@ impl Spool {
                 .unsynced
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((chunk.id, Instant::now())),
+                .push((chunk.id.clone(), Instant::now())),
             Err(_) => {
                 let _ = fs::remove_file(&tmp);
             }
@@ -343,22 +348,22 @@ impl Drop for Spool {
 
 impl ChunkStore for Spool {
     fn persist(&self, chunk: &Chunk) -> io::Result<()> {
-        if !self.reserve(chunk.id, chunk.size() as u64)? {
+        if !self.reserve(&chunk.id, chunk.size() as u64)? {
             return Ok(()); // recovered at start: already on disk
         }
-        self.write(chunk).inspect_err(|_| self.release(chunk.id))
+        self.write(chunk).inspect_err(|_| self.release(&chunk.id))
     }
 
-    fn load(&self, id: ChunkId) -> io::Result<Chunk> {
+    fn load(&self, id: &ChunkId) -> io::Result<Chunk> {
         let path = self.path(&id, "chunk");
-        read_chunk(&path, id).inspect_err(|e| {
+        read_chunk(&path, id.clone()).inspect_err(|e| {
             if e.kind() == io::ErrorKind::InvalidData {
                 let _ = fs::rename(&path, path.with_extension("bad"));
             }
         })
     }
 
-    fn remove(&self, id: ChunkId) {
+    fn remove(&self, id: &ChunkId) {
         if let Err(e) = fs::remove_file(self.path(&id, "chunk"))
             && e.kind() != io::ErrorKind::NotFound
         {
@@ -378,7 +383,7 @@ mod tests {
 
     fn chunk(n: u8) -> Chunk {
         Chunk {
-            id: ChunkId::random(),
+            id: ChunkId::generate(),
             tag: "app.x".into(),
             entries: vec![n; 100].into(),
             records: u32::from(n),
@@ -399,16 +404,16 @@ mod tests {
         let (a, b) = (chunk(1), chunk(2));
         spool.persist(&a).unwrap();
         spool.persist(&b).unwrap();
-        spool.remove(a.id);
+        spool.remove(&a.id);
         fs::write(dir.join("0123.tmp"), b"half").unwrap();
         drop(spool);
         let (spool, found) = Spool::open(&dir, 1 << 20).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(
-            (found[0].id, found[0].size, found[0].records),
-            (b.id, b.size() as u64, 2)
+            (found[0].id.clone(), found[0].size, found[0].records),
+            (b.id.clone(), b.size() as u64, 2)
         );
-        let loaded = spool.load(b.id).unwrap();
+        let loaded = spool.load(&b.id).unwrap();
         assert_eq!((&*loaded.tag, &loaded.entries), ("app.x", &b.entries));
         assert!(
             !dir.join("0123.tmp").exists(),
@@ -430,7 +435,7 @@ mod tests {
         let later = || Instant::now() + SYNC_AGE + Duration::from_millis(1);
         let delivered = chunk(1);
         spool.persist(&delivered).unwrap();
-        spool.remove(delivered.id);
+        spool.remove(&delivered.id);
         assert!(
             !spool.shared.due(later()),
             "delivered before SYNC_AGE: never synced"
@@ -474,7 +479,7 @@ mod tests {
             !waiter.is_finished(),
             "no room until the first chunk is delivered"
         );
-        spool.remove(a.id);
+        spool.remove(&a.id);
         waiter.join().unwrap().unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -34,7 +34,7 @@ pub fn render_chunk(chunk: &Chunk, out: &mut String) -> Result<u32, RenderError>
     let mut offset = 0;
     let mut n = 0;
     let fail = |offset, reason: String| RenderError {
-        chunk: format!("{:?}", chunk.id),
+        chunk: chunk.id.as_text().into_owned(),
         offset,
         reason,
     };
@@ -296,7 +296,7 @@ mod tests {
             &mut entries,
         );
         let chunk = Chunk {
-            id: ChunkId::random(),
+            id: ChunkId::generate(),
             tag: ctx.tag.clone(),
             entries: entries.buf.into(),
             records: 2,

@@ -170,7 +170,7 @@ fn seal(tag: Arc<str>, mut o: Open) -> (Chunk, RingPins) {
     // The buffer's accounting counts `len`; unused capacity would be memory nobody counts.
     o.buf.shrink_to_fit();
     let chunk = Chunk {
-        id: ChunkId::random(),
+        id: ChunkId::generate(),
         tag,
         entries: Bytes::from(o.buf),
         records: o.records,

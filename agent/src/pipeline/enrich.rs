@@ -14,7 +14,9 @@ use std::sync::Arc;
 use serde::{Serialize, Serializer};
 
 use super::lines::Line;
-use crate::record::{Entries, mp};
+use logtap_protocol::forward::{EventTime, Fields, write_entry};
+
+use crate::record::Entries;
 
 /// Values from the agent's environment (Kubernetes Downward API).
 #[derive(Debug, Clone, Default)]
@@ -197,8 +199,7 @@ fn pick<'a>(peer: &'a Option<String>, agent: &'a Option<String>) -> Option<&'a s
 pub struct StreamContext {
     pub tag: Arc<str>,
     /// Encoded key/value pairs after `message`: stream, file, pid, comm, host, pod fields.
-    fields: Vec<u8>,
-    field_count: u32,
+    fields: Fields,
 }
 
 /// Builds records: holds the agent's metadata and the tag template.
@@ -229,12 +230,9 @@ impl Enricher {
         file: Option<&str>,
     ) -> StreamContext {
         let meta = &*self.meta;
-        let mut fields = Vec::with_capacity(128);
-        let mut n = 0;
+        let mut fields = Fields::new();
         let mut kv = |k: &str, v: &str| {
-            mp::str(&mut fields, k.as_bytes());
-            mp::str(&mut fields, v.as_bytes());
-            n += 1;
+            fields.add().str(k, v.as_bytes());
         };
         kv("stream", stream);
         if let Some(f) = file {
@@ -256,28 +254,22 @@ impl Enricher {
                 kv(k, v);
             }
         }
-        mp::str(&mut fields, b"pid");
-        mp::uint(&mut fields, u64::from(origin.pid));
-        n += 1;
+        fields.add().uint("pid", u64::from(origin.pid));
         StreamContext {
             tag: Arc::from(self.tag.render(meta, origin, stream, file)),
             fields,
-            field_count: n,
         }
     }
 
     /// Appends the entry `[EventTime, record]` for `line` to `out` (whose tag is `ctx.tag`).
     pub fn encode(ctx: &StreamContext, line: Line<'_>, out: &mut Entries) {
-        let buf = &mut out.buf;
-        mp::array(buf, 2);
-        mp::event_time(buf, line.time_ns);
-        mp::map(buf, 1 + ctx.field_count + u32::from(line.partial));
-        mp::str(buf, b"message");
-        mp::text_or_bin(buf, line.bytes);
-        buf.extend_from_slice(&ctx.fields);
+        let fields = 1 + ctx.fields.count() + u32::from(line.partial);
+        let mut record = write_entry(&mut out.buf, EventTime::from_nanos(line.time_ns), fields);
+        record
+            .text_or_bin("message", line.bytes)
+            .fields(&ctx.fields);
         if line.partial {
-            mp::str(buf, b"partial");
-            mp::bool(buf, true);
+            record.bool("partial", true);
         }
         out.records += 1;
     }
@@ -391,7 +383,7 @@ mod tests {
         };
         let ctx = e.stream_context(&origin, "stdout", None);
         assert_eq!(&*ctx.tag, "team.app-7");
-        let text = String::from_utf8_lossy(&ctx.fields).into_owned();
+        let text = String::from_utf8_lossy(ctx.fields.as_bytes()).into_owned();
         assert!(text.contains("app-7") && !text.contains("web-1"), "{text}");
         assert!(
             text.contains("node-a"),

@@ -47,6 +47,20 @@ impl EventTime {
         }
     }
 
+    /// From nanoseconds since the Unix epoch (seconds after 2106 saturate).
+    #[inline]
+    pub const fn from_nanos(ns: u64) -> Self {
+        let secs = ns / 1_000_000_000;
+        EventTime {
+            secs: if secs > u32::MAX as u64 {
+                u32::MAX
+            } else {
+                secs as u32
+            },
+            nanos: (ns % 1_000_000_000) as u32,
+        }
+    }
+
     /// Nanoseconds since the Unix epoch.
     pub fn as_nanos(&self) -> u64 {
         self.secs as u64 * 1_000_000_000 + self.nanos as u64
@@ -178,6 +192,19 @@ mod tests {
         );
         assert_eq!(read(&[0x05]).ok(), Some(EventTime::new(5, 0)));
         assert_eq!(read(&[0xc0]).ok(), Some(EventTime::default()), "nil");
+    }
+
+    /// The agent's lines carry nanoseconds since the epoch (moved from the agent's own writer).
+    #[test]
+    fn from_nanos_is_fixext8_type0() {
+        let mut b = Vec::new();
+        EventTime::from_nanos(1_700_000_000_123_456_789).encode(&mut b);
+        assert_eq!(
+            b,
+            [0xd7, 0, 0x65, 0x53, 0xf1, 0x00, 0x07, 0x5b, 0xcd, 0x15],
+            "1700000000 s = 0x6553f100, 123456789 ns = 0x075bcd15"
+        );
+        assert_eq!(EventTime::from_nanos(u64::MAX).secs, u32::MAX);
     }
 
     #[test]

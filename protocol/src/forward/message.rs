@@ -82,6 +82,41 @@ impl ChunkId {
         Ok(Self::from_random_bytes(b))
     }
 
+    /// A fresh id for a chunk of our own: [`random`](ChunkId::random), or — if the OS refuses
+    /// randomness — the time and a process-wide counter, still unique within the process.
+    pub fn generate() -> Self {
+        let mut b = [0u8; 16];
+        if getrandom::fill(&mut b).is_err() {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static COUNTER: AtomicU64 = AtomicU64::new(0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            b[..8].copy_from_slice(&now.to_le_bytes());
+            b[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+        }
+        Self::from_random_bytes(b)
+    }
+
+    /// The 16 bytes an id made by [`from_random_bytes`](ChunkId::from_random_bytes) (or
+    /// [`random`](ChunkId::random), [`generate`](ChunkId::generate)) carries; `None` for any
+    /// other id (a peer's).
+    pub fn random_bytes(&self) -> Option<[u8; 16]> {
+        if self.kind != RawKind::Str || self.bytes.len() != 24 {
+            return None;
+        }
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&self.bytes)
+            .ok()?;
+        raw.try_into().ok()
+    }
+
+    /// The id's bytes as text (lossy for a `bin` id that is not UTF-8), for logs.
+    pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.bytes)
+    }
+
     /// Appends the id with its own MessagePack type.
     pub fn encode(&self, buf: &mut Vec<u8>) {
         match self.kind {
@@ -214,6 +249,12 @@ mod tests {
         assert_ne!(a, b);
         let fixed = ChunkId::from_random_bytes([0; 16]);
         assert_eq!(&fixed.bytes[..], b"AAAAAAAAAAAAAAAAAAAAAA==");
+        assert_eq!(fixed.random_bytes(), Some([0; 16]));
+        let mine = ChunkId::generate();
+        assert_ne!(mine, ChunkId::generate());
+        let raw = mine.random_bytes().expect("ours");
+        assert_eq!(ChunkId::from_random_bytes(raw), mine);
+        assert_eq!(ChunkId::new_str(&b"fluentd-id\n"[..]).random_bytes(), None);
     }
 
     #[test]

@@ -11,11 +11,11 @@
 //! | `event_time.rs` | [`EventTime`]: ext type 0 (`fixext 8` or `ext 8`), integer times accepted |
 //! | `message.rs` | [`Event`], [`Mode`], [`Options`], [`ChunkId`], [`EventBatch`], [`ClientMessage`], [`ServerMessage`] |
 //! | `check.rs` | the non-allocating, resumable framing walk (message length; depth and size caps) |
-//! | `read.rs`, `write.rs` | bounds-checked MessagePack reader, smallest-form writers |
+//! | `read.rs`, `write.rs` | bounds-checked MessagePack reader, `Vec` writers over [`crate::msgpack::Head`] |
 //! | `decode.rs` | [`StreamDecoder`]: [`ServerDecoder`] (reads clients) and [`ClientDecoder`] (reads servers), [`DecodeLimits`] |
 //! | `gzip.rs` | bounded multi-member gunzip |
 //! | `encode.rs` | generic encoders for the four modes ([`encode_message`], [`encode_forward`], [`encode_packed_forward`]) |
-//! | `builder.rs` | [`PackedForwardBuilder`] / [`RecordWriter`]: the agent's zero-tree output path |
+//! | `builder.rs` | [`PackedForwardBuilder`] / [`RecordWriter`]: one message in one buffer; [`write_entry`], [`Fields`] and [`PackedForward::frame`]: entries kept apart and framed at send time (the agent's output) |
 //! | `handshake.rs` | [`Helo`], [`Ping`], [`Pong`], their digests and verification |
 //! | `ack.rs` | [`Ack`] |
 //! | `error.rs` | [`DecodeError`] (with [`DecodeError::is_recoverable`]), [`EncodeError`] |
@@ -81,7 +81,9 @@ mod write;
 mod codec;
 
 pub use ack::Ack;
-pub use builder::{PackedForwardBuilder, RecordWriter};
+pub use builder::{
+    Fields, PackedForward, PackedForwardBuilder, RecordWriter, write_entry, write_value_entry,
+};
 pub use check::MAX_DEPTH_LIMIT;
 pub use decode::{ClientDecoder, DecodeLimits, Frame, ServerDecoder, StreamDecoder};
 pub use encode::{encode_entry, encode_forward, encode_message, encode_packed_forward};

@@ -1,151 +1,84 @@
 //! Low-level MessagePack writers that append to a `Vec<u8>`.
 //!
-//! The encoders and the [`PackedForwardBuilder`](super::PackedForwardBuilder) write our own
-//! records straight into one buffer with these, with no intermediate [`Value`](super::Value)
-//! tree: that is what makes encoding cheap. Every function picks the smallest MessagePack form,
-//! as every other implementation does, except where a caller patches a length afterwards.
+//! The encoders, [`RecordWriter`](super::RecordWriter) and the agent's records write straight
+//! into one buffer with these, with no intermediate [`Value`](super::Value) tree: that is what
+//! makes encoding cheap. The forms themselves are chosen in one place, [`crate::msgpack::Head`]
+//! (the smallest form, as every other implementation does), which the interceptor's
+//! allocation-free [`Writer`](crate::msgpack::Writer) uses too.
+
+use crate::msgpack::Head;
+
+#[inline]
+fn head(buf: &mut Vec<u8>, h: Head) {
+    buf.extend_from_slice(h.as_bytes());
+}
 
 /// Appends an array header for `len` elements.
+#[inline]
 pub(crate) fn array_len(buf: &mut Vec<u8>, len: u32) {
-    if len < 16 {
-        buf.push(0x90 | len as u8);
-    } else if len <= u16::MAX as u32 {
-        buf.push(0xdc);
-        buf.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        buf.push(0xdd);
-        buf.extend_from_slice(&len.to_be_bytes());
-    }
+    head(buf, Head::array(len));
 }
 
 /// Appends a map header for `len` key/value pairs.
+#[inline]
 pub(crate) fn map_len(buf: &mut Vec<u8>, len: u32) {
-    if len < 16 {
-        buf.push(0x80 | len as u8);
-    } else if len <= u16::MAX as u32 {
-        buf.push(0xde);
-        buf.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        buf.push(0xdf);
-        buf.extend_from_slice(&len.to_be_bytes());
-    }
-}
-
-/// Appends a `str` header for `len` bytes.
-pub(crate) fn str_len(buf: &mut Vec<u8>, len: u32) {
-    if len < 32 {
-        buf.push(0xa0 | len as u8);
-    } else if len <= u8::MAX as u32 {
-        buf.extend_from_slice(&[0xd9, len as u8]);
-    } else if len <= u16::MAX as u32 {
-        buf.push(0xda);
-        buf.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        buf.push(0xdb);
-        buf.extend_from_slice(&len.to_be_bytes());
-    }
+    head(buf, Head::map(len));
 }
 
 /// Appends a `bin` header for `len` bytes.
+#[inline]
 pub(crate) fn bin_len(buf: &mut Vec<u8>, len: u32) {
-    if len <= u8::MAX as u32 {
-        buf.extend_from_slice(&[0xc4, len as u8]);
-    } else if len <= u16::MAX as u32 {
-        buf.push(0xc5);
-        buf.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        buf.push(0xc6);
-        buf.extend_from_slice(&len.to_be_bytes());
-    }
+    head(buf, Head::bin(len));
 }
 
 /// Clamps a Rust length to MessagePack's 32-bit lengths. Callers building our own records never
 /// come near 4 GiB (the agent caps lines far below); a longer input is truncated rather than
 /// producing an unparseable stream.
+#[inline]
 fn len32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
 /// Appends a `str` (the bytes are written as they are: MessagePack does not validate UTF-8).
+#[inline]
 pub(crate) fn str(buf: &mut Vec<u8>, s: &[u8]) {
     let len = len32(s.len());
-    str_len(buf, len);
+    head(buf, Head::str(len));
     buf.extend_from_slice(&s[..len as usize]);
 }
 
 /// Appends a `bin`.
+#[inline]
 pub(crate) fn bin(buf: &mut Vec<u8>, b: &[u8]) {
     let len = len32(b.len());
-    bin_len(buf, len);
+    head(buf, Head::bin(len));
     buf.extend_from_slice(&b[..len as usize]);
 }
 
 /// Appends an unsigned integer in its smallest form.
+#[inline]
 pub(crate) fn uint(buf: &mut Vec<u8>, v: u64) {
-    if v < 128 {
-        buf.push(v as u8);
-    } else if v <= u8::MAX as u64 {
-        buf.extend_from_slice(&[0xcc, v as u8]);
-    } else if v <= u16::MAX as u64 {
-        buf.push(0xcd);
-        buf.extend_from_slice(&(v as u16).to_be_bytes());
-    } else if v <= u32::MAX as u64 {
-        buf.push(0xce);
-        buf.extend_from_slice(&(v as u32).to_be_bytes());
-    } else {
-        buf.push(0xcf);
-        buf.extend_from_slice(&v.to_be_bytes());
-    }
+    head(buf, Head::uint(v));
 }
 
 /// Appends a signed integer in its smallest form (non-negative values as unsigned, like msgpack-c).
+#[inline]
 pub(crate) fn int(buf: &mut Vec<u8>, v: i64) {
-    if v >= 0 {
-        uint(buf, v as u64);
-    } else if v >= -32 {
-        buf.push(v as i8 as u8);
-    } else if v >= i8::MIN as i64 {
-        buf.extend_from_slice(&[0xd0, v as i8 as u8]);
-    } else if v >= i16::MIN as i64 {
-        buf.push(0xd1);
-        buf.extend_from_slice(&(v as i16).to_be_bytes());
-    } else if v >= i32::MIN as i64 {
-        buf.push(0xd2);
-        buf.extend_from_slice(&(v as i32).to_be_bytes());
-    } else {
-        buf.push(0xd3);
-        buf.extend_from_slice(&v.to_be_bytes());
-    }
+    head(buf, Head::int(v));
 }
 
 /// Appends `true` or `false`.
+#[inline]
 pub(crate) fn bool(buf: &mut Vec<u8>, v: bool) {
-    buf.push(if v { 0xc3 } else { 0xc2 });
+    head(buf, Head::bool(v));
 }
 
 /// Appends an extension object of type `ty`, in the smallest form (fixext when the size allows).
 pub(crate) fn ext(buf: &mut Vec<u8>, ty: i8, data: &[u8]) {
     let len = len32(data.len());
-    match len {
-        1 => buf.push(0xd4),
-        2 => buf.push(0xd5),
-        4 => buf.push(0xd6),
-        8 => buf.push(0xd7),
-        16 => buf.push(0xd8),
-        l if l <= u8::MAX as u32 => buf.extend_from_slice(&[0xc7, l as u8]),
-        l if l <= u16::MAX as u32 => {
-            buf.push(0xc8);
-            buf.extend_from_slice(&(l as u16).to_be_bytes());
-        }
-        l => {
-            buf.push(0xc9);
-            buf.extend_from_slice(&l.to_be_bytes());
-        }
-    }
-    buf.push(ty as u8);
+    head(buf, Head::ext(ty, len));
     buf.extend_from_slice(&data[..len as usize]);
 }
-
 #[cfg(test)]
 mod tests {
     use crate::forward::Value;

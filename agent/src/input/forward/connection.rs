@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use logtap_protocol::forward::{
-    AuthFailure, ClientMessage, DecodeError, EventBatch, ServerDecoder,
+    AuthFailure, ClientMessage, DecodeError, EventBatch, ServerDecoder, write_value_entry,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -27,7 +27,7 @@ use super::handshake;
 use crate::buffer::memory::BufferError;
 use crate::metrics::METRICS;
 use crate::pipeline::Ingest;
-use crate::record::{Chunk, ChunkId, Entries, mp};
+use crate::record::{Chunk, ChunkId, Entries};
 
 /// How long a client has for TLS and the handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -149,9 +149,7 @@ async fn queue<W: AsyncWrite + Unpin>(
     let mut entries = Vec::with_capacity(batch.events.len() * 96);
     for e in &batch.events {
         // Output form is plain `[time, record]` (v1.5 entry metadata is not relayed).
-        mp::array(&mut entries, 2);
-        e.time.encode(&mut entries);
-        e.record.encode(&mut entries);
+        write_value_entry(&mut entries, e.time, &e.record);
     }
     METRICS.records_in.fetch_add(u64::from(records), Relaxed);
     let tag: Arc<str> = Arc::from(batch.tag);
@@ -159,7 +157,7 @@ async fn queue<W: AsyncWrite + Unpin>(
         Some(ack) => {
             if records > 0 {
                 let chunk = Chunk {
-                    id: ChunkId::random(),
+                    id: ChunkId::generate(),
                     tag,
                     entries: entries.into(),
                     records,

@@ -98,7 +98,9 @@ fn client_name(ping: &Ping) -> String {
 fn random16() -> [u8; 16] {
     let mut b = [0u8; 16];
     if getrandom::fill(&mut b).is_err() {
-        b = crate::record::ChunkId::random().0;
+        b = crate::record::ChunkId::generate()
+            .random_bytes()
+            .unwrap_or_default();
     }
     b
 }

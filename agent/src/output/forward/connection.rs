@@ -192,7 +192,7 @@ impl Connection {
     /// server that stops reading for `limit` (its window full) fails the connection.
     pub async fn send_wire(
         &mut self,
-        wire: &super::wire::Wire,
+        wire: &logtap_protocol::forward::PackedForward,
         limit: Duration,
     ) -> Result<(), ConnectionError> {
         use bytes::Buf;

@@ -3,7 +3,9 @@
 //! - [`link`] — one task per server keeping its connection up and carrying chunks.
 //! - [`connection`] — one connection: connect (TCP/TLS), shared-key handshake, send, replies.
 //! - [`retry`] — jittered exponential backoff and the weighted draw.
-//! - [`wire`] — a chunk as PackedForward (or CompressedPackedForward) with its `chunk` id.
+//!
+//! A chunk goes out as the protocol crate frames it ([`PackedForward::frame`]: its entries as
+//! PackedForward, or CompressedPackedForward, with its `chunk` id).
 //!
 //! Every configured server has a link that connects at start and reconnects after its own
 //! backoff. Each chunk is assigned to a link that is up and has fewer than [`WINDOW`] chunks
@@ -17,14 +19,13 @@
 pub mod connection;
 pub mod link;
 pub mod retry;
-pub mod wire;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use logtap_protocol::forward::ChunkId;
+use logtap_protocol::forward::{ChunkId, Compression, PackedForward};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -95,7 +96,7 @@ impl ForwardSettings {
 /// A chunk on its way: encoded once, resent as is.
 pub struct Flight {
     delivery: Delivery,
-    wire: wire::Wire,
+    wire: PackedForward,
     id: ChunkId,
     attempts: u32,
     sent_at: Instant,
@@ -203,7 +204,7 @@ fn requeue(pending: &mut VecDeque<Flight>, back: Vec<Flight>, retry_limit: Optio
     for f in back.into_iter().rev() {
         if retry_limit.is_some_and(|limit| f.attempts > limit) {
             let c = f.delivery.chunk();
-            tracing::error!(chunk = ?c.id, records = c.records, attempts = f.attempts,
+            tracing::error!(chunk = %c.id.as_text(), records = c.records, attempts = f.attempts,
                 "retry_limit reached; dropping the chunk");
             f.delivery.give_up();
         } else {
@@ -228,11 +229,19 @@ pub async fn probe(
 }
 
 fn flight(delivery: Delivery, settings: &ForwardSettings) -> Result<Flight, OutputError> {
-    let id = ChunkId::from_random_bytes(delivery.chunk().id.0);
-    let wire = wire::encode(
-        delivery.chunk(),
+    let chunk = delivery.chunk();
+    let id = chunk.id.clone();
+    let compression = if settings.gzip {
+        Compression::Gzip
+    } else {
+        Compression::None
+    };
+    let wire = PackedForward::frame(
+        &chunk.tag,
+        &chunk.entries,
+        chunk.records,
         settings.require_ack.then_some(&id),
-        settings.gzip,
+        compression,
     )
     .map_err(|e| OutputError::Forward(e.to_string()))?;
     Ok(Flight {
