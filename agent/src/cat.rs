@@ -23,8 +23,8 @@ use crate::metrics::{DropReason, METRICS};
 use crate::output::{OutputContext, forward};
 use logtap_protocol::forward::{EventTime, write_entry};
 
+use crate::config::units::Dur;
 use crate::record::{Chunk, ChunkId};
-use crate::units::Dur;
 
 /// Chunks are cut at this many bytes of entries.
 const CHUNK_BYTES: usize = 256 * 1024;

@@ -36,4 +36,3 @@ pub mod shutdown;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod tls;
-pub mod units;

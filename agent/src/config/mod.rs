@@ -14,7 +14,9 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::enrich::TagTemplate;
-use crate::units::{Dur, Size};
+pub mod units;
+
+use self::units::{Dur, Size};
 
 pub use crate::options::Options;
 
