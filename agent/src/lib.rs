@@ -21,7 +21,6 @@ pub mod cat;
 pub mod check;
 pub mod cli;
 pub mod config;
-pub mod config_types;
 pub mod http;
 pub mod input;
 pub mod install;

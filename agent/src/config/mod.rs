@@ -14,13 +14,14 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::enrich::TagTemplate;
+pub mod types;
 pub mod units;
 
 use self::units::{Dur, Size};
 
 pub use crate::options::Options;
 
-pub use crate::config_types::{
+pub use self::types::{
     Compress, ForwardServer, HttpListen, LogFormat, OutputKind, RetryLimit, SocketMode,
 };
 
