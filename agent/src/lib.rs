@@ -26,7 +26,6 @@ pub mod input;
 pub mod install;
 pub mod logging;
 pub mod metrics;
-pub mod options;
 pub mod output;
 pub mod pipeline;
 pub mod record;

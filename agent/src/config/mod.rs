@@ -14,12 +14,13 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::enrich::TagTemplate;
+pub mod options;
 pub mod types;
 pub mod units;
 
 use self::units::{Dur, Size};
 
-pub use crate::options::Options;
+pub use self::options::Options;
 
 pub use self::types::{
     Compress, ForwardServer, HttpListen, LogFormat, OutputKind, RetryLimit, SocketMode,
