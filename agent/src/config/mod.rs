@@ -13,7 +13,6 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::enrich::TagTemplate;
 pub mod options;
 pub mod types;
 pub mod units;
@@ -23,7 +22,8 @@ use self::units::{Dur, Size};
 pub use self::options::Options;
 
 pub use self::types::{
-    Compress, ForwardServer, HttpListen, LogFormat, OutputKind, RetryLimit, SocketMode,
+    Compress, ConfigError, ForwardServer, HttpListen, LogFormat, OutputKind, RetryLimit,
+    SocketMode, TagTemplate,
 };
 
 /// Defaults, in one place so that `--help`, the README and the code agree.
@@ -59,32 +59,6 @@ pub enum Mode {
     Agent,
     Run,
     Check,
-}
-
-/// Why the configuration cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    Toml { path: PathBuf, message: String },
-    #[error("bad tag template: {0}")]
-    Tag(String),
-    #[error("--output forward needs at least one --forward HOST:PORT")]
-    ForwardWithoutServer,
-    #[error("--{0} must be greater than zero")]
-    Zero(&'static str),
-    #[error("bad --log-level `{0}`: use error, warn, info, debug, trace or a tracing filter")]
-    LogLevel(String),
-    #[error("bad --forward-listen-user `{0}`: use USER:PASSWORD (a non-empty user name)")]
-    ListenUser(String),
-    #[error(
-        "--forward-listen-user needs --shared-key: users log in within the shared-key handshake"
-    )]
-    UsersWithoutSharedKey,
 }
 
 /// A user of the forward input's handshake. Printed (by `logtap check`) as `USER:<redacted>`.

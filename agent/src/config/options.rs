@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Deserialize;
 
-use crate::config::units::{Dur, Size};
-use crate::config::{
+use super::types::{
     Compress, ConfigError, ForwardServer, HttpListen, LogFormat, OutputKind, RetryLimit, SocketMode,
 };
+use super::units::{Dur, Size};
 
 /// Every option of `run`, `agent` and `check`, as flags, `LOGTAP_*` variables and TOML keys.
 ///

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::ValueEnum;
@@ -283,5 +284,120 @@ mod tests {
         assert!("127.0.0.1:2020".parse::<HttpListen>().unwrap().0.is_some());
         assert_eq!("0660".parse::<SocketMode>().unwrap(), SocketMode(0o660));
         assert!("0999".parse::<SocketMode>().is_err());
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("bad tag template: {0}")]
+    Tag(String),
+    #[error("--output forward needs at least one --forward HOST:PORT")]
+    ForwardWithoutServer,
+    #[error("--{0} must be greater than zero")]
+    Zero(&'static str),
+    #[error("bad --log-level `{0}`: use error, warn, info, debug, trace or a tracing filter")]
+    LogLevel(String),
+    #[error("bad --forward-listen-user `{0}`: use USER:PASSWORD (a non-empty user name)")]
+    ListenUser(String),
+    #[error(
+        "--forward-listen-user needs --shared-key: users log in within the shared-key handshake"
+    )]
+    UsersWithoutSharedKey,
+}
+
+/// A placeholder of the tag template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Stream,
+    Comm,
+    PodName,
+    Namespace,
+    ContainerName,
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Text(String),
+    Field(Field),
+}
+
+/// The tag template (`logtap.{stream}`): checked once, rendered once per stream of a peer.
+/// A placeholder without a value renders as nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagTemplate {
+    text: String,
+    parts: Vec<Part>,
+}
+
+impl TagTemplate {
+    /// Parses a template; unknown placeholders and unbalanced braces are errors.
+    pub fn parse(text: &str) -> Result<TagTemplate, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            if rest[..open].contains('}') {
+                return Err(format!("`{text}` has a `}}` without `{{`"));
+            }
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_owned()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("`{text}` has a `{{` without `}}`"))?;
+            let field = match &rest[open + 1..open + close] {
+                "stream" => Field::Stream,
+                "comm" => Field::Comm,
+                "pod_name" => Field::PodName,
+                "namespace" => Field::Namespace,
+                "container_name" => Field::ContainerName,
+                "file" => Field::File,
+                other => {
+                    return Err(format!(
+                        "unknown placeholder `{{{other}}}` in `{text}`: use {{stream}} {{comm}} \
+                         {{pod_name}} {{namespace}} {{container_name}} {{file}}"
+                    ));
+                }
+            };
+            parts.push(Part::Field(field));
+            rest = &rest[open + close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("`{text}` has a `}}` without `{{`"));
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        if text.is_empty() {
+            return Err("the tag template is empty".to_owned());
+        }
+        Ok(TagTemplate {
+            text: text.to_owned(),
+            parts,
+        })
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Its text and placeholders, in order (rendered by the pipeline's enrichment).
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+}
+
+impl Serialize for TagTemplate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
     }
 }

@@ -329,7 +329,8 @@ fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::enrich::{Metadata, TagTemplate};
+    use crate::config::TagTemplate;
+    use crate::pipeline::enrich::Metadata;
 
     fn streams() -> Streams {
         let e = Enricher::new(

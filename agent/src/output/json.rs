@@ -241,7 +241,8 @@ pub fn rfc3339_ns(ns: u64, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::enrich::{Enricher, Metadata, Origin, TagTemplate};
+    use crate::config::TagTemplate;
+    use crate::pipeline::enrich::{Enricher, Metadata, Origin};
     use crate::pipeline::lines::Line;
     use crate::record::{ChunkId, Entries};
 

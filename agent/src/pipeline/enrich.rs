@@ -11,11 +11,10 @@
 
 use std::sync::Arc;
 
-use serde::{Serialize, Serializer};
-
 use super::lines::Line;
 use logtap_protocol::forward::{EventTime, Fields, write_entry};
 
+use crate::config::types::{Field, Part, TagTemplate};
 use crate::record::Entries;
 
 /// Values from the agent's environment (Kubernetes Downward API).
@@ -82,86 +81,17 @@ impl PodNames {
     }
 }
 
-/// A placeholder of the tag template.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
-    Stream,
-    Comm,
-    PodName,
-    Namespace,
-    ContainerName,
-    File,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Text(String),
-    Field(Field),
-}
-
-/// The tag template (`logtap.{stream}`): checked once, rendered once per stream of a peer.
-/// A placeholder without a value renders as nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TagTemplate {
-    text: String,
-    parts: Vec<Part>,
-}
-
 impl TagTemplate {
-    /// Parses a template; unknown placeholders and unbalanced braces are errors.
-    pub fn parse(text: &str) -> Result<TagTemplate, String> {
-        let mut parts = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find('{') {
-            if rest[..open].contains('}') {
-                return Err(format!("`{text}` has a `}}` without `{{`"));
-            }
-            if open > 0 {
-                parts.push(Part::Text(rest[..open].to_owned()));
-            }
-            let close = rest[open..]
-                .find('}')
-                .ok_or_else(|| format!("`{text}` has a `{{` without `}}`"))?;
-            let field = match &rest[open + 1..open + close] {
-                "stream" => Field::Stream,
-                "comm" => Field::Comm,
-                "pod_name" => Field::PodName,
-                "namespace" => Field::Namespace,
-                "container_name" => Field::ContainerName,
-                "file" => Field::File,
-                other => {
-                    return Err(format!(
-                        "unknown placeholder `{{{other}}}` in `{text}`: use {{stream}} {{comm}} \
-                         {{pod_name}} {{namespace}} {{container_name}} {{file}}"
-                    ));
-                }
-            };
-            parts.push(Part::Field(field));
-            rest = &rest[open + close + 1..];
-        }
-        if rest.contains('}') {
-            return Err(format!("`{text}` has a `}}` without `{{`"));
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_owned()));
-        }
-        if text.is_empty() {
-            return Err("the tag template is empty".to_owned());
-        }
-        Ok(TagTemplate {
-            text: text.to_owned(),
-            parts,
-        })
-    }
-
-    /// The template as written.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    fn render(&self, meta: &Metadata, origin: &Origin, stream: &str, file: Option<&str>) -> String {
+    /// The tag of one stream (a placeholder without a value renders as nothing).
+    pub(crate) fn render(
+        &self,
+        meta: &Metadata,
+        origin: &Origin,
+        stream: &str,
+        file: Option<&str>,
+    ) -> String {
         let mut tag = String::new();
-        for part in &self.parts {
+        for part in self.parts() {
             let value = match part {
                 Part::Text(t) => t.as_str(),
                 Part::Field(Field::Stream) => stream,
@@ -180,12 +110,6 @@ impl TagTemplate {
             tag.push_str(value);
         }
         tag
-    }
-}
-
-impl Serialize for TagTemplate {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
     }
 }
 
