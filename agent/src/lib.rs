@@ -19,7 +19,6 @@ pub mod agent;
 pub mod buffer;
 pub mod cat;
 pub mod check;
-pub mod cli;
 pub mod config;
 pub mod http;
 pub mod input;

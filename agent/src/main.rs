@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use logtap_agent::agent::{Agent, StartError};
-use logtap_agent::cli::{Cli, Command};
+use logtap_agent::config::cli::{Cli, Command};
 use logtap_agent::config::{self, Config, Mode};
 use logtap_agent::input::tap::TapInputError;
 use logtap_agent::shutdown::StopSignals;

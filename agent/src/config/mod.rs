@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
+pub mod cli;
 pub mod options;
 pub mod types;
 pub mod units;
