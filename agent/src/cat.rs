@@ -12,35 +12,21 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::memory::{Admitted, MemoryBuffer};
-use crate::config::{Config, ForwardServer, Mode, Options, OutputKind};
+use crate::config::cli::CatArgs;
+use crate::config::{Config, ForwardServer, Mode, OutputKind};
 use crate::metrics::{DropReason, METRICS};
 use crate::output::{OutputContext, forward};
 use logtap_protocol::forward::{EventTime, write_entry};
 
-use crate::config::units::Dur;
 use crate::record::{Chunk, ChunkId};
 
 /// Chunks are cut at this many bytes of entries.
 const CHUNK_BYTES: usize = 256 * 1024;
-
-/// Options of `logtap cat`: the agent's forward options, plus the server and a timeout.
-#[derive(Debug, Args)]
-pub struct CatArgs {
-    #[command(flatten)]
-    pub options: Options,
-    /// How long to wait for the acks after the end of input.
-    #[arg(long, env = "LOGTAP_CAT_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = Dur::parse)]
-    pub timeout: Dur,
-    /// The forward server [default: 127.0.0.1:24224, or the --forward / config servers].
-    #[arg(value_name = "HOST:PORT")]
-    pub server: Option<ForwardServer>,
-}
 
 /// Why `cat` did not deliver.
 #[derive(Debug, thiserror::Error)]

@@ -10,20 +10,8 @@
 
 use std::process::ExitCode;
 
-use clap::Args;
-
-use crate::config::{Config, Mode, Options};
-
-/// Options of `logtap check`: the agent's options.
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    #[command(flatten)]
-    pub options: Options,
-    /// Only validate and print the configuration: do not contact the forward servers.
-    #[arg(long, env = "LOGTAP_OFFLINE", num_args = 0..=1, default_missing_value = "true",
-          value_parser = clap::builder::BoolishValueParser::new())]
-    pub offline: Option<bool>,
-}
+use crate::config::cli::CheckArgs;
+use crate::config::{Config, Mode};
 
 /// Runs the check; prints the effective configuration as TOML on stdout.
 pub fn main(args: CheckArgs) -> ExitCode {

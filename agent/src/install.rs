@@ -15,23 +15,8 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use clap::Args;
-
+use crate::config::cli::InstallArgs;
 use crate::run::{RunError, find_preload};
-
-/// Options of `logtap install`.
-#[derive(Debug, Args)]
-pub struct InstallArgs {
-    /// Directory to copy liblogtap.so and logtap into (created if missing).
-    #[arg(long, env = "LOGTAP_INSTALL_TO", value_name = "DIR")]
-    pub to: PathBuf,
-    /// liblogtap.so to copy [default: beside the logtap binary].
-    #[arg(long, env = "LOGTAP_PRELOAD", value_name = "PATH")]
-    pub preload: Option<PathBuf>,
-    /// Copy only liblogtap.so, not the logtap binary (an app container needs the library only).
-    #[arg(long)]
-    pub library_only: bool,
-}
 
 /// Why the installation failed.
 #[derive(Debug, thiserror::Error)]

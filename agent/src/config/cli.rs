@@ -10,12 +10,12 @@
 //! variable and a TOML key of the same name.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::check::CheckArgs;
-use crate::config::Options;
-use crate::install::InstallArgs;
+use super::units::Dur;
+use super::{ForwardServer, Options};
 
 /// logtap: ship the logs of unmodified programs to Fluentd / Fluent Bit.
 #[derive(Debug, Parser)]
@@ -37,7 +37,7 @@ pub enum Command {
     /// Copy liblogtap.so (and logtap) into a directory: the init-container step.
     Install(InstallArgs),
     /// Send standard input lines as forward events and wait for their acks (like fluent-cat).
-    Cat(crate::cat::CatArgs),
+    Cat(CatArgs),
 }
 
 /// `logtap run`.
@@ -60,6 +60,44 @@ pub struct RunArgs {
 pub struct AgentArgs {
     #[command(flatten)]
     pub options: Options,
+}
+
+/// Options of `logtap check`: the agent's options.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub options: Options,
+    /// Only validate and print the configuration: do not contact the forward servers.
+    #[arg(long, env = "LOGTAP_OFFLINE", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub offline: Option<bool>,
+}
+
+/// Options of `logtap install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Directory to copy liblogtap.so and logtap into (created if missing).
+    #[arg(long, env = "LOGTAP_INSTALL_TO", value_name = "DIR")]
+    pub to: PathBuf,
+    /// liblogtap.so to copy [default: beside the logtap binary].
+    #[arg(long, env = "LOGTAP_PRELOAD", value_name = "PATH")]
+    pub preload: Option<PathBuf>,
+    /// Copy only liblogtap.so, not the logtap binary (an app container needs the library only).
+    #[arg(long)]
+    pub library_only: bool,
+}
+
+/// Options of `logtap cat`: the agent's forward options, plus the server and a timeout.
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    #[command(flatten)]
+    pub options: Options,
+    /// How long to wait for the acks after the end of input.
+    #[arg(long, env = "LOGTAP_CAT_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = Dur::parse)]
+    pub timeout: Dur,
+    /// The forward server [default: 127.0.0.1:24224, or the --forward / config servers].
+    #[arg(value_name = "HOST:PORT")]
+    pub server: Option<ForwardServer>,
 }
 
 #[cfg(test)]
