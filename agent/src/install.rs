@@ -15,8 +15,8 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::commands::run::{RunError, find_preload};
 use crate::config::cli::InstallArgs;
-use crate::run::{RunError, find_preload};
 
 /// Why the installation failed.
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,7 @@ pub mod agent;
 pub mod buffer;
 pub mod cat;
 pub mod check;
+pub mod commands;
 pub mod config;
 pub mod http;
 pub mod input;
@@ -28,7 +29,6 @@ pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod record;
-pub mod run;
 pub mod shutdown;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -1,0 +1,6 @@
+//! The subcommands other than `logtap agent` (whose assembly is [`crate::agent`]): each takes
+//! its configuration from [`crate::config`] and drives the data path.
+//!
+//! - [`run`] — `logtap run -- CMD`: tap one command with an embedded agent.
+
+pub mod run;
