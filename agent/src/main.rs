@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => check::main(args),
-        Command::Cat(args) => logtap_agent::cat::main(args),
+        Command::Cat(args) => logtap_agent::commands::cat::main(args),
         Command::Install(args) => match install::install(&args) {
             Ok(files) => {
                 for f in files {

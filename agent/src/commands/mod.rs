@@ -2,5 +2,7 @@
 //! its configuration from [`crate::config`] and drives the data path.
 //!
 //! - [`run`] — `logtap run -- CMD`: tap one command with an embedded agent.
+//! - [`cat`] — `logtap cat`: standard input lines as forward events, waiting for their acks.
 
+pub mod cat;
 pub mod run;
