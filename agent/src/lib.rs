@@ -17,7 +17,6 @@
 
 pub mod agent;
 pub mod buffer;
-pub mod check;
 pub mod commands;
 pub mod config;
 pub mod http;

@@ -2,7 +2,9 @@
 //! its configuration from [`crate::config`] and drives the data path.
 //!
 //! - [`run`] — `logtap run -- CMD`: tap one command with an embedded agent.
+//! - [`check`] — `logtap check`: validate the configuration, print it redacted, probe the servers.
 //! - [`cat`] — `logtap cat`: standard input lines as forward events, waiting for their acks.
 
 pub mod cat;
+pub mod check;
 pub mod run;
