@@ -21,7 +21,6 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod input;
-pub mod install;
 pub mod logging;
 pub mod metrics;
 pub mod output;

@@ -9,12 +9,13 @@ use clap::Parser;
 
 use logtap_agent::agent::{Agent, StartError};
 use logtap_agent::commands::check;
+use logtap_agent::commands::install;
 use logtap_agent::commands::run;
 use logtap_agent::config::cli::{Cli, Command};
 use logtap_agent::config::{self, Config, Mode};
 use logtap_agent::input::tap::TapInputError;
+use logtap_agent::logging;
 use logtap_agent::shutdown::StopSignals;
-use logtap_agent::{install, logging};
 
 fn main() -> ExitCode {
     logtap_agent::sys::tune_allocator();

@@ -3,8 +3,10 @@
 //!
 //! - [`run`] — `logtap run -- CMD`: tap one command with an embedded agent.
 //! - [`check`] — `logtap check`: validate the configuration, print it redacted, probe the servers.
+//! - [`install`] — `logtap install --to DIR`: the init-container step.
 //! - [`cat`] — `logtap cat`: standard input lines as forward events, waiting for their acks.
 
 pub mod cat;
 pub mod check;
+pub mod install;
 pub mod run;
