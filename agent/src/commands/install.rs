@@ -15,14 +15,14 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::commands::run::{RunError, find_preload};
+use super::preload::{PreloadNotFound, find_preload};
 use crate::config::cli::InstallArgs;
 
 /// Why the installation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     #[error(transparent)]
-    NoLibrary(#[from] RunError),
+    NoLibrary(#[from] PreloadNotFound),
     #[error("cannot find the running logtap binary: {0}")]
     Exe(io::Error),
     #[error(

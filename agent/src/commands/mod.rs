@@ -4,9 +4,11 @@
 //! - [`run`] — `logtap run -- CMD`: tap one command with an embedded agent.
 //! - [`check`] — `logtap check`: validate the configuration, print it redacted, probe the servers.
 //! - [`install`] — `logtap install --to DIR`: the init-container step.
+//! - [`preload`] — where `liblogtap.so` is (shared by `run` and `install`).
 //! - [`cat`] — `logtap cat`: standard input lines as forward events, waiting for their acks.
 
 pub mod cat;
 pub mod check;
 pub mod install;
+pub mod preload;
 pub mod run;

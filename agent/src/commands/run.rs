@@ -20,6 +20,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::preload::{PreloadNotFound, find_preload};
 use crate::agent::{Agent, StartError};
 use crate::config::{Config, SocketMode};
 use crate::shutdown::{StopSignal, StopSignals};
@@ -30,10 +31,8 @@ const WAIT_FOR_PEERS: Duration = Duration::from_secs(2);
 /// Why `logtap run` could not run CMD.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error(
-        "liblogtap.so not found at {0}: put it beside the logtap binary or pass --preload PATH"
-    )]
-    NoPreload(PathBuf),
+    #[error(transparent)]
+    NoPreload(#[from] PreloadNotFound),
     #[error("cannot create a private directory for the tap socket in {dir}: {source}")]
     TempDir {
         dir: PathBuf,
@@ -63,22 +62,6 @@ impl RunError {
             RunError::Spawn { .. } => 126,
             _ => 1,
         }
-    }
-}
-
-/// Where `liblogtap.so` is: `--preload`, or beside the running binary.
-pub fn find_preload(configured: Option<&Path>) -> Result<PathBuf, RunError> {
-    let path = match configured {
-        Some(p) => p.to_owned(),
-        None => std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent().map(|d| d.join("liblogtap.so")))
-            .unwrap_or_else(|| PathBuf::from("liblogtap.so")),
-    };
-    if path.is_file() {
-        Ok(std::fs::canonicalize(&path).unwrap_or(path))
-    } else {
-        Err(RunError::NoPreload(path))
     }
 }
 

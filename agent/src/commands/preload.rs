@@ -1,0 +1,25 @@
+//! Where `liblogtap.so` is, for `logtap run` (which preloads it) and `logtap install` (which
+//! copies it).
+
+use std::path::{Path, PathBuf};
+
+/// `liblogtap.so` is not where it was looked for.
+#[derive(Debug, thiserror::Error)]
+#[error("liblogtap.so not found at {0}: put it beside the logtap binary or pass --preload PATH")]
+pub struct PreloadNotFound(pub PathBuf);
+
+/// Where `liblogtap.so` is: `--preload`, or beside the running binary.
+pub fn find_preload(configured: Option<&Path>) -> Result<PathBuf, PreloadNotFound> {
+    let path = match configured {
+        Some(p) => p.to_owned(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("liblogtap.so")))
+            .unwrap_or_else(|| PathBuf::from("liblogtap.so")),
+    };
+    if path.is_file() {
+        Ok(std::fs::canonicalize(&path).unwrap_or(path))
+    } else {
+        Err(PreloadNotFound(path))
+    }
+}
