@@ -33,9 +33,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::{ChunkStore, StoredChunk};
-use crate::input::ring_release::RingPins;
 use crate::metrics::{DropReason, METRICS};
 use crate::record::Chunk;
+use crate::record::ring_release::RingPins;
 
 /// How long a persisted chunk waits for memory before it is spilled (kept on disk only). An
 /// output that is merely busy frees memory within it, and the wait costs nothing (the chunk
@@ -185,7 +185,7 @@ impl MemoryBuffer {
             match persisted {
                 Ok(()) => {
                     self.store_works();
-                    crate::input::ring_release::note_progress();
+                    crate::record::ring_release::note_progress();
                     // On disk: safe. The rings may reuse the space at once.
                     if let Some(p) = pins.take() {
                         p.release();
@@ -366,7 +366,7 @@ impl MemoryBuffer {
 
 /// Every output settled the chunk: the store forgets it, the rings may reuse its space.
 fn settle_all(held: &Held) {
-    crate::input::ring_release::note_progress();
+    crate::record::ring_release::note_progress();
     if let Some(store) = &held.stored {
         store.remove(&held.chunk.id);
     }
@@ -426,8 +426,8 @@ impl std::fmt::Debug for Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::ring_release::{RingTracker, test_tracker};
     use crate::record::ChunkId;
+    use crate::record::ring_release::{RingTracker, test_tracker};
     use std::sync::Mutex;
     use std::time::Duration;
 

@@ -15,6 +15,5 @@ pub mod drop_log;
 pub mod forward;
 pub mod peer;
 pub mod ring_reader;
-pub mod ring_release;
 pub mod streams;
 pub mod tap;

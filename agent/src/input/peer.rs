@@ -13,7 +13,7 @@
 //! stops draining and its ring fills. A process whose ring is full waits for room while the
 //! ring makes progress (`LLT_RING_FULL=block`, the default): its `tail` moves, or the agent's
 //! keeper thread beats the ring's heartbeat while the agent delivers (see
-//! [`super::ring_release`]); once the agent has made no progress for 5 s, the heartbeat stops
+//! [`crate::record::ring_release`]); once the agent has made no progress for 5 s, the heartbeat stops
 //! and the interceptor drops and counts. Drops are
 //! counted in the metrics and logged per peer, with the process's pid and comm
 //! ([`super::drop_log`]). When the control socket

@@ -14,12 +14,12 @@
 //! The held record keeps its bytes in the reader's payload buffer until it is applied.
 //!
 //! The ring is read in holding mode: what was read stays in the ring until it is safe (see
-//! [`super::ring_release`]). Every record goes to the streams with its ring position, and
+//! [`crate::record::ring_release`]). Every record goes to the streams with its ring position, and
 //! [`RingReader::hand_off`] turns the positions of the entries handed to the pipeline into pins
 //! and tells the tracker how far the peer itself still holds. A process waiting for room in
 //! its full ring (`LLT_RING_FULL=block`) tells a live agent by the ring's *progress* — `tail`,
 //! or the heartbeat the agent's keeper thread beats while the agent makes progress (see
-//! [`super::ring_release`]): reading ahead into the agent's memory would not make room, since
+//! [`crate::record::ring_release`]): reading ahead into the agent's memory would not make room, since
 //! what was read is not released before it is safe.
 
 use std::os::fd::OwnedFd;
@@ -30,9 +30,9 @@ use logtap_protocol::ring::{
     Consumer, ConsumerOptions, RECORD_CONTINUED, RecordMeta, RingCounters, RingError,
 };
 
-use super::ring_release::RingTracker;
 use super::streams::{StreamError, Streams};
 use crate::metrics::{DropReason, METRICS};
+use crate::record::ring_release::RingTracker;
 
 /// Why a pass over the ring stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +85,7 @@ impl RingReader {
             );
         }
         let tracker = RingTracker::new(release);
-        super::ring_release::keep(&tracker);
+        crate::record::ring_release::keep(&tracker);
         Ok(RingReader {
             consumer,
             tracker,
@@ -139,7 +139,7 @@ impl RingReader {
         }
         if self.records != self.records_at_handoff {
             self.records_at_handoff = self.records;
-            super::ring_release::note_progress();
+            crate::record::ring_release::note_progress();
         }
         let (pressured, local) = self.tracker.set_floor(floor, read);
         // A pending line is what holds the ring most (not a record held for a `seq` gap).

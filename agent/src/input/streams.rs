@@ -9,7 +9,7 @@
 //! Ring positions: a write read from the ring comes with its position. Each stream remembers
 //! where its pending (unterminated) line started, each run of entries where its oldest line
 //! started; [`Streams::pending_floor`] and [`Streams::pin_out`] give them to the ring's release
-//! tracker (see [`super::ring_release`]).
+//! tracker (see [`crate::record::ring_release`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use logtap_protocol::tap;
 
-use super::ring_release::RingPin;
 use crate::pipeline::enrich::{Enricher, Origin, StreamContext};
 use crate::pipeline::lines::{Line, LineAssembler};
 use crate::record::Entries;
+use crate::record::ring_release::RingPin;
 
 /// Stream number of the file stream on the wire (declared once, in [`tap::Stream`]).
 const FILE_STREAM: u8 = tap::Stream::File as u8;
@@ -404,7 +404,7 @@ mod tests {
         let mut pins = Vec::new();
         s.pin_out(|p| {
             pins.push(p);
-            crate::input::ring_release::RingPin::for_test(p)
+            crate::record::ring_release::RingPin::for_test(p)
         });
         // stderr's run (made first): 12; stdout's: "ab" from 10, "c" from 14 → 10.
         assert_eq!(pins, [12, 10]);
@@ -413,7 +413,7 @@ mod tests {
         let mut pins = Vec::new();
         s.pin_out(|p| {
             pins.push(p);
-            crate::input::ring_release::RingPin::for_test(p)
+            crate::record::ring_release::RingPin::for_test(p)
         });
         assert_eq!(pins, [20], "the flushed partial line keeps its position");
         let batch = s.take();

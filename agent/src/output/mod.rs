@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::buffer::memory::{Admitted, BufferError, Delivery, MemoryBuffer};
 use crate::config::{Config, OutputKind};
-use crate::input::ring_release::RingPins;
 use crate::record::Chunk;
+use crate::record::ring_release::RingPins;
 
 /// Why an output stopped.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@
 //! "flush" step of the shutdown.
 //!
 //! A chunk carries the ring pins of its entries (one per ring, the lowest; see
-//! [`crate::input::ring_release`]). A chunk holding the oldest record of a *pressured* ring —
+//! [`crate::record::ring_release`]). A chunk holding the oldest record of a *pressured* ring —
 //! more than half of it read and not yet safe — or records of a process that is gone is
 //! *urgent*: it is sealed once it is [`URGENT_AGE`] old instead of waiting for its size or
 //! `flush_interval`, since the tapped process is waiting for that space.
@@ -21,8 +21,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::input::ring_release::{PRESSURE, RingPins};
 use crate::output::Router;
+use crate::record::ring_release::{PRESSURE, RingPins};
 use crate::record::{Chunk, ChunkId, Entries};
 
 /// Largest chunk the stage makes (a single larger entry makes a chunk of its own).

@@ -9,6 +9,9 @@
 //! `[tag, bin(entries), {chunk, size}]` ([`logtap_protocol::forward::PackedForward::frame`]).
 //! The stdout output decodes the entries to JSON.
 //!
+//! [`ring_release`]: the ring positions a run of tapped entries holds until it is safe; they
+//! travel with the entries through the pipeline and the buffer, which releases them.
+//!
 //! Record map keys (Contract 3): `message` (str, or bin when not UTF-8), `stream`, `file`
 //! (file stream only), `pid`, `comm`, `host`, `pod_name`, `namespace`, `container_name`,
 //! `node_name` (when known), `partial` (only when true).
@@ -18,7 +21,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 pub use logtap_protocol::forward::ChunkId;
 
-use crate::input::ring_release::RingPins;
+pub mod ring_release;
+
+use self::ring_release::RingPins;
 
 /// A run of encoded entries that share one tag: what inputs hand to the batch stage.
 #[derive(Debug, Default)]
