@@ -80,7 +80,8 @@ impl Agent {
         // Chunks of the previous run (crash or unacked at exit): sent again, oldest first,
         // loaded from disk as memory allows.
         buffer.recover(recovered);
-        let (router, outputs) = output::start(config, Arc::clone(&buffer))?;
+        let (senders, outputs) = output::start(config)?;
+        let router = crate::buffer::Router::new(Arc::clone(&buffer), senders);
         let (ingest, batch) =
             pipeline::start(router, BatchConfig::new(config.flush_interval.0, limit));
         let enricher = Enricher::new(Metadata::from_env(), config.tag.clone());

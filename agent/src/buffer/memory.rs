@@ -34,6 +34,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::{ChunkStore, StoredChunk};
 use crate::metrics::{DropReason, METRICS};
+use crate::output::delivery::{Delivery, Hold};
 use crate::record::Chunk;
 use crate::record::ring_release::RingPins;
 
@@ -112,12 +113,6 @@ impl Drop for Held {
             .fetch_sub(self.size as i64, Ordering::Relaxed);
         METRICS.buffer_chunks.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// One output's hold on one buffered chunk.
-pub struct Delivery {
-    held: Arc<Held>,
-    settled: bool,
 }
 
 impl MemoryBuffer {
@@ -262,10 +257,7 @@ impl MemoryBuffer {
             settle_all(&held);
         }
         (0..outputs)
-            .map(|_| Delivery {
-                held: Arc::clone(&held),
-                settled: false,
-            })
+            .map(|_| Delivery::new(Arc::clone(&held) as Arc<dyn Hold>))
             .collect()
     }
 
@@ -376,50 +368,20 @@ fn settle_all(held: &Held) {
     }
 }
 
-impl Delivery {
-    /// The chunk to deliver.
-    pub fn chunk(&self) -> &Chunk {
-        &self.held.chunk
+/// Outputs settle the chunk through their [`Delivery`]s.
+impl Hold for Held {
+    fn chunk(&self) -> &Chunk {
+        &self.chunk
     }
 
-    /// This output has delivered the chunk (the server acknowledged it, or it was written).
-    pub fn ack(mut self) {
-        self.settle();
-    }
-
-    /// This output will never deliver the chunk (retry limit, permanent rejection): counted
-    /// as a drop, and the chunk is settled for it.
-    pub fn give_up(mut self) {
-        let c = &self.held.chunk;
-        METRICS.dropped(
-            DropReason::OutputGaveUp,
-            u64::from(c.records),
-            c.entries.len() as u64,
-        );
-        self.settle();
-    }
-
-    fn settle(&mut self) {
-        if !self.settled {
-            self.settled = true;
-            if self.held.unsettled.fetch_sub(1, Ordering::AcqRel) == 1 {
-                settle_all(&self.held);
-            }
+    fn settle_one(&self) {
+        if self.unsettled.fetch_sub(1, Ordering::AcqRel) == 1 {
+            settle_all(self);
         }
     }
 
-    /// Whether every output has settled the chunk.
-    pub fn all_settled(&self) -> bool {
-        self.held.unsettled.load(Ordering::Acquire) == 0
-    }
-}
-
-impl std::fmt::Debug for Delivery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery")
-            .field("chunk", &self.held.chunk.id.as_text())
-            .field("records", &self.held.chunk.records)
-            .finish()
+    fn all_settled(&self) -> bool {
+        self.unsettled.load(Ordering::Acquire) == 0
     }
 }
 

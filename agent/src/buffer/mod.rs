@@ -5,6 +5,8 @@
 //!   memory is released only when every output has acknowledged it, and a tap chunk's ring
 //!   positions only when it is safe.
 //! - [`spool`] — the durable store of `storage_path`: one file per chunk.
+//! - [`router`] — the [`Router`]: admission, then one [`Delivery`](crate::output::Delivery)
+//!   per output (the outputs only receive deliveries).
 //!
 //! A durable store plugs in through [`ChunkStore`]: the buffer calls [`ChunkStore::persist`]
 //! before a chunk is handed to any output, and [`ChunkStore::remove`] once every output has
@@ -12,7 +14,10 @@
 //! `mem_buf_limit` stay on disk only and are read back with [`ChunkStore::load`].
 
 pub mod memory;
+pub mod router;
 pub mod spool;
+
+pub use router::Router;
 
 use crate::record::{Chunk, ChunkId};
 

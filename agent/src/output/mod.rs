@@ -1,4 +1,5 @@
-//! Outputs: where buffered chunks go, and the [`Router`] that hands each chunk to all of them.
+//! Outputs: where buffered chunks go. Each output is a task that receives [`Delivery`]s from
+//! the buffer's [`Router`](crate::buffer::Router).
 //!
 //! - [`stdout`] — one JSON object per record on standard output (rendered by [`json`]).
 //! - [`null`] — acknowledges at once (benchmarks, tests).
@@ -13,22 +14,20 @@
 //! grace period is over), it returns at once; unsettled deliveries are then counted as lost
 //! (or stay in the spool). Register it in [`start`] under its [`OutputKind`].
 
+pub mod delivery;
 pub mod forward;
 pub mod json;
 pub mod null;
 pub mod stdout;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::memory::{Admitted, BufferError, Delivery, MemoryBuffer};
+pub use self::delivery::Delivery;
 use crate::config::{Config, OutputKind};
-use crate::record::Chunk;
-use crate::record::ring_release::RingPins;
 
 /// Why an output stopped.
 #[derive(Debug, thiserror::Error)]
@@ -54,65 +53,8 @@ pub struct OutputContext {
 /// Receives the chunks of one output.
 pub type Deliveries = mpsc::UnboundedReceiver<Delivery>;
 
-/// Admits chunks into the buffer and gives every output its [`Delivery`].
-#[derive(Clone)]
-pub struct Router {
-    buffer: Arc<MemoryBuffer>,
-    outputs: Vec<mpsc::UnboundedSender<Delivery>>,
-}
-
-impl Router {
-    /// Waits for room in the buffer (or persists the chunk, with `storage_path`), then hands
-    /// the chunk to every output. When this returns `Ok`, the chunk is buffered (and persisted,
-    /// with `storage_path`): safe to acknowledge upstream. For the forward input.
-    pub async fn dispatch(&self, chunk: Chunk) -> Result<(), BufferError> {
-        let admitted = self.buffer.admit(chunk, None, self.outputs.len()).await?;
-        self.hand_out(admitted);
-        Ok(())
-    }
-
-    /// [`Router::dispatch`] for a chunk of tapped records: `pins` hold their ring positions
-    /// until the chunk is safe (persisted, or settled by every output).
-    pub async fn dispatch_pinned(&self, chunk: Chunk, pins: RingPins) -> Result<(), BufferError> {
-        let admitted = self
-            .buffer
-            .admit(chunk, Some(pins), self.outputs.len())
-            .await?;
-        self.hand_out(admitted);
-        Ok(())
-    }
-
-    fn hand_out(&self, admitted: Admitted) {
-        if let Admitted::Now(deliveries) = admitted {
-            send_all(&self.outputs, deliveries);
-        }
-    }
-}
-
-fn send_all(outputs: &[mpsc::UnboundedSender<Delivery>], deliveries: Vec<Delivery>) {
-    for (tx, d) in outputs.iter().zip(deliveries) {
-        // A stopped output's share stays unsettled (counted when the chunk is released).
-        let _ = tx.send(d);
-    }
-}
-
-/// Feeds the outputs the chunks the buffer spilled to disk, as memory frees up. Holds the
-/// outputs' channels weakly, so that they still end when the last [`Router`] is dropped
-/// (spilled chunks then stay on disk for the next start).
-async fn load_spilled(
-    buffer: Arc<MemoryBuffer>,
-    outputs: Vec<mpsc::WeakUnboundedSender<Delivery>>,
-) {
-    while let Some(deliveries) = buffer.next_spilled(outputs.len()).await {
-        let strong: Option<Vec<_>> = outputs.iter().map(|w| w.upgrade()).collect();
-        match strong {
-            Some(strong) => send_all(&strong, deliveries),
-            // The outputs are finishing: the chunk stays on disk (its deliveries are dropped
-            // unsettled).
-            None => return,
-        }
-    }
-}
+/// Sends one output its chunks (held by the buffer's router).
+pub type DeliverySender = mpsc::UnboundedSender<Delivery>;
 
 /// The running outputs.
 pub struct OutputSet {
@@ -120,11 +62,9 @@ pub struct OutputSet {
     abort: CancellationToken,
 }
 
-/// Starts one task per configured output and returns the router that feeds them.
-pub fn start(
-    config: &Config,
-    buffer: Arc<MemoryBuffer>,
-) -> Result<(Router, OutputSet), OutputError> {
+/// Starts one task per configured output; returns their channels (for the buffer's
+/// [`Router`](crate::buffer::Router)) and the running set.
+pub fn start(config: &Config) -> Result<(Vec<DeliverySender>, OutputSet), OutputError> {
     let abort = CancellationToken::new();
     let mut senders = Vec::new();
     let mut tasks = Vec::new();
@@ -148,22 +88,12 @@ pub fn start(
         senders.push(tx);
         tasks.push((kind, task));
     }
-    if buffer.has_store() {
-        let weak = senders.iter().map(|s| s.downgrade()).collect();
-        tokio::spawn(load_spilled(Arc::clone(&buffer), weak));
-    }
-    Ok((
-        Router {
-            buffer,
-            outputs: senders,
-        },
-        OutputSet { tasks, abort },
-    ))
+    Ok((senders, OutputSet { tasks, abort }))
 }
 
 impl OutputSet {
-    /// Waits for every output to finish (their channels end when the last [`Router`] is
-    /// dropped) for at most `grace`, then aborts the rest. Returns whether all finished in time.
+    /// Waits for every output to finish (their channels end when the last
+    /// [`Router`](crate::buffer::Router) is dropped) for at most `grace`, then aborts the rest. Returns whether all finished in time.
     pub async fn finish(self, grace: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + grace;
         let mut clean = true;

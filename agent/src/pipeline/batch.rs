@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::output::Router;
+use crate::buffer::Router;
 use crate::record::ring_release::{PRESSURE, RingPins};
 use crate::record::{Chunk, ChunkId, Entries};
 

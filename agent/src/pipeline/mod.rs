@@ -16,8 +16,8 @@ pub mod lines;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::buffer::Router;
 use crate::buffer::memory::BufferError;
-use crate::output::Router;
 use crate::record::{Chunk, Entries};
 
 /// Capacity (in [`Entries`] messages, each at most ~64 KiB) of the channel into the batch

@@ -31,8 +31,8 @@ use tokio::time::Instant;
 
 use self::connection::{Auth, Connection, ConnectionError};
 use self::link::LinkEvent;
+use super::Delivery;
 use super::{Deliveries, OutputContext, OutputError};
-use crate::buffer::memory::Delivery;
 use crate::config::{Compress, Config, ForwardServer, OutputKind};
 use crate::metrics::{METRICS, OutputMetrics};
 
