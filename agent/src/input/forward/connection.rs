@@ -17,52 +17,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use logtap_protocol::forward::{
-    AuthFailure, ClientMessage, DecodeError, EventBatch, ServerDecoder, write_value_entry,
-};
+use logtap_protocol::forward::{ClientMessage, EventBatch, ServerDecoder, write_value_entry};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::ForwardInputSettings;
+use super::error::{HANDSHAKE_TIMEOUT, InputConnError};
 use super::handshake;
-use crate::buffer::memory::BufferError;
 use crate::metrics::METRICS;
 use crate::pipeline::Ingest;
 use crate::record::{Chunk, ChunkId, Entries};
-
-/// How long a client has for TLS and the handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why a client connection ended early.
-#[derive(Debug, thiserror::Error)]
-pub enum InputConnError {
-    #[error("connection error: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the client closed the connection during the handshake")]
-    Closed,
-    #[error("not a valid Forward message: {0}")]
-    Decode(#[from] DecodeError),
-    #[error("TLS handshake failed: {0}")]
-    Tls(std::io::Error),
-    #[error("{what} timed out after {HANDSHAKE_TIMEOUT:?}")]
-    Timeout { what: &'static str },
-    #[error("rejected client `{client}`: {} ({failure})", handshake::explain(*failure))]
-    Auth {
-        failure: AuthFailure,
-        client: String,
-    },
-    #[error(
-        "rejected: the client sent events without the shared_key handshake (configure its shared_key)"
-    )]
-    HandshakeMissing,
-    #[error("the client sent PING outside a handshake (this input has no shared_key)")]
-    UnexpectedPing,
-    #[error("{0}")]
-    Buffer(#[from] BufferError),
-    #[error("the agent is shutting down")]
-    ShuttingDown,
-    #[error("message with {0} events is too large for one chunk")]
-    TooManyEvents(usize),
-}
 
 /// Serves one accepted TCP connection (TLS first when configured).
 pub async fn serve(

@@ -9,10 +9,10 @@
 //! equal, or the client skipped the handshake and sent events — then the caller closes.
 
 use bytes::{Bytes, BytesMut};
-use logtap_protocol::forward::{AuthFailure, ClientMessage, Helo, Ping, Pong, ServerDecoder};
+use logtap_protocol::forward::{ClientMessage, Helo, Ping, Pong, ServerDecoder};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::connection::InputConnError;
+use super::error::InputConnError;
 
 /// The PONG reason when a client sends events instead of PING.
 pub const MISSING_HANDSHAKE: &str =
@@ -124,22 +124,10 @@ async fn refuse<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// For log lines: what a failure means to the operator.
-pub fn explain(failure: AuthFailure) -> &'static str {
-    match failure {
-        AuthFailure::SharedKeyMismatch => "wrong shared_key",
-        AuthFailure::UserMismatch => "wrong username/password",
-        AuthFailure::SameHostname => {
-            "client and server use the same hostname (set --self-hostname on one)"
-        }
-        AuthFailure::Refused => "refused",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use logtap_protocol::forward::{ClientDecoder, ServerMessage};
+    use logtap_protocol::forward::{AuthFailure, ClientDecoder, ServerMessage};
 
     /// Runs `accept` against a client that answers with `client_key`; returns both outcomes.
     async fn run(

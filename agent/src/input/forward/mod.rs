@@ -6,8 +6,10 @@
 //!   and the stop used by the agent's drain.
 //! - [`connection`] — one client: optional TLS, optional `shared_key` handshake
 //!   ([`handshake`]), all four modes, ack after the chunk is buffered.
+//! - [`error`] — why a connection ended early (shared by the two).
 
 pub mod connection;
+pub mod error;
 pub mod handshake;
 
 use std::net::SocketAddr;
