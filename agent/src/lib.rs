@@ -1,17 +1,19 @@
 //! The `logtap` agent as a library (the binary is `main.rs`): taps the log output of unmodified programs (with `liblogtap.so`) and ships it to
 //! Fluentd / Fluent Bit over the Forward protocol, or prints it as JSON lines.
 //!
-//! # Layout (the data path in folder order)
-//! - [`input`] — the tap socket and one task per tapped process (ring draining, frames).
+//! # Map (the data path in folder order; each folder imports only those below it)
+//! - [`input`] — the tap socket and one task per tapped process; the forward input.
 //! - [`pipeline`] — lines → records (Contract 3) → chunks.
-//! - [`buffer`] — bounded memory (`mem_buf_limit`); chunks leave when every output acked them.
-//! - [`output`] — stdout JSON, null (and forward).
-//! - [`agent`] — assembles the above; [`shutdown`] — the signals and the drain order.
-//! - [`cli`], [`options`], [`config`], [`config_types`], [`units`] — options: flags,
-//!   `LOGTAP_*`, TOML, and the effective configuration.
-//! - [`run`], [`install`], [`check`] — the other subcommands.
-//! - [`http`], [`metrics`], [`logging`] — observability. [`record`] — the units in transit.
-//! - [`sys`] — the only `unsafe` (seqpacket sockets, `SCM_RIGHTS`, `kill`).
+//! - [`buffer`] — bounded memory and the spool; its [`buffer::Router`] hands each chunk to every
+//!   output.
+//! - [`output`] — receive [`output::Delivery`]s: stdout JSON, null, forward.
+//! - [`record`] — what travels along it: entries, chunks, and the ring positions they hold.
+//!
+//! At the sides: [`config`] (flags, `LOGTAP_*`, TOML → the effective configuration),
+//! [`commands`] (`run`, `cat`, `check`, `install`), [`agent`] (`logtap agent`: assembles the
+//! path; [`shutdown`] — its signals and drain order), [`http`], [`metrics`], [`logging`]
+//! (observability), [`tls`], and [`sys`] — the only `unsafe` (seqpacket sockets,
+//! `SCM_RIGHTS`, `kill`).
 
 #![deny(unsafe_code)]
 

@@ -88,7 +88,7 @@
 //! possible and counted (`logtap_ring_records_reread_total`, from the read position at offset
 //! 344); loss is not. The agent tracks, per ring, the start of the oldest record not yet safe —
 //! records of one ring end up in many chunks, line assembly joins records, and chunks become
-//! safe in any order — and releases up to it; see the agent's `input::ring_release`.
+//! safe in any order — and releases up to it; see the agent's `record::ring_release`.
 //!
 //! # What bounds the throughput
 //! Holding records until they are safe costs nothing while the ring is large enough for the
