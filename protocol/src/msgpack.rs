@@ -17,32 +17,41 @@
 pub struct Overflow;
 
 /// One MessagePack header — a marker with its length, or a whole scalar — in its smallest form,
-/// at most 9 bytes, built on the stack. The one place MessagePack forms are chosen: [`Writer`]
-/// copies heads into a fixed buffer (the interceptor), the Forward encoders
-/// (`forward::write`) append them to a `Vec` (the agent).
-#[derive(Debug, Clone, Copy)]
-pub struct Head {
-    bytes: [u8; 9],
-    len: u8,
+/// built on the stack. The one place MessagePack forms are chosen: [`Writer`] copies heads
+/// into a fixed buffer (the interceptor), the Forward encoders (`forward::write`) append them
+/// to a `Vec` (the agent). Each variant has a fixed size, so that appending one is a copy of a
+/// known length (no length-dependent `memcpy` on the agent's per-line path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// A one-byte form (fix types, nil, bools).
+    B1([u8; 1]),
+    /// A marker and one byte.
+    B2([u8; 2]),
+    /// A marker and two bytes.
+    B3([u8; 3]),
+    /// `ext 16`: marker, length, type.
+    B4([u8; 4]),
+    /// A marker and four bytes.
+    B5([u8; 5]),
+    /// `ext 32`: marker, length, type.
+    B6([u8; 6]),
+    /// A marker and eight bytes.
+    B9([u8; 9]),
 }
 
 impl Head {
-    fn new(marker: u8, be: &[u8]) -> Head {
-        let mut bytes = [marker, 0, 0, 0, 0, 0, 0, 0, 0];
-        let n = be.len().min(8);
-        if let (Some(dst), Some(src)) = (bytes.get_mut(1..=n), be.get(..n)) {
-            dst.copy_from_slice(src);
-        }
-        Head {
-            bytes,
-            len: n as u8 + 1,
-        }
-    }
-
     /// The header's bytes.
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
-        self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
+        match self {
+            Head::B1(b) => b,
+            Head::B2(b) => b,
+            Head::B3(b) => b,
+            Head::B4(b) => b,
+            Head::B5(b) => b,
+            Head::B6(b) => b,
+            Head::B9(b) => b,
+        }
     }
 
     /// A length header: the fix form (`base | len` when `len <= fix_max`), then the 8-, 16- and
@@ -52,17 +61,19 @@ impl Head {
         if let Some((base, max)) = fix
             && len <= max
         {
-            return Head::new(base | len as u8, &[]);
+            return Head::B1([base | len as u8]);
         }
         if let Some(m) = m8
             && len <= 0xff
         {
-            return Head::new(m, &[len as u8]);
+            return Head::B2([m, len as u8]);
         }
         if len <= 0xffff {
-            return Head::new(m16, &(len as u16).to_be_bytes());
+            let l = (len as u16).to_be_bytes();
+            return Head::B3([m16, l[0], l[1]]);
         }
-        Head::new(m32, &len.to_be_bytes())
+        let l = len.to_be_bytes();
+        Head::B5([m32, l[0], l[1], l[2], l[3]])
     }
 
     /// An array header for `len` elements.
@@ -92,38 +103,41 @@ impl Head {
     /// An extension header of type `ty` for `len` bytes (fixext when the size allows).
     #[inline]
     pub fn ext(ty: i8, len: u32) -> Head {
-        let fixed = match len {
-            1 => Some(0xd4),
-            2 => Some(0xd5),
-            4 => Some(0xd6),
-            8 => Some(0xd7),
-            16 => Some(0xd8),
-            _ => None,
-        };
-        let mut h = match fixed {
-            Some(m) => Head::new(m, &[]),
-            None => Head::sized(None, Some(0xc7), 0xc8, 0xc9, len),
-        };
-        if let Some(b) = h.bytes.get_mut(usize::from(h.len)) {
-            *b = ty as u8;
-            h.len += 1;
+        let ty = ty as u8;
+        match len {
+            1 => Head::B2([0xd4, ty]),
+            2 => Head::B2([0xd5, ty]),
+            4 => Head::B2([0xd6, ty]),
+            8 => Head::B2([0xd7, ty]),
+            16 => Head::B2([0xd8, ty]),
+            l if l <= 0xff => Head::B3([0xc7, l as u8, ty]),
+            l if l <= 0xffff => {
+                let b = (l as u16).to_be_bytes();
+                Head::B4([0xc8, b[0], b[1], ty])
+            }
+            l => {
+                let b = l.to_be_bytes();
+                Head::B6([0xc9, b[0], b[1], b[2], b[3], ty])
+            }
         }
-        h
     }
 
     /// An unsigned integer, whole.
     #[inline]
     pub fn uint(v: u64) -> Head {
         if v < 0x80 {
-            Head::new(v as u8, &[])
+            Head::B1([v as u8])
         } else if v <= 0xff {
-            Head::new(0xcc, &[v as u8])
+            Head::B2([0xcc, v as u8])
         } else if v <= 0xffff {
-            Head::new(0xcd, &(v as u16).to_be_bytes())
+            let b = (v as u16).to_be_bytes();
+            Head::B3([0xcd, b[0], b[1]])
         } else if v <= 0xffff_ffff {
-            Head::new(0xce, &(v as u32).to_be_bytes())
+            let b = (v as u32).to_be_bytes();
+            Head::B5([0xce, b[0], b[1], b[2], b[3]])
         } else {
-            Head::new(0xcf, &v.to_be_bytes())
+            let b = v.to_be_bytes();
+            Head::B9([0xcf, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
         }
     }
 
@@ -133,22 +147,40 @@ impl Head {
         if v >= 0 {
             Head::uint(v as u64)
         } else if v >= -32 {
-            Head::new(v as i8 as u8, &[])
+            Head::B1([v as i8 as u8])
         } else if v >= i64::from(i8::MIN) {
-            Head::new(0xd0, &[v as i8 as u8])
+            Head::B2([0xd0, v as i8 as u8])
         } else if v >= i64::from(i16::MIN) {
-            Head::new(0xd1, &(v as i16).to_be_bytes())
+            let b = (v as i16).to_be_bytes();
+            Head::B3([0xd1, b[0], b[1]])
         } else if v >= i64::from(i32::MIN) {
-            Head::new(0xd2, &(v as i32).to_be_bytes())
+            let b = (v as i32).to_be_bytes();
+            Head::B5([0xd2, b[0], b[1], b[2], b[3]])
         } else {
-            Head::new(0xd3, &v.to_be_bytes())
+            let b = v.to_be_bytes();
+            Head::B9([0xd3, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
         }
     }
 
     /// `true` / `false`.
     #[inline]
     pub fn bool(v: bool) -> Head {
-        Head::new(if v { 0xc3 } else { 0xc2 }, &[])
+        Head::B1([if v { 0xc3 } else { 0xc2 }])
+    }
+
+    /// Appends the header to `buf` (a copy of the variant's fixed size).
+    #[cfg(feature = "forward")]
+    #[inline]
+    pub fn append_to(self, buf: &mut Vec<u8>) {
+        match self {
+            Head::B1([b]) => buf.push(b),
+            Head::B2(b) => buf.extend_from_slice(&b),
+            Head::B3(b) => buf.extend_from_slice(&b),
+            Head::B4(b) => buf.extend_from_slice(&b),
+            Head::B5(b) => buf.extend_from_slice(&b),
+            Head::B6(b) => buf.extend_from_slice(&b),
+            Head::B9(b) => buf.extend_from_slice(&b),
+        }
     }
 }
 

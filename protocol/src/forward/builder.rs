@@ -203,6 +203,7 @@ impl PackedForward {
 /// Appends the start of one PackedForward entry, `[time, {` with a map header for exactly
 /// `fields` key/value pairs, to `buf` (a run of entries); write those fields on the returned
 /// writer. Nothing is patched afterwards: this is the agent's per-line path.
+#[inline]
 pub fn write_entry(buf: &mut Vec<u8>, time: EventTime, fields: u32) -> RecordWriter<'_> {
     write::array_len(buf, 2);
     time.encode(buf);
@@ -270,6 +271,7 @@ pub struct RecordWriter<'a> {
 
 impl RecordWriter<'_> {
     /// Appends pre-encoded fields.
+    #[inline]
     pub fn fields(&mut self, fields: &Fields) -> &mut Self {
         self.fields += fields.count;
         self.buf.extend_from_slice(&fields.buf);
@@ -284,12 +286,14 @@ impl RecordWriter<'_> {
     }
 
     /// `key: str` (the bytes are written as they are).
+    #[inline]
     pub fn str(&mut self, key: &str, value: &[u8]) -> &mut Self {
         write::str(self.key(key), value);
         self
     }
 
     /// `key: bin`.
+    #[inline]
     pub fn bin(&mut self, key: &str, value: &[u8]) -> &mut Self {
         write::bin(self.key(key), value);
         self
@@ -297,6 +301,7 @@ impl RecordWriter<'_> {
 
     /// `key: str` when `value` is UTF-8, else `key: bin` — Contract 3's rule for `message`:
     /// bytes are never rewritten.
+    #[inline]
     pub fn text_or_bin(&mut self, key: &str, value: &[u8]) -> &mut Self {
         if std::str::from_utf8(value).is_ok() {
             self.str(key, value)
@@ -306,6 +311,7 @@ impl RecordWriter<'_> {
     }
 
     /// `key: unsigned integer`.
+    #[inline]
     pub fn uint(&mut self, key: &str, value: u64) -> &mut Self {
         write::uint(self.key(key), value);
         self
@@ -318,6 +324,7 @@ impl RecordWriter<'_> {
     }
 
     /// `key: bool`.
+    #[inline]
     pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
         write::bool(self.key(key), value);
         self
@@ -334,6 +341,7 @@ impl Drop for RecordWriter<'_> {
     /// Patches the map header reserved by [`PackedForwardBuilder::record`] with the field count,
     /// in the smallest form: a 1-byte fixmap for < 16 fields (the common case; the fields move
     /// back two bytes), map 16 otherwise, map 32 (two bytes inserted) beyond 65,535 fields.
+    #[inline]
     fn drop(&mut self) {
         if let Some(tally) = self.tally.as_deref_mut() {
             *tally += self.fields;

@@ -67,6 +67,7 @@ impl EventTime {
     }
 
     /// The 8 data bytes of the extension.
+    #[inline]
     pub fn to_bytes(&self) -> [u8; 8] {
         let mut b = [0u8; 8];
         b[..4].copy_from_slice(&self.secs.to_be_bytes());
@@ -75,6 +76,7 @@ impl EventTime {
     }
 
     /// Appends the `fixext 8` encoding (10 bytes), as Fluentd sends it.
+    #[inline]
     #[inline]
     pub fn encode(&self, buf: &mut Vec<u8>) {
         let mut out = [0u8; 10];

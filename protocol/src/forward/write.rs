@@ -10,7 +10,7 @@ use crate::msgpack::Head;
 
 #[inline]
 fn head(buf: &mut Vec<u8>, h: Head) {
-    buf.extend_from_slice(h.as_bytes());
+    h.append_to(buf);
 }
 
 /// Appends an array header for `len` elements.
