@@ -2,7 +2,9 @@
 one JSON line per message describing what an independent decoder sees: array shapes, MessagePack
 types, EventTime as ext type 0 split into seconds/nanoseconds (protocol/tests/forward_interop.rs).
 Also answers digest requests: with argv[1] == "digests", reads JSON lines of inputs and prints
-hashlib's SHA-512 hex digests."""
+hashlib's SHA-512 hex digests. With argv[1] == "peer", reads (Compressed)PackedForward from
+another sender the same way, with the outer message read raw: Fluentd sends the PackedForward
+body as a `str` that is not UTF-8 (tests/tests/agent_forward_wire.rs compares shapes)."""
 import gzip
 import hashlib
 import json
@@ -69,7 +71,22 @@ def messages():
         print(json.dumps(out, sort_keys=True))
 
 
+def peer_messages():
+    u = msgpack.Unpacker(raw=True, strict_map_key=False)
+    u.feed(sys.stdin.buffer.read())
+    for msg in u:
+        if not isinstance(msg[1], bytes):
+            raise SystemExit("peer mode reads PackedForward only, got %r" % (msg[:1],))
+        raw_opts = msg[2] if len(msg) > 2 else {}
+        opts = {text(k): text(v) for k, v in raw_opts.items()}
+        body = gzip.decompress(msg[1]) if opts.get("compressed") == "gzip" else msg[1]
+        out = {"kind": "PackedForward", "tag": text(msg[0]), "entries": entries(body), "options": opts}
+        print(json.dumps(out, sort_keys=True))
+
+
 if len(sys.argv) > 1 and sys.argv[1] == "digests":
     digests()
+elif len(sys.argv) > 1 and sys.argv[1] == "peer":
+    peer_messages()
 else:
     messages()
