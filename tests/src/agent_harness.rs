@@ -54,6 +54,23 @@ fn collect(
     (out, thread)
 }
 
+/// Passes a child's stderr on to ours, line by line, and keeps it for [`Agent::bound_port`].
+fn tee_log(stderr: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).split(b'\n') {
+            let Ok(line) = line else { break };
+            let text = String::from_utf8_lossy(&line);
+            eprintln!("{text}");
+            let mut log = sink.lock().unwrap();
+            log.push_str(&text);
+            log.push('\n');
+        }
+    });
+    log
+}
+
 /// A running `logtap agent`.
 pub struct Agent {
     pub child: Child,
@@ -61,6 +78,8 @@ pub struct Agent {
     pub dir: TempDir,
     out: Arc<Mutex<Output>>,
     reader: Option<std::thread::JoinHandle<()>>,
+    /// Its log (stderr) so far; also passed on to the test's stderr.
+    log: Arc<Mutex<String>>,
 }
 
 impl Agent {
@@ -80,11 +99,10 @@ impl Agent {
         if !args.contains(&"--http-listen") {
             cmd.args(["--http-listen", "off"]);
         }
-        cmd.args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start logtap agent");
         let (out, reader) = collect(child.stdout.take().unwrap());
+        let log = tee_log(child.stderr.take().unwrap());
         let deadline = Instant::now() + Duration::from_secs(10);
         while !socket.exists() {
             if let Some(status) = child.try_wait().unwrap() {
@@ -102,7 +120,35 @@ impl Agent {
             dir,
             out,
             reader: Some(reader),
+            log,
         }
+    }
+
+    /// The port of the address that the agent's log line `message` reports (waits for it):
+    /// how a test that gave a listen address of port 0 learns the port.
+    pub fn bound_port(&self, message: &str) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if let Some(addr) = crate::forward_support::bound_addr(&log, message) {
+                return addr.port();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "logtap agent did not log `{message} addr=…` within 20 s (is --log-level at least info?)"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The port of `--forward-listen` (see [`Agent::bound_port`]).
+    pub fn forward_port(&self) -> u16 {
+        self.bound_port(crate::forward_support::FORWARD_LISTENING)
+    }
+
+    /// The port of `--http-listen` (see [`Agent::bound_port`]).
+    pub fn http_port(&self) -> u16 {
+        self.bound_port(crate::forward_support::HTTP_LISTENING)
     }
 
     /// Records received so far.

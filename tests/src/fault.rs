@@ -93,11 +93,6 @@ impl Counts {
     }
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    crate::forward_support::free_port()
-}
-
 /// Peak resident set (VmHWM, KiB) of a live process, 0 if gone.
 pub fn peak_rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmHWM:")
@@ -288,7 +283,8 @@ impl Drop for Sender {
 }
 
 /// The receiving agent: `logtap agent --forward-listen 127.0.0.1:<port> --output stdout`,
-/// whose printed records are counted by number, across restarts.
+/// whose printed records are counted by number, across restarts (on the same port: the one
+/// the first start bound).
 pub struct Receiver {
     pub port: u16,
     dir: TempDir,
@@ -299,7 +295,8 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Starts it and waits until it listens. `args`: more options (e.g. `--storage-path`).
+    /// Starts it and waits until it listens. `port` 0: a port the kernel picks (then
+    /// [`Receiver::port`]). `args`: more options (e.g. `--storage-path`).
     pub fn start(name: &str, port: u16, args: &[String]) -> Receiver {
         let mut r = Receiver {
             port,
@@ -324,7 +321,9 @@ impl Receiver {
             .arg("--socket")
             .arg(self.dir.path().join("tap.sock"))
             .args(["--http-listen", "off", "--output", "stdout"])
-            .args(["--self-hostname", "receiver", "--log-level", "warn"])
+            // Warnings, and the line that reports the bound address.
+            .args(["--self-hostname", "receiver", "--log-level"])
+            .arg("warn,logtap_agent::input::forward=info")
             .arg("--forward-listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.args)
@@ -344,7 +343,30 @@ impl Receiver {
             }
         }));
         self.child = Some(child);
+        if self.port == 0 {
+            self.port = self.bound_port();
+        }
         crate::forward_support::wait_port(self.port, Duration::from_secs(20));
+    }
+
+    /// The forward port the receiver's log reports.
+    fn bound_port(&self) -> u16 {
+        let log = self.dir.path().join("receiver.log");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(addr) =
+                crate::forward_support::bound_addr(&text, crate::forward_support::FORWARD_LISTENING)
+            {
+                return addr.port();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the receiving agent did not log its address within 20 s: {}",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// SIGKILL; what it printed so far stays counted.

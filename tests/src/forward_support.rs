@@ -12,17 +12,70 @@
 //!   set up the same way by every test file that needs one.
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::agent_harness::Agent;
 
-/// A port that was free when asked (bind to 0, read, release).
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+/// The log message with which `logtap` reports the address its forward input bound
+/// (`--forward-listen 127.0.0.1:0` picks a free port; the log line says which).
+pub const FORWARD_LISTENING: &str = "forward input listening";
+/// The log message with which `logtap` reports the address its HTTP server bound.
+pub const HTTP_LISTENING: &str = "HTTP metrics and health listening";
+
+/// The address that the last line of `log` containing `message` reports: `addr=IP:PORT` in
+/// `logtap`'s text log, `"addr":"IP:PORT"` with `--log-format json`.
+pub fn bound_addr(log: &str, message: &str) -> Option<SocketAddr> {
+    let line = log.lines().rev().find(|l| l.contains(message))?;
+    let (_, rest) = line
+        .split_once("addr=")
+        .or_else(|| line.split_once("\"addr\":\""))?;
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '"')
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// A TCP port on 127.0.0.1 that refuses connections for as long as the guard lives: a socket
+/// bound to it that never listens, so no other test can take the port meanwhile.
+pub struct ClosedPort {
+    _socket: std::os::fd::OwnedFd,
+    pub port: u16,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket(2); the result is checked before use.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let socket = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_in is plain old data; all-zero is valid.
+        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: `addr` is a valid sockaddr_in of `len` bytes; port 0 lets the kernel choose.
+        let r = unsafe { libc::bind(fd, (&raw const addr).cast(), len) };
+        assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
+        let mut len = len;
+        // SAFETY: `addr` and `len` are valid for writes of a sockaddr_in.
+        let r = unsafe { libc::getsockname(fd, (&raw mut addr).cast(), &mut len) };
+        assert_eq!(r, 0, "getsockname: {}", std::io::Error::last_os_error());
+        ClosedPort {
+            _socket: socket,
+            port: u16::from_be(addr.sin_port),
+        }
+    }
+}
+
+impl Default for ClosedPort {
+    fn default() -> Self {
+        ClosedPort::new()
+    }
 }
 
 /// Waits (at most `limit`) until a TCP connect to 127.0.0.1:`port` succeeds.
@@ -37,9 +90,10 @@ pub fn wait_port(port: u16, limit: Duration) {
     }
 }
 
-/// Starts `logtap agent` as a forward receiver on 127.0.0.1:`port` that prints its records on
-/// stdout and flushes every 50 ms, with `extra` arguments after those, and waits (at most
-/// `limit`) until the port accepts, so the test can send at once.
+/// Starts `logtap agent` as a forward receiver on 127.0.0.1:`port` (0: a port the kernel picks,
+/// then [`Agent::forward_port`]) that prints its records on stdout and flushes every 50 ms,
+/// with `extra` arguments after those, and waits (at most `limit`) until the port accepts, so
+/// the test can send at once.
 pub fn start_receiver(name: &str, port: u16, extra: &[&str], limit: Duration) -> Agent {
     start_receiver_env(name, port, extra, &[], limit)
 }
@@ -63,7 +117,7 @@ pub fn start_receiver_env(
     ];
     args.extend_from_slice(extra);
     let agent = Agent::start_with_env(name, &args, env);
-    wait_port(port, limit);
+    wait_port(agent.forward_port(), limit);
     agent
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use logtap_tests::agent_harness::Agent;
 use logtap_tests::artifacts::{TempDir, logtap_bin};
-use logtap_tests::forward_support::{TestCa, free_port, start_receiver};
+use logtap_tests::forward_support::{ClosedPort, TestCa, start_receiver};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -42,8 +42,8 @@ fn logtap(args: &[&str], stdin: &[u8]) -> Output {
 
 #[test]
 fn cat_exits_0_once_acked_and_the_lines_arrive() {
-    let port = free_port();
-    let agent = receiver("cat-ok", port, &[]);
+    let agent = receiver("cat-ok", 0, &[]);
+    let port = agent.forward_port();
     let server = format!("127.0.0.1:{port}");
     let out = logtap(
         &["cat", "--tag", "cat.test", &server],
@@ -68,8 +68,8 @@ fn cat_exits_0_once_acked_and_the_lines_arrive() {
 
 #[test]
 fn cat_with_shared_key_and_gzip() {
-    let port = free_port();
-    let agent = receiver("cat-key", port, &["--shared-key", "k3y"]);
+    let agent = receiver("cat-key", 0, &["--shared-key", "k3y"]);
+    let port = agent.forward_port();
     let server = format!("127.0.0.1:{port}");
     let ok = logtap(
         &[
@@ -150,14 +150,15 @@ fn cat_fails_when_the_server_never_acks() {
 
 #[test]
 fn check_probes_live_and_dead_servers_and_offline_skips_them() {
-    let port = free_port();
-    let _agent = receiver("check-live", port, &[]);
+    let _agent = receiver("check-live", 0, &[]);
+    let port = _agent.forward_port();
     let live = format!("127.0.0.1:{port}");
     let out = logtap(&["check", "--forward", &live], b"");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains(&format!("forward server {live}: ok")), "{err}");
-    let dead = format!("127.0.0.1:{}", free_port());
+    let closed = ClosedPort::new();
+    let dead = format!("127.0.0.1:{}", closed.port);
     let out = logtap(&["check", "--forward", &live, "--forward", &dead], b"");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -178,14 +179,13 @@ fn check_verifies_tls_against_the_ca_file() {
     let dir = TempDir::new("check-tls");
     let good = TestCa::create(dir.path(), "good");
     let other = TestCa::create(dir.path(), "other");
-    let port = free_port();
     let (cert, key) = (
         good.cert_pem.to_str().unwrap(),
         good.key_pem.to_str().unwrap(),
     );
     let agent = receiver(
         "check-tls",
-        port,
+        0,
         &[
             "--forward-listen-tls-cert",
             cert,
@@ -193,6 +193,7 @@ fn check_verifies_tls_against_the_ca_file() {
             key,
         ],
     );
+    let port = agent.forward_port();
     let server = format!("127.0.0.1:{port}");
     let ok = logtap(
         &[

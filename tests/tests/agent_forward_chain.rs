@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use logtap_protocol::tap::Stream;
 use logtap_tests::agent_harness::{Agent, TapClient};
 use logtap_tests::artifacts::TempDir;
-use logtap_tests::forward_support::{free_port, python, sender_args, start_receiver, wait_port};
+use logtap_tests::forward_support::{python, sender_args, start_receiver, wait_port};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -56,8 +56,8 @@ fn wait_all(get: impl Fn() -> BTreeSet<u64>, n: u64, limit: Duration) {
 
 #[test]
 fn tapped_lines_cross_two_agents_with_tags_records_and_nanoseconds() {
-    let port = free_port();
-    let recv = receiver("chain-recv", port, &[]);
+    let recv = receiver("chain-recv", 0, &[]);
+    let port = recv.forward_port();
     let send = sender("chain-send", port, &["--compress", "gzip"]);
     let mut c = TapClient::connect(&send.socket, 4321);
     c.hello("chainapp", None, &[]);
@@ -106,10 +106,9 @@ fn tapped_lines_cross_two_agents_with_tags_records_and_nanoseconds() {
 
 #[test]
 fn the_sender_logs_in_as_a_user_of_the_receiver() {
-    let port = free_port();
     let recv = receiver(
         "chain-users-recv",
-        port,
+        0,
         &[
             "--shared-key",
             "s3cret",
@@ -117,6 +116,7 @@ fn the_sender_logs_in_as_a_user_of_the_receiver() {
             "alice:wonder:land",
         ],
     );
+    let port = recv.forward_port();
     // A wrong password is refused (and retried), the right one gets through.
     let wrong = sender(
         "chain-users-wrong",
@@ -167,10 +167,11 @@ fn the_sender_logs_in_as_a_user_of_the_receiver() {
 
 #[test]
 fn receiver_killed_and_restarted_mid_stream_loses_nothing() {
-    let port = free_port();
     let spool = TempDir::new("chain-kill-recv-spool");
     let storage = spool.path().to_str().unwrap().to_owned();
-    let mut recv = receiver("chain-kill-recv-1", port, &["--storage-path", &storage]);
+    let mut recv = receiver("chain-kill-recv-1", 0, &["--storage-path", &storage]);
+    // Restarted on the same port below.
+    let port = recv.forward_port();
     let send = sender("chain-kill-send", port, &[]);
     let mut c = TapClient::connect(&send.socket, 77);
     c.hello("seqapp", None, &[]);
@@ -203,11 +204,20 @@ fn receiver_killed_and_restarted_mid_stream_loses_nothing() {
 
 #[test]
 fn sender_killed_9_with_storage_path_loses_nothing_it_acked() {
-    let p_recv = free_port();
-    let p_send = free_port();
-    let recv = receiver("chain-spool-recv", p_recv, &[]);
+    let recv = receiver("chain-spool-recv", 0, &[]);
+    let p_recv = recv.forward_port();
     let spool = TempDir::new("chain-spool-send-spool");
     let storage = spool.path().to_str().unwrap().to_owned();
+    let first = [
+        "--forward-listen",
+        "127.0.0.1:0",
+        "--storage-path",
+        storage.as_str(),
+    ];
+    let mut send = sender("chain-spool-send-1", p_recv, &first);
+    // The restarted sender listens on the same port: the client reconnects to it.
+    let p_send = send.forward_port();
+    wait_port(p_send, LIMIT);
     let listen = format!("127.0.0.1:{p_send}");
     let args = [
         "--forward-listen",
@@ -215,8 +225,6 @@ fn sender_killed_9_with_storage_path_loses_nothing_it_acked() {
         "--storage-path",
         storage.as_str(),
     ];
-    let mut send = sender("chain-spool-send-1", p_recv, &args);
-    wait_port(p_send, LIMIT);
     // The client sends chunks of 10 records and moves on only once a chunk is acked; on any
     // failure it reconnects and resends the same chunk (what Fluent Bit and Fluentd do).
     const CHUNKS: u64 = 300;
@@ -283,8 +291,8 @@ print('acked', i, 'reconnects', reconnects)
 
 #[test]
 fn a_real_program_under_the_interceptor_reaches_the_second_agent() {
-    let port = free_port();
-    let recv = receiver("chain-real-recv", port, &[]);
+    let recv = receiver("chain-real-recv", 0, &[]);
+    let port = recv.forward_port();
     let server = format!("127.0.0.1:{port}");
     let args = sender_args(&server);
     let script = "for i in range(2000): print('seq', i)\nprint('no newline', end='')";

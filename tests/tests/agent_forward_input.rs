@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use logtap_tests::agent_harness::Agent;
 use logtap_tests::artifacts::TempDir;
-use logtap_tests::forward_support::{
-    TestCa, free_port, python, start_receiver, start_receiver_env,
-};
+use logtap_tests::forward_support::{TestCa, python, start_receiver, start_receiver_env};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -30,8 +28,8 @@ fn messages(records: &[Value]) -> Vec<String> {
 
 #[test]
 fn fluent_logger_events_arrive_without_ack() {
-    let port = free_port();
-    let agent = receiver("fwd-in-fluent-logger", port, &[]);
+    let agent = receiver("fwd-in-fluent-logger", 0, &[]);
+    let port = agent.forward_port();
     let out = python(
         r#"
 from fluent import sender
@@ -55,8 +53,8 @@ s.close()
 
 #[test]
 fn packed_forward_with_chunk_is_acked_with_the_same_bytes_and_type() {
-    let port = free_port();
-    let agent = receiver("fwd-in-ack", port, &[]);
+    let agent = receiver("fwd-in-ack", 0, &[]);
+    let port = agent.forward_port();
     let out = python(
         r#"
 port = int(sys.argv[1])
@@ -87,8 +85,8 @@ print('ok')
 
 #[test]
 fn gzip_compressed_packed_forward_with_several_members() {
-    let port = free_port();
-    let agent = receiver("fwd-in-gzip", port, &[]);
+    let agent = receiver("fwd-in-gzip", 0, &[]);
+    let port = agent.forward_port();
     let out = python(
         r#"
 s = connect(int(sys.argv[1])); r = Reader(s)
@@ -129,12 +127,12 @@ else:
 
 #[test]
 fn shared_key_right_wrong_and_missing() {
-    let port = free_port();
     let agent = receiver(
         "fwd-in-sharedkey",
-        port,
+        0,
         &["--shared-key", "s3cret", "--self-hostname", "server-host"],
     );
+    let port = agent.forward_port();
     let right = python(HANDSHAKE_CLIENT, &[&port.to_string(), "s3cret"], LIMIT);
     assert!(
         right.success && right.stdout.contains("PONG True") && right.stdout.contains("acked"),
@@ -176,15 +174,15 @@ if pong[1]:
 
 #[test]
 fn users_log_in_and_strangers_are_refused() {
-    let port = free_port();
     // Users from the environment, as a Kubernetes Secret would give them; a password may hold ':'.
     let agent = start_receiver_env(
         "fwd-in-users",
-        port,
+        0,
         &["--shared-key", "s3cret", "--self-hostname", "server-host"],
         &[("LOGTAP_FORWARD_LISTEN_USERS", "alice:wonder:land,bob:b0b")],
         LIMIT,
     );
+    let port = agent.forward_port();
     for (user, password) in [("alice", "wonder:land"), ("bob", "b0b")] {
         let ok = python(LOGIN_CLIENT, &[&port.to_string(), user, password], LIMIT);
         assert!(
@@ -224,10 +222,9 @@ fn tls_with_the_test_ca_and_failure_with_a_wrong_ca() {
     let dir = TempDir::new("fwd-in-tls-certs");
     let good = TestCa::create(dir.path(), "good");
     let other = TestCa::create(dir.path(), "other");
-    let port = free_port();
     let agent = receiver(
         "fwd-in-tls",
-        port,
+        0,
         &[
             "--forward-listen-tls-cert",
             good.cert_pem.to_str().unwrap(),
@@ -235,6 +232,7 @@ fn tls_with_the_test_ca_and_failure_with_a_wrong_ca() {
             good.key_pem.to_str().unwrap(),
         ],
     );
+    let port = agent.forward_port();
     let ok = python(
         TLS_CLIENT,
         &[&port.to_string(), good.ca_pem.to_str().unwrap()],
@@ -253,8 +251,8 @@ fn tls_with_the_test_ca_and_failure_with_a_wrong_ca() {
 
 #[test]
 fn udp_heartbeat_is_answered_and_oversized_messages_drop_only_their_connection() {
-    let port = free_port();
-    let agent = receiver("fwd-in-heartbeat", port, &[]);
+    let agent = receiver("fwd-in-heartbeat", 0, &[]);
+    let port = agent.forward_port();
     let out = python(
         r#"
 port = int(sys.argv[1])
@@ -295,8 +293,8 @@ fn real_fluentd_and_fluent_bit_streams_are_acked_and_received() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/tests/fixtures/forward");
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("EXPECTED.json")).unwrap()).unwrap();
-    let port = free_port();
-    let agent = receiver("fwd-in-golden", port, &[]);
+    let agent = receiver("fwd-in-golden", 0, &[]);
+    let port = agent.forward_port();
     let mut total = 0;
     let mut firsts = Vec::new();
     for (name, messages) in expected.as_object().unwrap() {
