@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use logtap_protocol::tap::Stream;
 use logtap_tests::agent_harness::{Agent, TapClient};
 use logtap_tests::artifacts::TempDir;
-use logtap_tests::fault::{Counts, FaultProxy, ProxyMode, Receiver, free_port};
+use logtap_tests::fault::{Counts, FaultProxy, ProxyMode, Receiver};
+use logtap_tests::forward_support::ClosedPort;
 
 const T0: u64 = 1_700_000_000_000_000_000;
 const LIMIT: Duration = Duration::from_secs(30);
@@ -35,8 +36,8 @@ fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 #[test]
 fn unacknowledged_records_stay_in_the_ring_and_survive_the_agent() {
     const N: u64 = 300;
-    let port = free_port();
-    let mut receiver = Receiver::start("release-recv", port, &[]);
+    let mut receiver = Receiver::start("release-recv", 0, &[]);
+    let port = receiver.port;
     let hole = FaultProxy::start(port, ProxyMode::BlackHole);
     let first = Agent::start(
         "release-hole",
@@ -59,16 +60,16 @@ fn unacknowledged_records_stay_in_the_ring_and_survive_the_agent() {
     );
     // The agent dies; a new one with a working server gets the same ring.
     drop(first); // SIGKILL
-    let http = free_port();
     let second = Agent::start(
         "release-second",
         &[
             "--forward",
             &format!("127.0.0.1:{port}"),
             "--http-listen",
-            &format!("127.0.0.1:{http}"),
+            "127.0.0.1:0",
         ],
     );
+    let http = second.http_port();
     let c = c.reconnect(&second.socket);
     let counts = receiver.wait_all(N, &Counts::default(), LIMIT);
     assert_eq!(counts.distinct(N), N, "missing {:?}", counts.missing(N));
@@ -88,8 +89,9 @@ fn unacknowledged_records_stay_in_the_ring_and_survive_the_agent() {
 #[test]
 fn with_a_spool_records_are_released_once_written() {
     const N: u64 = 300;
-    let port = free_port();
-    let hole = FaultProxy::start(port, ProxyMode::BlackHole);
+    // The black hole never passes anything on: its upstream is a port that refuses.
+    let closed = ClosedPort::new();
+    let hole = FaultProxy::start(closed.port, ProxyMode::BlackHole);
     let spool = TempDir::new("release-spool");
     let agent = Agent::start(
         "release-spooled",
@@ -116,8 +118,8 @@ fn with_a_spool_records_are_released_once_written() {
 #[test]
 fn a_process_that_exits_has_its_records_made_safe_at_once() {
     const N: u64 = 50;
-    let port = free_port();
-    let mut receiver = Receiver::start("release-exit-recv", port, &[]);
+    let mut receiver = Receiver::start("release-exit-recv", 0, &[]);
+    let port = receiver.port;
     let agent = Agent::start(
         "release-exit",
         &[

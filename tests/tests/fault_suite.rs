@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use logtap_tests::fault::{
-    Counts, FaultProxy, Figures, Moments, Program, ProxyMode, Receiver, Sender, free_port,
+    Counts, FaultProxy, Figures, Moments, Program, ProxyMode, Receiver, Sender,
 };
 
 /// What one scenario may take at most, from start to the last number counted.
@@ -41,8 +41,8 @@ fn assert_none_lost(f: &Figures, counts: &Counts) {
 fn s1_sender_killed_9_five_times_with_a_spool() {
     const N: u64 = 40_000;
     let started = Instant::now();
-    let port = free_port();
-    let mut receiver = Receiver::start("s1-recv", port, &[]);
+    let mut receiver = Receiver::start("s1-recv", 0, &[]);
+    let port = receiver.port;
     let spool = logtap_tests::artifacts::TempDir::new("s1-spool");
     let mut args = forward_to(port);
     args.extend(["--storage-path".into(), spool.path().display().to_string()]);
@@ -81,8 +81,8 @@ fn s1_sender_killed_9_five_times_with_a_spool() {
 fn s2_sender_killed_9_five_times_suppressed_tap_file() {
     const N: u64 = 20_000;
     let started = Instant::now();
-    let port = free_port();
-    let mut receiver = Receiver::start("s2-recv", port, &[]);
+    let mut receiver = Receiver::start("s2-recv", 0, &[]);
+    let port = receiver.port;
     let spool = logtap_tests::artifacts::TempDir::new("s2-spool");
     let mut args = forward_to(port);
     args.extend(["--storage-path".into(), spool.path().display().to_string()]);
@@ -129,10 +129,10 @@ fn s2_sender_killed_9_five_times_suppressed_tap_file() {
 fn s3_receiver_killed_10_times_during_200k_lines() {
     const N: u64 = 200_000;
     let started = Instant::now();
-    let port = free_port();
     let spool = logtap_tests::artifacts::TempDir::new("s3-recv-spool");
     let recv_args = vec!["--storage-path".into(), spool.path().display().to_string()];
-    let mut receiver = Receiver::start("s3-recv", port, &recv_args);
+    let mut receiver = Receiver::start("s3-recv", 0, &recv_args);
+    let port = receiver.port;
     let mut sender = Sender::start("s3-send", &forward_to(port));
     let program = Program::start(
         sender.dir.path(),
@@ -168,8 +168,8 @@ fn s3_receiver_killed_10_times_during_200k_lines() {
 fn s4_black_holed_receiver_fails_over_to_standby() {
     const N: u64 = 20_000;
     let started = Instant::now();
-    let port = free_port();
-    let mut receiver = Receiver::start("s4-recv", port, &[]);
+    let mut receiver = Receiver::start("s4-recv", 0, &[]);
+    let port = receiver.port;
     let hole = FaultProxy::start(port, ProxyMode::BlackHole);
     let dir = logtap_tests::artifacts::TempDir::new("s4-config");
     let config = dir.path().join("sender.toml");
@@ -225,8 +225,8 @@ fn s5_receiver_down_20s_with_a_spool() {
     const RATE: u64 = 5_000;
     const N: u64 = 30 * RATE;
     let started = Instant::now();
-    let port = free_port();
-    let mut receiver = Receiver::start("s5-recv", port, &[]);
+    let mut receiver = Receiver::start("s5-recv", 0, &[]);
+    let port = receiver.port;
     let spool = logtap_tests::artifacts::TempDir::new("s5-spool");
     let mut args = forward_to(port);
     args.extend(["--storage-path".into(), spool.path().display().to_string()]);
@@ -307,8 +307,8 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 fn s6_slow_receiver_acks_after_500ms() {
     const N: u64 = 100_000;
     let started = Instant::now();
-    let port = free_port();
-    let mut receiver = Receiver::start("s6-recv", port, &[]);
+    let mut receiver = Receiver::start("s6-recv", 0, &[]);
+    let port = receiver.port;
     let proxy = FaultProxy::start(port, ProxyMode::Pass);
     proxy.set_reply_delay(Duration::from_millis(500));
     let mut sender = Sender::start("s6-send", &forward_to(proxy.port));
@@ -397,8 +397,8 @@ fn s7_disk_full_under_storage_path() {
     };
     let filler = mount.join("filler");
     fill(&filler);
-    let port = free_port();
-    let mut receiver = Receiver::start("s7-recv", port, &[]);
+    let mut receiver = Receiver::start("s7-recv", 0, &[]);
+    let port = receiver.port;
     let mut args = forward_to(port);
     args.extend(["--storage-path".into(), mount.display().to_string()]);
     let mut sender = Sender::start("s7-send", &args);
@@ -449,8 +449,8 @@ fn s7_disk_full_under_storage_path() {
 fn s8_second_agent_on_a_live_socket_is_refused() {
     const N: u64 = 2_000;
     let started = Instant::now();
-    let port = free_port();
-    let mut receiver = Receiver::start("s8-recv", port, &[]);
+    let mut receiver = Receiver::start("s8-recv", 0, &[]);
+    let port = receiver.port;
     let mut first = Sender::start("s8-send", &forward_to(port));
     let before = std::fs::symlink_metadata(&first.socket).unwrap();
     let second = std::process::Command::new(logtap_tests::artifacts::logtap_bin())
