@@ -110,22 +110,13 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     logtap_tests::http::get_local(port, path).expect("an HTTP answer")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn http_serves_metrics_and_health() {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let agent = Agent::start(
         "http",
-        &["--http-listen", &listen, "--flush-interval", "50ms"],
+        &["--http-listen", "127.0.0.1:0", "--flush-interval", "50ms"],
     );
+    let port = agent.http_port();
     let mut c = TapClient::connect(&agent.socket, 321);
     c.hello("metered", None, &[]);
     c.data(Stream::Stdout, 1, b"one\ntwo\n", false);
@@ -189,19 +180,18 @@ fn the_socket_gets_the_configured_mode_and_refuses_to_replace_a_file() {
 
 #[test]
 fn several_outputs_each_get_every_record() {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let agent = Agent::start(
         "two-outputs",
         &[
             "--output",
             "stdout,null",
             "--http-listen",
-            &listen,
+            "127.0.0.1:0",
             "--flush-interval",
             "50ms",
         ],
     );
+    let port = agent.http_port();
     let mut c = TapClient::connect(&agent.socket, 55);
     c.hello("twice", None, &[]);
     c.data(Stream::Stderr, 1, b"a\nb\nc\n", false);

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use logtap_tests::agent_harness::Agent;
 use logtap_tests::artifacts;
-use logtap_tests::forward_support::free_port;
 use serde_json::Value;
 
 /// Every wait of this file is bounded by this.
@@ -230,19 +229,18 @@ fn settle(port: u16, what: &str, done: impl Fn(&Counts) -> bool) -> Counts {
 /// The agent with the stdout output (so the delivered lines can be checked too) and its HTTP
 /// endpoint on a free port; returns once `/readyz` answers 200.
 fn start_agent(name: &str) -> (Agent, u16) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let agent = Agent::start(
         name,
         &[
             "--output",
             "stdout",
             "--http-listen",
-            &listen,
+            "127.0.0.1:0",
             "--flush-interval",
             "50ms",
         ],
     );
+    let port = agent.http_port();
     let deadline = Instant::now() + LIMIT;
     loop {
         let ready = TcpStream::connect(("127.0.0.1", port)).is_ok()
