@@ -344,29 +344,12 @@ impl Receiver {
         }));
         self.child = Some(child);
         if self.port == 0 {
-            self.port = self.bound_port();
+            self.port = crate::forward_support::wait_bound_port(
+                &self.dir.path().join("receiver.log"),
+                crate::forward_support::FORWARD_LISTENING,
+            );
         }
         crate::forward_support::wait_port(self.port, Duration::from_secs(20));
-    }
-
-    /// The forward port the receiver's log reports.
-    fn bound_port(&self) -> u16 {
-        let log = self.dir.path().join("receiver.log");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(addr) =
-                crate::forward_support::bound_addr(&text, crate::forward_support::FORWARD_LISTENING)
-            {
-                return addr.port();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the receiving agent did not log its address within 20 s: {}",
-                log.display()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
     }
 
     /// SIGKILL; what it printed so far stays counted.

@@ -38,6 +38,24 @@ pub fn bound_addr(log: &str, message: &str) -> Option<SocketAddr> {
     rest[..end].parse().ok()
 }
 
+/// The port that a `logtap` writing its log to the file `log` reports for `message` (waits at
+/// most 20 s): for a process started with a listen address of port 0.
+pub fn wait_bound_port(log: &Path, message: &str) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = bound_addr(&text, message) {
+            return addr.port();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "logtap did not log `{message} addr=…` within 20 s in {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A TCP port on 127.0.0.1 that refuses connections for as long as the guard lives: a socket
 /// bound to it that never listens, so no other test can take the port meanwhile.
 pub struct ClosedPort {

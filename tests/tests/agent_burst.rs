@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use logtap_tests::artifacts::{self, TempDir};
-use logtap_tests::forward_support::free_port;
+use logtap_tests::forward_support::{HTTP_LISTENING, wait_bound_port};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -144,15 +144,16 @@ fn agent_sidecar_takes_the_same_burst_with_the_default_ring() {
     let dir = TempDir::new("burst-agent");
     let sock = dir.path().join("tap.sock");
     let out_path = dir.path().join("agent.out");
-    let port = free_port();
+    let log = dir.path().join("agent.log");
     let mut agent = Command::new(artifacts::logtap_bin())
         .args(["agent", "--output", "stdout", "--socket"])
         .arg(&sock)
-        .args(["--http-listen", &format!("127.0.0.1:{port}")])
+        .args(["--http-listen", "127.0.0.1:0"])
         .stdout(File::create(&out_path).unwrap())
-        .stderr(Stdio::inherit())
+        .stderr(File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    let port = wait_bound_port(&log, HTTP_LISTENING);
     let deadline = Instant::now() + Duration::from_secs(20);
     while logtap_tests::http::get_local(port, "/readyz").is_none_or(|(s, _)| s != 200) {
         assert!(Instant::now() < deadline, "agent not ready");
