@@ -89,3 +89,21 @@ pub fn gcc(src: &Path, exe: &Path, flags: &[&str]) -> PathBuf {
     );
     exe.to_path_buf()
 }
+
+/// A port for a third-party server that must be told its port (nginx), with no listener of
+/// ours to hand it: one the kernel found free a moment ago. Another process may take it before
+/// the server binds it, so a caller starts the server in a loop and, when the server says
+/// "Address already in use", tries again with another ([`PORT_ATTEMPTS`] times). Our own
+/// programs are never given such a port: they listen on port 0 and report the one they got.
+pub fn candidate_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// How many [`candidate_port`]s a caller tries before failing.
+pub const PORT_ATTEMPTS: usize = 10;
+
+/// Whether a server's error output says its listen address was taken (EADDRINUSE).
+pub fn says_address_in_use(text: &str) -> bool {
+    text.contains("Address already in use") || text.contains("(98:")
+}

@@ -19,7 +19,7 @@ use std::time::Duration;
 use deploy_support::pod::*;
 use deploy_support::rehearsal::{Plan, Proc, Rehearsal, Sink, eventually};
 use deploy_support::*;
-use logtap_tests::artifacts::TempDir;
+use logtap_tests::artifacts::{PORT_ATTEMPTS, TempDir, candidate_port, says_address_in_use};
 
 const REQUESTS: usize = 5;
 
@@ -53,7 +53,8 @@ fn nginx_plan(work: &Path) -> NginxPlan {
     let html = work.join("html");
     std::fs::create_dir_all(&html).unwrap();
     std::fs::write(html.join("index.html"), "<h1>tapped</h1>\n").unwrap();
-    let port = free_port();
+    // A candidate: the test starts nginx again on another if this one is taken meanwhile.
+    let port = candidate_port();
     for (from, to) in [
         ("listen 8080;", format!("listen 127.0.0.1:{port};")),
         (
@@ -123,17 +124,38 @@ fn nginx_access_log_is_tapped_suppressed_and_shipped() {
     let work = TempDir::new("deploy-tapfile");
     let NginxPlan {
         plan,
-        port,
+        mut port,
         access_log,
     } = nginx_plan(work.path());
     let rehearsal = Rehearsal::start(&plan, Sink::Forward);
 
     let nginx_bin = which("nginx");
-    let mut nginx = Proc::spawn("nginx", &nginx_bin, &plan.app_argv[1..], &plan.app_env);
-    let up = eventually(Duration::from_secs(20), || {
-        http_status(port, "/healthz") == Some(200)
-    });
-    assert!(up, "nginx does not answer on {port}\n{}", nginx.dump());
+    let conf = plan.app_argv[plan.app_argv.iter().position(|a| a == "-c").unwrap() + 1].clone();
+    let mut attempt = 1;
+    let mut nginx = loop {
+        let mut nginx = Proc::spawn("nginx", &nginx_bin, &plan.app_argv[1..], &plan.app_env);
+        let up = eventually(Duration::from_secs(20), || {
+            http_status(port, "/healthz") == Some(200) || nginx.exited().is_some()
+        });
+        if up && nginx.exited().is_none() {
+            break nginx;
+        }
+        // Taken between the choice and nginx's bind: another port.
+        assert!(
+            attempt < PORT_ATTEMPTS && says_address_in_use(&nginx.dump()),
+            "nginx does not answer on {port}\n{}",
+            nginx.dump()
+        );
+        attempt += 1;
+        let next = candidate_port();
+        let text = std::fs::read_to_string(&conf).unwrap();
+        let text = text.replace(
+            &format!("listen 127.0.0.1:{port};"),
+            &format!("listen 127.0.0.1:{next};"),
+        );
+        std::fs::write(&conf, text).unwrap();
+        port = next;
+    };
     for i in 1..=REQUESTS {
         assert_eq!(http_status(port, &format!("/?request={i}")), Some(200));
     }

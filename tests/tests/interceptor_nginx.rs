@@ -5,7 +5,7 @@
 mod interceptor_support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -23,14 +23,6 @@ fn nginx_binary() -> &'static str {
     panic!("nginx is not installed: `apt-get install -y nginx-light` (the .ci/run script does)");
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn get(port: u16, i: usize) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -45,12 +37,15 @@ fn get(port: u16, i: usize) -> bool {
     resp.starts_with("HTTP/1.1 200")
 }
 
-fn nginx(t: Transport) {
-    let nginx = nginx_binary();
-    let s = Setup::new("nginx", t);
+/// Starts nginx on 127.0.0.1:`port` under the library and waits until it listens; `Err` with
+/// its error output when it exits first (e.g. the port was taken).
+fn start_nginx(
+    s: &Setup,
+    nginx: &str,
+    access: &Path,
+    port: u16,
+) -> Result<std::process::Child, String> {
     let dir = s.dir.path();
-    let port = free_port();
-    let access = dir.join("access.log");
     let conf = format!(
         "user root;\nworker_processes 2;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 64; }}\n\
@@ -61,6 +56,8 @@ fn nginx(t: Transport) {
         a = access.display(),
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    // A failed attempt's errors must not be read as this one's.
+    let _ = std::fs::remove_file(dir.join("error.log"));
     let mut cmd = s.command(nginx);
     cmd.arg("-p")
         .arg(dir)
@@ -68,7 +65,7 @@ fn nginx(t: Transport) {
         .arg(dir.join("nginx.conf"))
         .arg("-e")
         .arg(dir.join("error.log"));
-    cmd.env("LLT_TAP_FILE", &access)
+    cmd.env("LLT_TAP_FILE", access)
         .env("LLT_SUPPRESS_TAP_FILE", "true");
     cmd.stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -79,14 +76,35 @@ fn nginx(t: Transport) {
         if let Some(st) = child.try_wait().unwrap() {
             let mut e = String::new();
             child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
-            panic!(
-                "nginx exited: {st:?}: {e} {}",
+            return Err(format!(
+                "{st:?}: {e} {}",
                 std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-            );
+            ));
         }
         assert!(Instant::now() < end, "nginx did not listen on {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    Ok(child)
+}
+
+fn nginx(t: Transport) {
+    let nginx = nginx_binary();
+    let s = Setup::new("nginx", t);
+    let dir = s.dir.path();
+    let access = dir.join("access.log");
+    // nginx must be given its port: try candidates until one is not taken meanwhile.
+    let mut attempt = 0;
+    let (mut child, port) = loop {
+        attempt += 1;
+        let port = logtap_tests::artifacts::candidate_port();
+        match start_nginx(&s, nginx, &access, port) {
+            Ok(child) => break (child, port),
+            Err(e)
+                if attempt < logtap_tests::artifacts::PORT_ATTEMPTS
+                    && logtap_tests::artifacts::says_address_in_use(&e) => {}
+            Err(e) => panic!("nginx exited: {e}"),
+        }
+    };
     // The readiness probe above was a connection without a request: nginx does not log it.
     for i in 0..REQUESTS {
         assert!(get(port, i), "request {i} failed");

@@ -227,13 +227,6 @@ fn is_path_char_c(c: char) -> bool {
     c.is_ascii() && is_path_char(c as u8)
 }
 
-/// A free TCP port on 127.0.0.1 (bound, read, released: another process could take it in
-/// between, which on a test machine is rare enough).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
-}
-
 /// `GET path` on 127.0.0.1:port with HTTP/1.0; the status code, or `None` when nothing answers.
 pub fn http_status(port: u16, path: &str) -> Option<u16> {
     use std::io::Write;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{free_port, http_status};
+use super::http_status;
 use logtap_tests::agent_harness::fake_fluentd::{Behaviour, FakeFluentd};
 use logtap_tests::artifacts::logtap_bin;
 
@@ -120,6 +120,25 @@ impl Proc {
             .collect()
     }
 
+    /// The port of the address that this `logtap`'s log line `message` reports (waits at most
+    /// 20 s): for a listen address of port 0.
+    pub fn bound_port(&self, message: &str) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.stderr.lock().unwrap().clone();
+            if let Some(addr) = logtap_tests::forward_support::bound_addr(&log, message) {
+                return addr.port();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no `{message} addr=…` log line within 20 s\n{}",
+                self.name,
+                self.dump()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A description for assertion messages: the process's stdout and stderr so far.
     pub fn dump(&self) -> String {
         format!(
@@ -129,6 +148,11 @@ impl Proc {
             self.name,
             self.stderr.lock().unwrap()
         )
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
     }
 
     /// Waits for the process to exit by itself.
@@ -236,9 +260,9 @@ impl Rehearsal {
             fluentd = Some(server);
         }
 
-        let http = free_port();
-        agent_args.extend(["--http-listen".to_owned(), format!("127.0.0.1:{http}")]);
+        agent_args.extend(["--http-listen".to_owned(), "127.0.0.1:0".to_owned()]);
         let agent = Proc::spawn("logtap agent", &logtap, &agent_args, &plan.agent_env);
+        let http = agent.bound_port(logtap_tests::forward_support::HTTP_LISTENING);
         for path in &plan.probes {
             let ok = eventually(Duration::from_secs(20), || {
                 http_status(http, path) == Some(200)
