@@ -1,6 +1,7 @@
 //! Helpers for the Forward protocol tests (`tests/tests/agent_forward_*.rs`).
 //!
-//! - [`free_port`] — a TCP port on 127.0.0.1 that was free a moment ago.
+//! - [`bound_addr`], [`wait_bound_port`] — the address a `logtap` reports it bound (tests give
+//!   it port 0); [`ClosedPort`] — a port that refuses connections.
 //! - [`TestCa`] — a throw-away CA and a server certificate for `127.0.0.1`/`localhost`
 //!   (rcgen), written as PEM files.
 //! - [`python`] — runs a Python 3 script with a time limit, with [`FORWARD_PY`] prepended: a

@@ -42,6 +42,7 @@ use logtap_protocol::ring::{
     Consumer, ConsumerOptions, DEFAULT_RING_SIZE, Producer, RecordMeta, create_ring_memfd,
 };
 use logtap_protocol::tap::{self, Header, HelloFields, Kind};
+use logtap_tests::forward_support::{FORWARD_LISTENING, HTTP_LISTENING, wait_bound_port};
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -319,10 +320,6 @@ struct AgentProc {
     dir: PathBuf,
 }
 
-fn free_port() -> Result<u16, BoxError> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl AgentProc {
     fn start(args: &[String]) -> Result<AgentProc, BoxError> {
         AgentProc::start_with(&own_logtap()?, args, false)
@@ -339,7 +336,7 @@ impl AgentProc {
         ));
         std::fs::create_dir_all(&dir)?;
         let socket = dir.join("tap.sock");
-        let http = free_port()?;
+        let log = dir.join("agent.log");
         let mut all = args.to_vec();
         if spooled {
             all.extend([
@@ -347,7 +344,9 @@ impl AgentProc {
                 dir.join("spool").display().to_string(),
             ]);
         }
-        let child = AgentProc::spawn(bin, &socket, http, &all)?;
+        let child = AgentProc::spawn(bin, &socket, &log, &all)?;
+        // The HTTP server listens on port 0; the agent's log says which port it got.
+        let http = wait_bound_port(&log, HTTP_LISTENING);
         let agent = AgentProc {
             child,
             socket,
@@ -358,19 +357,21 @@ impl AgentProc {
         Ok(agent)
     }
 
-    fn spawn(bin: &Path, socket: &Path, http: u16, args: &[String]) -> Result<Child, BoxError> {
+    fn spawn(bin: &Path, socket: &Path, log: &Path, args: &[String]) -> Result<Child, BoxError> {
         Command::new(bin)
             .arg("agent")
             .arg("--socket")
             .arg(socket)
             .args([
                 "--http-listen",
-                &format!("127.0.0.1:{http}"),
+                "127.0.0.1:0",
                 "--log-level",
-                "warn",
+                // Warnings, and the lines that report the bound addresses.
+                "warn,logtap_agent::http=info,logtap_agent::input::forward=info",
             ])
             .args(args)
             .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log)?)
             .spawn()
             .map_err(|e| {
                 format!(
@@ -643,13 +644,13 @@ fn main_cases(n: u64, rounds: usize) -> Result<(), BoxError> {
     let receiver = Receiver::start(false)?;
     let forward = AgentProc::start(&["--forward".into(), format!("127.0.0.1:{}", receiver.port)])?;
     let null = AgentProc::start(&["--output".into(), "null".into()])?;
-    let relay_port = free_port()?;
     let relay_rx = AgentProc::start(&[
         "--forward-listen".into(),
-        format!("127.0.0.1:{relay_port}"),
+        "127.0.0.1:0".into(),
         "--output".into(),
         "null".into(),
     ])?;
+    let relay_port = wait_bound_port(&relay_rx.dir.join("agent.log"), FORWARD_LISTENING);
     let relay = AgentProc::start(&["--forward".into(), format!("127.0.0.1:{relay_port}")])?;
     let mut null_usage = Vec::new();
     let mut fwd_usage = Vec::new();
