@@ -279,7 +279,7 @@ impl Spool {
     /// Reserves `size` bytes, waiting for room; `Ok(false)` when the chunk is already stored.
     fn reserve(&self, id: &ChunkId, size: u64) -> io::Result<bool> {
         let mut st = self.shared.state();
-        if st.sizes.contains_key(&id) {
+        if st.sizes.contains_key(id) {
             return Ok(false);
         }
         let deadline = std::time::Instant::now() + ROOM_WAIT;
@@ -355,7 +355,7 @@ impl ChunkStore for Spool {
     }
 
     fn load(&self, id: &ChunkId) -> io::Result<Chunk> {
-        let path = self.path(&id, "chunk");
+        let path = self.path(id, "chunk");
         read_chunk(&path, id.clone()).inspect_err(|e| {
             if e.kind() == io::ErrorKind::InvalidData {
                 let _ = fs::rename(&path, path.with_extension("bad"));
@@ -364,7 +364,7 @@ impl ChunkStore for Spool {
     }
 
     fn remove(&self, id: &ChunkId) {
-        if let Err(e) = fs::remove_file(self.path(&id, "chunk"))
+        if let Err(e) = fs::remove_file(self.path(id, "chunk"))
             && e.kind() != io::ErrorKind::NotFound
         {
             tracing::warn!(error = %e, "cannot remove a delivered chunk from storage_path (it will be sent again after a restart)");
