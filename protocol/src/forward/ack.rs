@@ -5,8 +5,8 @@
 //! in (Fluent Bit resends a `str` chunk acked with a `bin` id) and, as a client, compares ids byte
 //! for byte (Fluentd's ids end in a newline that must not be trimmed).
 
+use super::chunk_id::ChunkId;
 use super::error::DecodeError;
-use super::message::ChunkId;
 use super::read::Reader;
 use super::write;
 

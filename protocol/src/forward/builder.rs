@@ -16,9 +16,10 @@ use bytes::Bytes;
 use flate2::write::GzEncoder;
 use std::io::Write;
 
+use super::chunk_id::ChunkId;
 use super::error::EncodeError;
 use super::event_time::EventTime;
-use super::message::{ChunkId, Compression, Options};
+use super::message::{Compression, Options};
 use super::value::Value;
 use super::write;
 

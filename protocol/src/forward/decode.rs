@@ -21,13 +21,12 @@ use bytes::{Bytes, BytesMut};
 
 use super::ack::Ack;
 use super::check::{Check, Walker};
+use super::chunk_id::ChunkId;
 use super::error::DecodeError;
 use super::event_time::EventTime;
 use super::gzip::gunzip;
 use super::handshake::{Helo, Ping, Pong};
-use super::message::{
-    ChunkId, ClientMessage, Compression, Event, EventBatch, Mode, Options, ServerMessage,
-};
+use super::message::{ClientMessage, Compression, Event, EventBatch, Mode, Options, ServerMessage};
 use super::read::Reader;
 use super::value::Value;
 

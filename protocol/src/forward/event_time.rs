@@ -77,7 +77,6 @@ impl EventTime {
 
     /// Appends the `fixext 8` encoding (10 bytes), as Fluentd sends it.
     #[inline]
-    #[inline]
     pub fn encode(&self, buf: &mut Vec<u8>) {
         let mut out = [0u8; 10];
         out[0] = 0xd7;

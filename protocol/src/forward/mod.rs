@@ -9,7 +9,8 @@
 //! |---|---|
 //! | `value.rs` | [`Value`]: MessagePack with `str` and `bin` kept apart, raw bytes never rewritten |
 //! | `event_time.rs` | [`EventTime`]: ext type 0 (`fixext 8` or `ext 8`), integer times accepted |
-//! | `message.rs` | [`Event`], [`Mode`], [`Options`], [`ChunkId`], [`EventBatch`], [`ClientMessage`], [`ServerMessage`] |
+//! | `message.rs` | [`Event`], [`Mode`], [`Options`], [`EventBatch`], [`ClientMessage`], [`ServerMessage`] |
+//! | `chunk_id.rs` | [`ChunkId`]: a peer's chunk id kept exactly, or the 16 random bytes logtap sends |
 //! | `check.rs` | the non-allocating, resumable framing walk (message length; depth and size caps) |
 //! | `read.rs`, `write.rs` | bounds-checked MessagePack reader, `Vec` writers over [`crate::msgpack::Head`] |
 //! | `decode.rs` | [`StreamDecoder`]: [`ServerDecoder`] (reads clients) and [`ClientDecoder`] (reads servers), [`DecodeLimits`] |
@@ -66,6 +67,7 @@
 mod ack;
 mod builder;
 mod check;
+mod chunk_id;
 mod decode;
 mod encode;
 mod error;
@@ -85,14 +87,13 @@ pub use builder::{
     Fields, PackedForward, PackedForwardBuilder, RecordWriter, write_entry, write_value_entry,
 };
 pub use check::MAX_DEPTH_LIMIT;
+pub use chunk_id::ChunkId;
 pub use decode::{ClientDecoder, DecodeLimits, Frame, ServerDecoder, StreamDecoder};
 pub use encode::{encode_entry, encode_forward, encode_message, encode_packed_forward};
 pub use error::{DecodeError, EncodeError};
 pub use event_time::{EVENT_TIME_EXT_TYPE, EventTime};
 pub use handshake::{AuthFailure, Helo, Ping, Pong, password_digest, shared_key_digest};
-pub use message::{
-    ChunkId, ClientMessage, Compression, Event, EventBatch, Mode, Options, ServerMessage,
-};
+pub use message::{ClientMessage, Compression, Event, EventBatch, Mode, Options, ServerMessage};
 pub use read::RawKind;
 pub use value::Value;
 
