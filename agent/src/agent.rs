@@ -41,6 +41,8 @@ pub enum StartError {
     #[error(transparent)]
     ForwardInput(#[from] ForwardInputError),
     #[error(transparent)]
+    Multiline(crate::config::ConfigError),
+    #[error(transparent)]
     Spool(#[from] crate::buffer::spool::SpoolError),
 }
 
@@ -88,6 +90,7 @@ impl Agent {
             max_line_bytes: config.max_line_bytes.bytes(),
             partial_flush: config.partial_flush.0,
             ring: Default::default(),
+            multiline: Arc::new(config.multiline().map_err(StartError::Multiline)?),
         };
         let forward_in = match &config.forward_listen {
             Some(addr) => {

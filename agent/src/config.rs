@@ -14,6 +14,8 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::enrich::TagTemplate;
+use crate::pipeline::multiline::rules::ParserSpec;
+use crate::pipeline::multiline::{Multiline, MultilineError, MultilineSpec};
 use crate::units::{Dur, Size};
 
 pub use crate::options::Options;
@@ -81,6 +83,8 @@ pub enum ConfigError {
         "--forward-listen-user needs --shared-key: users log in within the shared-key handshake"
     )]
     UsersWithoutSharedKey,
+    #[error(transparent)]
+    Multiline(#[from] MultilineError),
 }
 
 /// A user of the forward input's handshake. Printed (by `logtap check`) as `USER:<redacted>`.
@@ -171,6 +175,10 @@ pub struct Config {
     pub log_level: String,
     pub max_line_bytes: Size,
     pub partial_flush: Dur,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multiline: Option<MultilineSpec>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub multiline_parser: Vec<ParserSpec>,
     pub grace: Dur,
 }
 
@@ -259,6 +267,8 @@ impl Config {
             partial_flush: o
                 .partial_flush
                 .unwrap_or(Dur(Duration::from_millis(defaults::PARTIAL_FLUSH_MS))),
+            multiline: o.multiline,
+            multiline_parser: o.multiline_parser.unwrap_or_default(),
             grace: o
                 .grace
                 .unwrap_or(Dur(Duration::from_millis(defaults::GRACE_MS))),
@@ -277,7 +287,17 @@ impl Config {
                 return Err(ConfigError::Zero(name));
             }
         }
+        config.multiline()?;
         Ok(config)
+    }
+
+    /// The `multiline` setting with its rule sets compiled.
+    pub fn multiline(&self) -> Result<Multiline, ConfigError> {
+        Multiline::compile(
+            &self.multiline.clone().unwrap_or_default(),
+            &self.multiline_parser,
+        )
+        .map_err(ConfigError::Multiline)
     }
 
     /// The effective configuration as TOML, secrets redacted (`logtap check`).
