@@ -1,6 +1,7 @@
 //! The built-in rule sets, with Fluent Bit's names and rules (its `src/multiline/flb_ml_parser_*.c`,
 //! themselves taken from Google's `fluent-plugin-detect-exceptions`): `java`, `python`, `go`,
-//! `ruby`. Each keeps Fluent Bit's flush timeout (4 s).
+//! `ruby`. Each keeps Fluent Bit's flush timeout (4 s). One rule is ours: `python` also takes
+//! the `~~^^^^` line Python 3.11+ prints under the failing expression.
 //!
 //! Note what they join, as in Fluent Bit: the exception block, not the log line in front of it.
 //! `java` joins `java.lang.X: msg` and its `\tat …` / `Caused by:` lines; `python` joins
@@ -63,6 +64,9 @@ fn rules(name: &str) -> Option<&'static [(&'static str, &'static str, &'static s
             ),
             ("python", r"^[\t ]+File ", "python_code"),
             ("python_code", r"[^\t ]", "python"),
+            // Not in Fluent Bit: Python 3.11+ underlines the failing expression (`    ~~^^^^`);
+            // without this rule such a traceback is cut in three.
+            ("python", r"^[\t ]+[~^]+[\t ]*$", "python"),
             ("python", r"^(?:[^\s.():]+\.)*[^\s.():]+:", "start_state"),
         ],
         "go" => &[
@@ -193,6 +197,7 @@ mod tests {
             "Traceback (most recent call last):",
             "  File \"x.py\", line 3, in <module>",
             "    f()",
+            "    ^^^",
             "ValueError: bad",
             "after",
         ];
@@ -200,7 +205,7 @@ mod tests {
             events(&set, &lines),
             [
                 "ERROR:root:failed",
-                "Traceback (most recent call last):\n  File \"x.py\", line 3, in <module>\n    f()\nValueError: bad",
+                "Traceback (most recent call last):\n  File \"x.py\", line 3, in <module>\n    f()\n    ^^^\nValueError: bad",
                 "after",
             ]
         );
