@@ -290,3 +290,102 @@ fn two_threads_and_two_processes_keep_their_events_whole() {
         assert_ne!(pids["A"], pids["B"]);
     }
 }
+
+/// Records received over the Forward input are events already: `--multiline java` leaves them
+/// as they are (one record each, newlines inside kept, nothing joined).
+#[test]
+fn forward_input_records_are_left_as_they_are() {
+    use logtap_tests::forward_support::{free_port, python, start_receiver};
+    let limit = std::time::Duration::from_secs(20);
+    let port = free_port();
+    let agent = start_receiver("ml-forward", port, &["--multiline", "java"], limit);
+    let out = python(
+        r#"
+from fluent import sender
+s = sender.FluentSender('app', host='127.0.0.1', port=int(sys.argv[1]), nanosecond_precision=True)
+for m in ['java.lang.IllegalStateException: boom', '\tat a.B.c(B.java:1)', 'x\n\tat y']:
+    assert s.emit('web', {'message': m}), s.last_error
+s.close()
+"#,
+        &[&port.to_string()],
+        limit,
+    );
+    assert!(out.success, "{out:?}");
+    let records = agent.wait_records(3, limit);
+    let got: Vec<&str> = records
+        .iter()
+        .map(|r| r["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "java.lang.IllegalStateException: boom",
+            "\tat a.B.c(B.java:1)",
+            "x\n\tat y"
+        ]
+    );
+    let (status, all) = agent.terminate();
+    assert!(status.success());
+    assert_eq!(all.len(), 3);
+}
+
+/// The setting from TOML (per stream, per tap file, a custom `[[multiline_parser]]`) and from
+/// `LOGTAP_MULTILINE`, as `logtap check` prints it; a bad rule set is refused with its name.
+#[test]
+fn the_setting_comes_from_toml_and_the_environment() {
+    let dir = TempDir::new("ml-check");
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        r#"
+multiline = { stdout = "write", stderr = "myapp", files = { "/var/log/*.log" = "write+java" } }
+
+[[multiline_parser]]
+name = "myapp"
+flush_timeout = "2s"
+rules = [
+  { state_name = "start_state", regex = '/^\d{4}-\d\d-\d\d /', next_state = "cont" },
+  { state_name = "cont", regex = '/^\s+at /', next_state = "cont" },
+]
+"#,
+    )
+    .unwrap();
+    let check = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(logtap_tests::artifacts::logtap_bin())
+            .arg("check")
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = check(&["--config", good.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("stdout = \"write\""), "{out}");
+    assert!(out.contains("stderr = \"myapp\""), "{out}");
+    assert!(out.contains("\"/var/log/*.log\" = \"write+java\""), "{out}");
+    assert!(out.contains("name = \"myapp\""), "{out}");
+    let (code, out, _) = check(&[], &[("LOGTAP_MULTILINE", "write+python")]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("multiline = \"write+python\""), "{out}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "multiline = \"myapp\"\n[[multiline_parser]]\nname = \"myapp\"\nrules = [{ state_name = \"cont\", regex = \"x\", next_state = \"cont\" }]\n",
+    )
+    .unwrap();
+    let (code, _, err) = check(&["--config", bad.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("multiline parser `myapp` has no rule for `start_state`"),
+        "{err}"
+    );
+    let (code, _, err) = check(&["--multiline", "stdout=cobol"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown multiline parser `cobol`"), "{err}");
+}
