@@ -194,7 +194,7 @@ pub struct Options {
     pub partial_flush: Option<Dur>,
 
     /// Multi-line events: off, write (one record per write() that ends with a newline), java,
-    /// python, go, ruby, a [[multiline_parser]] name, or write+NAME; for every stream, or per
+    /// python, go, ruby, the name of a TOML multiline_parser, or write+NAME; for every stream, or per
     /// stream as stdout=MODE,stderr=MODE,file=MODE (per tap file: TOML) [default: off].
     #[arg(long, env = "LOGTAP_MULTILINE", value_name = "MODE")]
     #[serde(

@@ -1,8 +1,9 @@
 //! The streams of one tapped process: tapped bytes → lines → encoded records.
 //!
 //! A peer's writes arrive per (pid, stream, file index) — from its ring or in DATA frames — and
-//! each such stream has its own [`LineAssembler`] and [`StreamContext`] (tag and constant record
-//! fields, built on the stream's first write from the peer's HELLO). Finished lines are encoded
+//! each such stream has its own [`EventAssembler`] (lines, or multi-line events) and
+//! [`StreamContext`] (tag and constant record fields, built on the stream's first write from
+//! the peer's HELLO). Finished lines are encoded
 //! at once into [`Entries`] per tag, which the peer task hands to the pipeline with
 //! [`Streams::take`].
 //!
