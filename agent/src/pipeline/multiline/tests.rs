@@ -223,3 +223,90 @@ fn off_is_the_line_assembler() {
     let out = run("off", 1024, &[(1, "a\nb", true), (2, "c\n", true)]);
     assert_eq!(out, [rec(1, "a"), rec(1, "bc")]);
 }
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Pieces that make the rules move: starts, continuations, plain text, newlines.
+    fn piece() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            Just("\n"),
+            Just("x"),
+            Just("a.Exception: m"),
+            Just("\tat f"),
+            Just("Traceback (most recent call last):"),
+            Just("  File \"a\""),
+            Just("panic: p"),
+            Just("goroutine 1 [running]:"),
+            Just("E: v"),
+        ]
+    }
+
+    proptest! {
+        /// In every mode, for any split into writes (and parts of writes), no byte is lost,
+        /// added or reordered: the records, each non-partial one followed by the newline it
+        /// ended with, give the stream back; none is longer than `max`, none is timed after
+        /// the write of its first byte.
+        #[test]
+        fn records_give_the_stream_back(
+            pieces in proptest::collection::vec(piece(), 0..60),
+            cuts in proptest::collection::vec((0usize..400, any::<bool>()), 0..12),
+            max in 1usize..40,
+            mode in prop_oneof![Just("write"), Just("java"), Just("python"), Just("go"),
+                                Just("write+java"), Just("write+go")],
+        ) {
+            let text: String = pieces.concat();
+            let mut cuts: Vec<(usize, bool)> =
+                cuts.into_iter().map(|(c, e)| (c.min(text.len()), e)).collect();
+            cuts.sort_unstable();
+            cuts.push((text.len(), true));
+            let mut writes = Vec::new();
+            let mut from = 0;
+            for (to, ends) in cuts {
+                writes.push((from as u64, &text[from..to], ends));
+                from = to;
+            }
+            let out = run(mode, max, &writes);
+            let mut joined = String::new();
+            for (t, s, partial) in &out {
+                prop_assert!(s.len() <= max, "{mode}: {s:?} longer than {max}");
+                // Times are the writes' offsets: a record is never later than its first byte.
+                prop_assert!(*t as usize <= joined.len(), "{mode}: {s:?} at {t}");
+                joined.push_str(s);
+                if !partial {
+                    joined.push('\n');
+                }
+            }
+            prop_assert_eq!(joined, text);
+        }
+    }
+}
+
+/// The ring position a pending event holds is the one of its first write: the stream asks
+/// whether what is pending came with the last push only.
+#[test]
+fn pending_bytes_know_whether_they_came_with_the_last_push() {
+    let now = Instant::now();
+    let mut a = EventAssembler::new(&assembly("java"), 1024);
+    a.push(1, b"x.Exception: a\n", true, now, &mut |_| {});
+    assert!(a.has_pending() && a.pending_is_from_last_push());
+    a.push(2, b"\tat b\n", true, now, &mut |_| {});
+    assert!(
+        !a.pending_is_from_last_push(),
+        "the event began one write earlier"
+    );
+    let mut sent = Vec::new();
+    a.push(3, b"y.Exception: c\n", true, now, &mut |l| {
+        sent.push(l.time_ns)
+    });
+    assert_eq!(sent, [1]);
+    assert!(a.pending_is_from_last_push(), "the old event was sent");
+
+    let mut w = EventAssembler::new(&assembly("write"), 1024);
+    w.push(1, b"no newline ", true, now, &mut |_| {});
+    w.push(2, b"yet", true, now, &mut |_| {});
+    assert!(!w.pending_is_from_last_push());
+    w.push(3, b" done\n", true, now, &mut |_| {});
+    assert!(!w.has_pending());
+}
