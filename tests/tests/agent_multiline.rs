@@ -389,3 +389,83 @@ rules = [
     assert_eq!(code, Some(2));
     assert!(err.contains("unknown multiline parser `cobol`"), "{err}");
 }
+
+/// A `logtap agent` with the custom rule set `trace` (`flush_timeout` given) on every stream.
+fn agent_with_trace_rules(
+    name: &str,
+    flush_timeout: &str,
+) -> (logtap_tests::agent_harness::Agent, TempDir) {
+    let dir = TempDir::new(name);
+    let config = dir.path().join("logtap.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+multiline = "trace"
+flush_interval = "50ms"
+
+[[multiline_parser]]
+name = "trace"
+flush_timeout = "{flush_timeout}"
+rules = [
+  {{ state_name = "start_state", regex = '/^\d{{4}}-\d\d-\d\d /', next_state = "cont" }},
+  {{ state_name = "cont", regex = '/^\s+at /', next_state = "cont" }},
+]
+"#
+        ),
+    )
+    .unwrap();
+    let agent =
+        logtap_tests::agent_harness::Agent::start(name, &["--config", config.to_str().unwrap()]);
+    (agent, dir)
+}
+
+fn tapped_sh(agent: &logtap_tests::agent_harness::Agent, script: &str) -> std::process::Child {
+    Command::new("/bin/sh")
+        .args(["-c", script])
+        .env("LD_PRELOAD", logtap_tests::artifacts::liblogtap())
+        .env("LLT_TARGET", format!("socket:{}", agent.socket.display()))
+        .env("LLT_TAP_INTO", "3")
+        .env("LLT_TARGET_1STCONNECT", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+const TRACE: &str = "2026-12-04 15:00:00 request failed\n   at a.b(c:1)\n   at d.e(f:2)";
+
+/// A pending event is sent after its rule set's `flush_timeout` while the program still runs
+/// (a continuation could have come), and a pending event is not lost when the agent stops.
+#[test]
+fn pending_events_go_after_the_flush_timeout_and_at_shutdown() {
+    use std::time::{Duration, Instant};
+    let (agent, _config) = agent_with_trace_rules("ml-timeout", "300ms");
+    let mut child = tapped_sh(&agent, &format!("printf '{TRACE}\\n'; sleep 4; echo done"));
+    let started = Instant::now();
+    let records = agent.wait_records(1, Duration::from_secs(3));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "sent before the program ended, after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(records[0]["message"], TRACE);
+    assert!(child.wait().unwrap().success());
+    let records = agent.wait_records(2, Duration::from_secs(5));
+    assert_eq!(records[1]["message"], "done");
+    let (status, all) = agent.terminate();
+    assert!(status.success());
+    assert_eq!(all.len(), 2);
+
+    // A long timeout: the event still waits when the agent is told to stop; it is sent then.
+    let (agent, _config) = agent_with_trace_rules("ml-shutdown", "60s");
+    let mut child = tapped_sh(&agent, &format!("printf '{TRACE}\\n'; sleep 30"));
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(agent.records().is_empty(), "the event waits for more lines");
+    let (status, all) = agent.terminate();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(status.success());
+    let messages: Vec<&str> = all.iter().map(|r| r["message"].as_str().unwrap()).collect();
+    assert_eq!(messages, [TRACE]);
+}
