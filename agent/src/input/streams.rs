@@ -3,9 +3,8 @@
 //! A peer's writes arrive per (pid, stream, file index) — from its ring or in DATA frames — and
 //! each such stream has its own [`EventAssembler`] (lines, or multi-line events) and
 //! [`StreamContext`] (tag and constant record fields, built on the stream's first write from
-//! the peer's HELLO). Finished lines are encoded
-//! at once into [`Entries`] per tag, which the peer task hands to the pipeline with
-//! [`Streams::take`].
+//! the peer's HELLO). Finished records are encoded at once into [`Entries`] per tag, which the
+//! peer task hands to the pipeline with [`Streams::take`].
 //!
 //! Ring positions: a write read from the ring comes with its position. Each stream remembers
 //! where its pending (unterminated) line started, each run of entries where its oldest line
