@@ -41,6 +41,8 @@ pub enum StartError {
     #[error(transparent)]
     ForwardInput(#[from] ForwardInputError),
     #[error(transparent)]
+    Multiline(#[from] crate::pipeline::multiline::MultilineError),
+    #[error(transparent)]
     Spool(#[from] crate::buffer::spool::SpoolError),
 }
 
@@ -89,6 +91,7 @@ impl Agent {
             max_line_bytes: config.max_line_bytes.bytes(),
             partial_flush: config.partial_flush.0,
             ring: Default::default(),
+            multiline: Arc::new(crate::pipeline::multiline::Multiline::from_config(config)?),
         };
         let forward_in = match &config.forward_listen {
             Some(addr) => {

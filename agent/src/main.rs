@@ -90,6 +90,9 @@ async fn agent_main(config: Config) -> Result<(), Box<dyn std::error::Error>> {
 /// Resolves the configuration and starts the log; on error prints it and returns exit code 2.
 fn configure(options: config::Options, mode: Mode) -> Result<Config, ExitCode> {
     let config = Config::resolve(options, mode).map_err(|e| fail(&e, 2))?;
+    // The multiline rule sets are compiled again at start; a bad one is a usage error, said
+    // before anything starts.
+    logtap_agent::pipeline::multiline::Multiline::from_config(&config).map_err(|e| fail(&e, 2))?;
     logging::init(config.log_format, &config.log_level);
     Ok(config)
 }

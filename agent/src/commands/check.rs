@@ -12,11 +12,18 @@ use std::process::ExitCode;
 
 use crate::config::cli::CheckArgs;
 use crate::config::{Config, Mode};
+use crate::pipeline::multiline::Multiline;
 
 /// Runs the check; prints the effective configuration as TOML on stdout.
 pub fn main(args: CheckArgs) -> ExitCode {
     match Config::resolve(args.options, Mode::Check) {
         Ok(config) => {
+            // The rule sets are compiled here as the agent compiles them at start: a bad regex
+            // or an unknown parser name is a configuration error.
+            if let Err(e) = Multiline::from_config(&config) {
+                eprintln!("logtap check: {e}");
+                return ExitCode::from(2);
+            }
             print!("{}", config.to_redacted_toml());
             eprintln!("logtap check: configuration is valid");
             if args.offline.unwrap_or(false) || config.forward.is_empty() {

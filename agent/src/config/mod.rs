@@ -14,9 +14,12 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 pub mod cli;
+pub mod multiline;
 pub mod options;
 pub mod types;
 pub mod units;
+
+use self::multiline::{MultilineSpec, ParserSpec};
 
 use self::units::{Dur, Size};
 
@@ -150,6 +153,10 @@ pub struct Config {
     pub log_level: String,
     pub max_line_bytes: Size,
     pub partial_flush: Dur,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multiline: Option<MultilineSpec>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub multiline_parser: Vec<ParserSpec>,
     pub grace: Dur,
 }
 
@@ -238,6 +245,8 @@ impl Config {
             partial_flush: o
                 .partial_flush
                 .unwrap_or(Dur(Duration::from_millis(defaults::PARTIAL_FLUSH_MS))),
+            multiline: o.multiline,
+            multiline_parser: o.multiline_parser.unwrap_or_default(),
             grace: o
                 .grace
                 .unwrap_or(Dur(Duration::from_millis(defaults::GRACE_MS))),

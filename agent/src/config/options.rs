@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Deserialize;
 
+use super::multiline::{MultilineSpec, ParserSpec};
 use super::types::{
     Compress, ConfigError, ForwardServer, HttpListen, LogFormat, OutputKind, RetryLimit, SocketMode,
 };
@@ -191,6 +192,20 @@ pub struct Options {
     #[arg(long, env = "LOGTAP_PARTIAL_FLUSH", value_name = "DURATION", value_parser = Dur::parse)]
     pub partial_flush: Option<Dur>,
 
+    /// Multi-line events: off, write (one record per write() that ends with a newline), java,
+    /// python, go, ruby, the name of a TOML multiline_parser, or write+NAME; for every stream, or per
+    /// stream as stdout=MODE,stderr=MODE,file=MODE (per tap file: TOML) [default: off].
+    #[arg(long, env = "LOGTAP_MULTILINE", value_name = "MODE")]
+    #[serde(
+        default,
+        deserialize_with = "crate::config::multiline::deserialize_spec"
+    )]
+    pub multiline: Option<MultilineSpec>,
+
+    /// Custom multi-line rule sets (TOML only: `[[multiline_parser]]`, Fluent Bit's rules).
+    #[arg(skip)]
+    pub multiline_parser: Option<Vec<ParserSpec>>,
+
     /// On SIGTERM, how long to wait for buffered chunks to be delivered [default: 5s].
     #[arg(long, env = "LOGTAP_GRACE", value_name = "DURATION", value_parser = Dur::parse)]
     pub grace: Option<Dur>,
@@ -210,7 +225,7 @@ impl Options {
             require_ack_response, ack_response_timeout, compress, shared_key, self_hostname, username, password, tls,
             tls_ca_file, tls_verify, flush_interval, storage_path, storage_limit, mem_buf_limit,
             retry_limit, http_listen, preload, log_format, log_level, max_line_bytes,
-            partial_flush, grace);
+            partial_flush, multiline, multiline_parser, grace);
         self
     }
 

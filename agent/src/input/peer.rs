@@ -39,6 +39,7 @@ use super::streams::{StreamError, Streams};
 use crate::metrics::{DropReason, METRICS};
 use crate::pipeline::Ingest;
 use crate::pipeline::enrich::{Enricher, Origin, PodNames};
+use crate::pipeline::multiline::Multiline;
 use crate::sys;
 
 /// Sweep period while a partial line or an uncommitted reservation waits.
@@ -65,6 +66,8 @@ pub struct PeerSettings {
     pub max_line_bytes: usize,
     pub partial_flush: Duration,
     pub ring: ConsumerOptions,
+    /// How each stream's bytes become records (lines, or multi-line events).
+    pub multiline: Arc<Multiline>,
 }
 
 /// Why a peer was dropped.
@@ -117,7 +120,8 @@ pub async fn run(
     METRICS.peers.fetch_add(1, Relaxed);
     METRICS.peers_total.fetch_add(1, Relaxed);
     let cred = sys::peer_cred(sock.as_fd()).map(|c| c.0).unwrap_or(0);
-    let streams = Streams::new(enricher, settings.max_line_bytes, settings.partial_flush);
+    let streams = Streams::new(enricher, settings.max_line_bytes, settings.partial_flush)
+        .with_multiline(Arc::clone(&settings.multiline));
     let mut peer = Peer {
         settings,
         streams,

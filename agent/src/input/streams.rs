@@ -1,10 +1,10 @@
 //! The streams of one tapped process: tapped bytes → lines → encoded records.
 //!
 //! A peer's writes arrive per (pid, stream, file index) — from its ring or in DATA frames — and
-//! each such stream has its own [`LineAssembler`] and [`StreamContext`] (tag and constant record
-//! fields, built on the stream's first write from the peer's HELLO). Finished lines are encoded
-//! at once into [`Entries`] per tag, which the peer task hands to the pipeline with
-//! [`Streams::take`].
+//! each such stream has its own [`EventAssembler`] (lines, or multi-line events) and
+//! [`StreamContext`] (tag and constant record fields, built on the stream's first write from
+//! the peer's HELLO). Finished records are encoded at once into [`Entries`] per tag, which the
+//! peer task hands to the pipeline with [`Streams::take`].
 //!
 //! Ring positions: a write read from the ring comes with its position. Each stream remembers
 //! where its pending (unterminated) line started, each run of entries where its oldest line
@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use logtap_protocol::tap;
 
 use crate::pipeline::enrich::{Enricher, Origin, StreamContext};
-use crate::pipeline::lines::{Line, LineAssembler};
+use crate::pipeline::lines::Line;
+use crate::pipeline::multiline::{EventAssembler, Multiline};
 use crate::record::Entries;
 use crate::record::ring_release::RingPin;
 
@@ -42,7 +43,7 @@ pub enum StreamError {
 }
 
 struct StreamState {
-    assembler: LineAssembler,
+    assembler: EventAssembler,
     ctx: StreamContext,
     /// Time of the first part of a write still CONTINUED.
     continued_time: Option<u64>,
@@ -55,6 +56,7 @@ pub struct Streams {
     enricher: Enricher,
     max_line_bytes: usize,
     partial_flush: Duration,
+    multiline: Arc<Multiline>,
     origin: Option<Origin>,
     files: HashMap<u32, String>,
     /// Per (pid, stream, file index). A process has a handful of streams, so a vector searched
@@ -80,6 +82,7 @@ impl Streams {
             enricher,
             max_line_bytes,
             partial_flush,
+            multiline: Arc::default(),
             origin: None,
             files: HashMap::new(),
             map: Vec::new(),
@@ -88,6 +91,12 @@ impl Streams {
             out_bytes: 0,
             tapped_bytes: 0,
         }
+    }
+
+    /// Streams assembled into records by `multiline` (default: one record per line).
+    pub fn with_multiline(mut self, multiline: Arc<Multiline>) -> Streams {
+        self.multiline = multiline;
+        self
     }
 
     /// `host` for peers whose HELLO names none: the agent's own.
@@ -172,6 +181,7 @@ impl Streams {
             files,
             enricher,
             max_line_bytes,
+            multiline,
             ..
         } = self;
         let key = (pid, stream, file);
@@ -184,7 +194,10 @@ impl Streams {
                 let path = (stream == FILE_STREAM)
                     .then(|| files.get(&u32::from(file)).cloned().unwrap_or_default());
                 let state = StreamState {
-                    assembler: LineAssembler::new(*max_line_bytes),
+                    assembler: EventAssembler::new(
+                        multiline.for_stream(name, path.as_deref()),
+                        *max_line_bytes,
+                    ),
                     ctx: enricher.stream_context(&o, name, path.as_deref()),
                     continued_time: None,
                     pending_pos: None,
@@ -211,14 +224,14 @@ impl Streams {
             pos
         };
         let mut emitted = false;
-        assembler.push(time, bytes, Instant::now(), &mut |line| {
+        assembler.push(time, bytes, !continued, Instant::now(), &mut |line| {
             let at = if emitted { pos } else { first_line_pos };
             emitted = true;
             encode(out, out_pos, out_bytes, ctx, line, at);
         });
         *pending_pos = if !assembler.has_pending() {
             None
-        } else if emitted {
+        } else if emitted && assembler.pending_is_from_last_push() {
             pos
         } else {
             first_line_pos

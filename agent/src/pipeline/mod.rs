@@ -1,6 +1,7 @@
 //! The pipeline: bytes of tapped writes → lines → records → chunks.
 //!
 //! - [`lines`] — reassembles lines per (pid, stream, file); partial lines and `max_line_bytes`.
+//! - [`multiline`] — joins the lines of one event (a stack trace): whole writes or Fluent Bit rules.
 //! - [`enrich`] — turns a line into a Contract 3 record (tag template, Downward-API metadata),
 //!   encoded straight into Forward entries.
 //! - [`batch`] — gathers entries of one tag into chunks by `flush_interval` and size, and hands
@@ -12,6 +13,7 @@
 pub mod batch;
 pub mod enrich;
 pub mod lines;
+pub mod multiline;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

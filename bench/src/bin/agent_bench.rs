@@ -20,7 +20,8 @@
 //!
 //! Run: `cargo build --release -p logtap-agent && cargo run --release -p logtap-bench --bin
 //! agent_bench` (`LOGTAP_BENCH_ROUNDS=N`, `LOGTAP_BENCH_LINES=N`; `LOGTAP_BENCH_CASES=release`
-//! runs only issue 11's rows, `LOGTAP_BENCH_COMPARE=<logtap binary>` adds them for another
+//! runs only issue 11's rows, `LOGTAP_BENCH_CASES=multiline` only issue 13's (`--multiline` off,
+//! write, java), `LOGTAP_BENCH_COMPARE=<logtap binary>` adds them for another
 //! build, `LOGTAP_BENCH_RING_KIB=N` sets the tap ring's size). The `logtap` binary is taken
 //! from the same directory as this one (`target/release/`).
 
@@ -541,6 +542,9 @@ fn main() -> Result<(), BoxError> {
         .unwrap_or(1_000_000);
     let rounds = rounds(3);
     let only = std::env::var("LOGTAP_BENCH_CASES").unwrap_or_default();
+    if only == "multiline" {
+        return multiline_cases(n, rounds);
+    }
     if only != "release" {
         main_cases(n, rounds)?;
     }
@@ -636,6 +640,63 @@ fn release_cases(n: u64, rounds: usize) -> Result<(), BoxError> {
             peak as f64 / 1024.0,
             lines as f64 / chunks.max(1) as f64
         );
+    }
+    Ok(())
+}
+
+/// Issue 13: the cost of `--multiline` per record — the same one-line writes into agents with
+/// `off` (lines), `write` (whole writes) and `java` (Fluent Bit's java rules run on every line),
+/// each to the null output.
+fn multiline_cases(n: u64, rounds: usize) -> Result<(), BoxError> {
+    let modes = ["off", "write", "java"];
+    let agents = modes
+        .iter()
+        .map(|m| {
+            AgentProc::start(&[
+                "--output".into(),
+                "null".into(),
+                "--multiline".into(),
+                (*m).into(),
+            ])
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut usage: Vec<Vec<Usage>> = vec![Vec::new(); agents.len()];
+    let fail = |e: BoxError| -> Sample { panic!("benchmark run failed: {e}") };
+    {
+        let key = "logtap_output_records_total{output=\"null\"}";
+        let cells: Vec<std::cell::RefCell<&mut Vec<Usage>>> =
+            usage.iter_mut().map(std::cell::RefCell::new).collect();
+        let mut cases: Vec<Case<'_>> = agents
+            .iter()
+            .zip(&cells)
+            .zip(modes)
+            .map(|((agent, cell), mode)| {
+                Case::new(format!("agent --multiline {mode} → null"), move || {
+                    let before = agent.metric(key);
+                    agent_run(
+                        n,
+                        agent,
+                        || agent.metric(key) - before,
+                        &mut cell.borrow_mut(),
+                    )
+                    .unwrap_or_else(fail)
+                })
+            })
+            .collect();
+        side_by_side(
+            &format!(
+                "multiline: {} one-line writes of {LINE} bytes, tap ring → agent → null",
+                human(n as f64)
+            ),
+            rounds,
+            &mut cases,
+        );
+    }
+    println!("\n| case | CPU-s per 1M lines (median) |");
+    println!("|---|---:|");
+    for (mode, u) in modes.iter().zip(&usage) {
+        let cpu = median(u.iter().map(|u| u.cpu_per_m).collect());
+        println!("| --multiline {mode} | {cpu:.3} |");
     }
     Ok(())
 }
