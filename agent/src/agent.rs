@@ -16,9 +16,11 @@ use tokio::time::{Instant, timeout_at};
 use crate::buffer::memory::MemoryBuffer;
 use crate::config::Config;
 use crate::http::{self, Health, HttpServer};
+use crate::input::access::AccessPolicy;
 use crate::input::forward::{ForwardInput, ForwardInputError, ForwardInputSettings};
+use crate::input::identity::IdentitySettings;
 use crate::input::peer::PeerSettings;
-use crate::input::tap::{TapInput, TapInputError};
+use crate::input::tap::{SocketAccess, TapInput, TapInputError};
 use crate::output::{self, OutputError, OutputSet};
 use crate::pipeline::{
     self,
@@ -88,6 +90,12 @@ impl Agent {
             max_line_bytes: config.max_line_bytes.bytes(),
             partial_flush: config.partial_flush.0,
             ring: Default::default(),
+            identity: IdentitySettings {
+                peer_meta: config.peer_meta,
+                peer_pid: config.peer_pid,
+                proc_root: config.proc_root.clone(),
+                containers_dir: config.containers_dir.clone(),
+            },
         };
         let forward_in = match &config.forward_listen {
             Some(addr) => {
@@ -98,7 +106,15 @@ impl Agent {
         };
         let tap = TapInput::bind(
             &config.socket,
-            config.socket_mode.0,
+            SocketAccess {
+                mode: config.socket_mode.0,
+                owner: config.socket_owner,
+                group: config.socket_group,
+                allow: AccessPolicy {
+                    uids: config.socket_uid.clone(),
+                    gids: config.socket_gid.clone(),
+                },
+            },
             settings,
             enricher,
             ingest,
