@@ -235,12 +235,19 @@ fn garbage_lying_and_over_cap_peers_are_dropped_counted_and_the_others_go_on() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while metric("logtap_tap_peers_rejected_total") < 4 {
-        assert!(std::time::Instant::now() < deadline, "4 bad peers not counted");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "4 bad peers not counted"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(metric("logtap_tap_peers_rejected_total"), 4);
     assert_eq!(metric("logtap_tap_peers_pid_mismatch_total"), 1);
-    assert_eq!(metric("logtap_tap_peers"), 1, "the good peer is still served");
+    assert_eq!(
+        metric("logtap_tap_peers"),
+        1,
+        "the good peer is still served"
+    );
     good.data(Stream::Stdout, T0 + 2, b"still here\n", false);
     agent.wait_records(3, Duration::from_secs(10));
     let (status, all) = agent.terminate();
