@@ -96,6 +96,10 @@ impl Agent {
                 proc_root: config.proc_root.clone(),
                 containers_dir: config.containers_dir.clone(),
             },
+            admit: AccessPolicy {
+                uids: config.socket_uid.clone(),
+                gids: config.socket_gid.clone(),
+            },
         };
         let forward_in = match &config.forward_listen {
             Some(addr) => {
@@ -110,10 +114,6 @@ impl Agent {
                 mode: config.socket_mode.0,
                 owner: config.socket_owner,
                 group: config.socket_group,
-                allow: AccessPolicy {
-                    uids: config.socket_uid.clone(),
-                    gids: config.socket_gid.clone(),
-                },
             },
             settings,
             enricher,

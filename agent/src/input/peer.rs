@@ -69,6 +69,8 @@ pub struct PeerSettings {
     pub ring: ConsumerOptions,
     /// How peers' pids and pod names are checked (`peer_pid`, `peer_meta`).
     pub identity: IdentitySettings,
+    /// Who is served, checked at accept (`socket_uid`, `socket_gid`).
+    pub admit: super::access::AccessPolicy,
 }
 
 /// Why a peer was dropped.

@@ -71,7 +71,7 @@ pub enum TapInputError {
     },
 }
 
-/// The tap socket file's permissions and who may use it.
+/// The tap socket file's permissions (who may connect is [`PeerSettings::admit`]).
 #[derive(Debug, Clone, Default)]
 pub struct SocketAccess {
     /// Permission bits of the socket file (`--socket-mode`).
@@ -79,8 +79,6 @@ pub struct SocketAccess {
     /// Owner and group of the socket file (`--socket-owner`, `--socket-group`).
     pub owner: Option<u32>,
     pub group: Option<u32>,
-    /// Peers admitted at accept (`--socket-uid`, `--socket-gid`).
-    pub allow: AccessPolicy,
 }
 
 /// The running tap input.
@@ -168,10 +166,9 @@ impl TapInput {
         let stop_accepting = CancellationToken::new();
         let stop_peers = CancellationToken::new();
         let peers = TaskTracker::new();
-        let allow = access.allow.clone();
+        let allow = settings.admit.clone();
         let acceptor = tokio::spawn(accept_loop(
             listener,
-            Arc::new(allow),
             Arc::new(settings),
             enricher,
             ingest,
@@ -184,8 +181,8 @@ impl TapInput {
             mode = format!("{mode:04o}"),
             owner = ?access.owner,
             group = ?access.group,
-            socket_uid = ?access.allow.uids,
-            socket_gid = ?access.allow.gids,
+            socket_uid = ?allow.uids,
+            socket_gid = ?allow.gids,
             "tap socket listening"
         );
         let identity = std::fs::symlink_metadata(path)
@@ -297,7 +294,6 @@ fn prepare_path(path: &Path) -> Result<(), TapInputError> {
 
 async fn accept_loop(
     listener: AsyncFd<OwnedFd>,
-    allow: Arc<AccessPolicy>,
     settings: Arc<PeerSettings>,
     enricher: Enricher,
     ingest: Ingest,
@@ -306,7 +302,7 @@ async fn accept_loop(
     peers: TaskTracker,
 ) {
     let spawn = |fd: OwnedFd| {
-        if !admitted(&fd, &allow) {
+        if !admitted(&fd, &settings.admit) {
             return; // closed: the peer sees its connection end and writes untapped
         }
         peers.spawn(peer::run(
@@ -368,10 +364,7 @@ fn admitted(fd: &OwnedFd, allow: &AccessPolicy) -> bool {
     if allow.is_open() {
         return true;
     }
-    let (pid, uid, gid) = match sys::peer_cred(fd.as_fd()) {
-        Ok(cred) => cred,
-        Err(_) => (0, u32::MAX, u32::MAX),
-    };
+    let (pid, uid, gid) = sys::peer_cred(fd.as_fd()).unwrap_or((0, u32::MAX, u32::MAX));
     if allow.admits(uid, gid) {
         return true;
     }
