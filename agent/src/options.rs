@@ -72,12 +72,12 @@ pub struct Options {
     #[arg(long, env = "LOGTAP_PEER_PID", value_name = "kernel|claimed")]
     pub peer_pid: Option<PeerPid>,
 
-    /// Where peers' /proc/<pid>/cgroup files are read [default: /proc].
+    /// Where peers' cgroup files (DIR/PID/cgroup) are read [default: /proc].
     #[arg(long, env = "LOGTAP_PROC_ROOT", value_name = "DIR")]
     pub proc_root: Option<PathBuf>,
 
-    /// The kubelet's <pod>_<namespace>_<container>-<id>.log directory, for --peer-meta verify
-    /// [default: /var/log/containers].
+    /// The kubelet's container log links (POD_NAMESPACE_CONTAINER-ID.log), for --peer-meta
+    /// verify [default: /var/log/containers].
     #[arg(long, env = "LOGTAP_CONTAINERS_DIR", value_name = "DIR")]
     pub containers_dir: Option<PathBuf>,
 
