@@ -361,3 +361,78 @@ fn six_hundred_tapped_processes_are_held_at_once_under_a_soft_limit_of_1024() {
     assert_eq!(all.len(), N);
     eprintln!("600 peers held at once after {held_after:?}");
 }
+
+#[test]
+fn at_the_descriptor_limit_peers_are_refused_counted_and_the_agent_goes_on() {
+    // A hard limit of 1024 cannot be raised: 320 peers fit (3 descriptors each, 64 kept).
+    const N: usize = 400;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let agent = Agent::start_configured(
+        "fd-limit",
+        &["--http-listen", &listen, "--flush-interval", "100ms"],
+        &[("LOGTAP_PEER_PID", "kernel")],
+        |cmd| {
+            // SAFETY: setrlimit is async-signal-safe; the closure touches no shared state.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let lim = libc::rlimit {
+                        rlim_cur: 1024,
+                        rlim_max: 1024,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
+    assert_eq!(nofile_limits(agent.child.id()), (1024, 1024));
+    let (read_end, write_end) = std::io::pipe().unwrap();
+    let children: Vec<Child> = (0..N)
+        .map(|i| {
+            tapped(&agent, &format!("echo \"process {i} up\"; read _ || true"))
+                .env("LLT_TARGET_RECONNECT", "0")
+                .stdin(read_end.try_clone().unwrap())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    drop(read_end);
+    // At the limit the agent cannot even accept an HTTP connection: watch its descriptors.
+    let fds = format!("/proc/{}/fd", agent.child.id());
+    wait_for(
+        "the agent at its descriptor limit",
+        Duration::from_secs(40),
+        || std::fs::read_dir(&fds).map_or(0, Iterator::count) >= 1000,
+    );
+    drop(write_end);
+    for c in children {
+        wait_ok(c);
+    }
+    wait_for("every peer gone", Duration::from_secs(20), || {
+        metric(port, "logtap_tap_peers") == 0
+    });
+    assert!(
+        metric(port, "logtap_tap_fd_limit_total") > 0,
+        "the limit was counted"
+    );
+    assert_eq!(
+        metric(port, "logtap_tap_peers_rejected_total"),
+        0,
+        "not the peers' fault: counted as the limit only"
+    );
+    // The agent goes on: a process started now is served.
+    wait_ok(tapped(&agent, "echo after the storm").spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while with_message(&agent.records(), "after the storm").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "not served after the limit was reached"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, _) = agent.terminate();
+    assert!(status.success());
+}

@@ -156,6 +156,8 @@ pub async fn run(
                 );
             }
         }
+        // Counted and said (once per interval) where the descriptors were found cut.
+        Err(PeerError::FdLimit) => {}
         Err(e) => {
             METRICS.peers_rejected.fetch_add(1, Relaxed);
             METRICS.dropped(DropReason::BadPeer, 1, 0);
