@@ -16,9 +16,11 @@ use tokio::time::{Instant, timeout_at};
 use crate::buffer::memory::MemoryBuffer;
 use crate::config::Config;
 use crate::http::{self, Health, HttpServer};
+use crate::input::access::AccessPolicy;
 use crate::input::forward::{ForwardInput, ForwardInputError, ForwardInputSettings};
+use crate::input::identity::IdentitySettings;
 use crate::input::peer::PeerSettings;
-use crate::input::tap::{TapInput, TapInputError};
+use crate::input::tap::{SocketAccess, TapInput, TapInputError};
 use crate::output::{self, OutputError, OutputSet};
 use crate::pipeline::{
     self,
@@ -92,6 +94,16 @@ impl Agent {
             partial_flush: config.partial_flush.0,
             ring: Default::default(),
             multiline: Arc::new(crate::pipeline::multiline::Multiline::from_config(config)?),
+            identity: IdentitySettings {
+                peer_meta: config.peer_meta,
+                peer_pid: config.peer_pid,
+                proc_root: config.proc_root.clone(),
+                containers_dir: config.containers_dir.clone(),
+            },
+            admit: AccessPolicy {
+                uids: config.socket_uid.clone(),
+                gids: config.socket_gid.clone(),
+            },
         };
         let forward_in = match &config.forward_listen {
             Some(addr) => {
@@ -102,7 +114,11 @@ impl Agent {
         };
         let tap = TapInput::bind(
             &config.socket,
-            config.socket_mode.0,
+            SocketAccess {
+                mode: config.socket_mode.0,
+                owner: config.socket_owner,
+                group: config.socket_group,
+            },
             settings,
             enricher,
             ingest,

@@ -68,6 +68,8 @@ fn main() -> ExitCode {
 /// `logtap agent`: start, wait for SIGTERM/SIGINT, drain within the grace period.
 async fn agent_main(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let mut signals = StopSignals::new()?;
+    // Each tap peer holds 3 descriptors: the common soft limit of 1024 would stop at ~320.
+    logtap_agent::input::capacity::raise_descriptor_limit();
     let agent = Agent::start(&config).await?;
     // systemd's Type=notify: the tap socket listens now, so units ordered after us may start.
     if let Err(e) = logtap_agent::sys::notify_ready() {

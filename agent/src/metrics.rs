@@ -90,6 +90,18 @@ pub struct Metrics {
     pub peers_rejected: AtomicU64,
     /// Ring records read a second time after an agent restart (possible duplicates).
     pub ring_records_reread: AtomicU64,
+    /// Peers refused at accept by `socket_uid` / `socket_gid`.
+    pub peers_refused: AtomicU64,
+    /// Peers dropped for a HELLO pid other than the kernel's (`SO_PEERCRED`).
+    pub peers_pid_mismatch: AtomicU64,
+    /// Peers whose pid the agent cannot see (another PID namespace): pid and cgroup unchecked.
+    pub peers_pid_not_visible: AtomicU64,
+    /// Peers whose records carry unverified pod names (`meta_claimed: true`).
+    pub peers_meta_claimed: AtomicU64,
+    /// Peers whose claimed pod names contradicted the verified ones (the claims were dropped).
+    pub peers_meta_contradicted: AtomicU64,
+    /// Times the descriptor limit stopped a tap peer (EMFILE/ENFILE, descriptors cut).
+    pub tap_fd_limit: AtomicU64,
     /// Chunks that could not be written under `storage_path` (kept in memory instead).
     pub storage_write_errors: AtomicU64,
     /// Chunks held on disk only (beyond `mem_buf_limit`), waiting to be loaded and sent.
@@ -182,6 +194,12 @@ pub static METRICS: Metrics = Metrics {
     peers_total: AtomicU64::new(0),
     peers_rejected: AtomicU64::new(0),
     ring_records_reread: AtomicU64::new(0),
+    peers_refused: AtomicU64::new(0),
+    peers_pid_mismatch: AtomicU64::new(0),
+    peers_pid_not_visible: AtomicU64::new(0),
+    peers_meta_claimed: AtomicU64::new(0),
+    peers_meta_contradicted: AtomicU64::new(0),
+    tap_fd_limit: AtomicU64::new(0),
     storage_write_errors: AtomicU64::new(0),
     spilled_chunks: AtomicI64::new(0),
     spilled_chunks_total: AtomicU64::new(0),
@@ -286,6 +304,42 @@ impl Metrics {
                 "counter",
                 "Peers dropped for bad frames or an inconsistent ring.",
                 u(&self.peers_rejected),
+            ),
+            (
+                "logtap_tap_peers_refused_total",
+                "counter",
+                "Peers refused at accept: uid and gid outside socket_uid / socket_gid.",
+                u(&self.peers_refused),
+            ),
+            (
+                "logtap_tap_peers_pid_mismatch_total",
+                "counter",
+                "Peers dropped for claiming a pid other than the kernel's (SO_PEERCRED).",
+                u(&self.peers_pid_mismatch),
+            ),
+            (
+                "logtap_tap_peers_pid_not_visible_total",
+                "counter",
+                "Peers in a PID namespace the agent cannot see: pid and container unchecked.",
+                u(&self.peers_pid_not_visible),
+            ),
+            (
+                "logtap_tap_peers_meta_claimed_total",
+                "counter",
+                "Peers whose records carry unverified pod names (meta_claimed).",
+                u(&self.peers_meta_claimed),
+            ),
+            (
+                "logtap_tap_peers_meta_contradicted_total",
+                "counter",
+                "Peers whose claimed pod names contradicted the verified ones (claims dropped).",
+                u(&self.peers_meta_contradicted),
+            ),
+            (
+                "logtap_tap_fd_limit_total",
+                "counter",
+                "Times the descriptor limit (RLIMIT_NOFILE) stopped a tap peer.",
+                u(&self.tap_fd_limit),
             ),
             (
                 "logtap_ring_records_reread_total",

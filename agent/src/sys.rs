@@ -5,7 +5,9 @@
 //! - `recvmsg` with `SCM_RIGHTS` (the interceptor passes its ring memfd and eventfd);
 //! - `O_NONBLOCK` on a received fd, `kill` (signals passed on to `logtap run`'s child);
 //! - `uname` (the hostname) and `statvfs` (is a directory on a `noexec` mount?);
-//! - a probe `connect` telling a live tap socket from a stale one, and `syncfs` (the spool).
+//! - a probe `connect` telling a live tap socket from a stale one, and `syncfs` (the spool);
+//! - `SO_PEERPIDFD` and `pidfd_send_signal` (is the peer that connected still alive?) and
+//!   `RLIMIT_NOFILE` (raised to the hard limit at start).
 //!
 //! And, with no `unsafe` at all, systemd's readiness notification ([`notify_ready`]).
 //!
@@ -18,7 +20,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Most file descriptors accepted with one message (HELLO carries two).
-const MAX_FDS: usize = 4;
+pub const MAX_FDS: usize = 4;
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
@@ -348,6 +350,76 @@ pub fn seqpacket_accepts(path: &Path) -> io::Result<bool> {
             _ => Err(e),
         },
     }
+}
+
+/// `SO_PEERPIDFD` (Linux 6.5): a pidfd of the process that connected, taken at `connect`.
+/// The same value on x86_64 and aarch64 (asm-generic); not yet in every `libc` release.
+const SO_PEERPIDFD: libc::c_int = 77;
+
+/// A pidfd for the connected peer (`SO_PEERPIDFD`), or `Err` on kernels before 6.5 or when
+/// the peer's process is not visible.
+pub fn peer_pidfd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let mut fd: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` and `len` are valid for writes and `len` is its size.
+    check(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            (&raw mut fd).cast(),
+            &mut len,
+        )
+    })?;
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    // SAFETY: the kernel returned a new descriptor that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether the process a pidfd refers to is still alive (signal 0 through the pidfd: ESRCH
+/// once it exited, even if its pid was given to another process since).
+pub fn pidfd_alive(pidfd: BorrowedFd<'_>) -> bool {
+    // SAFETY: signal 0 is only a check; null siginfo is allowed; no memory effects.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    // EPERM: alive, only not ours to signal.
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The `RLIMIT_NOFILE` limits: (soft, hard).
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    // SAFETY: rlimit is plain old data.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `lim` is valid for writes.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (as Go's runtime does at start); returns
+/// (soft before, soft now). Only `logtap agent` calls it: `logtap run`'s child would inherit
+/// the raised limit, and programs that use `select()` expect at most 1024.
+pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+    let (soft, hard) = nofile_limit()?;
+    if soft >= hard {
+        return Ok((soft, soft));
+    }
+    let lim = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: hard,
+    };
+    // SAFETY: `lim` is a valid rlimit; raising the soft limit up to the hard one needs no
+    // privilege.
+    check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+    Ok((soft, hard))
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //!
 //! - [`Agent`] — `logtap agent` as a child process on a socket in a temporary directory; its
 //!   stdout (JSON records) is collected by a thread; [`Agent::terminate`] sends SIGTERM and
-//!   waits for the exit status.
+//!   waits for the exit status. It runs with `LOGTAP_PEER_PID=claimed` (the fake peers below
+//!   claim made-up pids) unless the test sets the variable or `--peer-pid`.
 //! - [`run`] — `logtap run [ARGS] -- CMD…`, with its exit code and JSON records.
 //! - [`TapClient`] — a tapped process in miniature, speaking Contract 2 with `protocol::tap`
 //!   and `protocol::ring`: HELLO (optionally with a real ring memfd and eventfd via
@@ -91,15 +92,30 @@ impl Agent {
 
     /// [`Agent::start`] with extra environment variables (`LOGTAP_*` settings).
     pub fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Agent {
+        Agent::start_configured(name, args, env, |_| {})
+    }
+
+    /// [`Agent::start_with_env`], with `configure` applied to the command last (limits set in
+    /// `pre_exec`, another uid…).
+    pub fn start_configured(
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Agent {
         let dir = TempDir::new(name);
         let socket = dir.path().join("tap.sock");
         let mut cmd = Command::new(artifacts::logtap_bin());
+        // [`TapClient`]s speak for made-up pids (4242, 10, 11…): the agent must take the HELLO
+        // pid as claimed. Tests of the pid check (peer_identity.rs) pass `kernel` back.
+        cmd.env("LOGTAP_PEER_PID", "claimed");
         cmd.envs(env.iter().copied());
         cmd.arg("agent").arg("--socket").arg(&socket);
         if !args.contains(&"--http-listen") {
             cmd.args(["--http-listen", "off"]);
         }
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        configure(&mut cmd);
         let mut child = cmd.spawn().expect("start logtap agent");
         let (out, reader) = collect(child.stdout.take().unwrap());
         let log = tee_log(child.stderr.take().unwrap());

@@ -149,6 +149,48 @@ fn http_serves_metrics_and_health() {
 }
 
 #[test]
+fn the_socket_gets_its_owner_and_group_and_check_prints_the_trust_settings() {
+    use std::os::unix::fs::MetadataExt;
+    let agent = Agent::start(
+        "owner",
+        &["--socket-owner", "65534", "--socket-group", "2020"],
+    );
+    let meta = std::fs::metadata(&agent.socket).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 2020));
+    agent.terminate();
+
+    let dir = TempDir::new("check-trust");
+    let file = dir.path().join("logtap.toml");
+    std::fs::write(
+        &file,
+        "peer_meta = \"verify\"\nsocket_uid = [0, 1000]\nsocket_owner = 0\n",
+    )
+    .unwrap();
+    let (code, out, err) = logtap(
+        &["check", "--offline", "--config", file.to_str().unwrap()],
+        &[("LOGTAP_SOCKET_GID", "2020,2021")],
+    );
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "peer_meta = \"verify\"",
+        "peer_pid = \"kernel\"",
+        "socket_uid = [0, 1000]",
+        "socket_gid = [2020, 2021]",
+        "socket_owner = 0",
+        "proc_root = \"/proc\"",
+        "containers_dir = \"/var/log/containers\"",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing `{line}` in:\n{out}"
+        );
+    }
+    let (code, _, err) = logtap(&["check", "--offline", "--peer-meta", "maybe"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("maybe"), "{err}");
+}
+
+#[test]
 fn the_socket_gets_the_configured_mode_and_refuses_to_replace_a_file() {
     use std::os::unix::fs::PermissionsExt;
     let agent = Agent::start("mode", &["--socket-mode", "0600"]);

@@ -199,6 +199,75 @@ fn a_bad_peer_is_dropped_and_the_others_go_on() {
 }
 
 #[test]
+fn garbage_lying_and_over_cap_peers_are_dropped_counted_and_the_others_go_on() {
+    use logtap_protocol::tap::MAX_FRAME_LEN;
+    let mut args = FAST.to_vec();
+    args.extend(["--http-listen", "127.0.0.1:0"]);
+    // Pids as the kernel says: the fake peers below must claim the test's own.
+    let agent = Agent::start_with_env("bad-peers", &args, &[("LOGTAP_PEER_PID", "kernel")]);
+    let port = agent.http_port();
+    let me = std::process::id();
+    let mut good = TapClient::connect(&agent.socket, me);
+    good.hello("good", None, &[]);
+    good.data(Stream::Stdout, T0, b"before\n", false);
+    let mut garbage = TapClient::connect(&agent.socket, me);
+    garbage.raw(b"definitely not a control frame, 40 bytes");
+    let mut oversized = TapClient::connect(&agent.socket, me);
+    oversized.raw(&vec![0u8; MAX_FRAME_LEN + 1]);
+    let mut liar = TapClient::connect(&agent.socket, 1);
+    liar.hello("liar", None, &[]);
+    liar.data(Stream::Stdout, T0, b"I am init\n", false);
+    // Over its cap: more (pid, stream, file) streams than one connection may open.
+    let mut greedy = TapClient::connect(&agent.socket, me);
+    greedy.hello("greedy", None, &[]);
+    for p in 0..1025u32 {
+        greedy.pid = 100_000 + p;
+        greedy.data(Stream::Stdout, T0, b"x", false);
+    }
+    good.data(Stream::Stdout, T0 + 1, b"after\n", false);
+    agent.wait_records(2, Duration::from_secs(10));
+    let metric = |name: &str| {
+        let (_, body) = logtap_tests::http::get_local(port, "/metrics").unwrap();
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric("logtap_tap_peers_rejected_total") < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "4 bad peers not counted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(metric("logtap_tap_peers_rejected_total"), 4);
+    assert_eq!(metric("logtap_tap_peers_pid_mismatch_total"), 1);
+    assert_eq!(
+        metric("logtap_tap_peers"),
+        1,
+        "the good peer is still served"
+    );
+    good.data(Stream::Stdout, T0 + 2, b"still here\n", false);
+    agent.wait_records(3, Duration::from_secs(10));
+    let (status, all) = agent.terminate();
+    assert!(status.success());
+    let of = |comm: &str| -> Vec<String> {
+        all.iter()
+            .filter(|r| r["comm"] == comm)
+            .map(|r| r["message"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(of("good"), ["before", "after", "still here"]);
+    assert!(of("liar").is_empty(), "{all:?}");
+    // What the greedy peer wrote before its cap is delivered, under the kernel's pid.
+    assert!(
+        all.iter()
+            .filter(|r| r["comm"] == "greedy")
+            .all(|r| r["pid"] == u64::from(me))
+    );
+}
+
+#[test]
 fn a_hundred_processes_at_once() {
     let agent = Agent::start("hundred", FAST);
     let socket = agent.socket.clone();

@@ -118,4 +118,13 @@ fn daemonset_records_name_the_app_pod_not_the_agent_pod() {
     let plan = daemonset_plan(work.path(), TICKS);
     let outcome = rehearse(&plan, Sink::Forward, TICKS + TICKS / 5);
     assert_pod_metadata(&outcome.records, "clock-node", &outcome.log);
+    // The rehearsal's app runs in no container the agent could look up in the kubelet's
+    // /var/log/containers: with peer_meta = "verify" its names are kept as claims, marked.
+    for r in &outcome.records {
+        assert_eq!(r["meta_claimed"], true, "{r}");
+        assert!(
+            !r["tag"].as_str().unwrap_or("").contains("clock-node"),
+            "a claim never reaches the tag: {r}"
+        );
+    }
 }

@@ -26,8 +26,8 @@ use self::units::{Dur, Size};
 pub use self::options::Options;
 
 pub use self::types::{
-    Compress, ConfigError, ForwardServer, HttpListen, LogFormat, OutputKind, RetryLimit,
-    SocketMode, TagTemplate,
+    Compress, ConfigError, ForwardServer, HttpListen, LogFormat, OutputKind, PeerMeta, PeerPid,
+    RetryLimit, SocketMode, TagTemplate,
 };
 
 /// Defaults, in one place so that `--help`, the README and the code agree.
@@ -36,6 +36,10 @@ pub mod defaults {
     pub const SOCKET: &str = "/tmp/logtap.sock";
     /// Owner and group may connect (the app and the agent share a group, or run as one user).
     pub const SOCKET_MODE: u32 = 0o660;
+    /// Where `/proc/<pid>/cgroup` is read (the agent sees peers' pids in its PID namespace).
+    pub const PROC_ROOT: &str = "/proc";
+    /// The kubelet's log links, `<pod>_<namespace>_<container>-<container id>.log`.
+    pub const CONTAINERS_DIR: &str = "/var/log/containers";
     pub const TAG: &str = "logtap.{stream}";
     /// How long a sent chunk may wait for its ack (Fluentd's `ack_response_timeout`, whose
     /// default is 190 s; a shorter wait moves chunks to the next server sooner).
@@ -115,6 +119,16 @@ impl Serialize for Secret {
 pub struct Config {
     pub socket: PathBuf,
     pub socket_mode: SocketMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_owner: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<u32>,
+    pub socket_uid: Vec<u32>,
+    pub socket_gid: Vec<u32>,
+    pub peer_meta: PeerMeta,
+    pub peer_pid: PeerPid,
+    pub proc_root: PathBuf,
+    pub containers_dir: PathBuf,
     pub output: Vec<OutputKind>,
     pub forward: Vec<ForwardServer>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -211,6 +225,18 @@ impl Config {
         let config = Config {
             socket: o.socket.unwrap_or_else(|| PathBuf::from(defaults::SOCKET)),
             socket_mode: o.socket_mode.unwrap_or(SocketMode(defaults::SOCKET_MODE)),
+            socket_owner: o.socket_owner,
+            socket_group: o.socket_group,
+            socket_uid: o.socket_uid.unwrap_or_default(),
+            socket_gid: o.socket_gid.unwrap_or_default(),
+            peer_meta: o.peer_meta.unwrap_or_default(),
+            peer_pid: o.peer_pid.unwrap_or_default(),
+            proc_root: o
+                .proc_root
+                .unwrap_or_else(|| PathBuf::from(defaults::PROC_ROOT)),
+            containers_dir: o
+                .containers_dir
+                .unwrap_or_else(|| PathBuf::from(defaults::CONTAINERS_DIR)),
             output,
             forward,
             forward_listen: o.forward_listen,
@@ -280,6 +306,8 @@ const _: fn() = || {
     both::<OutputKind>();
     both::<Compress>();
     both::<LogFormat>();
+    both::<PeerMeta>();
+    both::<PeerPid>();
 };
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use super::multiline::{MultilineSpec, ParserSpec};
 use super::types::{
     Compress, ConfigError, ForwardServer, HttpListen, LogFormat, OutputKind, RetryLimit, SocketMode,
 };
+use super::types::{PeerMeta, PeerPid};
 use super::units::{Dur, Size};
 
 /// Every option of `run`, `agent` and `check`, as flags, `LOGTAP_*` variables and TOML keys.
@@ -33,6 +34,53 @@ pub struct Options {
     /// Permissions of the tap socket, octal [default: 0660].
     #[arg(long, env = "LOGTAP_SOCKET_MODE", value_name = "OCTAL")]
     pub socket_mode: Option<SocketMode>,
+
+    /// Owner (numeric uid) given to the tap socket file [default: the agent's uid].
+    #[arg(long, env = "LOGTAP_SOCKET_OWNER", value_name = "UID")]
+    pub socket_owner: Option<u32>,
+
+    /// Group (numeric gid) given to the tap socket file [default: the agent's gid].
+    #[arg(long, env = "LOGTAP_SOCKET_GROUP", value_name = "GID")]
+    pub socket_group: Option<u32>,
+
+    /// Peers admitted by uid (SO_PEERCRED); others are refused at accept, unless
+    /// --socket-gid admits them. Repeat or comma-separate [default: every peer the mode lets in].
+    #[arg(
+        long,
+        env = "LOGTAP_SOCKET_UID",
+        value_name = "UID",
+        value_delimiter = ','
+    )]
+    pub socket_uid: Option<Vec<u32>>,
+
+    /// Peers admitted by primary gid (SO_PEERCRED; supplementary groups are not seen).
+    #[arg(
+        long,
+        env = "LOGTAP_SOCKET_GID",
+        value_name = "GID",
+        value_delimiter = ','
+    )]
+    pub socket_gid: Option<Vec<u32>>,
+
+    /// Pod names a peer announces (POD_NAME, POD_NAMESPACE, CONTAINER_NAME): trust (sidecar:
+    /// one pod) or verify (DaemonSet: from the container id and the kubelet's
+    /// --containers-dir; unverifiable names are marked meta_claimed) [default: trust].
+    #[arg(long, env = "LOGTAP_PEER_META", value_name = "trust|verify")]
+    pub peer_meta: Option<PeerMeta>,
+
+    /// The pid a peer announces: kernel (must equal SO_PEERCRED's, else the peer is dropped)
+    /// or claimed (taken as is: test tools only) [default: kernel].
+    #[arg(long, env = "LOGTAP_PEER_PID", value_name = "kernel|claimed")]
+    pub peer_pid: Option<PeerPid>,
+
+    /// Where peers' cgroup files (DIR/PID/cgroup) are read [default: /proc].
+    #[arg(long, env = "LOGTAP_PROC_ROOT", value_name = "DIR")]
+    pub proc_root: Option<PathBuf>,
+
+    /// The kubelet's container log links (POD_NAMESPACE_CONTAINER-ID.log), for --peer-meta
+    /// verify [default: /var/log/containers].
+    #[arg(long, env = "LOGTAP_CONTAINERS_DIR", value_name = "DIR")]
+    pub containers_dir: Option<PathBuf>,
 
     /// Where records go: stdout (JSON lines), forward, null; repeat for several
     /// [default: forward when --forward is given, else stdout].
@@ -220,7 +268,8 @@ macro_rules! fill_from {
 impl Options {
     /// Fills every option still unset with the one from `other` (a lower-precedence source).
     pub fn or(mut self, other: Options) -> Options {
-        fill_from!(self, other; config, socket, socket_mode, output, forward, forward_listen,
+        fill_from!(self, other; config, socket, socket_mode, socket_owner, socket_group,
+            socket_uid, socket_gid, peer_meta, peer_pid, proc_root, containers_dir, output, forward, forward_listen,
             forward_listen_users, forward_listen_tls_cert, forward_listen_tls_key, tag,
             require_ack_response, ack_response_timeout, compress, shared_key, self_hostname, username, password, tls,
             tls_ca_file, tls_verify, flush_interval, storage_path, storage_limit, mem_buf_limit,

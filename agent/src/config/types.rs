@@ -401,3 +401,28 @@ impl Serialize for TagTemplate {
         s.serialize_str(&self.text)
     }
 }
+
+/// How much of a HELLO's Downward-API names (`POD_NAME`, `POD_NAMESPACE`, `CONTAINER_NAME`,
+/// `NODE_NAME`) the agent believes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerMeta {
+    /// Sidecar mode (one pod per agent): the names are the pod's own; taken as they come.
+    #[default]
+    Trust,
+    /// DaemonSet mode (one agent per node): names come from the container id the kernel and
+    /// kubelet vouch for; names that cannot be verified are kept but marked `meta_claimed`.
+    Verify,
+}
+
+/// How the agent checks the pid a HELLO claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerPid {
+    /// A HELLO pid other than the kernel's (`SO_PEERCRED`) drops the peer, counted.
+    #[default]
+    Kernel,
+    /// The HELLO pid is taken as claimed: for tools that speak the tap protocol on behalf of
+    /// other processes (the test harness's fake peers). Never for a shared socket.
+    Claimed,
+}

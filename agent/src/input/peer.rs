@@ -33,7 +33,9 @@ use logtap_protocol::tap::{self, FLAG_CONTINUED, FileAnnounce, Hello, Kind, Loss
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 
+use super::access::{META_CONTRADICTED, PID_MISMATCH, PID_NOT_VISIBLE};
 use super::drop_log::DropLog;
+use super::identity::{Identity, IdentitySettings, PeerMeta, PeerPid};
 use super::ring_reader::{Pass, PassError, RingReader};
 use super::streams::{StreamError, Streams};
 use crate::metrics::{DropReason, METRICS};
@@ -68,6 +70,10 @@ pub struct PeerSettings {
     pub ring: ConsumerOptions,
     /// How each stream's bytes become records (lines, or multi-line events).
     pub multiline: Arc<Multiline>,
+    /// How peers' pids and pod names are checked (`peer_pid`, `peer_meta`).
+    pub identity: IdentitySettings,
+    /// Who is served, checked at accept (`socket_uid`, `socket_gid`).
+    pub admit: super::access::AccessPolicy,
 }
 
 /// Why a peer was dropped.
@@ -81,6 +87,10 @@ pub enum PeerError {
     NoHello(Kind),
     #[error("HELLO announces a ring but carries {0} file descriptor(s), not 2")]
     MissingRingFds(usize),
+    #[error("HELLO's descriptors were cut: the agent is out of file descriptors (RLIMIT_NOFILE)")]
+    FdLimit,
+    #[error("HELLO claims pid {claimed}, the kernel says {kernel} (SO_PEERCRED)")]
+    PidMismatch { claimed: u32, kernel: u32 },
     #[error("ring rejected: {0}")]
     Ring(#[from] logtap_protocol::ring::RingError),
     #[error(transparent)]
@@ -99,6 +109,8 @@ struct Peer {
     /// The next `seq` expected from the process (frames and ring records share the sequence).
     expected: Option<u32>,
     drops: DropLog,
+    /// What the kernel (and the kubelet) say of the peer, read at accept.
+    identity: Identity,
 }
 
 /// Why the peer's loop woke.
@@ -119,7 +131,8 @@ pub async fn run(
 ) {
     METRICS.peers.fetch_add(1, Relaxed);
     METRICS.peers_total.fetch_add(1, Relaxed);
-    let cred = sys::peer_cred(sock.as_fd()).map(|c| c.0).unwrap_or(0);
+    let identity = read_identity(&sock, &settings.identity);
+    let cred = identity.kernel.pid;
     let streams = Streams::new(enricher, settings.max_line_bytes, settings.partial_flush)
         .with_multiline(Arc::clone(&settings.multiline));
     let mut peer = Peer {
@@ -128,9 +141,27 @@ pub async fn run(
         ring: None,
         expected: None,
         drops: DropLog::default(),
+        identity,
     };
     match serve(&mut peer, sock, &ingest, &stop).await {
         Ok(()) => tracing::debug!(pid = peer.pid(), "tap peer finished"),
+        Err(PeerError::PidMismatch { claimed, kernel }) => {
+            METRICS.peers_rejected.fetch_add(1, Relaxed);
+            METRICS.peers_pid_mismatch.fetch_add(1, Relaxed);
+            METRICS.dropped(DropReason::BadPeer, 1, 0);
+            if let Some(n) = PID_MISMATCH.hit(Instant::now()) {
+                tracing::warn!(
+                    claimed_pid = claimed,
+                    peer_cred_pid = kernel,
+                    uid = peer.identity.kernel.uid,
+                    peers = n,
+                    "dropping tap peer: its HELLO claims another process's pid \
+                     (logtap_tap_peers_pid_mismatch_total; logged at most once per 10 s)"
+                );
+            }
+        }
+        // Counted and said (once per interval) where the descriptors were found cut.
+        Err(PeerError::FdLimit) => {}
         Err(e) => {
             METRICS.peers_rejected.fetch_add(1, Relaxed);
             METRICS.dropped(DropReason::BadPeer, 1, 0);
@@ -279,6 +310,12 @@ fn read_frames(
         if got.truncated || got.len > tap::MAX_FRAME_LEN {
             return Err(PeerError::Oversized);
         }
+        if got.fds_truncated && got.fds.len() < sys::MAX_FDS {
+            // Room for more, yet cut (MSG_CTRUNC): the kernel could not install them (EMFILE).
+            // A peer that sent more than MAX_FDS is cut too, with MAX_FDS received: not this.
+            super::capacity::limit_reached("descriptors passed with a HELLO were cut");
+            return Err(PeerError::FdLimit);
+        }
         let frame = tap::decode_frame(&buf[..got.len])?;
         let h = frame.header;
         tracing::trace!(seq = h.seq, kind = ?h.kind, expected = ?peer.expected, "frame");
@@ -322,6 +359,34 @@ fn read_frames(
     }
 }
 
+/// Reads the peer's credentials and, where its pid is visible, its container (see
+/// [`super::identity`]). The pidfd the kernel took at connect makes the cgroup read safe from
+/// pid reuse; on kernels without `SO_PEERPIDFD` (before 6.5) the read happens right at accept,
+/// a window of microseconds.
+fn read_identity(sock: &OwnedFd, settings: &IdentitySettings) -> Identity {
+    let cred = sys::peer_cred(sock.as_fd()).unwrap_or((0, u32::MAX, u32::MAX));
+    if cred.0 == 0 {
+        METRICS.peers_pid_not_visible.fetch_add(1, Relaxed);
+        if let Some(n) = PID_NOT_VISIBLE.hit(Instant::now()) {
+            let then = match settings.peer_meta {
+                PeerMeta::Trust => "their HELLO pids are taken as claimed",
+                PeerMeta::Verify => {
+                    "their HELLO pids are taken as claimed and their pod names marked \
+                     meta_claimed (run the agent with hostPID, or shareProcessNamespace)"
+                }
+            };
+            tracing::info!(
+                peers = n,
+                "tap peers in a PID namespace the agent cannot see (SO_PEERCRED pid 0): {then}"
+            );
+        }
+    }
+    let pidfd = sys::peer_pidfd(sock.as_fd()).ok();
+    Identity::read(settings, cred, || {
+        pidfd.as_ref().is_none_or(|fd| sys::pidfd_alive(fd.as_fd()))
+    })
+}
+
 impl Peer {
     fn pid(&self) -> u32 {
         self.streams.origin().map_or(0, |o| o.pid)
@@ -335,13 +400,46 @@ impl Peer {
             hello.hostname.clone()
         };
         tracing::debug!(pid = hello.pid, comm = %hello.comm, ring = hello.ring, "tap peer HELLO");
-        let pod = PodNames::from_meta(&hello.meta);
+        let settings = &self.settings.identity;
+        let kernel = &self.identity.kernel;
+        let pid_from_kernel = settings.peer_pid == PeerPid::Kernel && kernel.pid != 0;
+        if pid_from_kernel && hello.pid != kernel.pid {
+            return Err(PeerError::PidMismatch {
+                claimed: hello.pid,
+                kernel: kernel.pid,
+            });
+        }
+        let agent_node = self.streams.node_name().map(str::to_owned);
+        let decided = self.identity.pod_names(
+            settings.peer_meta,
+            PodNames::from_meta(&hello.meta),
+            agent_node.as_deref(),
+        );
+        if decided.contradicted {
+            METRICS.peers_meta_contradicted.fetch_add(1, Relaxed);
+            if let Some(n) = META_CONTRADICTED.hit(Instant::now()) {
+                tracing::warn!(
+                    pid = kernel.pid,
+                    container_id = self.identity.kernel.container_id.as_deref().unwrap_or(""),
+                    peers = n,
+                    "a tap peer's POD_NAME/POD_NAMESPACE/CONTAINER_NAME contradict its \
+                     container's (kubelet names): its records carry the verified names \
+                     (logtap_tap_peers_meta_contradicted_total; logged at most once per 10 s)"
+                );
+            }
+        }
+        if decided.claimed {
+            METRICS.peers_meta_claimed.fetch_add(1, Relaxed);
+        }
         self.streams.set_origin(
             Origin {
                 pid: hello.pid,
                 comm: hello.comm,
                 host,
-                pod,
+                pod: decided.pod,
+                container_id: self.identity.kernel.container_id.clone(),
+                meta_claimed: decided.claimed,
+                pid_from_kernel,
             },
             hello.files,
         );

@@ -109,6 +109,11 @@ impl Streams {
         self.origin.as_ref()
     }
 
+    /// The agent's own `NODE_NAME`, if it has one.
+    pub fn node_name(&self) -> Option<&str> {
+        self.enricher.metadata().node_name.as_deref()
+    }
+
     /// A (new) HELLO: later records carry this origin; `files` are indexed in order.
     pub fn set_origin(&mut self, origin: Origin, files: Vec<String>) {
         self.origin = Some(origin);
@@ -190,7 +195,9 @@ impl Streams {
             None if map.len() >= MAX_STREAMS => return Err(StreamError::TooManyStreams),
             None => {
                 let mut o = origin.clone().unwrap_or_default();
-                o.pid = pid;
+                if !o.pid_from_kernel {
+                    o.pid = pid;
+                }
                 let path = (stream == FILE_STREAM)
                     .then(|| files.get(&u32::from(file)).cloned().unwrap_or_default());
                 let state = StreamState {

@@ -19,14 +19,17 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::access::{AccessPolicy, REFUSED};
 use super::peer::{self, PeerSettings};
+use crate::metrics::METRICS;
 use crate::pipeline::Ingest;
 use crate::pipeline::enrich::Enricher;
 use crate::sys;
@@ -51,12 +54,31 @@ pub enum TapInputError {
     Dir { path: PathBuf, source: io::Error },
     #[error("cannot listen on --socket {path}: {source}")]
     Listen { path: PathBuf, source: io::Error },
+    #[error(
+        "cannot give --socket {path} owner {owner:?} group {group:?} (--socket-owner, --socket-group): {source}"
+    )]
+    Owner {
+        path: PathBuf,
+        owner: Option<u32>,
+        group: Option<u32>,
+        source: io::Error,
+    },
     #[error("cannot set mode {mode:04o} on --socket {path}: {source}")]
     Mode {
         path: PathBuf,
         mode: u32,
         source: io::Error,
     },
+}
+
+/// The tap socket file's permissions (who may connect is [`PeerSettings::admit`]).
+#[derive(Debug, Clone, Default)]
+pub struct SocketAccess {
+    /// Permission bits of the socket file (`--socket-mode`).
+    pub mode: u32,
+    /// Owner and group of the socket file (`--socket-owner`, `--socket-group`).
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
 }
 
 /// The running tap input.
@@ -71,14 +93,15 @@ pub struct TapInput {
 }
 
 impl TapInput {
-    /// Binds the socket at `path` with permissions `mode` and starts accepting.
+    /// Binds the socket at `path` with the permissions of `access` and starts accepting.
     pub fn bind(
         path: &Path,
-        mode: u32,
+        access: SocketAccess,
         settings: PeerSettings,
         enricher: Enricher,
         ingest: Ingest,
     ) -> Result<TapInput, TapInputError> {
+        let mode = access.mode;
         prepare_path(path)?;
         // Bound under a temporary name, given its mode, then linked into place: the socket
         // never appears at `path` with the umask's permissions, not even for a moment.
@@ -104,6 +127,16 @@ impl TapInput {
             })
         };
         let chmod = |at: &Path| {
+            if access.owner.is_some() || access.group.is_some() {
+                std::os::unix::fs::chown(at, access.owner, access.group).map_err(|source| {
+                    TapInputError::Owner {
+                        path: path.to_owned(),
+                        owner: access.owner,
+                        group: access.group,
+                        source,
+                    }
+                })?;
+            }
             std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode)).map_err(|source| {
                 TapInputError::Mode {
                     path: path.to_owned(),
@@ -133,6 +166,7 @@ impl TapInput {
         let stop_accepting = CancellationToken::new();
         let stop_peers = CancellationToken::new();
         let peers = TaskTracker::new();
+        let allow = settings.admit.clone();
         let acceptor = tokio::spawn(accept_loop(
             listener,
             Arc::new(settings),
@@ -142,7 +176,15 @@ impl TapInput {
             stop_peers.clone(),
             peers.clone(),
         ));
-        tracing::info!(socket = %path.display(), mode = format!("{mode:04o}"), "tap socket listening");
+        tracing::info!(
+            socket = %path.display(),
+            mode = format!("{mode:04o}"),
+            owner = ?access.owner,
+            group = ?access.group,
+            socket_uid = ?allow.uids,
+            socket_gid = ?allow.gids,
+            "tap socket listening"
+        );
         let identity = std::fs::symlink_metadata(path)
             .ok()
             .map(|m| (m.dev(), m.ino()));
@@ -260,6 +302,9 @@ async fn accept_loop(
     peers: TaskTracker,
 ) {
     let spawn = |fd: OwnedFd| {
+        if !admitted(&fd, &settings.admit) {
+            return; // closed: the peer sees its connection end and writes untapped
+        }
         peers.spawn(peer::run(
             fd,
             Arc::clone(&settings),
@@ -301,10 +346,40 @@ fn accept_all(listener: &AsyncFd<OwnedFd>, spawn: &impl Fn(OwnedFd)) -> io::Resu
                     e.kind(),
                     io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                 ) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                super::capacity::limit_reached("accept on the tap socket failed (EMFILE/ENFILE)");
+                return Err(e);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "accept on the tap socket failed");
                 return Err(e);
             }
         }
     }
+}
+
+/// Whether the allow-lists admit the peer on `fd` (by `SO_PEERCRED`); a refusal is counted
+/// and logged once per interval.
+fn admitted(fd: &OwnedFd, allow: &AccessPolicy) -> bool {
+    if allow.is_open() {
+        return true;
+    }
+    let (pid, uid, gid) = sys::peer_cred(fd.as_fd()).unwrap_or((0, u32::MAX, u32::MAX));
+    if allow.admits(uid, gid) {
+        return true;
+    }
+    METRICS.peers_refused.fetch_add(1, Relaxed);
+    if let Some(n) = REFUSED.hit(Instant::now()) {
+        tracing::warn!(
+            pid,
+            uid,
+            gid,
+            peers = n,
+            socket_uid = ?allow.uids,
+            socket_gid = ?allow.gids,
+            "tap peer refused: its uid and gid are not in --socket-uid / --socket-gid \
+             (logtap_tap_peers_refused_total; logged at most once per 10 s)"
+        );
+    }
+    false
 }

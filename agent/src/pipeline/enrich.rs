@@ -3,7 +3,9 @@
 //! What is known about a record comes from three places, each read once, not per line:
 //! - the agent's environment ([`Metadata`]): the Kubernetes Downward-API variables `POD_NAME`,
 //!   `POD_NAMESPACE`, `CONTAINER_NAME`, `NODE_NAME`, and `HOSTNAME` (fallback for `host`);
-//! - the peer's HELLO ([`Origin`]): `pid`, `comm`, and `host` (the process's own hostname);
+//! - the peer ([`Origin`]): `pid`, `comm`, and `host` (the process's own hostname) from its
+//!   HELLO, `container_id` and, in DaemonSet mode, the pod names from what the agent verified
+//!   (`meta_claimed: true` when the names are only the process's claims);
 //! - the stream ([`StreamContext`]): `stream`, `file`, and the rendered tag.
 //!
 //! The per-stream constant part of the map is encoded once into [`StreamContext`]; a line then
@@ -50,8 +52,18 @@ pub struct Origin {
     /// The process's hostname (HELLO), or the agent's [`Metadata::host`] if it sent none.
     pub host: String,
     /// Kubernetes names from the process's own environment (HELLO `meta`): in DaemonSet mode one
-    /// agent serves many pods, so these win over the agent's [`Metadata`].
+    /// agent serves many pods, so these win over the agent's [`Metadata`]. With
+    /// `peer_meta = "verify"` they are the kubelet's names instead, when the agent found them
+    /// (see [`crate::input::identity`]).
     pub pod: PodNames,
+    /// The container id from the process's cgroup, read by the agent (not the HELLO's).
+    pub container_id: Option<String>,
+    /// `pod` holds the process's unverified claims: records say `meta_claimed: true`, and the
+    /// tag is rendered from the agent's own names, never from a claim.
+    pub meta_claimed: bool,
+    /// `pid` is the kernel's (`SO_PEERCRED`): every record of the connection carries it, also
+    /// writes that claim another pid (a `vfork()` child writing through its parent's ring).
+    pub pid_from_kernel: bool,
 }
 
 /// The Downward-API names a peer may announce in its HELLO `meta`.
@@ -91,19 +103,24 @@ impl TagTemplate {
         file: Option<&str>,
     ) -> String {
         let mut tag = String::new();
+        // A claim never routes: a tag says `kube-system` only when the agent verified it.
+        let unclaimed = PodNames::default();
+        let pod = if origin.meta_claimed {
+            &unclaimed
+        } else {
+            &origin.pod
+        };
         for part in self.parts() {
             let value = match part {
                 Part::Text(t) => t.as_str(),
                 Part::Field(Field::Stream) => stream,
                 Part::Field(Field::Comm) => &origin.comm,
-                Part::Field(Field::PodName) => {
-                    pick(&origin.pod.pod_name, &meta.pod_name).unwrap_or("")
-                }
+                Part::Field(Field::PodName) => pick(&pod.pod_name, &meta.pod_name).unwrap_or(""),
                 Part::Field(Field::Namespace) => {
-                    pick(&origin.pod.namespace, &meta.namespace).unwrap_or("")
+                    pick(&pod.namespace, &meta.namespace).unwrap_or("")
                 }
                 Part::Field(Field::ContainerName) => {
-                    pick(&origin.pod.container_name, &meta.container_name).unwrap_or("")
+                    pick(&pod.container_name, &meta.container_name).unwrap_or("")
                 }
                 Part::Field(Field::File) => file.unwrap_or(""),
             };
@@ -177,6 +194,12 @@ impl Enricher {
             if let Some(v) = v {
                 kv(k, v);
             }
+        }
+        if let Some(id) = &origin.container_id {
+            kv("container_id", id);
+        }
+        if origin.meta_claimed {
+            fields.add().bool("meta_claimed", true);
         }
         fields.add().uint("pid", u64::from(origin.pid));
         StreamContext {
@@ -304,6 +327,7 @@ mod tests {
             comm: "c".into(),
             host: "h".into(),
             pod: PodNames::from_meta(&meta_pairs),
+            ..Origin::default()
         };
         let ctx = e.stream_context(&origin, "stdout", None);
         assert_eq!(&*ctx.tag, "team.app-7");
@@ -313,5 +337,34 @@ mod tests {
             text.contains("node-a"),
             "the agent's value stays the fallback"
         );
+    }
+
+    #[test]
+    fn claimed_names_are_marked_and_never_rendered_into_the_tag() {
+        let e = Enricher::new(
+            meta(),
+            TagTemplate::parse("{namespace}.{pod_name}").unwrap(),
+        );
+        let origin = Origin {
+            pid: 1,
+            comm: "c".into(),
+            host: "h".into(),
+            pod: PodNames {
+                namespace: Some("kube-system".into()),
+                ..PodNames::default()
+            },
+            container_id: Some("ab".repeat(32)),
+            meta_claimed: true,
+            pid_from_kernel: true,
+        };
+        let ctx = e.stream_context(&origin, "stdout", None);
+        assert_eq!(&*ctx.tag, "shop.web-1", "the agent's names, not the claim");
+        let text = String::from_utf8_lossy(ctx.fields.as_bytes()).into_owned();
+        assert!(
+            text.contains("kube-system"),
+            "the claim is kept in the record"
+        );
+        assert!(text.contains("meta_claimed"), "{text}");
+        assert!(text.contains("container_id") && text.contains(&"ab".repeat(32)));
     }
 }

@@ -14,7 +14,9 @@
 //!
 //! Record map keys (Contract 3): `message` (str, or bin when not UTF-8), `stream`, `file`
 //! (file stream only), `pid`, `comm`, `host`, `pod_name`, `namespace`, `container_name`,
-//! `node_name` (when known), `partial` (only when true).
+//! `node_name` (when known), `container_id` (from the process's cgroup, when known),
+//! `meta_claimed` (only when true: the pod names are the process's unverified claims, README
+//! "Trust model"), `partial` (only when true).
 
 use std::sync::Arc;
 
