@@ -37,7 +37,7 @@ extern "C" fn on_load() {
     // vDSO's clock_gettime.
     crate::clock::detect_faulting_rdtsc();
     let now = sys::now_ns();
-    sender::set_pid(sys::getpid());
+    crate::process::set_pid(sys::getpid());
     let (cfg, warnings) = config::parse(env);
     debug::set_enabled(cfg.debug);
     for (name, expected) in warnings.iter() {

@@ -76,7 +76,7 @@
 //!   the kernel does not keep time with the TSC, or with `LLT_CLOCK=realtime`, a
 //!   `clock_gettime` call). `seq` is a locked `fetch_add`, except while glibc says the process
 //!   has a single thread (`__libc_single_threaded`): then one non-locked `xadd` instruction,
-//!   which a signal handler cannot split ([`sender::reserve_seq`]). The ring record costs two
+//!   which a signal handler cannot split ([`process::reserve_seq`]). The ring record costs two
 //!   locked compare-exchanges (reserve, commit) on lines that the push before prefetched for
 //!   writing. `printf` on a fully buffered FILE (stdout into a pipe or file, the container
 //!   case) is formatted by the real `vfprintf` straight into the FILE's buffer and tapped from
@@ -137,6 +137,7 @@ pub mod glob;
 pub mod guard;
 pub mod hooks;
 pub mod own_fds;
+pub mod process;
 pub mod sender;
 pub mod streams;
 pub mod sys;

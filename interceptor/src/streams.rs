@@ -36,18 +36,23 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
+use crate::process::Stream;
 use crate::sys;
 
 /// The environment variable that carries the identities to descendants:
 /// `<dev>:<ino>,<dev>:<ino>` for stdout and stderr, `-` for one that was not open.
 pub const ENV: &str = "LLT_STREAM_IDS";
 
+// The numbers are Contract 2's (`tap::Stream`), so that a stream number read here is the
+// one a record carries.
 /// Neither stream: not tapped.
 pub const NONE: u8 = 0;
 /// The recorded stdout.
-pub const STDOUT: u8 = 1;
+pub const STDOUT: u8 = Stream::Stdout as u8;
 /// The recorded stderr.
-pub const STDERR: u8 = 2;
+pub const STDERR: u8 = Stream::Stderr as u8;
+/// A tap file (for [`alias_stream`]'s callers; the fd table says which).
+pub const FILE: u8 = Stream::File as u8;
 
 /// A recorded identity.
 struct Id {

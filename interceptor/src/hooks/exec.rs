@@ -39,7 +39,7 @@ pub fn resolve() {
 /// non-blocking attempt). Preserves errno.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub extern "C" fn logtap_before_exec() {
-    if sys::getpid() != crate::sender::pid() {
+    if crate::process::in_vfork_child() {
         return; // a vfork child: the ring is the parent's
     }
     let _errno = sys::ErrnoGuard::save();

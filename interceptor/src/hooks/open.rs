@@ -15,7 +15,7 @@ use core::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use super::RealFn;
 use crate::own_fds;
 use crate::sender::connection;
-use crate::{config, fd_table, guard, streams, sys, tap_files};
+use crate::{config, fd_table, guard, process, streams, sys, tap_files};
 
 static CREAT: RealFn = RealFn::new(c"creat");
 static CREAT64: RealFn = RealFn::new(c"creat64");
@@ -62,17 +62,9 @@ pub fn resolve() {
     }
 }
 
-/// Whether this call comes from a `vfork()` child (CPython's subprocess, `posix_spawn`
-/// variants) that still shares the parent's memory: its `close_range(3, ~0)` before `exec`
-/// must not clear the *parent's* fd table. A forked child has its own pid stored by the
-/// atfork handler; only a vfork child (whose atfork handlers do not run) differs.
-fn in_vfork_child() -> bool {
-    sys::getpid() != crate::sender::pid()
-}
-
 /// Whether the hook must leave the library's state alone.
 fn hands_off() -> bool {
-    guard::held() || in_vfork_child()
+    guard::held() || process::in_vfork_child()
 }
 
 /// fd 1 or fd 2 changed: is it still the tapped stream? (See [`streams`]; not in a vfork
@@ -85,7 +77,7 @@ fn restream(fd: c_int) {
 
 /// Forgets `fd` (the getpid check only runs when there is something to forget).
 fn forget(fd: c_int) {
-    if fd_table::get(fd).is_some() && !in_vfork_child() {
+    if fd_table::get(fd).is_some() && !process::in_vfork_child() {
         fd_table::set(fd, None);
     }
 }
@@ -157,7 +149,7 @@ pub unsafe fn on_new_fd(fd: c_int, path: *const c_char, flags: c_int) {
         forget(fd);
         return;
     };
-    if in_vfork_child() {
+    if process::in_vfork_child() {
         return;
     }
     match tap_files::register(matched) {

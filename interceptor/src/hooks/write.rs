@@ -11,8 +11,8 @@ use core::ffi::{c_int, c_uint, c_void};
 use libc::{iovec, off_t, size_t, ssize_t};
 
 use super::{RealFn, route_for_fd, tapped_write, write_rest};
+use crate::process::Route;
 use crate::sender::Payload;
-use crate::sender::Route;
 
 static WRITE: RealFn = RealFn::new(c"write");
 static WRITEV: RealFn = RealFn::new(c"writev");

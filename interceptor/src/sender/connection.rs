@@ -34,14 +34,15 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
-use logtap_protocol::tap::{self, FLAG_CONTINUED, Header, Kind, MAX_DATA_PAYLOAD, Stream};
+use logtap_protocol::tap::{self, FLAG_CONTINUED, Header, Kind, MAX_DATA_PAYLOAD};
 
 use super::hello::{self, Scratch};
+use super::loss;
 use super::payload::{GATHER_MAX, Payload};
-use super::{Route, loss, pid, reserve_seq};
 use crate::config::{Config, Transport};
 use crate::guard::Guard;
 use crate::own_fds::{self, Slot};
+use crate::process::{Route, pid, reserve_seq};
 use crate::{sys, tap_files};
 
 const DISCONNECTED: u8 = 0;
@@ -361,10 +362,6 @@ pub fn file_opened(index: u16) {
     }
 }
 
-fn stream_of(route: Route) -> Option<Stream> {
-    Stream::from_u8(route.stream)
-}
-
 /// Sends one DATA frame; on a dead connection marks it lost. When the socket is full and
 /// `may_wait`, waits for it to become writable — unless an earlier wait stalled and no send went
 /// through since — in `poll` rounds of [`POLL_ROUND_MS`], counted like the ring's
@@ -443,7 +440,7 @@ fn send_frames(route: Route, data: &Payload<'_>, len: usize, now: u64, connected
     let count_loss = |frames: usize, bytes: usize| {
         if !route.suppressed {
             loss::add(
-                route.stream,
+                route.stream as u8,
                 u64::try_from(frames).unwrap_or(u64::MAX),
                 u64::try_from(bytes).unwrap_or(u64::MAX),
             );
@@ -468,7 +465,7 @@ fn send_frames(route: Route, data: &Payload<'_>, len: usize, now: u64, connected
     for (i, chunk) in data.chunks(len, MAX_DATA_PAYLOAD).enumerate() {
         let header = Header {
             kind: Kind::Data,
-            stream: stream_of(route),
+            stream: Some(route.stream),
             flags: if i.saturating_add(1) < k {
                 FLAG_CONTINUED
             } else {

@@ -185,7 +185,7 @@ pub fn encode(s: &mut Scratch, ring: bool) -> Result<(usize, usize), TapError> {
     // SAFETY: valid out pointer for the raw uname syscall.
     unsafe { libc::syscall(libc::SYS_uname, &raw mut s.uts) };
     let fields = HelloFields {
-        pid: super::pid(),
+        pid: crate::process::pid(),
         ppid: sys::getppid(),
         comm: trim_nl(s.comm.get(..comm_len).unwrap_or(&[])),
         exe: s.exe.get(..exe_len).unwrap_or(&[]),

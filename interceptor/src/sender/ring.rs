@@ -47,10 +47,10 @@ use std::os::fd::{BorrowedFd, IntoRawFd};
 use logtap_protocol::ring::{self, Producer, PushError, RECORD_CONTINUED, RecordMeta};
 
 use super::payload::{GATHER_MAX, Payload};
-use super::{Route, pid, reserve_seq};
 use crate::config::{self, Config, RingFull};
 use crate::guard::{self, Guard};
 use crate::own_fds::{self, Slot};
+use crate::process::{Route, pid, reserve_seq};
 use crate::sys;
 
 const NONE: u8 = 0;
@@ -260,7 +260,7 @@ fn push_chunks(
         && let Some(bytes) = bytes.get(..len)
     {
         let meta = RecordMeta {
-            stream: route.stream,
+            stream: route.stream as u8,
             flags: 0,
             file_index: route.file_index,
             pid: pid(),
@@ -280,7 +280,7 @@ fn push_chunks(
     for (i, chunk) in data.chunks(len, max).enumerate() {
         let last = i.saturating_add(1) >= k;
         let meta = RecordMeta {
-            stream: route.stream,
+            stream: route.stream as u8,
             flags: if last { 0 } else { RECORD_CONTINUED },
             file_index: route.file_index,
             pid: pid(),
