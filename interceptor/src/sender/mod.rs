@@ -7,7 +7,9 @@
 //! - [`ring`] — the process's shared-memory ring: created on first use, pushed to by every
 //!   tapped write, replaced in a forked child.
 //! - [`connection`] — the control connection: rate-limited connects, HELLO with the ring's
-//!   fds, hang-up detection without a syscall per write, DATA frames for the socket transport.
+//!   fds, hang-up detection without a syscall per write.
+//! - [`frames`] — the DATA-frame transport (`LLT_TRANSPORT=socket`): DATA frames on the
+//!   control connection.
 //! - [`hello`] — what the HELLO says about the process.
 //! - [`loss`] — copies dropped outside the ring, reported in LOSS frames.
 //!
@@ -17,6 +19,7 @@
 
 pub mod connection;
 pub mod file_target;
+pub mod frames;
 pub mod hello;
 pub mod loss;
 pub mod payload;
@@ -47,7 +50,7 @@ pub fn deliver(route: Route, data: &Payload<'_>, len: usize) -> usize {
             };
             match ring {
                 Some(producer) => ring::deliver(producer, route, data, len, now, connected),
-                None => connection::deliver_frames(route, data, len, now, connected),
+                None => frames::deliver_frames(route, data, len, now, connected),
             }
         }
     }
@@ -86,6 +89,7 @@ pub fn after_fork_child() {
     crate::guard::after_fork_child();
     ring::forget_in_child();
     connection::forget_in_child();
+    frames::forget_in_child();
     loss::reset();
     crate::tap_files::reset_announced();
 }
