@@ -162,17 +162,17 @@ fn classify(fd: i32, id: Option<(u64, u64)>) -> u8 {
 }
 
 /// Looks at fd 1 or fd 2 again (after a hooked call changed it); other fds are ignored.
-pub fn evaluate(fd: i32) {
+/// Returns whether the fd's stream changed (the caller then tells the stdio shim).
+pub fn evaluate(fd: i32) -> bool {
     let slot = match fd {
         1 => &FD_STREAM[1],
         2 => &FD_STREAM[2],
-        _ => return,
+        _ => return false,
     };
     let _errno = sys::ErrnoGuard::save();
     let stream = classify(fd, sys::dev_ino(fd));
     let old = slot.swap(stream, Ordering::Relaxed);
     if old != stream {
-        crate::hooks::stdio::fd_changed(fd);
         crate::debug!(
             "fd {fd} is now {}",
             match stream {
@@ -182,6 +182,7 @@ pub fn evaluate(fd: i32) {
             }
         );
     }
+    old != stream
 }
 
 /// Whether a hooked change of `fd` may concern the streams.
@@ -190,13 +191,11 @@ pub fn concerns(fd: i32) -> bool {
     fd == 1 || fd == 2
 }
 
-/// After `close_range(first, last)`: fd 1/2 inside the range are looked at again.
-pub fn after_close_range(first: u32, last: u32) {
-    for fd in [1i32, 2] {
-        if u32::try_from(fd).is_ok_and(|f| first <= f && f <= last) {
-            evaluate(fd);
-        }
-    }
+/// The fds among 1 and 2 that `close_range(first, last)` closed: to be looked at again.
+pub fn in_close_range(first: u32, last: u32) -> impl Iterator<Item = i32> {
+    [1i32, 2]
+        .into_iter()
+        .filter(move |fd| u32::try_from(*fd).is_ok_and(|f| first <= f && f <= last))
 }
 
 /// Formats one identity as `<dev>:<ino>` (or `-`) into `out` at `at`; returns the new end.
@@ -285,8 +284,8 @@ pub fn format(ids: [Option<(u64, u64)>; 2], buf: &mut [u8; 96]) -> usize {
 
 /// Constructor: takes the identities from `inherited` (the value of [`ENV`], if set and well
 /// formed), or else from this process's own fd 1 and fd 2 — then it is the first tapped
-/// process of its tree and returns the value its descendants must inherit. Then classifies
-/// fd 1 and fd 2.
+/// process of its tree and returns the value its descendants must inherit. The caller then
+/// classifies fd 1 and fd 2 ([`evaluate`]).
 pub fn init(inherited: Option<&[u8]>, out: &mut [u8; 96]) -> Option<usize> {
     let (ids, first) = match inherited.and_then(parse) {
         Some(ids) => (ids, false),
@@ -295,8 +294,6 @@ pub fn init(inherited: Option<&[u8]>, out: &mut [u8; 96]) -> Option<usize> {
     let [o, e] = &IDS;
     o.set(ids[0]);
     e.set(ids[1]);
-    evaluate(1);
-    evaluate(2);
     first.then(|| format(ids, out))
 }
 

@@ -82,6 +82,14 @@ fn active() -> bool {
     false
 }
 
+/// Looks at fd 1 or fd 2 again after a call changed it ([`streams::evaluate`]); when its
+/// stream changed, the stdio shim forgets how far the FILEs on it were tapped.
+pub fn reclassify(fd: i32) {
+    if streams::evaluate(fd) {
+        stdio::fd_changed(fd);
+    }
+}
+
 /// Where a write to `fd` is tapped to, or `None` (not tapped, not yet configured, passive,
 /// or called from inside the library). Does not touch `errno`.
 #[inline]

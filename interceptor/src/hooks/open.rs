@@ -71,7 +71,7 @@ fn hands_off() -> bool {
 /// child, whose descriptors are not the parent's.)
 fn restream(fd: c_int) {
     if streams::concerns(fd) && !hands_off() {
-        streams::evaluate(fd);
+        super::reclassify(fd);
     }
 }
 
@@ -240,6 +240,7 @@ pub extern "C" fn dup(old: c_int) -> c_int {
 fn before_dup_onto(old: c_int, new: c_int) {
     if old != new && own_fds::is_own(new) && !hands_off() {
         own_fds::relocate_if_own(new);
+        crate::sender::ring::refresh_wake_fd();
     }
 }
 
@@ -314,7 +315,7 @@ fn real_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
 pub extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     let r = close_range_around_ours(first, last, flags);
     if first <= 2 && last >= 1 && !hands_off() {
-        streams::after_close_range(first, last);
+        streams::in_close_range(first, last).for_each(super::reclassify);
     }
     r
 }

@@ -197,6 +197,7 @@ fn wait_while_connecting() {
 fn check(cfg: &Config, now: u64) {
     let _errno = sys::ErrnoGuard::save();
     own_fds::verify();
+    super::ring::refresh_wake_fd();
     let fd = own_fds::get(Slot::Control);
     if fd < 0 || sys::peer_hung_up(fd) {
         hung_up();

@@ -193,10 +193,11 @@ pub fn fds() -> (i32, i32) {
     )
 }
 
-/// Our eventfd moved to another number (the app `dup2`ed onto the old one).
-pub fn wake_fd_moved(fd: i32) {
+/// Points the ring's wake-ups at our eventfd's number now: call after [`own_fds`] moved it
+/// (the app `dup2`ed onto the old one) or forgot it (closed behind our back).
+pub fn refresh_wake_fd() {
     if let Some(p) = get() {
-        p.set_wake_fd(fd);
+        p.set_wake_fd(own_fds::get(Slot::WakeEventfd));
     }
 }
 
