@@ -139,6 +139,7 @@ pub mod hooks;
 pub mod own_fds;
 pub mod process;
 pub mod sender;
+pub mod statics;
 pub mod streams;
 pub mod sys;
 pub mod tap_files;

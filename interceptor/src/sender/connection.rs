@@ -30,8 +30,7 @@
 //! The DATA frames sent on this connection (`LLT_TRANSPORT=socket`, or no ring) are
 //! [`super::frames`]'.
 
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use logtap_protocol::tap::{self, Header, Kind};
 
@@ -41,11 +40,20 @@ use crate::config::{Config, Transport};
 use crate::guard::Guard;
 use crate::own_fds::{self, Slot};
 use crate::process::{pid, reserve_seq};
+use crate::statics::{AtomicState, Claimed};
 use crate::{sys, tap_files};
 
-const DISCONNECTED: u8 = 0;
-const CONNECTING: u8 = 1;
-const CONNECTED: u8 = 2;
+crate::state_enum! {
+    /// The control connection's state.
+    enum Link {
+        /// No agent holds our connection; an attempt is made when due.
+        Disconnected = 0,
+        /// One thread is connecting (it alone encodes the HELLO).
+        Connecting = 1,
+        /// An agent holds our connection.
+        Connected = 2,
+    }
+}
 
 /// How often a connected process checks that the agent is still there.
 const CHECK_INTERVAL_NS: u64 = 1_000_000_000;
@@ -57,7 +65,7 @@ const CONNECT_WAIT_NS: u64 = 50_000_000;
 /// a ring that is filling waits at most that long after the agent is there.
 pub const FIRST_RETRY_NS: u64 = 100_000_000;
 
-static STATE: AtomicU8 = AtomicU8::new(DISCONNECTED);
+static STATE: AtomicState<Link> = AtomicState::new();
 static LAST_ATTEMPT: AtomicU64 = AtomicU64::new(0);
 static NEXT_CHECK: AtomicU64 = AtomicU64::new(0);
 static LOAD_NS: AtomicU64 = AtomicU64::new(0);
@@ -69,13 +77,9 @@ static FAILURE_REPORTED: AtomicBool = AtomicBool::new(false);
 /// `LLT_TARGET_1STCONNECT` window of short retries applies only before.
 static EVER_CONNECTED: AtomicBool = AtomicBool::new(false);
 
-struct ScratchCell(UnsafeCell<Scratch>);
-
-// SAFETY: used only by the thread that moved STATE from DISCONNECTED to CONNECTING, until it
-// moves STATE on; so at most one thread (and no signal handler: they see CONNECTING) uses it.
-unsafe impl Sync for ScratchCell {}
-
-static SCRATCH: ScratchCell = ScratchCell(UnsafeCell::new(Scratch::new()));
+/// The HELLO's encoding buffer: claimed by the connecting thread (only one thread is
+/// `Connecting` at a time, so the claim is always free there).
+static SCRATCH: Claimed<Scratch> = Claimed::new(Scratch::new());
 
 /// Records the load time (the origin of `LLT_TARGET_1STCONNECT`).
 pub fn set_load_time(now: u64) {
@@ -85,7 +89,7 @@ pub fn set_load_time(now: u64) {
 /// Whether an agent holds our connection right now.
 #[inline]
 pub fn is_connected() -> bool {
-    STATE.load(Ordering::Acquire) == CONNECTED
+    STATE.load(Ordering::Acquire) == Link::Connected
 }
 
 fn attempt_due(cfg: &Config, now: u64) -> bool {
@@ -122,7 +126,7 @@ fn retry_interval(cfg: &Config, now: u64) -> u64 {
 /// are the same, so the split changes cost only, never behaviour.
 #[inline]
 pub fn maintain(cfg: &Config, now: u64) -> bool {
-    if STATE.load(Ordering::Acquire) == CONNECTED {
+    if STATE.load(Ordering::Acquire) == Link::Connected {
         let due = NEXT_CHECK.load(Ordering::Relaxed);
         if now < due && now.saturating_add(CHECK_INTERVAL_NS) >= due {
             return true;
@@ -135,7 +139,7 @@ pub fn maintain(cfg: &Config, now: u64) -> bool {
 #[inline(never)]
 fn maintain_slow(cfg: &Config, now: u64) -> bool {
     match STATE.load(Ordering::Acquire) {
-        CONNECTED => {
+        Link::Connected => {
             let due = NEXT_CHECK.load(Ordering::Relaxed);
             if (now >= due || now.saturating_add(CHECK_INTERVAL_NS) < due)
                 && NEXT_CHECK
@@ -150,10 +154,10 @@ fn maintain_slow(cfg: &Config, now: u64) -> bool {
                 check(cfg, now);
             }
         }
-        DISCONNECTED if attempt_due(cfg, now) => {
+        Link::Disconnected if attempt_due(cfg, now) => {
             attempt(cfg, now);
         }
-        CONNECTING => wait_while_connecting(),
+        Link::Connecting => wait_while_connecting(),
         _ => {}
     }
     is_connected()
@@ -164,8 +168,8 @@ fn maintain_slow(cfg: &Config, now: u64) -> bool {
 fn attempt(cfg: &Config, now: u64) -> bool {
     if STATE
         .compare_exchange(
-            DISCONNECTED,
-            CONNECTING,
+            Link::Disconnected,
+            Link::Connecting,
             Ordering::AcqRel,
             Ordering::Relaxed,
         )
@@ -179,7 +183,14 @@ fn attempt(cfg: &Config, now: u64) -> bool {
     if ok {
         EVER_CONNECTED.store(true, Ordering::Relaxed);
     }
-    STATE.store(if ok { CONNECTED } else { DISCONNECTED }, Ordering::Release);
+    STATE.store(
+        if ok {
+            Link::Connected
+        } else {
+            Link::Disconnected
+        },
+        Ordering::Release,
+    );
     true
 }
 
@@ -188,7 +199,7 @@ fn attempt(cfg: &Config, now: u64) -> bool {
 /// connecting thread itself gives up after the bound.
 fn wait_while_connecting() {
     let end = sys::now_ns().saturating_add(CONNECT_WAIT_NS);
-    while STATE.load(Ordering::Acquire) == CONNECTING && sys::now_ns() < end {
+    while STATE.load(Ordering::Acquire) == Link::Connecting && sys::now_ns() < end {
         sys::yield_now();
     }
 }
@@ -213,7 +224,12 @@ fn check(cfg: &Config, now: u64) {
 /// it, so its number is never handed to the app while a thread may still send on it.
 pub fn hung_up() {
     if STATE
-        .compare_exchange(CONNECTED, DISCONNECTED, Ordering::AcqRel, Ordering::Relaxed)
+        .compare_exchange(
+            Link::Connected,
+            Link::Disconnected,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
         .is_ok()
     {
         RETRY_NOW.store(true, Ordering::Relaxed);
@@ -259,9 +275,10 @@ fn connect(cfg: &Config, now: u64) -> bool {
         }
         return false;
     }
-    // SAFETY: this thread owns CONNECTING (see `ScratchCell`).
-    let scratch = unsafe { &mut *SCRATCH.0.get() };
-    let sent = send_hello(sock, scratch, ring, now);
+    let sent = match SCRATCH.try_claim() {
+        Some(mut scratch) => send_hello(sock, &mut scratch, ring, now),
+        None => Err(libc::EBUSY),
+    };
     if let Err(e) = sent {
         sys::close(sock);
         crate::debug!("cannot send HELLO (errno {e})");
@@ -404,7 +421,7 @@ pub fn flush_at_exit() {
 /// In a forked child: our copy of the parent's connection is closed; connect anew at once.
 pub fn forget_in_child() {
     own_fds::close_slot(Slot::Control);
-    STATE.store(DISCONNECTED, Ordering::Release);
+    STATE.store(Link::Disconnected, Ordering::Release);
     LAST_ATTEMPT.store(0, Ordering::Relaxed);
     RETRY_NOW.store(true, Ordering::Relaxed);
     FAILURE_REPORTED.store(false, Ordering::Relaxed);
