@@ -198,7 +198,11 @@ pub extern "C" fn logtap_on_dup(old: c_int, new: c_int) {
     }
 }
 
-fn creat_common(f: &RealFn, path: *const c_char, mode: libc::mode_t) -> c_int {
+/// Shared by `creat` and `creat64` (`f` is the real one).
+///
+/// # Safety
+/// `creat(2)`'s contract: `path` is a NUL-terminated string.
+unsafe fn creat_common(f: &RealFn, path: *const c_char, mode: libc::mode_t) -> c_int {
     let Some(p) = f.get() else { return no_real() };
     // SAFETY: dlsym of a creat name has creat's signature; the caller's arguments.
     let fd = unsafe { core::mem::transmute::<*mut c_void, CreatFn>(p)(path, mode) };
@@ -213,7 +217,8 @@ fn creat_common(f: &RealFn, path: *const c_char, mode: libc::mode_t) -> c_int {
 /// The caller's contract of `creat(2)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn creat(path: *const c_char, mode: libc::mode_t) -> c_int {
-    creat_common(&CREAT, path, mode)
+    // SAFETY: the caller's contract of creat(2) is ours.
+    unsafe { creat_common(&CREAT, path, mode) }
 }
 
 /// `creat64(2)`.
@@ -222,7 +227,8 @@ pub unsafe extern "C" fn creat(path: *const c_char, mode: libc::mode_t) -> c_int
 /// The caller's contract of `creat64(2)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn creat64(path: *const c_char, mode: libc::mode_t) -> c_int {
-    creat_common(&CREAT64, path, mode)
+    // SAFETY: the caller's contract of creat64(2) is ours.
+    unsafe { creat_common(&CREAT64, path, mode) }
 }
 
 /// `dup(2)`.
@@ -352,7 +358,10 @@ fn close_range_around_ours(first: c_uint, last: c_uint, flags: c_int) -> c_int {
 }
 
 /// The open flags a stdio mode string implies (only the access mode matters here).
-fn mode_flags(mode: *const c_char) -> c_int {
+///
+/// # Safety
+/// `mode` is null or a NUL-terminated string.
+unsafe fn mode_flags(mode: *const c_char) -> c_int {
     if mode.is_null() {
         return libc::O_RDONLY;
     }
@@ -368,7 +377,11 @@ fn mode_flags(mode: *const c_char) -> c_int {
     }
 }
 
-fn file_fd(f: *mut libc::FILE) -> c_int {
+/// The descriptor of a FILE (-1 for null).
+///
+/// # Safety
+/// `f` is null or an open FILE.
+unsafe fn file_fd(f: *mut libc::FILE) -> c_int {
     if f.is_null() {
         return -1;
     }
@@ -376,14 +389,19 @@ fn file_fd(f: *mut libc::FILE) -> c_int {
     unsafe { libc::fileno(f) }
 }
 
-fn fopen_common(f: &RealFn, path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+/// Shared by `fopen` and `fopen64` (`f` is the real one).
+///
+/// # Safety
+/// `fopen(3)`'s contract: `path` and `mode` are NUL-terminated strings.
+unsafe fn fopen_common(f: &RealFn, path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
     let Some(p) = f.get() else {
         sys::set_errno(libc::ENOSYS);
         return core::ptr::null_mut();
     };
     // SAFETY: dlsym of an fopen name has fopen's signature; the caller's arguments.
     let file = unsafe { core::mem::transmute::<*mut c_void, FopenFn>(p)(path, mode) };
-    // SAFETY: fopen's path argument is NUL-terminated.
+    // SAFETY: `file` is null or the FILE fopen just opened; fopen's path and mode arguments
+    // are NUL-terminated.
     unsafe { on_new_fd(file_fd(file), path, mode_flags(mode)) };
     file
 }
@@ -394,7 +412,8 @@ fn fopen_common(f: &RealFn, path: *const c_char, mode: *const c_char) -> *mut li
 /// The caller's contract of `fopen(3)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
-    fopen_common(&FOPEN, path, mode)
+    // SAFETY: the caller's contract of fopen(3) is ours.
+    unsafe { fopen_common(&FOPEN, path, mode) }
 }
 
 /// `fopen64(3)`.
@@ -403,10 +422,16 @@ pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut
 /// The caller's contract of `fopen64(3)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
-    fopen_common(&FOPEN64, path, mode)
+    // SAFETY: the caller's contract of fopen64(3) is ours.
+    unsafe { fopen_common(&FOPEN64, path, mode) }
 }
 
-fn freopen_common(
+/// Shared by `freopen` and `freopen64` (`f` is the real one).
+///
+/// # Safety
+/// `freopen(3)`'s contract: `path` null or a NUL-terminated string, `mode` a NUL-terminated
+/// string, `stream` an open FILE.
+unsafe fn freopen_common(
     f: &RealFn,
     path: *const c_char,
     mode: *const c_char,
@@ -416,14 +441,16 @@ fn freopen_common(
         sys::set_errno(libc::ENOSYS);
         return core::ptr::null_mut();
     };
-    let old_fd = file_fd(stream);
+    // SAFETY: the caller's open FILE.
+    let old_fd = unsafe { file_fd(stream) };
     let old_entry = fd_table::get(old_fd);
     // SAFETY: dlsym of a freopen name has freopen's signature; the caller's arguments.
     let file = unsafe { core::mem::transmute::<*mut c_void, FreopenFn>(p)(path, mode, stream) };
     if hands_off() {
         return file;
     }
-    let new_fd = file_fd(file);
+    // SAFETY: null or the FILE freopen just returned.
+    let new_fd = unsafe { file_fd(file) };
     if old_fd != new_fd {
         fd_table::set(old_fd, None);
     }
@@ -431,7 +458,7 @@ fn freopen_common(
         // Same file, new mode: the classification stays.
         fd_table::set(new_fd, old_entry);
     } else {
-        // SAFETY: freopen's path argument is NUL-terminated.
+        // SAFETY: freopen's path and mode arguments are NUL-terminated.
         unsafe { on_new_fd(new_fd, path, mode_flags(mode)) };
     }
     restream(old_fd);
@@ -449,7 +476,8 @@ pub unsafe extern "C" fn freopen(
     mode: *const c_char,
     stream: *mut libc::FILE,
 ) -> *mut libc::FILE {
-    freopen_common(&FREOPEN, path, mode, stream)
+    // SAFETY: the caller's contract of freopen(3) is ours.
+    unsafe { freopen_common(&FREOPEN, path, mode, stream) }
 }
 
 /// `freopen64(3)`.
@@ -462,7 +490,8 @@ pub unsafe extern "C" fn freopen64(
     mode: *const c_char,
     stream: *mut libc::FILE,
 ) -> *mut libc::FILE {
-    freopen_common(&FREOPEN64, path, mode, stream)
+    // SAFETY: the caller's contract of freopen64(3) is ours.
+    unsafe { freopen_common(&FREOPEN64, path, mode, stream) }
 }
 
 /// `fclose(3)`: the descriptor is forgotten.
@@ -474,7 +503,8 @@ pub unsafe extern "C" fn fclose(stream: *mut libc::FILE) -> c_int {
     let Some(p) = FCLOSE.get() else {
         return no_real();
     };
-    let fd = file_fd(stream);
+    // SAFETY: the caller's open FILE (or null).
+    let fd = unsafe { file_fd(stream) };
     // fclose flushes: bytes that inlined stdio macros left in the buffer are tapped first.
     // SAFETY: the app's FILE, still open.
     unsafe { super::stdio::before_fclose(stream) };
@@ -516,9 +546,11 @@ mod tests {
 
     #[test]
     fn stdio_modes() {
-        assert_eq!(mode_flags(c"r".as_ptr()), libc::O_RDONLY);
-        assert_eq!(mode_flags(c"a".as_ptr()), libc::O_WRONLY);
-        assert_eq!(mode_flags(c"w+e".as_ptr()), libc::O_RDWR);
-        assert_eq!(mode_flags(c"r+".as_ptr()), libc::O_RDWR);
+        // SAFETY: NUL-terminated literals.
+        let flags = |m: &core::ffi::CStr| unsafe { mode_flags(m.as_ptr()) };
+        assert_eq!(flags(c"r"), libc::O_RDONLY);
+        assert_eq!(flags(c"a"), libc::O_WRONLY);
+        assert_eq!(flags(c"w+e"), libc::O_RDWR);
+        assert_eq!(flags(c"r+"), libc::O_RDWR);
     }
 }
