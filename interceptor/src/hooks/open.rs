@@ -1,6 +1,6 @@
 //! Following the tap files through the descriptor's life, and protecting our own descriptors.
 //!
-//! - opened (`open*`/`openat*`/`__open*_2` in the C shim, `creat*`, `fopen*`, `freopen*`): a
+//! - opened (`open*`, `openat*`, `__open*_2`, `creat*`, `fopen*`, `freopen*`): a
 //!   descriptor opened for writing whose path matches `LLT_TAP_FILE` gets its file index in
 //!   the fd table (relative paths and symlinks are resolved through `/proc/self/fd/N`); any
 //!   other new descriptor clears its entry, so a reused number is never tapped by mistake;
@@ -9,6 +9,10 @@
 //!
 //! `close`/`close_range` on one of *our* descriptors is skipped and reported as success (see
 //! `own_fds`), and `dup2`/`dup3` onto one of ours first moves ours away.
+//!
+//! Every open/dup/close hook's logic is here. The only C is `csrc/variadic.c`: the entry points
+//! `open`, `open64`, `openat`, `openat64`, `fcntl` and `fcntl64` are C-variadic, which Rust
+//! 1.95 cannot define, so C reads their optional argument and calls `logtap_hook_*` here.
 
 use core::ffi::{CStr, c_char, c_int, c_uint, c_void};
 
@@ -57,6 +61,16 @@ pub fn resolve() {
         &FREOPEN64,
         &FCLOSE,
         &DAEMON,
+        &OPEN,
+        &OPEN64,
+        &OPENAT,
+        &OPENAT64,
+        &OPEN_2,
+        &OPEN64_2,
+        &OPENAT_2,
+        &OPENAT64_2,
+        &FCNTL,
+        &FCNTL64,
     ] {
         let _ = f.get();
     }
@@ -167,24 +181,268 @@ pub unsafe fn on_new_fd(fd: c_int, path: *const c_char, flags: c_int) {
     }
 }
 
-/// Called by the C shim after a successful `open*`/`openat*`.
+// ---- open, openat and fcntl ----
+//
+// `open`, `open64`, `openat`, `openat64`, `fcntl` and `fcntl64` are C-variadic, which Rust
+// 1.95 cannot define: `csrc/variadic.c` defines them, reads the optional argument (the mode
+// when the flags create a file, fcntl's pointer-sized argument) and calls the
+// `logtap_hook_*` functions below, which do everything else. The fortified `__open*_2` take
+// no optional argument and are defined here.
+
+static OPEN: RealFn = RealFn::new(c"open");
+static OPEN64: RealFn = RealFn::new(c"open64");
+static OPENAT: RealFn = RealFn::new(c"openat");
+static OPENAT64: RealFn = RealFn::new(c"openat64");
+static OPEN_2: RealFn = RealFn::new(c"__open_2");
+static OPEN64_2: RealFn = RealFn::new(c"__open64_2");
+static OPENAT_2: RealFn = RealFn::new(c"__openat_2");
+static OPENAT64_2: RealFn = RealFn::new(c"__openat64_2");
+static FCNTL: RealFn = RealFn::new(c"fcntl");
+static FCNTL64: RealFn = RealFn::new(c"fcntl64");
+
+type OpenFn = unsafe extern "C" fn(*const c_char, c_int, ...) -> c_int;
+type OpenatFn = unsafe extern "C" fn(c_int, *const c_char, c_int, ...) -> c_int;
+type Open2Fn = unsafe extern "C" fn(*const c_char, c_int) -> c_int;
+type Openat2Fn = unsafe extern "C" fn(c_int, *const c_char, c_int) -> c_int;
+type FcntlFn = unsafe extern "C" fn(c_int, c_int, ...) -> c_int;
+
+/// `openat` as a raw system call, where libc's cannot be found.
 ///
 /// # Safety
-/// `path` is NUL-terminated (or null).
-#[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn logtap_on_open(
-    fd: c_int,
-    _dirfd: c_int,
-    path: *const c_char,
-    flags: c_int,
-) {
-    // SAFETY: the shim passes the app's path of a successful open.
-    unsafe { on_new_fd(fd, path, flags) };
+/// `open(2)`'s contract: `path` is a NUL-terminated string.
+unsafe fn raw_openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: libc::mode_t) -> c_int {
+    // SAFETY: the caller's arguments; the kernel reads the path.
+    let r = unsafe { libc::syscall(libc::SYS_openat, dirfd, path, flags, mode) };
+    c_int::try_from(r).unwrap_or(-1)
 }
 
-/// Called by the C shim after a successful `fcntl(F_DUPFD*)`.
+/// After any `open*`: a new descriptor's tap-file entry (errno kept).
+///
+/// # Safety
+/// `path` is null or NUL-terminated.
+unsafe fn opened(fd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    if fd >= 0 {
+        let _errno = sys::ErrnoGuard::save();
+        // SAFETY: the caller's path of a successful open.
+        unsafe { on_new_fd(fd, path, flags) };
+    }
+    fd
+}
+
+/// `open(2)`, `open64(2)` (`real`), for `csrc/variadic.c`.
+///
+/// # Safety
+/// `open(2)`'s contract: `path` is a NUL-terminated string.
+unsafe fn open_common(
+    real: &RealFn,
+    path: *const c_char,
+    flags: c_int,
+    mode: libc::mode_t,
+) -> c_int {
+    let fd = match real.get() {
+        // SAFETY: dlsym of an open name has open's signature; the caller's arguments (the
+        // mode goes as the variadic argument, as the app passed it).
+        Some(p) => unsafe { core::mem::transmute::<*mut c_void, OpenFn>(p)(path, flags, mode) },
+        // SAFETY: the caller's arguments.
+        None => unsafe { raw_openat(libc::AT_FDCWD, path, flags, mode) },
+    };
+    // SAFETY: the caller's path.
+    unsafe { opened(fd, path, flags) }
+}
+
+/// `openat(2)`, `openat64(2)` (`real`), for `csrc/variadic.c`.
+///
+/// # Safety
+/// `openat(2)`'s contract: `path` is a NUL-terminated string.
+unsafe fn openat_common(
+    real: &RealFn,
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: libc::mode_t,
+) -> c_int {
+    let fd = match real.get() {
+        // SAFETY: dlsym of an openat name has openat's signature; the caller's arguments.
+        Some(p) => unsafe {
+            core::mem::transmute::<*mut c_void, OpenatFn>(p)(dirfd, path, flags, mode)
+        },
+        // SAFETY: the caller's arguments.
+        None => unsafe { raw_openat(dirfd, path, flags, mode) },
+    };
+    // SAFETY: the caller's path.
+    unsafe { opened(fd, path, flags) }
+}
+
+/// The body of `open` (`csrc/variadic.c`): `mode` is 0 unless the flags create a file.
+///
+/// # Safety
+/// `open(2)`'s contract: `path` is a NUL-terminated string.
 #[cfg_attr(not(test), unsafe(no_mangle))]
-pub extern "C" fn logtap_on_dup(old: c_int, new: c_int) {
+pub unsafe extern "C" fn logtap_hook_open(
+    path: *const c_char,
+    flags: c_int,
+    mode: libc::mode_t,
+) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { open_common(&OPEN, path, flags, mode) }
+}
+
+/// The body of `open64` (`csrc/variadic.c`).
+///
+/// # Safety
+/// `open(2)`'s contract: `path` is a NUL-terminated string.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn logtap_hook_open64(
+    path: *const c_char,
+    flags: c_int,
+    mode: libc::mode_t,
+) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { open_common(&OPEN64, path, flags, mode) }
+}
+
+/// The body of `openat` (`csrc/variadic.c`).
+///
+/// # Safety
+/// `openat(2)`'s contract: `path` is a NUL-terminated string.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn logtap_hook_openat(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: libc::mode_t,
+) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { openat_common(&OPENAT, dirfd, path, flags, mode) }
+}
+
+/// The body of `openat64` (`csrc/variadic.c`).
+///
+/// # Safety
+/// `openat(2)`'s contract: `path` is a NUL-terminated string.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn logtap_hook_openat64(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: libc::mode_t,
+) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { openat_common(&OPENAT64, dirfd, path, flags, mode) }
+}
+
+/// `__open_2`/`__open64_2` (`real`): the fortified `open` without a mode.
+///
+/// # Safety
+/// `open(2)`'s contract: `path` is a NUL-terminated string.
+unsafe fn open_2_common(real: &RealFn, path: *const c_char, flags: c_int) -> c_int {
+    let fd = match real.get() {
+        // SAFETY: dlsym of an __open*_2 name has that signature; the caller's arguments.
+        Some(p) => unsafe { core::mem::transmute::<*mut c_void, Open2Fn>(p)(path, flags) },
+        // SAFETY: the caller's arguments.
+        None => unsafe { raw_openat(libc::AT_FDCWD, path, flags, 0) },
+    };
+    // SAFETY: the caller's path.
+    unsafe { opened(fd, path, flags) }
+}
+
+/// `__openat_2`/`__openat64_2` (`real`): the fortified `openat` without a mode.
+///
+/// # Safety
+/// `openat(2)`'s contract: `path` is a NUL-terminated string.
+unsafe fn openat_2_common(real: &RealFn, dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    let fd = match real.get() {
+        // SAFETY: dlsym of an __openat*_2 name has that signature; the caller's arguments.
+        Some(p) => unsafe { core::mem::transmute::<*mut c_void, Openat2Fn>(p)(dirfd, path, flags) },
+        // SAFETY: the caller's arguments.
+        None => unsafe { raw_openat(dirfd, path, flags, 0) },
+    };
+    // SAFETY: the caller's path.
+    unsafe { opened(fd, path, flags) }
+}
+
+/// `__open_2` (glibc's `_FORTIFY_SOURCE` `open`).
+///
+/// # Safety
+/// `open(2)`'s contract: `path` is a NUL-terminated string.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn __open_2(path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { open_2_common(&OPEN_2, path, flags) }
+}
+
+/// `__open64_2`.
+///
+/// # Safety
+/// `open(2)`'s contract: `path` is a NUL-terminated string.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn __open64_2(path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { open_2_common(&OPEN64_2, path, flags) }
+}
+
+/// `__openat_2`.
+///
+/// # Safety
+/// `openat(2)`'s contract: `path` is a NUL-terminated string.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { openat_2_common(&OPENAT_2, dirfd, path, flags) }
+}
+
+/// `__openat64_2`.
+///
+/// # Safety
+/// `openat(2)`'s contract: `path` is a NUL-terminated string.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { openat_2_common(&OPENAT64_2, dirfd, path, flags) }
+}
+
+/// `fcntl`/`fcntl64` (`real`): a duplicate (`F_DUPFD*`) inherits the original's entry.
+///
+/// # Safety
+/// `fcntl(2)`'s contract for `cmd`: `arg` is what that command reads (like glibc, passed on as
+/// a pointer-sized value whatever the command).
+unsafe fn fcntl_common(real: &RealFn, fd: c_int, cmd: c_int, arg: *mut c_void) -> c_int {
+    let Some(p) = real.get() else {
+        return no_real();
+    };
+    // SAFETY: dlsym of an fcntl name has fcntl's signature; the caller's arguments.
+    let r = unsafe { core::mem::transmute::<*mut c_void, FcntlFn>(p)(fd, cmd, arg) };
+    if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
+        let _errno = sys::ErrnoGuard::save();
+        on_dup(fd, r);
+    }
+    r
+}
+
+/// The body of `fcntl` (`csrc/variadic.c`).
+///
+/// # Safety
+/// `fcntl(2)`'s contract for `cmd`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn logtap_hook_fcntl(fd: c_int, cmd: c_int, arg: *mut c_void) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { fcntl_common(&FCNTL, fd, cmd, arg) }
+}
+
+/// The body of `fcntl64` (`csrc/variadic.c`).
+///
+/// # Safety
+/// `fcntl(2)`'s contract for `cmd`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn logtap_hook_fcntl64(fd: c_int, cmd: c_int, arg: *mut c_void) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { fcntl_common(&FCNTL64, fd, cmd, arg) }
+}
+
+// ---- duplicating and closing ----
+
+/// After a successful `dup*` or `fcntl(F_DUPFD*)`: the copy inherits the entry.
+fn on_dup(old: c_int, new: c_int) {
     if fd_table::get(old) != fd_table::get(new) && !hands_off() {
         fd_table::copy(old, new);
     }
@@ -238,7 +496,7 @@ pub extern "C" fn dup(old: c_int) -> c_int {
     // SAFETY: dlsym("dup") has dup's signature.
     let new = unsafe { core::mem::transmute::<*mut c_void, Int1Fn>(p)(old) };
     if new >= 0 {
-        logtap_on_dup(old, new);
+        on_dup(old, new);
     }
     new
 }
@@ -260,7 +518,7 @@ pub extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     // SAFETY: dlsym("dup2") has dup2's signature.
     let r = unsafe { core::mem::transmute::<*mut c_void, Int2Fn>(p)(old, new) };
     if r >= 0 && old != new {
-        logtap_on_dup(old, new);
+        on_dup(old, new);
     }
     r
 }
@@ -275,7 +533,7 @@ pub extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     // SAFETY: dlsym("dup3") has dup3's signature.
     let r = unsafe { core::mem::transmute::<*mut c_void, Int3Fn>(p)(old, new, flags) };
     if r >= 0 {
-        logtap_on_dup(old, new);
+        on_dup(old, new);
     }
     r
 }
