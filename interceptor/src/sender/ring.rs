@@ -193,6 +193,8 @@ pub fn forget_in_child() {
 }
 
 /// Pushes the first `len` bytes as records; returns how many leading bytes were committed.
+/// A write longer than one record (`max_payload`) is split into records with
+/// `RECORD_CONTINUED` on all but the last and consecutive `seq` numbers.
 /// A suppressed stream is only "delivered" while an agent holds the ring (`connected`).
 #[inline(always)]
 pub fn deliver(
