@@ -64,8 +64,8 @@ extern "C" fn on_load() {
             unsafe { libc::setenv(c"LLT_STREAM_IDS".as_ptr(), ids.as_ptr().cast(), 0) };
         }
     }
-    hooks::reclassify(1);
-    hooks::reclassify(2);
+    hooks::open::reclassify(1);
+    hooks::open::reclassify(2);
     crate::sender::hello::capture_meta();
     connection::set_load_time(now);
     if cfg.passive_ms > 0 {

@@ -6,7 +6,8 @@
 //! - [`exec`] — `_exit`, `_Exit`, the `exec` family: the ring goes to the agent before the
 //!   image does.
 //! - [`open`] — following tap files: the open family, `fopen`/`freopen`, `dup*`, `fcntl`
-//!   duplicates, `close`/`fclose`/`close_range` (and keeping our own descriptors safe).
+//!   duplicates, `close`/`fclose`/`close_range` (and keeping our own descriptors safe); the
+//!   C-variadic `open`/`openat`/`fcntl` entry points are in `csrc/variadic.c`.
 //!
 //! Each hook is thin: call the real function (resolved once with `dlsym(RTLD_NEXT)`), and when
 //! the descriptor is tapped hand the bytes the kernel accepted to [`crate::sender`]. Hooks are
@@ -80,14 +81,6 @@ fn active() -> bool {
         return true;
     }
     false
-}
-
-/// Looks at fd 1 or fd 2 again after a call changed it ([`streams::evaluate`]); when its
-/// stream changed, the stdio shim forgets how far the FILEs on it were tapped.
-pub fn reclassify(fd: i32) {
-    if streams::evaluate(fd) {
-        stdio::fd_changed(fd);
-    }
 }
 
 /// Where a write to `fd` is tapped to, or `None` (not tapped, not yet configured, passive,

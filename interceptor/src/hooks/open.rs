@@ -81,11 +81,19 @@ fn hands_off() -> bool {
     guard::held() || process::in_vfork_child()
 }
 
+/// Looks at fd 1 or fd 2 again after a call changed it ([`streams::evaluate`]); when its
+/// stream changed, the stdio shim forgets how far the FILEs on it were tapped.
+pub fn reclassify(fd: i32) {
+    if streams::evaluate(fd) {
+        super::stdio::fd_changed(fd);
+    }
+}
+
 /// fd 1 or fd 2 changed: is it still the tapped stream? (See [`streams`]; not in a vfork
 /// child, whose descriptors are not the parent's.)
 fn restream(fd: c_int) {
     if streams::concerns(fd) && !hands_off() {
-        super::reclassify(fd);
+        reclassify(fd);
     }
 }
 
@@ -579,7 +587,7 @@ fn real_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
 pub extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     let r = close_range_around_ours(first, last, flags);
     if first <= 2 && last >= 1 && !hands_off() {
-        streams::in_close_range(first, last).for_each(super::reclassify);
+        streams::in_close_range(first, last).for_each(reclassify);
     }
     r
 }
