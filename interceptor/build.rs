@@ -1,14 +1,16 @@
-//! Builds the C shim (`csrc/stdio_shim.c`) and exports its symbols from `liblogtap.so`.
+//! Builds the C shim (`csrc/stdio_shim.c`, the stdio family; `csrc/variadic.c`, the variadic
+//! `open`/`fcntl` entry points of `src/hooks/open.rs`) and exports its symbols from
+//! `liblogtap.so`.
 //!
-//! Why a C shim: defining C-variadic functions (`printf(fmt, ...)`, `open(path, flags, ...)`)
-//! is unstable in Rust 1.95, so those entry points are C. Why a second version script: rustc
+//! Why C: defining C-variadic functions (`printf(fmt, ...)`, `open(path, flags, ...)`) is
+//! unstable in Rust 1.95, so those entry points are C. Why a second version script: rustc
 //! links a cdylib with its own version script that exports only Rust `#[no_mangle]` items and
 //! makes everything else local; GNU ld merges a second script, which adds the shim's symbols
 //! to the dynamic symbol table so that `LD_PRELOAD` interposes them.
 
 use std::path::PathBuf;
 
-/// Every symbol the C shim defines for interposition. Keep in sync with `csrc/stdio_shim.c`.
+/// Every symbol the C files define for interposition. Keep in sync with `csrc/*.c`.
 const SHIM_EXPORTS: &[&str] = &[
     // stdio
     "printf",
@@ -61,15 +63,11 @@ const SHIM_EXPORTS: &[&str] = &[
     "execl",
     "execlp",
     "execle",
-    // opening and duplicating descriptors (variadic)
+    // opening and duplicating descriptors (variadic; csrc/variadic.c)
     "open",
     "open64",
     "openat",
     "openat64",
-    "__open_2",
-    "__open64_2",
-    "__openat_2",
-    "__openat64_2",
     "fcntl",
     "fcntl64",
     // the program may make rdtsc fault (interceptor/src/clock.rs)
@@ -78,9 +76,11 @@ const SHIM_EXPORTS: &[&str] = &[
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/stdio_shim.c");
+    println!("cargo:rerun-if-changed=csrc/variadic.c");
     println!("cargo:rerun-if-changed=build.rs");
     cc::Build::new()
         .file("csrc/stdio_shim.c")
+        .file("csrc/variadic.c")
         .flag_if_supported("-fvisibility=default")
         .flag_if_supported("-Wno-builtin-declaration-mismatch")
         .warnings(true)

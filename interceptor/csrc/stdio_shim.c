@@ -1,7 +1,8 @@
 /*
  * liblogtap's C shim: the entry points Rust 1.95 cannot define because they are C-variadic
- * (printf(fmt, ...), open(path, flags, ...), fcntl(fd, cmd, ...)), plus the rest of the stdio
- * family so that all of stdio is handled in one place.
+ * (printf(fmt, ...), prctl(option, ...)), plus the rest of the stdio family so that all of
+ * stdio is handled in one place. (open/openat/fcntl are variadic too: their C entry points
+ * are in variadic.c, their logic in interceptor/src/hooks/open.rs.)
  *
  * Why stdio needs its own hooks: glibc's stdio reaches the kernel through an internal alias of
  * write() that LD_PRELOAD cannot interpose, so a preloaded write() never sees printf's bytes.
@@ -69,7 +70,7 @@
 #undef putc_unlocked
 #undef putchar_unlocked
 
-/* ---- the Rust side (interceptor/src/hooks/stdio.rs and hooks/open.rs) ---- */
+/* ---- the Rust side (interceptor/src/hooks/stdio.rs) ---- */
 /* 0: not tapped now; else a route code for logtap_stdio_deliver. Preserves errno. */
 extern int logtap_stdio_route(int fd);
 /* Taps bytes the FILE accepted; returns how many a suppressed route delivered. Preserves errno. */
@@ -79,9 +80,6 @@ extern size_t logtap_stdio_deliver2(int route, const char *a, size_t na, const c
                                     size_t nb);
 /* The write() hook's logic (tap, suppress, real write) for dprintf. */
 extern ssize_t logtap_fd_write(int fd, const void *buf, size_t len);
-/* A descriptor was opened (path relative to dirfd) / duplicated. Preserve errno. */
-extern void logtap_on_open(int fd, int dirfd, const char *path, int flags);
-extern void logtap_on_dup(int oldfd, int newfd);
 /* The program is about to change whether rdtsc may fault (PR_SET_TSC): stamp records with
  * clock_gettime from now on (interceptor/src/clock.rs). */
 extern void logtap_clock_tsc_off(void);
@@ -135,16 +133,6 @@ REAL_FN(int, fseeko64, (FILE *, off64_t, int))
 REAL_FN(void, rewind, (FILE *))
 REAL_FN(int, fsetpos, (FILE *, const fpos_t *))
 REAL_FN(int, fsetpos64, (FILE *, const fpos64_t *))
-REAL_FN(int, open, (const char *, int, ...))
-REAL_FN(int, open64, (const char *, int, ...))
-REAL_FN(int, openat, (int, const char *, int, ...))
-REAL_FN(int, openat64, (int, const char *, int, ...))
-REAL_FN(int, __open_2, (const char *, int))
-REAL_FN(int, __open64_2, (const char *, int))
-REAL_FN(int, __openat_2, (int, const char *, int))
-REAL_FN(int, __openat64_2, (int, const char *, int))
-REAL_FN(int, fcntl, (int, int, ...))
-REAL_FN(int, fcntl64, (int, int, ...))
 REAL_FN(int, prctl, (int, unsigned long, unsigned long, unsigned long, unsigned long))
 
 /* Resolves every real function now (from the library constructor), so that no hook calls
@@ -158,10 +146,7 @@ void logtap_shim_init(void) {
     (void)real___overflow(); (void)real_error(); (void)real_error_at_line(); (void)real_vwarn();
     (void)real_vwarnx(); (void)real_fflush(); (void)real_fflush_unlocked();
     (void)real_fseek(); (void)real_fseeko(); (void)real_fseeko64(); (void)real_rewind();
-    (void)real_fsetpos(); (void)real_fsetpos64();
-    (void)real_open(); (void)real_open64(); (void)real_openat(); (void)real_openat64();
-    (void)real___open_2(); (void)real___open64_2(); (void)real___openat_2();
-    (void)real___openat64_2(); (void)real_fcntl(); (void)real_fcntl64(); (void)real_prctl();
+    (void)real_fsetpos(); (void)real_fsetpos64(); (void)real_prctl();
 }
 
 /* glibc's FILE flags (libio.h; their values have not changed since glibc 2.0). */
@@ -1025,102 +1010,6 @@ int execlp(const char *file, const char *arg, ...) {
 int execle(const char *path, const char *arg, ...) {
     EXECL_BODY(arg, 1)
     return execve(path, argv, envp);
-}
-
-/* ---- opening and duplicating descriptors ---- */
-static int needs_mode(int flags) {
-    return (flags & O_CREAT) || ((flags & O_TMPFILE) == O_TMPFILE);
-}
-
-static int opened(int fd, int dirfd, const char *path, int flags) {
-    if (fd >= 0) {
-        int e = errno;
-        logtap_on_open(fd, dirfd, path, flags);
-        errno = e;
-    }
-    return fd;
-}
-
-#define MODE_ARG(last)                                                                     \
-    mode_t mode = 0;                                                                       \
-    if (needs_mode(flags)) {                                                               \
-        va_list ap;                                                                        \
-        va_start(ap, last);                                                                \
-        mode = (mode_t)va_arg(ap, int);                                                    \
-        va_end(ap);                                                                        \
-    }
-
-static int raw_openat(int dirfd, const char *path, int flags, mode_t mode) {
-    return (int)syscall(SYS_openat, dirfd, path, flags, mode);
-}
-
-int open(const char *path, int flags, ...) {
-    MODE_ARG(flags)
-    int fd = real_open() ? real_open()(path, flags, mode) : raw_openat(AT_FDCWD, path, flags, mode);
-    return opened(fd, AT_FDCWD, path, flags);
-}
-int open64(const char *path, int flags, ...) {
-    MODE_ARG(flags)
-    int fd = real_open64() ? real_open64()(path, flags, mode)
-                           : raw_openat(AT_FDCWD, path, flags, mode);
-    return opened(fd, AT_FDCWD, path, flags);
-}
-int openat(int dirfd, const char *path, int flags, ...) {
-    MODE_ARG(flags)
-    int fd = real_openat() ? real_openat()(dirfd, path, flags, mode)
-                           : raw_openat(dirfd, path, flags, mode);
-    return opened(fd, dirfd, path, flags);
-}
-int openat64(int dirfd, const char *path, int flags, ...) {
-    MODE_ARG(flags)
-    int fd = real_openat64() ? real_openat64()(dirfd, path, flags, mode)
-                             : raw_openat(dirfd, path, flags, mode);
-    return opened(fd, dirfd, path, flags);
-}
-int __open_2(const char *path, int flags) {
-    int fd = real___open_2() ? real___open_2()(path, flags) : raw_openat(AT_FDCWD, path, flags, 0);
-    return opened(fd, AT_FDCWD, path, flags);
-}
-int __open64_2(const char *path, int flags) {
-    int fd = real___open64_2() ? real___open64_2()(path, flags)
-                               : raw_openat(AT_FDCWD, path, flags, 0);
-    return opened(fd, AT_FDCWD, path, flags);
-}
-int __openat_2(int dirfd, const char *path, int flags) {
-    int fd = real___openat_2() ? real___openat_2()(dirfd, path, flags)
-                               : raw_openat(dirfd, path, flags, 0);
-    return opened(fd, dirfd, path, flags);
-}
-int __openat64_2(int dirfd, const char *path, int flags) {
-    int fd = real___openat64_2() ? real___openat64_2()(dirfd, path, flags)
-                                 : raw_openat(dirfd, path, flags, 0);
-    return opened(fd, dirfd, path, flags);
-}
-
-static int fcntl_common(fcntl_fn real, int fd, int cmd, void *arg) {
-    if (!real) { errno = ENOSYS; return -1; }
-    int r = real(fd, cmd, arg);
-    if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) {
-        int e = errno;
-        logtap_on_dup(fd, r);
-        errno = e;
-    }
-    return r;
-}
-/* Like glibc, the optional argument is read as a pointer-sized value whatever cmd is. */
-int fcntl(int fd, int cmd, ...) {
-    va_list ap;
-    va_start(ap, cmd);
-    void *arg = va_arg(ap, void *);
-    va_end(ap);
-    return fcntl_common(real_fcntl(), fd, cmd, arg);
-}
-int fcntl64(int fd, int cmd, ...) {
-    va_list ap;
-    va_start(ap, cmd);
-    void *arg = va_arg(ap, void *);
-    va_end(ap);
-    return fcntl_common((fcntl_fn)real_fcntl64(), fd, cmd, arg);
 }
 
 /* prctl: PR_SET_TSC can make rdtsc raise SIGSEGV; the library stops reading the TSC first

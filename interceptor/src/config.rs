@@ -12,8 +12,7 @@
 //! `true/false`, `1/0`, `yes/no`, `on/off`, `y/n`, `t/f` in any case; an empty value means the
 //! default. Strings are copied into fixed-size arrays: the config allocates nothing.
 
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, Ordering};
+use crate::statics::{Fill, Published};
 
 /// Longest `LLT_TARGET` path and `LLT_TAP_FILE` list kept.
 pub const MAX_VALUE: usize = 4096;
@@ -399,35 +398,18 @@ pub fn parse<'a>(lookup: impl Fn(&'static str) -> Option<&'a [u8]>) -> (Config, 
 }
 
 /// The process-wide config, written once by the constructor.
-struct ConfigCell(UnsafeCell<Config>);
-
-// SAFETY: written only by `install`, before `READY` is published with Release; afterwards only
-// read (Acquire on `READY` happens-before every read).
-unsafe impl Sync for ConfigCell {}
-
-static CONFIG: ConfigCell = ConfigCell(UnsafeCell::new(Config::DEFAULT));
-static READY: AtomicBool = AtomicBool::new(false);
+static CONFIG: Published<Config> = Published::new();
 
 /// Stores the config and publishes it. Called once, by the constructor, before any thread of
 /// the program exists that could read it (a second call is ignored).
 pub fn install(c: Config) {
-    if READY.load(Ordering::Acquire) {
-        return;
-    }
-    // SAFETY: not yet published, so no reader holds a reference (see `ConfigCell`).
-    unsafe { *CONFIG.0.get() = c };
-    READY.store(true, Ordering::Release);
+    let _ = CONFIG.fill(|| Ok::<_, (Fill, ())>(c));
 }
 
 /// The config, once the constructor has run.
 #[inline]
 pub fn get() -> Option<&'static Config> {
-    if READY.load(Ordering::Acquire) {
-        // SAFETY: published and never written again.
-        Some(unsafe { &*CONFIG.0.get() })
-    } else {
-        None
-    }
+    CONFIG.get()
 }
 
 /// `list` (an `LD_PRELOAD` value: entries separated by `:` or spaces) without the entries

@@ -78,7 +78,7 @@ pub fn emit(args: fmt::Arguments<'_>) {
         return;
     }
     let mut line = LineBuf::new();
-    let _ = write!(line, "[liblogtap DEBUG PID:{}] ", crate::sender::pid());
+    let _ = write!(line, "[liblogtap DEBUG PID:{}] ", crate::process::pid());
     write_line(line, args);
 }
 

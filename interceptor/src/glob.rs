@@ -152,10 +152,42 @@ mod tests {
     }
 
     #[test]
-    fn never_panics_on_odd_patterns() {
-        for p in [&b"["[..], b"[!", b"[]", b"\\", b"**", b"[a-", b"*[", b"?*?"] {
-            let _ = matches(p, b"/x/[y]");
-            let _ = matches(p, b"");
+    fn odd_patterns_match_literally_and_never_panic() {
+        // Malformed classes and a trailing `\` are literal bytes; `*`/`?` stop at `/`.
+        let cases: [(&[u8], &[u8], bool); 24] = [
+            (b"[", b"[", true),
+            (b"[", b"/x/[y]", false),
+            (b"[", b"", false),
+            (b"[!", b"[!", true),
+            (b"[!", b"!", false),
+            (b"[]", b"[]", true),
+            (b"[]", b"]", false),
+            (b"\\", b"\\", true),
+            (b"\\", b"", false),
+            (b"**", b"", true),
+            (b"**", b"abc", true),
+            (b"**", b"/x/[y]", false),
+            (b"[a-", b"[a-", true),
+            (b"[a-", b"a", false),
+            (b"*[", b"x[", true),
+            (b"*[", b"/x/[y]", false),
+            (b"?*?", b"ab", true),
+            (b"?*?", b"abc", true),
+            (b"?*?", b"a", false),
+            (b"?*?", b"", false),
+            (b"?*?", b"a/b", false),
+            (b"/x/\\[y]", b"/x/[y]", true),
+            (b"/x/[[]y]", b"/x/[y]", true),
+            (b"/x/*", b"/x/[y]", true),
+        ];
+        for (pattern, path, want) in cases {
+            assert_eq!(
+                matches(pattern, path),
+                want,
+                "pattern {:?} against path {:?}",
+                String::from_utf8_lossy(pattern),
+                String::from_utf8_lossy(path)
+            );
         }
     }
 }

@@ -37,7 +37,7 @@ extern "C" fn on_load() {
     // vDSO's clock_gettime.
     crate::clock::detect_faulting_rdtsc();
     let now = sys::now_ns();
-    sender::set_pid(sys::getpid());
+    crate::process::set_pid(sys::getpid());
     let (cfg, warnings) = config::parse(env);
     debug::set_enabled(cfg.debug);
     for (name, expected) in warnings.iter() {
@@ -64,6 +64,8 @@ extern "C" fn on_load() {
             unsafe { libc::setenv(c"LLT_STREAM_IDS".as_ptr(), ids.as_ptr().cast(), 0) };
         }
     }
+    hooks::open::reclassify(1);
+    hooks::open::reclassify(2);
     crate::sender::hello::capture_meta();
     connection::set_load_time(now);
     if cfg.passive_ms > 0 {

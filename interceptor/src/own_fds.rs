@@ -56,9 +56,10 @@ fn remember(slot: usize, fd: c_int) {
 
 /// Forgets (without closing: it is not ours any more) every slot whose descriptor no longer
 /// refers to the file we installed. Called about once a second. Returns whether any was lost.
+/// (The caller points the ring's wake-ups at the eventfd's slot again.)
 pub fn verify() -> bool {
     let mut lost = false;
-    for (i, (cell, [d, n])) in FDS.iter().zip(IDS.iter()).enumerate() {
+    for (cell, [d, n]) in FDS.iter().zip(IDS.iter()) {
         let fd = cell.load(Ordering::Acquire);
         if fd < 0 {
             continue;
@@ -72,9 +73,6 @@ pub fn verify() -> bool {
             .is_ok()
         {
             lost = true;
-            if i == Slot::WakeEventfd as usize {
-                crate::sender::ring::wake_fd_moved(-1);
-            }
             crate::debug!("our fd {fd} was closed behind our back: forgotten");
         }
     }
@@ -159,7 +157,8 @@ pub fn close_slot(slot: Slot) {
 }
 
 /// Before the app `dup2`s/`dup3`s onto `fd`: if `fd` is ours, move ours to another number
-/// first, so the app gets the number it asked for and we keep our file.
+/// first, so the app gets the number it asked for and we keep our file. (The caller points the
+/// ring's wake-ups at the eventfd's slot again, before the app's call.)
 pub fn relocate_if_own(fd: c_int) {
     for (i, cell) in FDS.iter().enumerate() {
         if fd < 0 || cell.load(Ordering::Acquire) != fd {
@@ -169,17 +168,11 @@ pub fn relocate_if_own(fd: c_int) {
             Ok(new) => {
                 remember(i, new);
                 cell.store(new, Ordering::Release);
-                if i == Slot::WakeEventfd as usize {
-                    crate::sender::ring::wake_fd_moved(new);
-                }
                 crate::debug!("the app reuses our fd {fd}: ours moved to {new}");
             }
             Err(_) => {
                 // We cannot keep it: forget it (the app's dup2 replaces it).
                 cell.store(-1, Ordering::Release);
-                if i == Slot::WakeEventfd as usize {
-                    crate::sender::ring::wake_fd_moved(-1);
-                }
             }
         }
     }

@@ -36,18 +36,23 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
+use crate::process::Stream;
 use crate::sys;
 
 /// The environment variable that carries the identities to descendants:
 /// `<dev>:<ino>,<dev>:<ino>` for stdout and stderr, `-` for one that was not open.
 pub const ENV: &str = "LLT_STREAM_IDS";
 
+// The numbers are Contract 2's (`tap::Stream`), so that a stream number read here is the
+// one a record carries.
 /// Neither stream: not tapped.
 pub const NONE: u8 = 0;
 /// The recorded stdout.
-pub const STDOUT: u8 = 1;
+pub const STDOUT: u8 = Stream::Stdout as u8;
 /// The recorded stderr.
-pub const STDERR: u8 = 2;
+pub const STDERR: u8 = Stream::Stderr as u8;
+/// A tap file (for [`alias_stream`]'s callers; the fd table says which).
+pub const FILE: u8 = Stream::File as u8;
 
 /// A recorded identity.
 struct Id {
@@ -157,17 +162,17 @@ fn classify(fd: i32, id: Option<(u64, u64)>) -> u8 {
 }
 
 /// Looks at fd 1 or fd 2 again (after a hooked call changed it); other fds are ignored.
-pub fn evaluate(fd: i32) {
+/// Returns whether the fd's stream changed (the caller then tells the stdio shim).
+pub fn evaluate(fd: i32) -> bool {
     let slot = match fd {
         1 => &FD_STREAM[1],
         2 => &FD_STREAM[2],
-        _ => return,
+        _ => return false,
     };
     let _errno = sys::ErrnoGuard::save();
     let stream = classify(fd, sys::dev_ino(fd));
     let old = slot.swap(stream, Ordering::Relaxed);
     if old != stream {
-        crate::hooks::stdio::fd_changed(fd);
         crate::debug!(
             "fd {fd} is now {}",
             match stream {
@@ -177,6 +182,7 @@ pub fn evaluate(fd: i32) {
             }
         );
     }
+    old != stream
 }
 
 /// Whether a hooked change of `fd` may concern the streams.
@@ -185,13 +191,11 @@ pub fn concerns(fd: i32) -> bool {
     fd == 1 || fd == 2
 }
 
-/// After `close_range(first, last)`: fd 1/2 inside the range are looked at again.
-pub fn after_close_range(first: u32, last: u32) {
-    for fd in [1i32, 2] {
-        if u32::try_from(fd).is_ok_and(|f| first <= f && f <= last) {
-            evaluate(fd);
-        }
-    }
+/// The fds among 1 and 2 that `close_range(first, last)` closed: to be looked at again.
+pub fn in_close_range(first: u32, last: u32) -> impl Iterator<Item = i32> {
+    [1i32, 2]
+        .into_iter()
+        .filter(move |fd| u32::try_from(*fd).is_ok_and(|f| first <= f && f <= last))
 }
 
 /// Formats one identity as `<dev>:<ino>` (or `-`) into `out` at `at`; returns the new end.
@@ -280,8 +284,8 @@ pub fn format(ids: [Option<(u64, u64)>; 2], buf: &mut [u8; 96]) -> usize {
 
 /// Constructor: takes the identities from `inherited` (the value of [`ENV`], if set and well
 /// formed), or else from this process's own fd 1 and fd 2 — then it is the first tapped
-/// process of its tree and returns the value its descendants must inherit. Then classifies
-/// fd 1 and fd 2.
+/// process of its tree and returns the value its descendants must inherit. The caller then
+/// classifies fd 1 and fd 2 ([`evaluate`]).
 pub fn init(inherited: Option<&[u8]>, out: &mut [u8; 96]) -> Option<usize> {
     let (ids, first) = match inherited.and_then(parse) {
         Some(ids) => (ids, false),
@@ -290,8 +294,6 @@ pub fn init(inherited: Option<&[u8]>, out: &mut [u8; 96]) -> Option<usize> {
     let [o, e] = &IDS;
     o.set(ids[0]);
     e.set(ids[1]);
-    evaluate(1);
-    evaluate(2);
     first.then(|| format(ids, out))
 }
 

@@ -4,12 +4,12 @@
 //! A path is matched when it is opened for writing. The first time a path matches it gets the
 //! next free index and is announced to the agent (a FILE frame, or the `files` list of the
 //! next HELLO); reopening the same path — after a logrotate-style rename, say — finds its
-//! index again. The registry is a fixed array of entries published with a Release store of
-//! their length: lock-free, allocation-free, usable from the open hooks of any thread.
+//! index again. The registry is a fixed array of entries, each path written once and published
+//! ([`Published`]): lock-free, allocation-free, usable from the open hooks of any thread.
 
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crate::statics::{Fill, Published};
 use crate::{config, glob};
 
 /// Most distinct tapped paths per process.
@@ -17,24 +17,23 @@ pub const MAX_FILES: usize = 64;
 /// Longest path kept (longer paths are kept truncated: the name is informational).
 pub const MAX_PATH: usize = 1024;
 
-struct Entry {
-    /// 0 while unused or being written; the path length once published.
-    len: AtomicUsize,
-    /// Whether the agent has been told this entry (HELLO or FILE frame) on this connection.
-    announced: AtomicBool,
-    path: UnsafeCell<[u8; MAX_PATH]>,
+/// A registered path: the first `len` bytes of `bytes`.
+struct StoredPath {
+    bytes: [u8; MAX_PATH],
+    len: usize,
 }
 
-// SAFETY: `path` is written only by the thread that claimed the entry (NEXT.fetch_add), before
-// `len` is published with Release; readers read it only after an Acquire load of a non-zero
-// `len`, and it is never written again.
-unsafe impl Sync for Entry {}
+struct Entry {
+    /// Written once, by the thread that claimed the entry (`NEXT.fetch_add`).
+    path: Published<StoredPath>,
+    /// Whether the agent has been told this entry (HELLO or FILE frame) on this connection.
+    announced: AtomicBool,
+}
 
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY: Entry = Entry {
-    len: AtomicUsize::new(0),
+    path: Published::new(),
     announced: AtomicBool::new(false),
-    path: UnsafeCell::new([0; MAX_PATH]),
 };
 
 static ENTRIES: [Entry; MAX_FILES] = [EMPTY; MAX_FILES];
@@ -55,14 +54,8 @@ pub fn is_tapped_path(path: &[u8]) -> bool {
 
 /// The published path of entry `index`.
 pub fn path(index: usize) -> Option<&'static [u8]> {
-    let e = ENTRIES.get(index)?;
-    let len = e.len.load(Ordering::Acquire);
-    if len == 0 {
-        return None;
-    }
-    // SAFETY: published (see `Entry`), never written again.
-    let bytes: &'static [u8; MAX_PATH] = unsafe { &*e.path.get() };
-    bytes.get(..len)
+    let stored = ENTRIES.get(index)?.path.get()?;
+    stored.bytes.get(..stored.len)
 }
 
 /// The index of `path`, registering it if new. The flag says whether it is new (the caller
@@ -87,12 +80,15 @@ pub fn register(path: &[u8]) -> Option<(u16, bool)> {
         );
         return None;
     };
-    // SAFETY: entry `i` was claimed by this thread alone (fetch_add) and is unpublished.
-    let dst = unsafe { &mut *e.path.get() };
-    if let Some(d) = dst.get_mut(..path.len()) {
+    let mut stored = StoredPath {
+        bytes: [0; MAX_PATH],
+        len: path.len(),
+    };
+    if let Some(d) = stored.bytes.get_mut(..path.len()) {
         d.copy_from_slice(path);
     }
-    e.len.store(path.len(), Ordering::Release);
+    // Entry `i` was claimed by this thread alone (fetch_add), so the fill is ours.
+    e.path.fill(|| Ok::<_, (Fill, ())>(stored)).ok()?;
     Some((u16::try_from(i).ok()?, true))
 }
 

@@ -39,7 +39,7 @@ pub fn resolve() {
 /// non-blocking attempt). Preserves errno.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub extern "C" fn logtap_before_exec() {
-    if sys::getpid() != crate::sender::pid() {
+    if crate::process::in_vfork_child() {
         return; // a vfork child: the ring is the parent's
     }
     let _errno = sys::ErrnoGuard::save();
@@ -79,7 +79,12 @@ fn no_real() -> c_int {
     -1
 }
 
-fn execve_common(
+/// Shared by `execve` and `execvpe` (`f` is the real one): the ring is handed over first.
+///
+/// # Safety
+/// `execve(2)`'s contract: `path` a NUL-terminated string, `argv` and `envp` NULL-terminated
+/// arrays of them.
+unsafe fn execve_common(
     f: &RealFn,
     path: *const c_char,
     argv: *const *const c_char,
@@ -103,7 +108,8 @@ pub unsafe extern "C" fn execve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    execve_common(&EXECVE, path, argv, envp)
+    // SAFETY: the caller's contract of execve(2) is ours.
+    unsafe { execve_common(&EXECVE, path, argv, envp) }
 }
 
 /// `execvpe(3)`.
@@ -116,10 +122,16 @@ pub unsafe extern "C" fn execvpe(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    execve_common(&EXECVPE, file, argv, envp)
+    // SAFETY: the caller's contract of execvpe(3) is ours.
+    unsafe { execve_common(&EXECVPE, file, argv, envp) }
 }
 
-fn execv_common(f: &RealFn, path: *const c_char, argv: *const *const c_char) -> c_int {
+/// Shared by `execv` and `execvp` (`f` is the real one): the ring is handed over first.
+///
+/// # Safety
+/// `execv(3)`'s contract: `path` a NUL-terminated string, `argv` a NULL-terminated array of
+/// them.
+unsafe fn execv_common(f: &RealFn, path: *const c_char, argv: *const *const c_char) -> c_int {
     logtap_before_exec();
     match f.get() {
         // SAFETY: dlsym of execv/execvp has execv's signature; the caller's arguments.
@@ -134,7 +146,8 @@ fn execv_common(f: &RealFn, path: *const c_char, argv: *const *const c_char) -> 
 /// The caller's contract of `execv(3)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
-    execv_common(&EXECV, path, argv)
+    // SAFETY: the caller's contract of execv(3) is ours.
+    unsafe { execv_common(&EXECV, path, argv) }
 }
 
 /// `execvp(3)`.
@@ -143,7 +156,8 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) 
 /// The caller's contract of `execvp(3)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
-    execv_common(&EXECVP, file, argv)
+    // SAFETY: the caller's contract of execvp(3) is ours.
+    unsafe { execv_common(&EXECVP, file, argv) }
 }
 
 /// `fexecve(3)`.

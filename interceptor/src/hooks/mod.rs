@@ -6,7 +6,8 @@
 //! - [`exec`] — `_exit`, `_Exit`, the `exec` family: the ring goes to the agent before the
 //!   image does.
 //! - [`open`] — following tap files: the open family, `fopen`/`freopen`, `dup*`, `fcntl`
-//!   duplicates, `close`/`fclose`/`close_range` (and keeping our own descriptors safe).
+//!   duplicates, `close`/`fclose`/`close_range` (and keeping our own descriptors safe); the
+//!   C-variadic `open`/`openat`/`fcntl` entry points are in `csrc/variadic.c`.
 //!
 //! Each hook is thin: call the real function (resolved once with `dlsym(RTLD_NEXT)`), and when
 //! the descriptor is tapped hand the bytes the kernel accepted to [`crate::sender`]. Hooks are
@@ -21,7 +22,8 @@ pub mod write;
 use core::ffi::{CStr, c_void};
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use crate::sender::{self, Payload, Route, STREAM_FILE, STREAM_STDERR, STREAM_STDOUT};
+use crate::process::{Route, Stream};
+use crate::sender::{self, Payload};
 use crate::{config, fd_table, guard, streams, sys};
 
 /// A real libc function, resolved with `dlsym(RTLD_NEXT)` once and cached.
@@ -91,21 +93,21 @@ pub fn route_for_fd(fd: i32) -> Option<Route> {
     let table = fd_table::get(fd);
     let stream = match table {
         None => streams::stream_of(fd),
-        Some(index) => streams::alias_stream(index).unwrap_or(STREAM_FILE),
+        Some(index) => streams::alias_stream(index).unwrap_or(streams::FILE),
     };
     let route = match stream {
         streams::STDOUT if cfg.tap_stdout => Route {
-            stream: STREAM_STDOUT,
+            stream: Stream::Stdout,
             file_index: 0,
             suppressed: cfg.suppress_stdout,
         },
         streams::STDERR if cfg.tap_stderr => Route {
-            stream: STREAM_STDERR,
+            stream: Stream::Stderr,
             file_index: 0,
             suppressed: cfg.suppress_stderr,
         },
-        STREAM_FILE => Route {
-            stream: STREAM_FILE,
+        streams::FILE => Route {
+            stream: Stream::File,
             file_index: table.unwrap_or(0),
             suppressed: cfg.suppress_tap_file,
         },

@@ -1,6 +1,6 @@
 //! Following the tap files through the descriptor's life, and protecting our own descriptors.
 //!
-//! - opened (`open*`/`openat*`/`__open*_2` in the C shim, `creat*`, `fopen*`, `freopen*`): a
+//! - opened (`open*`, `openat*`, `__open*_2`, `creat*`, `fopen*`, `freopen*`): a
 //!   descriptor opened for writing whose path matches `LLT_TAP_FILE` gets its file index in
 //!   the fd table (relative paths and symlinks are resolved through `/proc/self/fd/N`); any
 //!   other new descriptor clears its entry, so a reused number is never tapped by mistake;
@@ -9,13 +9,17 @@
 //!
 //! `close`/`close_range` on one of *our* descriptors is skipped and reported as success (see
 //! `own_fds`), and `dup2`/`dup3` onto one of ours first moves ours away.
+//!
+//! Every open/dup/close hook's logic is here. The only C is `csrc/variadic.c`: the entry points
+//! `open`, `open64`, `openat`, `openat64`, `fcntl` and `fcntl64` are C-variadic, which Rust
+//! 1.95 cannot define, so C reads their optional argument and calls `logtap_hook_*` here.
 
 use core::ffi::{CStr, c_char, c_int, c_uint, c_void};
 
 use super::RealFn;
 use crate::own_fds;
 use crate::sender::connection;
-use crate::{config, fd_table, guard, streams, sys, tap_files};
+use crate::{config, fd_table, guard, process, streams, sys, tap_files};
 
 static CREAT: RealFn = RealFn::new(c"creat");
 static CREAT64: RealFn = RealFn::new(c"creat64");
@@ -57,35 +61,45 @@ pub fn resolve() {
         &FREOPEN64,
         &FCLOSE,
         &DAEMON,
+        &OPEN,
+        &OPEN64,
+        &OPENAT,
+        &OPENAT64,
+        &OPEN_2,
+        &OPEN64_2,
+        &OPENAT_2,
+        &OPENAT64_2,
+        &FCNTL,
+        &FCNTL64,
     ] {
         let _ = f.get();
     }
 }
 
-/// Whether this call comes from a `vfork()` child (CPython's subprocess, `posix_spawn`
-/// variants) that still shares the parent's memory: its `close_range(3, ~0)` before `exec`
-/// must not clear the *parent's* fd table. A forked child has its own pid stored by the
-/// atfork handler; only a vfork child (whose atfork handlers do not run) differs.
-fn in_vfork_child() -> bool {
-    sys::getpid() != crate::sender::pid()
-}
-
 /// Whether the hook must leave the library's state alone.
 fn hands_off() -> bool {
-    guard::held() || in_vfork_child()
+    guard::held() || process::in_vfork_child()
+}
+
+/// Looks at fd 1 or fd 2 again after a call changed it ([`streams::evaluate`]); when its
+/// stream changed, the stdio shim forgets how far the FILEs on it were tapped.
+pub fn reclassify(fd: i32) {
+    if streams::evaluate(fd) {
+        super::stdio::fd_changed(fd);
+    }
 }
 
 /// fd 1 or fd 2 changed: is it still the tapped stream? (See [`streams`]; not in a vfork
 /// child, whose descriptors are not the parent's.)
 fn restream(fd: c_int) {
     if streams::concerns(fd) && !hands_off() {
-        streams::evaluate(fd);
+        reclassify(fd);
     }
 }
 
 /// Forgets `fd` (the getpid check only runs when there is something to forget).
 fn forget(fd: c_int) {
-    if fd_table::get(fd).is_some() && !in_vfork_child() {
+    if fd_table::get(fd).is_some() && !process::in_vfork_child() {
         fd_table::set(fd, None);
     }
 }
@@ -157,7 +171,7 @@ pub unsafe fn on_new_fd(fd: c_int, path: *const c_char, flags: c_int) {
         forget(fd);
         return;
     };
-    if in_vfork_child() {
+    if process::in_vfork_child() {
         return;
     }
     match tap_files::register(matched) {
@@ -175,24 +189,268 @@ pub unsafe fn on_new_fd(fd: c_int, path: *const c_char, flags: c_int) {
     }
 }
 
-/// Called by the C shim after a successful `open*`/`openat*`.
+// ---- open, openat and fcntl ----
+//
+// `open`, `open64`, `openat`, `openat64`, `fcntl` and `fcntl64` are C-variadic, which Rust
+// 1.95 cannot define: `csrc/variadic.c` defines them, reads the optional argument (the mode
+// when the flags create a file, fcntl's pointer-sized argument) and calls the
+// `logtap_hook_*` functions below, which do everything else. The fortified `__open*_2` take
+// no optional argument and are defined here.
+
+static OPEN: RealFn = RealFn::new(c"open");
+static OPEN64: RealFn = RealFn::new(c"open64");
+static OPENAT: RealFn = RealFn::new(c"openat");
+static OPENAT64: RealFn = RealFn::new(c"openat64");
+static OPEN_2: RealFn = RealFn::new(c"__open_2");
+static OPEN64_2: RealFn = RealFn::new(c"__open64_2");
+static OPENAT_2: RealFn = RealFn::new(c"__openat_2");
+static OPENAT64_2: RealFn = RealFn::new(c"__openat64_2");
+static FCNTL: RealFn = RealFn::new(c"fcntl");
+static FCNTL64: RealFn = RealFn::new(c"fcntl64");
+
+type OpenFn = unsafe extern "C" fn(*const c_char, c_int, ...) -> c_int;
+type OpenatFn = unsafe extern "C" fn(c_int, *const c_char, c_int, ...) -> c_int;
+type Open2Fn = unsafe extern "C" fn(*const c_char, c_int) -> c_int;
+type Openat2Fn = unsafe extern "C" fn(c_int, *const c_char, c_int) -> c_int;
+type FcntlFn = unsafe extern "C" fn(c_int, c_int, ...) -> c_int;
+
+/// `openat` as a raw system call, where libc's cannot be found.
 ///
 /// # Safety
-/// `path` is NUL-terminated (or null).
-#[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn logtap_on_open(
-    fd: c_int,
-    _dirfd: c_int,
-    path: *const c_char,
-    flags: c_int,
-) {
-    // SAFETY: the shim passes the app's path of a successful open.
-    unsafe { on_new_fd(fd, path, flags) };
+/// `open(2)`'s contract: `path` is a NUL-terminated string.
+unsafe fn raw_openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: libc::mode_t) -> c_int {
+    // SAFETY: the caller's arguments; the kernel reads the path.
+    let r = unsafe { libc::syscall(libc::SYS_openat, dirfd, path, flags, mode) };
+    c_int::try_from(r).unwrap_or(-1)
 }
 
-/// Called by the C shim after a successful `fcntl(F_DUPFD*)`.
+/// After any `open*`: a new descriptor's tap-file entry (errno kept).
+///
+/// # Safety
+/// `path` is null or NUL-terminated.
+unsafe fn opened(fd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    if fd >= 0 {
+        let _errno = sys::ErrnoGuard::save();
+        // SAFETY: the caller's path of a successful open.
+        unsafe { on_new_fd(fd, path, flags) };
+    }
+    fd
+}
+
+/// `open(2)`, `open64(2)` (`real`), for `csrc/variadic.c`.
+///
+/// # Safety
+/// `open(2)`'s contract: `path` is a NUL-terminated string.
+unsafe fn open_common(
+    real: &RealFn,
+    path: *const c_char,
+    flags: c_int,
+    mode: libc::mode_t,
+) -> c_int {
+    let fd = match real.get() {
+        // SAFETY: dlsym of an open name has open's signature; the caller's arguments (the
+        // mode goes as the variadic argument, as the app passed it).
+        Some(p) => unsafe { core::mem::transmute::<*mut c_void, OpenFn>(p)(path, flags, mode) },
+        // SAFETY: the caller's arguments.
+        None => unsafe { raw_openat(libc::AT_FDCWD, path, flags, mode) },
+    };
+    // SAFETY: the caller's path.
+    unsafe { opened(fd, path, flags) }
+}
+
+/// `openat(2)`, `openat64(2)` (`real`), for `csrc/variadic.c`.
+///
+/// # Safety
+/// `openat(2)`'s contract: `path` is a NUL-terminated string.
+unsafe fn openat_common(
+    real: &RealFn,
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: libc::mode_t,
+) -> c_int {
+    let fd = match real.get() {
+        // SAFETY: dlsym of an openat name has openat's signature; the caller's arguments.
+        Some(p) => unsafe {
+            core::mem::transmute::<*mut c_void, OpenatFn>(p)(dirfd, path, flags, mode)
+        },
+        // SAFETY: the caller's arguments.
+        None => unsafe { raw_openat(dirfd, path, flags, mode) },
+    };
+    // SAFETY: the caller's path.
+    unsafe { opened(fd, path, flags) }
+}
+
+/// The body of `open` (`csrc/variadic.c`): `mode` is 0 unless the flags create a file.
+///
+/// # Safety
+/// `open(2)`'s contract: `path` is a NUL-terminated string.
 #[cfg_attr(not(test), unsafe(no_mangle))]
-pub extern "C" fn logtap_on_dup(old: c_int, new: c_int) {
+pub unsafe extern "C" fn logtap_hook_open(
+    path: *const c_char,
+    flags: c_int,
+    mode: libc::mode_t,
+) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { open_common(&OPEN, path, flags, mode) }
+}
+
+/// The body of `open64` (`csrc/variadic.c`).
+///
+/// # Safety
+/// `open(2)`'s contract: `path` is a NUL-terminated string.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn logtap_hook_open64(
+    path: *const c_char,
+    flags: c_int,
+    mode: libc::mode_t,
+) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { open_common(&OPEN64, path, flags, mode) }
+}
+
+/// The body of `openat` (`csrc/variadic.c`).
+///
+/// # Safety
+/// `openat(2)`'s contract: `path` is a NUL-terminated string.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn logtap_hook_openat(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: libc::mode_t,
+) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { openat_common(&OPENAT, dirfd, path, flags, mode) }
+}
+
+/// The body of `openat64` (`csrc/variadic.c`).
+///
+/// # Safety
+/// `openat(2)`'s contract: `path` is a NUL-terminated string.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn logtap_hook_openat64(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: libc::mode_t,
+) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { openat_common(&OPENAT64, dirfd, path, flags, mode) }
+}
+
+/// `__open_2`/`__open64_2` (`real`): the fortified `open` without a mode.
+///
+/// # Safety
+/// `open(2)`'s contract: `path` is a NUL-terminated string.
+unsafe fn open_2_common(real: &RealFn, path: *const c_char, flags: c_int) -> c_int {
+    let fd = match real.get() {
+        // SAFETY: dlsym of an __open*_2 name has that signature; the caller's arguments.
+        Some(p) => unsafe { core::mem::transmute::<*mut c_void, Open2Fn>(p)(path, flags) },
+        // SAFETY: the caller's arguments.
+        None => unsafe { raw_openat(libc::AT_FDCWD, path, flags, 0) },
+    };
+    // SAFETY: the caller's path.
+    unsafe { opened(fd, path, flags) }
+}
+
+/// `__openat_2`/`__openat64_2` (`real`): the fortified `openat` without a mode.
+///
+/// # Safety
+/// `openat(2)`'s contract: `path` is a NUL-terminated string.
+unsafe fn openat_2_common(real: &RealFn, dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    let fd = match real.get() {
+        // SAFETY: dlsym of an __openat*_2 name has that signature; the caller's arguments.
+        Some(p) => unsafe { core::mem::transmute::<*mut c_void, Openat2Fn>(p)(dirfd, path, flags) },
+        // SAFETY: the caller's arguments.
+        None => unsafe { raw_openat(dirfd, path, flags, 0) },
+    };
+    // SAFETY: the caller's path.
+    unsafe { opened(fd, path, flags) }
+}
+
+/// `__open_2` (glibc's `_FORTIFY_SOURCE` `open`).
+///
+/// # Safety
+/// `open(2)`'s contract: `path` is a NUL-terminated string.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn __open_2(path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { open_2_common(&OPEN_2, path, flags) }
+}
+
+/// `__open64_2`.
+///
+/// # Safety
+/// `open(2)`'s contract: `path` is a NUL-terminated string.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn __open64_2(path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { open_2_common(&OPEN64_2, path, flags) }
+}
+
+/// `__openat_2`.
+///
+/// # Safety
+/// `openat(2)`'s contract: `path` is a NUL-terminated string.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { openat_2_common(&OPENAT_2, dirfd, path, flags) }
+}
+
+/// `__openat64_2`.
+///
+/// # Safety
+/// `openat(2)`'s contract: `path` is a NUL-terminated string.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { openat_2_common(&OPENAT64_2, dirfd, path, flags) }
+}
+
+/// `fcntl`/`fcntl64` (`real`): a duplicate (`F_DUPFD*`) inherits the original's entry.
+///
+/// # Safety
+/// `fcntl(2)`'s contract for `cmd`: `arg` is what that command reads (like glibc, passed on as
+/// a pointer-sized value whatever the command).
+unsafe fn fcntl_common(real: &RealFn, fd: c_int, cmd: c_int, arg: *mut c_void) -> c_int {
+    let Some(p) = real.get() else {
+        return no_real();
+    };
+    // SAFETY: dlsym of an fcntl name has fcntl's signature; the caller's arguments.
+    let r = unsafe { core::mem::transmute::<*mut c_void, FcntlFn>(p)(fd, cmd, arg) };
+    if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
+        let _errno = sys::ErrnoGuard::save();
+        on_dup(fd, r);
+    }
+    r
+}
+
+/// The body of `fcntl` (`csrc/variadic.c`).
+///
+/// # Safety
+/// `fcntl(2)`'s contract for `cmd`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn logtap_hook_fcntl(fd: c_int, cmd: c_int, arg: *mut c_void) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { fcntl_common(&FCNTL, fd, cmd, arg) }
+}
+
+/// The body of `fcntl64` (`csrc/variadic.c`).
+///
+/// # Safety
+/// `fcntl(2)`'s contract for `cmd`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn logtap_hook_fcntl64(fd: c_int, cmd: c_int, arg: *mut c_void) -> c_int {
+    // SAFETY: the caller's contract is ours.
+    unsafe { fcntl_common(&FCNTL64, fd, cmd, arg) }
+}
+
+// ---- duplicating and closing ----
+
+/// After a successful `dup*` or `fcntl(F_DUPFD*)`: the copy inherits the entry.
+fn on_dup(old: c_int, new: c_int) {
     if fd_table::get(old) != fd_table::get(new) && !hands_off() {
         fd_table::copy(old, new);
     }
@@ -206,7 +464,11 @@ pub extern "C" fn logtap_on_dup(old: c_int, new: c_int) {
     }
 }
 
-fn creat_common(f: &RealFn, path: *const c_char, mode: libc::mode_t) -> c_int {
+/// Shared by `creat` and `creat64` (`f` is the real one).
+///
+/// # Safety
+/// `creat(2)`'s contract: `path` is a NUL-terminated string.
+unsafe fn creat_common(f: &RealFn, path: *const c_char, mode: libc::mode_t) -> c_int {
     let Some(p) = f.get() else { return no_real() };
     // SAFETY: dlsym of a creat name has creat's signature; the caller's arguments.
     let fd = unsafe { core::mem::transmute::<*mut c_void, CreatFn>(p)(path, mode) };
@@ -221,7 +483,8 @@ fn creat_common(f: &RealFn, path: *const c_char, mode: libc::mode_t) -> c_int {
 /// The caller's contract of `creat(2)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn creat(path: *const c_char, mode: libc::mode_t) -> c_int {
-    creat_common(&CREAT, path, mode)
+    // SAFETY: the caller's contract of creat(2) is ours.
+    unsafe { creat_common(&CREAT, path, mode) }
 }
 
 /// `creat64(2)`.
@@ -230,7 +493,8 @@ pub unsafe extern "C" fn creat(path: *const c_char, mode: libc::mode_t) -> c_int
 /// The caller's contract of `creat64(2)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn creat64(path: *const c_char, mode: libc::mode_t) -> c_int {
-    creat_common(&CREAT64, path, mode)
+    // SAFETY: the caller's contract of creat64(2) is ours.
+    unsafe { creat_common(&CREAT64, path, mode) }
 }
 
 /// `dup(2)`.
@@ -240,7 +504,7 @@ pub extern "C" fn dup(old: c_int) -> c_int {
     // SAFETY: dlsym("dup") has dup's signature.
     let new = unsafe { core::mem::transmute::<*mut c_void, Int1Fn>(p)(old) };
     if new >= 0 {
-        logtap_on_dup(old, new);
+        on_dup(old, new);
     }
     new
 }
@@ -248,6 +512,7 @@ pub extern "C" fn dup(old: c_int) -> c_int {
 fn before_dup_onto(old: c_int, new: c_int) {
     if old != new && own_fds::is_own(new) && !hands_off() {
         own_fds::relocate_if_own(new);
+        crate::sender::ring::refresh_wake_fd();
     }
 }
 
@@ -261,7 +526,7 @@ pub extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     // SAFETY: dlsym("dup2") has dup2's signature.
     let r = unsafe { core::mem::transmute::<*mut c_void, Int2Fn>(p)(old, new) };
     if r >= 0 && old != new {
-        logtap_on_dup(old, new);
+        on_dup(old, new);
     }
     r
 }
@@ -276,7 +541,7 @@ pub extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     // SAFETY: dlsym("dup3") has dup3's signature.
     let r = unsafe { core::mem::transmute::<*mut c_void, Int3Fn>(p)(old, new, flags) };
     if r >= 0 {
-        logtap_on_dup(old, new);
+        on_dup(old, new);
     }
     r
 }
@@ -322,7 +587,7 @@ fn real_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
 pub extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     let r = close_range_around_ours(first, last, flags);
     if first <= 2 && last >= 1 && !hands_off() {
-        streams::after_close_range(first, last);
+        streams::in_close_range(first, last).for_each(reclassify);
     }
     r
 }
@@ -359,7 +624,10 @@ fn close_range_around_ours(first: c_uint, last: c_uint, flags: c_int) -> c_int {
 }
 
 /// The open flags a stdio mode string implies (only the access mode matters here).
-fn mode_flags(mode: *const c_char) -> c_int {
+///
+/// # Safety
+/// `mode` is null or a NUL-terminated string.
+unsafe fn mode_flags(mode: *const c_char) -> c_int {
     if mode.is_null() {
         return libc::O_RDONLY;
     }
@@ -375,7 +643,11 @@ fn mode_flags(mode: *const c_char) -> c_int {
     }
 }
 
-fn file_fd(f: *mut libc::FILE) -> c_int {
+/// The descriptor of a FILE (-1 for null).
+///
+/// # Safety
+/// `f` is null or an open FILE.
+unsafe fn file_fd(f: *mut libc::FILE) -> c_int {
     if f.is_null() {
         return -1;
     }
@@ -383,14 +655,19 @@ fn file_fd(f: *mut libc::FILE) -> c_int {
     unsafe { libc::fileno(f) }
 }
 
-fn fopen_common(f: &RealFn, path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+/// Shared by `fopen` and `fopen64` (`f` is the real one).
+///
+/// # Safety
+/// `fopen(3)`'s contract: `path` and `mode` are NUL-terminated strings.
+unsafe fn fopen_common(f: &RealFn, path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
     let Some(p) = f.get() else {
         sys::set_errno(libc::ENOSYS);
         return core::ptr::null_mut();
     };
     // SAFETY: dlsym of an fopen name has fopen's signature; the caller's arguments.
     let file = unsafe { core::mem::transmute::<*mut c_void, FopenFn>(p)(path, mode) };
-    // SAFETY: fopen's path argument is NUL-terminated.
+    // SAFETY: `file` is null or the FILE fopen just opened; fopen's path and mode arguments
+    // are NUL-terminated.
     unsafe { on_new_fd(file_fd(file), path, mode_flags(mode)) };
     file
 }
@@ -401,7 +678,8 @@ fn fopen_common(f: &RealFn, path: *const c_char, mode: *const c_char) -> *mut li
 /// The caller's contract of `fopen(3)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
-    fopen_common(&FOPEN, path, mode)
+    // SAFETY: the caller's contract of fopen(3) is ours.
+    unsafe { fopen_common(&FOPEN, path, mode) }
 }
 
 /// `fopen64(3)`.
@@ -410,10 +688,16 @@ pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut
 /// The caller's contract of `fopen64(3)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
-    fopen_common(&FOPEN64, path, mode)
+    // SAFETY: the caller's contract of fopen64(3) is ours.
+    unsafe { fopen_common(&FOPEN64, path, mode) }
 }
 
-fn freopen_common(
+/// Shared by `freopen` and `freopen64` (`f` is the real one).
+///
+/// # Safety
+/// `freopen(3)`'s contract: `path` null or a NUL-terminated string, `mode` a NUL-terminated
+/// string, `stream` an open FILE.
+unsafe fn freopen_common(
     f: &RealFn,
     path: *const c_char,
     mode: *const c_char,
@@ -423,14 +707,16 @@ fn freopen_common(
         sys::set_errno(libc::ENOSYS);
         return core::ptr::null_mut();
     };
-    let old_fd = file_fd(stream);
+    // SAFETY: the caller's open FILE.
+    let old_fd = unsafe { file_fd(stream) };
     let old_entry = fd_table::get(old_fd);
     // SAFETY: dlsym of a freopen name has freopen's signature; the caller's arguments.
     let file = unsafe { core::mem::transmute::<*mut c_void, FreopenFn>(p)(path, mode, stream) };
     if hands_off() {
         return file;
     }
-    let new_fd = file_fd(file);
+    // SAFETY: null or the FILE freopen just returned.
+    let new_fd = unsafe { file_fd(file) };
     if old_fd != new_fd {
         fd_table::set(old_fd, None);
     }
@@ -438,7 +724,7 @@ fn freopen_common(
         // Same file, new mode: the classification stays.
         fd_table::set(new_fd, old_entry);
     } else {
-        // SAFETY: freopen's path argument is NUL-terminated.
+        // SAFETY: freopen's path and mode arguments are NUL-terminated.
         unsafe { on_new_fd(new_fd, path, mode_flags(mode)) };
     }
     restream(old_fd);
@@ -456,7 +742,8 @@ pub unsafe extern "C" fn freopen(
     mode: *const c_char,
     stream: *mut libc::FILE,
 ) -> *mut libc::FILE {
-    freopen_common(&FREOPEN, path, mode, stream)
+    // SAFETY: the caller's contract of freopen(3) is ours.
+    unsafe { freopen_common(&FREOPEN, path, mode, stream) }
 }
 
 /// `freopen64(3)`.
@@ -469,7 +756,8 @@ pub unsafe extern "C" fn freopen64(
     mode: *const c_char,
     stream: *mut libc::FILE,
 ) -> *mut libc::FILE {
-    freopen_common(&FREOPEN64, path, mode, stream)
+    // SAFETY: the caller's contract of freopen64(3) is ours.
+    unsafe { freopen_common(&FREOPEN64, path, mode, stream) }
 }
 
 /// `fclose(3)`: the descriptor is forgotten.
@@ -481,7 +769,8 @@ pub unsafe extern "C" fn fclose(stream: *mut libc::FILE) -> c_int {
     let Some(p) = FCLOSE.get() else {
         return no_real();
     };
-    let fd = file_fd(stream);
+    // SAFETY: the caller's open FILE (or null).
+    let fd = unsafe { file_fd(stream) };
     // fclose flushes: bytes that inlined stdio macros left in the buffer are tapped first.
     // SAFETY: the app's FILE, still open.
     unsafe { super::stdio::before_fclose(stream) };
@@ -523,9 +812,11 @@ mod tests {
 
     #[test]
     fn stdio_modes() {
-        assert_eq!(mode_flags(c"r".as_ptr()), libc::O_RDONLY);
-        assert_eq!(mode_flags(c"a".as_ptr()), libc::O_WRONLY);
-        assert_eq!(mode_flags(c"w+e".as_ptr()), libc::O_RDWR);
-        assert_eq!(mode_flags(c"r+".as_ptr()), libc::O_RDWR);
+        // SAFETY: NUL-terminated literals.
+        let flags = |m: &core::ffi::CStr| unsafe { mode_flags(m.as_ptr()) };
+        assert_eq!(flags(c"r"), libc::O_RDONLY);
+        assert_eq!(flags(c"a"), libc::O_WRONLY);
+        assert_eq!(flags(c"w+e"), libc::O_RDWR);
+        assert_eq!(flags(c"r+"), libc::O_RDWR);
     }
 }

@@ -11,19 +11,20 @@ use core::ffi::{c_char, c_int, c_void};
 use libc::{size_t, ssize_t};
 
 use super::route_for_fd;
-use crate::sender::{self, Payload, Route};
+use crate::process::{Route, Stream};
+use crate::sender::{self, Payload};
 use crate::{guard, sys};
 
 const SUPPRESSED: c_int = 4;
 
 fn encode(r: Route) -> c_int {
-    c_int::from(r.stream & 3)
+    c_int::from(r.stream as u8)
         | if r.suppressed { SUPPRESSED } else { 0 }
         | (c_int::from(r.file_index) << 8)
 }
 
 fn decode(code: c_int) -> Option<Route> {
-    let stream = u8::try_from(code & 3).ok().filter(|s| *s != 0)?;
+    let stream = Stream::from_u8(u8::try_from(code & 3).ok()?)?;
     Some(Route {
         stream,
         file_index: u16::try_from((code >> 8) & 0xffff).unwrap_or(0),
@@ -147,17 +148,17 @@ mod tests {
     fn route_codes_round_trip() {
         for r in [
             Route {
-                stream: 1,
+                stream: Stream::Stdout,
                 file_index: 0,
                 suppressed: false,
             },
             Route {
-                stream: 2,
+                stream: Stream::Stderr,
                 file_index: 0,
                 suppressed: true,
             },
             Route {
-                stream: 3,
+                stream: Stream::File,
                 file_index: 63,
                 suppressed: true,
             },

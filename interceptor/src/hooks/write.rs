@@ -11,8 +11,8 @@ use core::ffi::{c_int, c_uint, c_void};
 use libc::{iovec, off_t, size_t, ssize_t};
 
 use super::{RealFn, route_for_fd, tapped_write, write_rest};
+use crate::process::Route;
 use crate::sender::Payload;
-use crate::sender::Route;
 
 static WRITE: RealFn = RealFn::new(c"write");
 static WRITEV: RealFn = RealFn::new(c"writev");
@@ -61,7 +61,17 @@ pub unsafe fn real_write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_
     }
 }
 
-fn real_pwrite(f: &RealFn, fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t {
+/// The real `pwrite`-family call `f` (raw `pwrite64` if libc's cannot be found).
+///
+/// # Safety
+/// `pwrite(2)`'s contract: `buf` is readable for `count` bytes.
+unsafe fn real_pwrite(
+    f: &RealFn,
+    fd: c_int,
+    buf: *const c_void,
+    count: size_t,
+    off: off_t,
+) -> ssize_t {
     match f.get() {
         // SAFETY: dlsym of a pwrite-family name has pwrite's signature.
         Some(p) => unsafe { core::mem::transmute::<*mut c_void, PwriteFn>(p)(fd, buf, count, off) },
@@ -71,7 +81,11 @@ fn real_pwrite(f: &RealFn, fd: c_int, buf: *const c_void, count: size_t, off: of
 }
 
 /// The app's buffer as a slice (the kernel read it, or will: it is the caller's to keep valid).
-fn buf_slice<'a>(buf: *const c_void, count: size_t) -> &'a [u8] {
+///
+/// # Safety
+/// `buf` is null, or readable for `count` bytes for as long as the slice is used (a write
+/// call's contract, for the duration of the hook).
+unsafe fn buf_slice<'a>(buf: *const c_void, count: size_t) -> &'a [u8] {
     if buf.is_null() || count == 0 {
         return &[];
     }
@@ -80,7 +94,12 @@ fn buf_slice<'a>(buf: *const c_void, count: size_t) -> &'a [u8] {
     unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), count) }
 }
 
-fn iov_slice<'a>(iov: *const iovec, cnt: c_int) -> Option<&'a [iovec]> {
+/// The app's iovec array as a slice (`None` for a count outside 1..=1024 or a null array).
+///
+/// # Safety
+/// `iov` is null, or points at `cnt` readable iovecs for as long as the slice is used
+/// (`writev(2)`'s contract, for the duration of the hook).
+unsafe fn iov_slice<'a>(iov: *const iovec, cnt: c_int) -> Option<&'a [iovec]> {
     let n = usize::try_from(cnt).ok().filter(|n| *n > 0 && *n <= 1024)?;
     if iov.is_null() {
         return None;
@@ -99,7 +118,8 @@ pub unsafe fn hooked_write(fd: c_int, buf: *const c_void, count: size_t) -> ssiz
         // SAFETY: the caller's arguments, unchanged.
         return unsafe { real_write(fd, buf, count) };
     };
-    let bytes = buf_slice(buf, count);
+    // SAFETY: non-null (checked above), and `write(2)`'s contract is our caller's.
+    let bytes = unsafe { buf_slice(buf, count) };
     tapped_write(route, Payload::One(bytes), |skip| {
         let rest = bytes.get(skip..).unwrap_or(&[]);
         // SAFETY: `rest` is a valid slice of the caller's buffer.
@@ -129,7 +149,8 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
         // SAFETY: raw writev with the caller's arguments.
         None => unsafe { libc::syscall(libc::SYS_writev, fd, iov, cnt) as ssize_t },
     };
-    let (Some(route), Some(v)) = (route_for_fd(fd), iov_slice(iov, cnt)) else {
+    // SAFETY: `writev(2)`'s contract is our caller's.
+    let (Some(route), Some(v)) = (route_for_fd(fd), unsafe { iov_slice(iov, cnt) }) else {
         return real(iov, cnt);
     };
     let data = Payload::Iov(v);
@@ -144,15 +165,28 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
     })
 }
 
-fn pwrite_common(f: &RealFn, fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t {
+/// Shared by `pwrite` and `pwrite64` (`f` is the real one).
+///
+/// # Safety
+/// `pwrite(2)`'s contract: `buf` is readable for `count` bytes.
+unsafe fn pwrite_common(
+    f: &RealFn,
+    fd: c_int,
+    buf: *const c_void,
+    count: size_t,
+    off: off_t,
+) -> ssize_t {
     let Some(route) = route_for_fd(fd).filter(|_| !buf.is_null() || count == 0) else {
-        return real_pwrite(f, fd, buf, count, off);
+        // SAFETY: the caller's arguments, unchanged.
+        return unsafe { real_pwrite(f, fd, buf, count, off) };
     };
-    let bytes = buf_slice(buf, count);
+    // SAFETY: non-null (checked above), and `pwrite(2)`'s contract is our caller's.
+    let bytes = unsafe { buf_slice(buf, count) };
     tapped_write(route, Payload::One(bytes), |skip| {
         let rest = bytes.get(skip..).unwrap_or(&[]);
         let at = off.saturating_add(off_t::try_from(skip).unwrap_or(0));
-        real_pwrite(f, fd, rest.as_ptr().cast(), rest.len(), at)
+        // SAFETY: `rest` is a valid slice of the caller's buffer.
+        unsafe { real_pwrite(f, fd, rest.as_ptr().cast(), rest.len(), at) }
     })
 }
 
@@ -167,7 +201,8 @@ pub unsafe extern "C" fn pwrite(
     count: size_t,
     off: off_t,
 ) -> ssize_t {
-    pwrite_common(&PWRITE, fd, buf, count, off)
+    // SAFETY: the caller's contract of pwrite(2) is ours.
+    unsafe { pwrite_common(&PWRITE, fd, buf, count, off) }
 }
 
 /// `pwrite64(2)`.
@@ -181,18 +216,24 @@ pub unsafe extern "C" fn pwrite64(
     count: size_t,
     off: off_t,
 ) -> ssize_t {
-    pwrite_common(&PWRITE64, fd, buf, count, off)
+    // SAFETY: the caller's contract of pwrite64(2) is ours.
+    unsafe { pwrite_common(&PWRITE64, fd, buf, count, off) }
 }
 
 /// Shared by the pwritev family. `off == -1` (pwritev2 only) means the file position.
-fn pwritev_common(
+///
+/// # Safety
+/// `pwritev(2)`'s contract: `iov` points at `cnt` iovecs of readable buffers; `real` is safe
+/// to call with them, or with a one-element iovec of a part of one of them.
+unsafe fn pwritev_common(
     fd: c_int,
     iov: *const iovec,
     cnt: c_int,
     off: off_t,
     real: impl Fn(*const iovec, c_int, off_t) -> ssize_t,
 ) -> ssize_t {
-    let (Some(route), Some(v)) = (route_for_fd(fd), iov_slice(iov, cnt)) else {
+    // SAFETY: `pwritev(2)`'s contract is our caller's.
+    let (Some(route), Some(v)) = (route_for_fd(fd), unsafe { iov_slice(iov, cnt) }) else {
         return real(iov, cnt, off);
     };
     let data = Payload::Iov(v);
@@ -212,7 +253,17 @@ fn pwritev_common(
     })
 }
 
-fn call_pwritev(f: &RealFn, fd: c_int, iov: *const iovec, cnt: c_int, off: off_t) -> ssize_t {
+/// The real `pwritev`-family call `f` (`ENOSYS` if libc's cannot be found).
+///
+/// # Safety
+/// `pwritev(2)`'s contract: `iov` points at `cnt` iovecs of readable buffers.
+unsafe fn call_pwritev(
+    f: &RealFn,
+    fd: c_int,
+    iov: *const iovec,
+    cnt: c_int,
+    off: off_t,
+) -> ssize_t {
     match f.get() {
         // SAFETY: dlsym of a pwritev name has pwritev's signature.
         Some(p) => unsafe { core::mem::transmute::<*mut c_void, PwritevFn>(p)(fd, iov, cnt, off) },
@@ -223,7 +274,11 @@ fn call_pwritev(f: &RealFn, fd: c_int, iov: *const iovec, cnt: c_int, off: off_t
     }
 }
 
-fn call_pwritev2(
+/// The real `pwritev2`-family call `f` (`ENOSYS` if libc's cannot be found).
+///
+/// # Safety
+/// `pwritev2(2)`'s contract: `iov` points at `cnt` iovecs of readable buffers.
+unsafe fn call_pwritev2(
     f: &RealFn,
     fd: c_int,
     iov: *const iovec,
@@ -249,9 +304,13 @@ fn call_pwritev2(
 /// The caller's contract of `pwritev(2)`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn pwritev(fd: c_int, iov: *const iovec, cnt: c_int, off: off_t) -> ssize_t {
-    pwritev_common(fd, iov, cnt, off, |i, c, o| {
-        call_pwritev(&PWRITEV, fd, i, c, o)
-    })
+    let real = |i, c, o| {
+        // SAFETY: `pwritev_common` passes the caller's iovecs, or one iovec of a part of the
+        // caller's buffers.
+        unsafe { call_pwritev(&PWRITEV, fd, i, c, o) }
+    };
+    // SAFETY: the caller's contract is ours, and `real` is safe with what it is passed.
+    unsafe { pwritev_common(fd, iov, cnt, off, real) }
 }
 
 /// `pwritev64(2)`.
@@ -265,9 +324,13 @@ pub unsafe extern "C" fn pwritev64(
     cnt: c_int,
     off: off_t,
 ) -> ssize_t {
-    pwritev_common(fd, iov, cnt, off, |i, c, o| {
-        call_pwritev(&PWRITEV64, fd, i, c, o)
-    })
+    let real = |i, c, o| {
+        // SAFETY: `pwritev_common` passes the caller's iovecs, or one iovec of a part of the
+        // caller's buffers.
+        unsafe { call_pwritev(&PWRITEV64, fd, i, c, o) }
+    };
+    // SAFETY: the caller's contract is ours, and `real` is safe with what it is passed.
+    unsafe { pwritev_common(fd, iov, cnt, off, real) }
 }
 
 /// `pwritev2(2)`.
@@ -282,9 +345,13 @@ pub unsafe extern "C" fn pwritev2(
     off: off_t,
     flags: c_int,
 ) -> ssize_t {
-    pwritev_common(fd, iov, cnt, off, |i, c, o| {
-        call_pwritev2(&PWRITEV2, fd, i, c, o, flags)
-    })
+    let real = |i, c, o| {
+        // SAFETY: `pwritev_common` passes the caller's iovecs, or one iovec of a part of the
+        // caller's buffers.
+        unsafe { call_pwritev2(&PWRITEV2, fd, i, c, o, flags) }
+    };
+    // SAFETY: the caller's contract is ours, and `real` is safe with what it is passed.
+    unsafe { pwritev_common(fd, iov, cnt, off, real) }
 }
 
 /// `pwritev64v2(2)`.
@@ -299,9 +366,13 @@ pub unsafe extern "C" fn pwritev64v2(
     off: off_t,
     flags: c_int,
 ) -> ssize_t {
-    pwritev_common(fd, iov, cnt, off, |i, c, o| {
-        call_pwritev2(&PWRITEV64V2, fd, i, c, o, flags)
-    })
+    let real = |i, c, o| {
+        // SAFETY: `pwritev_common` passes the caller's iovecs, or one iovec of a part of the
+        // caller's buffers.
+        unsafe { call_pwritev2(&PWRITEV64V2, fd, i, c, o, flags) }
+    };
+    // SAFETY: the caller's contract is ours, and `real` is safe with what it is passed.
+    unsafe { pwritev_common(fd, iov, cnt, off, real) }
 }
 
 // ---- copies the kernel makes between descriptors ----
@@ -336,7 +407,10 @@ pub fn resolve_copies() {
 }
 
 /// Where a copy reads from: the offset the caller passed, or the descriptor's position.
-fn copy_start(fd_in: c_int, off_in: *const i64) -> Option<i64> {
+///
+/// # Safety
+/// `off_in` is null or readable (the copy call's contract).
+unsafe fn copy_start(fd_in: c_int, off_in: *const i64) -> Option<i64> {
     if off_in.is_null() {
         return crate::sys::lseek(fd_in, 0, libc::SEEK_CUR).ok();
     }
@@ -371,7 +445,10 @@ fn tap_copied(route: Route, fd_in: c_int, start: i64, n: usize) -> (usize, bool)
 
 /// The shared body: `real()` makes the real copy; `off_in`/`off_out` are the caller's offset
 /// pointers (null: the descriptors' positions).
-fn copy_common(
+///
+/// # Safety
+/// `copy_file_range(2)`'s contract: `off_in` and `off_out` are null or readable and writable.
+unsafe fn copy_common(
     fd_in: c_int,
     off_in: *mut i64,
     fd_out: c_int,
@@ -383,7 +460,8 @@ fn copy_common(
         return real();
     };
     let saved = crate::sys::errno();
-    let Some(start) = copy_start(fd_in, off_in) else {
+    // SAFETY: our caller's contract.
+    let Some(start) = (unsafe { copy_start(fd_in, off_in) }) else {
         // Not a seekable source (no copy would work anyway): the real call says so.
         crate::sys::set_errno(saved);
         return real();
@@ -452,10 +530,15 @@ pub unsafe extern "C" fn copy_file_range(
             ) as ssize_t
         },
     };
-    copy_common(fd_in, off_in, fd_out, off_out, len, real)
+    // SAFETY: the caller's contract of copy_file_range(2) is ours.
+    unsafe { copy_common(fd_in, off_in, fd_out, off_out, len, real) }
 }
 
-fn sendfile_common(
+/// Shared by `sendfile` and `sendfile64` (`f` is the real one).
+///
+/// # Safety
+/// `sendfile(2)`'s contract: `offset` is null or readable and writable.
+unsafe fn sendfile_common(
     f: &RealFn,
     out_fd: c_int,
     in_fd: c_int,
@@ -473,14 +556,17 @@ fn sendfile_common(
         },
     };
     // off_t is i64 on this target.
-    copy_common(
-        in_fd,
-        offset.cast::<i64>(),
-        out_fd,
-        core::ptr::null_mut(),
-        count,
-        real,
-    )
+    // SAFETY: our caller's contract (`off_t` is `i64` here); no output offset.
+    unsafe {
+        copy_common(
+            in_fd,
+            offset.cast::<i64>(),
+            out_fd,
+            core::ptr::null_mut(),
+            count,
+            real,
+        )
+    }
 }
 
 /// `sendfile(2)`.
@@ -494,7 +580,8 @@ pub unsafe extern "C" fn sendfile(
     offset: *mut off_t,
     count: size_t,
 ) -> ssize_t {
-    sendfile_common(&SENDFILE, out_fd, in_fd, offset, count)
+    // SAFETY: the caller's contract of sendfile(2) is ours.
+    unsafe { sendfile_common(&SENDFILE, out_fd, in_fd, offset, count) }
 }
 
 /// `sendfile64(2)`.
@@ -508,5 +595,6 @@ pub unsafe extern "C" fn sendfile64(
     offset: *mut off_t,
     count: size_t,
 ) -> ssize_t {
-    sendfile_common(&SENDFILE64, out_fd, in_fd, offset, count)
+    // SAFETY: the caller's contract of sendfile64(2) is ours.
+    unsafe { sendfile_common(&SENDFILE64, out_fd, in_fd, offset, count) }
 }

@@ -26,44 +26,46 @@
 //! - Hang-up: noticed without a syscall per write — a `recv(MSG_PEEK)` at most once per
 //!   second (by whichever tapped write crosses `NEXT_CHECK`), or an `EPIPE` of a DATA send. One
 //!   reconnect attempt follows at once, then one per `LLT_TARGET_RECONNECT`.
-//! - A full control socket (DATA frames, `LLT_TRANSPORT=socket`) is handled like a full ring
-//!   (see `super::ring`): with `LLT_RING_FULL=block` the send waits, bounded by 200 ms without
-//!   the socket becoming writable (counted the same way); after such a stall later sends try
-//!   once and do not wait until one goes through again.
+//!
+//! The DATA frames sent on this connection (`LLT_TRANSPORT=socket`, or no ring) are
+//! [`super::frames`]'.
 
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use logtap_protocol::tap::{self, FLAG_CONTINUED, Header, Kind, MAX_DATA_PAYLOAD, Stream};
+use logtap_protocol::tap::{self, Header, Kind};
 
 use super::hello::{self, Scratch};
-use super::payload::{GATHER_MAX, Payload};
-use super::{Route, loss, pid, reserve_seq};
+use super::loss;
 use crate::config::{Config, Transport};
 use crate::guard::Guard;
 use crate::own_fds::{self, Slot};
+use crate::process::{pid, reserve_seq};
+use crate::statics::{AtomicState, Claimed};
 use crate::{sys, tap_files};
 
-const DISCONNECTED: u8 = 0;
-const CONNECTING: u8 = 1;
-const CONNECTED: u8 = 2;
+crate::state_enum! {
+    /// The control connection's state.
+    enum Link {
+        /// No agent holds our connection; an attempt is made when due.
+        Disconnected = 0,
+        /// One thread is connecting (it alone encodes the HELLO).
+        Connecting = 1,
+        /// An agent holds our connection.
+        Connected = 2,
+    }
+}
 
 /// How often a connected process checks that the agent is still there.
 const CHECK_INTERVAL_NS: u64 = 1_000_000_000;
 /// How long a write waits for another thread's connect to finish.
 const CONNECT_WAIT_NS: u64 = 50_000_000;
-/// One `poll` of a DATA send waiting for a full socket, in ms (= the ring's round cap).
-const POLL_ROUND_MS: i32 = 5;
-/// Rounds after which a DATA send stops waiting whatever the clock says (a clock stepped
-/// back, or a socket that polls writable and still refuses).
-const MAX_POLL_ROUNDS: u32 = 1000;
 /// Retry interval inside the `LLT_TARGET_1STCONNECT` window. A failed attempt (socket,
 /// connect refused or no such file, close) costs ≈ 10 µs of the writing thread, so 10 a second
 /// cost a chatty program 0.01 % of its time; 100 ms is also the order of a sidecar's start, so
 /// a ring that is filling waits at most that long after the agent is there.
 pub const FIRST_RETRY_NS: u64 = 100_000_000;
 
-static STATE: AtomicU8 = AtomicU8::new(DISCONNECTED);
+static STATE: AtomicState<Link> = AtomicState::new();
 static LAST_ATTEMPT: AtomicU64 = AtomicU64::new(0);
 static NEXT_CHECK: AtomicU64 = AtomicU64::new(0);
 static LOAD_NS: AtomicU64 = AtomicU64::new(0);
@@ -74,17 +76,10 @@ static FAILURE_REPORTED: AtomicBool = AtomicBool::new(false);
 /// Whether this process (this fork generation) was ever connected: the
 /// `LLT_TARGET_1STCONNECT` window of short retries applies only before.
 static EVER_CONNECTED: AtomicBool = AtomicBool::new(false);
-/// Set when a DATA send waited [`super::ring::STALL_NS`] for a full socket in vain: later sends
-/// do not wait until one goes through again (the agent is stopped, dead or overwhelmed).
-static SOCKET_STALLED: AtomicBool = AtomicBool::new(false);
 
-struct ScratchCell(UnsafeCell<Scratch>);
-
-// SAFETY: used only by the thread that moved STATE from DISCONNECTED to CONNECTING, until it
-// moves STATE on; so at most one thread (and no signal handler: they see CONNECTING) uses it.
-unsafe impl Sync for ScratchCell {}
-
-static SCRATCH: ScratchCell = ScratchCell(UnsafeCell::new(Scratch::new()));
+/// The HELLO's encoding buffer: claimed by the connecting thread (only one thread is
+/// `Connecting` at a time, so the claim is always free there).
+static SCRATCH: Claimed<Scratch> = Claimed::new(Scratch::new());
 
 /// Records the load time (the origin of `LLT_TARGET_1STCONNECT`).
 pub fn set_load_time(now: u64) {
@@ -94,7 +89,7 @@ pub fn set_load_time(now: u64) {
 /// Whether an agent holds our connection right now.
 #[inline]
 pub fn is_connected() -> bool {
-    STATE.load(Ordering::Acquire) == CONNECTED
+    STATE.load(Ordering::Acquire) == Link::Connected
 }
 
 fn attempt_due(cfg: &Config, now: u64) -> bool {
@@ -131,7 +126,7 @@ fn retry_interval(cfg: &Config, now: u64) -> u64 {
 /// are the same, so the split changes cost only, never behaviour.
 #[inline]
 pub fn maintain(cfg: &Config, now: u64) -> bool {
-    if STATE.load(Ordering::Acquire) == CONNECTED {
+    if STATE.load(Ordering::Acquire) == Link::Connected {
         let due = NEXT_CHECK.load(Ordering::Relaxed);
         if now < due && now.saturating_add(CHECK_INTERVAL_NS) >= due {
             return true;
@@ -144,7 +139,7 @@ pub fn maintain(cfg: &Config, now: u64) -> bool {
 #[inline(never)]
 fn maintain_slow(cfg: &Config, now: u64) -> bool {
     match STATE.load(Ordering::Acquire) {
-        CONNECTED => {
+        Link::Connected => {
             let due = NEXT_CHECK.load(Ordering::Relaxed);
             if (now >= due || now.saturating_add(CHECK_INTERVAL_NS) < due)
                 && NEXT_CHECK
@@ -159,10 +154,10 @@ fn maintain_slow(cfg: &Config, now: u64) -> bool {
                 check(cfg, now);
             }
         }
-        DISCONNECTED if attempt_due(cfg, now) => {
+        Link::Disconnected if attempt_due(cfg, now) => {
             attempt(cfg, now);
         }
-        CONNECTING => wait_while_connecting(),
+        Link::Connecting => wait_while_connecting(),
         _ => {}
     }
     is_connected()
@@ -173,8 +168,8 @@ fn maintain_slow(cfg: &Config, now: u64) -> bool {
 fn attempt(cfg: &Config, now: u64) -> bool {
     if STATE
         .compare_exchange(
-            DISCONNECTED,
-            CONNECTING,
+            Link::Disconnected,
+            Link::Connecting,
             Ordering::AcqRel,
             Ordering::Relaxed,
         )
@@ -188,7 +183,14 @@ fn attempt(cfg: &Config, now: u64) -> bool {
     if ok {
         EVER_CONNECTED.store(true, Ordering::Relaxed);
     }
-    STATE.store(if ok { CONNECTED } else { DISCONNECTED }, Ordering::Release);
+    STATE.store(
+        if ok {
+            Link::Connected
+        } else {
+            Link::Disconnected
+        },
+        Ordering::Release,
+    );
     true
 }
 
@@ -197,7 +199,7 @@ fn attempt(cfg: &Config, now: u64) -> bool {
 /// connecting thread itself gives up after the bound.
 fn wait_while_connecting() {
     let end = sys::now_ns().saturating_add(CONNECT_WAIT_NS);
-    while STATE.load(Ordering::Acquire) == CONNECTING && sys::now_ns() < end {
+    while STATE.load(Ordering::Acquire) == Link::Connecting && sys::now_ns() < end {
         sys::yield_now();
     }
 }
@@ -206,6 +208,7 @@ fn wait_while_connecting() {
 fn check(cfg: &Config, now: u64) {
     let _errno = sys::ErrnoGuard::save();
     own_fds::verify();
+    super::ring::refresh_wake_fd();
     let fd = own_fds::get(Slot::Control);
     if fd < 0 || sys::peer_hung_up(fd) {
         hung_up();
@@ -219,9 +222,14 @@ fn check(cfg: &Config, now: u64) {
 
 /// Marks the connection lost. The dead socket stays in its slot until a reconnect replaces
 /// it, so its number is never handed to the app while a thread may still send on it.
-fn hung_up() {
+pub fn hung_up() {
     if STATE
-        .compare_exchange(CONNECTED, DISCONNECTED, Ordering::AcqRel, Ordering::Relaxed)
+        .compare_exchange(
+            Link::Connected,
+            Link::Disconnected,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
         .is_ok()
     {
         RETRY_NOW.store(true, Ordering::Relaxed);
@@ -267,9 +275,10 @@ fn connect(cfg: &Config, now: u64) -> bool {
         }
         return false;
     }
-    // SAFETY: this thread owns CONNECTING (see `ScratchCell`).
-    let scratch = unsafe { &mut *SCRATCH.0.get() };
-    let sent = send_hello(sock, scratch, ring, now);
+    let sent = match SCRATCH.try_claim() {
+        Some(mut scratch) => send_hello(sock, &mut scratch, ring, now),
+        None => Err(libc::EBUSY),
+    };
     if let Err(e) = sent {
         sys::close(sock);
         crate::debug!("cannot send HELLO (errno {e})");
@@ -361,134 +370,6 @@ pub fn file_opened(index: u16) {
     }
 }
 
-fn stream_of(route: Route) -> Option<Stream> {
-    Stream::from_u8(route.stream)
-}
-
-/// Sends one DATA frame; on a dead connection marks it lost. When the socket is full and
-/// `may_wait`, waits for it to become writable — unless an earlier wait stalled and no send went
-/// through since — in `poll` rounds of [`POLL_ROUND_MS`], counted like the ring's
-/// (`super::ring::wait_for_room`): a wait that sees no room for [`super::ring::STALL_NS`] of
-/// rounds (or [`super::ring::WAIT_MAX_NS`] of wall time) gives up and sets that stall.
-fn send_data(fd: i32, header: &Header, chunk: &[u8], may_wait: bool) -> Result<(), i32> {
-    use super::ring::{ROUND_CAP_NS, STALL_NS, WAIT_MAX_NS};
-    let bytes = header.encode();
-    let mut since: Option<u64> = None;
-    let mut stalled = 0u64;
-    let mut rounds = 0u32;
-    loop {
-        match sys::send_datagram(fd, &[&bytes, chunk], &[]) {
-            Ok(_) => {
-                if SOCKET_STALLED.load(Ordering::Relaxed) {
-                    SOCKET_STALLED.store(false, Ordering::Relaxed);
-                }
-                return Ok(());
-            }
-            Err(libc::EAGAIN) if may_wait && !SOCKET_STALLED.load(Ordering::Relaxed) => {
-                let t0 = sys::now_ns();
-                let started = *since.get_or_insert(t0);
-                let ready = sys::wait_writable(fd, POLL_ROUND_MS);
-                let t1 = sys::now_ns();
-                rounds = rounds.saturating_add(1);
-                stalled = if ready {
-                    0
-                } else {
-                    stalled.saturating_add(t1.saturating_sub(t0).min(ROUND_CAP_NS))
-                };
-                // `MAX_POLL_ROUNDS` also ends a socket that polls writable but keeps refusing.
-                if stalled >= STALL_NS
-                    || t1.saturating_sub(started) >= WAIT_MAX_NS
-                    || rounds >= MAX_POLL_ROUNDS
-                {
-                    SOCKET_STALLED.store(true, Ordering::Relaxed);
-                    crate::debug!(
-                        "the agent does not read its socket: dropping copies until it does"
-                    );
-                    return Err(libc::EAGAIN);
-                }
-            }
-            Err(e) => {
-                if e != libc::EAGAIN && e != libc::ENOBUFS && e != libc::ENOMEM {
-                    hung_up();
-                }
-                return Err(e);
-            }
-        }
-    }
-}
-
-/// The socket transport (or no ring): DATA frames of at most 64 KiB, `CONTINUED` on all but
-/// the last part of a write. Returns how many leading bytes were sent.
-pub fn deliver_frames(
-    route: Route,
-    data: &Payload<'_>,
-    len: usize,
-    now: u64,
-    connected: bool,
-) -> usize {
-    // A small vectored write travels as one frame (and is counted as one when dropped).
-    if let Payload::Iov(_) = data
-        && len <= GATHER_MAX
-    {
-        let mut gathered = [0u8; GATHER_MAX];
-        if let Some(bytes) = data.gather(len, &mut gathered) {
-            return send_frames(route, &Payload::One(bytes), bytes.len(), now, connected);
-        }
-    }
-    send_frames(route, data, len, now, connected)
-}
-
-fn send_frames(route: Route, data: &Payload<'_>, len: usize, now: u64, connected: bool) -> usize {
-    let k = data.chunk_count(len, MAX_DATA_PAYLOAD);
-    let count_loss = |frames: usize, bytes: usize| {
-        if !route.suppressed {
-            loss::add(
-                route.stream,
-                u64::try_from(frames).unwrap_or(u64::MAX),
-                u64::try_from(bytes).unwrap_or(u64::MAX),
-            );
-        }
-    };
-    if !connected {
-        count_loss(k, len);
-        return 0;
-    }
-    let _errno = sys::ErrnoGuard::save();
-    let fd = own_fds::get(Slot::Control);
-    // Report earlier drops before the next data, so the agent sees the gap where it was.
-    if loss::pending() && loss::report(fd, now).is_err() {
-        count_loss(k, len);
-        return 0;
-    }
-    let seq0 = reserve_seq(u32::try_from(k).unwrap_or(u32::MAX));
-    // The parts of a write larger than one frame always wait (bounded), so that a write is not
-    // cut in the middle; every send waits with `LLT_RING_FULL=block` (the default).
-    let may_wait = k > 1 || super::ring::blocking();
-    let mut sent = 0usize;
-    for (i, chunk) in data.chunks(len, MAX_DATA_PAYLOAD).enumerate() {
-        let header = Header {
-            kind: Kind::Data,
-            stream: stream_of(route),
-            flags: if i.saturating_add(1) < k {
-                FLAG_CONTINUED
-            } else {
-                0
-            },
-            pid: pid(),
-            seq: seq0.wrapping_add(u32::try_from(i).unwrap_or(0)),
-            time_ns: now,
-            file_index: u32::from(route.file_index),
-            payload_len: u32::try_from(chunk.len()).unwrap_or(0),
-        };
-        if send_data(fd, &header, chunk, may_wait).is_err() {
-            count_loss(k.saturating_sub(i), len.saturating_sub(sent));
-            break;
-        }
-        sent = sent.saturating_add(chunk.len());
-    }
-    sent
-}
-
 /// At exit, not connected: one attempt outside the rate limit when the agent has something
 /// to get — records waiting in the ring (it drains the ring after we are gone) or losses to
 /// report. Bounded: a non-blocking `connect` and a few non-blocking sends.
@@ -540,10 +421,9 @@ pub fn flush_at_exit() {
 /// In a forked child: our copy of the parent's connection is closed; connect anew at once.
 pub fn forget_in_child() {
     own_fds::close_slot(Slot::Control);
-    STATE.store(DISCONNECTED, Ordering::Release);
+    STATE.store(Link::Disconnected, Ordering::Release);
     LAST_ATTEMPT.store(0, Ordering::Relaxed);
     RETRY_NOW.store(true, Ordering::Relaxed);
     FAILURE_REPORTED.store(false, Ordering::Relaxed);
     EVER_CONNECTED.store(false, Ordering::Relaxed);
-    SOCKET_STALLED.store(false, Ordering::Relaxed);
 }

@@ -6,25 +6,34 @@
 //! chunks (`O_APPEND` writes of a regular file do not interleave); small vectored writes are
 //! gathered first so that they stay one append.
 
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::payload::{GATHER_MAX, Payload};
 use crate::config::Config;
 use crate::own_fds::{self, Slot};
+use crate::statics::AtomicState;
 use crate::sys;
 
-const CLOSED: u8 = 0;
-const OPENING: u8 = 1;
-const OPEN: u8 = 2;
+crate::state_enum! {
+    /// The target file's state.
+    enum Target {
+        /// Not open; opened on a write when due.
+        Closed = 0,
+        /// One thread is opening it.
+        Opening = 1,
+        /// Open in our [`Slot::TargetFile`].
+        Open = 2,
+    }
+}
 
-static STATE: AtomicU8 = AtomicU8::new(CLOSED);
+static STATE: AtomicState<Target> = AtomicState::new();
 static LAST_ATTEMPT: AtomicU64 = AtomicU64::new(0);
 
 /// Our descriptor of the target file, opening it if due.
 fn ensure_open(cfg: &Config, now: u64) -> Option<i32> {
     match STATE.load(Ordering::Acquire) {
-        OPEN => return Some(own_fds::get(Slot::TargetFile)).filter(|fd| *fd >= 0),
-        OPENING => return None,
+        Target::Open => return Some(own_fds::get(Slot::TargetFile)).filter(|fd| *fd >= 0),
+        Target::Opening => return None,
         _ => {}
     }
     let last = LAST_ATTEMPT.load(Ordering::Relaxed);
@@ -33,7 +42,12 @@ fn ensure_open(cfg: &Config, now: u64) -> Option<i32> {
         return None;
     }
     if STATE
-        .compare_exchange(CLOSED, OPENING, Ordering::AcqRel, Ordering::Relaxed)
+        .compare_exchange(
+            Target::Closed,
+            Target::Opening,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
         .is_err()
     {
         return None;
@@ -44,7 +58,7 @@ fn ensure_open(cfg: &Config, now: u64) -> Option<i32> {
         .and_then(|fd| own_fds::install(Slot::TargetFile, fd));
     match opened {
         Ok(fd) => {
-            STATE.store(OPEN, Ordering::Release);
+            STATE.store(Target::Open, Ordering::Release);
             crate::debug!(
                 "writing tapped output to file {}",
                 crate::debug::Bytes(cfg.target_path.as_bytes())
@@ -52,7 +66,7 @@ fn ensure_open(cfg: &Config, now: u64) -> Option<i32> {
             Some(fd)
         }
         Err(e) => {
-            STATE.store(CLOSED, Ordering::Release);
+            STATE.store(Target::Closed, Ordering::Release);
             crate::debug!(
                 "cannot open target file {} (errno {e}); retrying in {} s",
                 crate::debug::Bytes(cfg.target_path.as_bytes()),

@@ -7,12 +7,12 @@
 //! variables `POD_NAME`, `POD_NAMESPACE`, `CONTAINER_NAME`, `NODE_NAME`, and every
 //! `LLT_META_<KEY>=value` (key lower-cased) — the app's environment is the one that knows its pod.
 
-use core::cell::UnsafeCell;
 use core::ffi::{CStr, c_char};
 
 use logtap_protocol::tap::{self, HelloFields, TapError};
 
 use crate::config::FixedBytes;
+use crate::statics::{Fill, Published};
 use crate::{sys, tap_files};
 
 /// Scratch space for one HELLO.
@@ -52,14 +52,8 @@ impl Default for Scratch {
 }
 
 const META_PAIRS: usize = 16;
-/// `key\0value\0` pairs captured at load.
-struct MetaCell(UnsafeCell<FixedBytes<2048>>);
-
-// SAFETY: written once by the constructor before the config is published (Release); read only
-// after the config was seen (Acquire), never written again.
-unsafe impl Sync for MetaCell {}
-
-static META: MetaCell = MetaCell(UnsafeCell::new(FixedBytes::empty()));
+/// `key\0value\0` pairs captured at load (by the constructor, once).
+static META: Published<FixedBytes<2048>> = Published::new();
 
 unsafe extern "C" {
     static environ: *const *const c_char;
@@ -126,16 +120,14 @@ pub fn capture_meta() {
     }
     let captured =
         FixedBytes::from_bytes(buf.get(..at).unwrap_or(&[])).unwrap_or(FixedBytes::empty());
-    // SAFETY: see `MetaCell`: constructor only.
-    unsafe { *META.0.get() = captured };
+    let _ = META.fill(|| Ok::<_, (Fill, ())>(captured));
 }
 
 type Pair = (&'static [u8], &'static [u8]);
 
 fn meta_pairs() -> ([Pair; META_PAIRS], usize) {
     let mut out: [Pair; META_PAIRS] = [(&[], &[]); META_PAIRS];
-    // SAFETY: see `MetaCell`.
-    let bytes: &'static [u8] = unsafe { (*META.0.get()).as_bytes() };
+    let bytes: &'static [u8] = META.get().map_or(&[], |m| m.as_bytes());
     let mut n = 0usize;
     let mut parts = bytes.split(|b| *b == 0);
     while let (Some(k), Some(v)) = (parts.next(), parts.next()) {
@@ -185,7 +177,7 @@ pub fn encode(s: &mut Scratch, ring: bool) -> Result<(usize, usize), TapError> {
     // SAFETY: valid out pointer for the raw uname syscall.
     unsafe { libc::syscall(libc::SYS_uname, &raw mut s.uts) };
     let fields = HelloFields {
-        pid: super::pid(),
+        pid: crate::process::pid(),
         ppid: sys::getppid(),
         comm: trim_nl(s.comm.get(..comm_len).unwrap_or(&[])),
         exe: s.exe.get(..exe_len).unwrap_or(&[]),

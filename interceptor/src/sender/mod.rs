@@ -7,7 +7,9 @@
 //! - [`ring`] — the process's shared-memory ring: created on first use, pushed to by every
 //!   tapped write, replaced in a forked child.
 //! - [`connection`] — the control connection: rate-limited connects, HELLO with the ring's
-//!   fds, hang-up detection without a syscall per write, DATA frames for the socket transport.
+//!   fds, hang-up detection without a syscall per write.
+//! - [`frames`] — the DATA-frame transport (`LLT_TRANSPORT=socket`): DATA frames on the
+//!   control connection.
 //! - [`hello`] — what the HELLO says about the process.
 //! - [`loss`] — copies dropped outside the ring, reported in LOSS frames.
 //!
@@ -17,91 +19,16 @@
 
 pub mod connection;
 pub mod file_target;
+pub mod frames;
 pub mod hello;
 pub mod loss;
 pub mod payload;
 pub mod ring;
 
-use core::sync::atomic::{AtomicU32, Ordering};
-
 use crate::config::{self, TargetKind, Transport};
 pub use payload::Payload;
 
-/// Stream numbers of Contract 2.
-pub const STREAM_STDOUT: u8 = 1;
-/// See [`STREAM_STDOUT`].
-pub const STREAM_STDERR: u8 = 2;
-/// See [`STREAM_STDOUT`].
-pub const STREAM_FILE: u8 = 3;
-
-/// Where a tapped call's bytes belong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Route {
-    /// 1 stdout, 2 stderr, 3 file.
-    pub stream: u8,
-    /// The tap file's index (stream 3), else 0.
-    pub file_index: u16,
-    /// Whether the real write is skipped when the copy is delivered.
-    pub suppressed: bool,
-}
-
-static PID: AtomicU32 = AtomicU32::new(0);
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// This process's id as stamped on records (set at load and in a forked child).
-#[inline]
-pub fn pid() -> u32 {
-    PID.load(Ordering::Relaxed)
-}
-
-/// Records a new process identity: at load, and in a forked child (which also restarts `seq`).
-pub fn set_pid(pid: u32) {
-    PID.store(pid, Ordering::Relaxed);
-    SEQ.store(0, Ordering::Relaxed);
-}
-
-unsafe extern "C" {
-    /// glibc (≥ 2.32, `<sys/single_threaded.h>`): non-zero while the process has never had a
-    /// second thread; glibc clears it before `pthread_create` starts one, and its own stdio
-    /// skips locking while it is set.
-    static __libc_single_threaded: core::ffi::c_char;
-}
-
-/// Reserves `k` consecutive sequence numbers (the parts of one split write are consecutive,
-/// so a reader can tell them from other threads' records that land between them).
-///
-/// `SEQ` is process-private memory. While the process is single-threaded, nothing but this
-/// thread (and a signal handler interrupting it, which runs between two instructions) can
-/// touch it, so a *single* non-locked `xadd` instruction is atomic enough and saves the
-/// `lock` prefix (3–6 ns measured: the first locked instruction after the program's system
-/// call waits for the store buffer to drain). Otherwise the locked `fetch_add`. (A program that
-/// makes threads with a raw `clone(CLONE_VM)`, unknown to glibc, could get two records with
-/// one number — an ordering hint for the agent, never memory at stake.)
-#[inline]
-pub fn reserve_seq(k: u32) -> u32 {
-    // SAFETY: reading a byte glibc exports for exactly this purpose; a volatile read because
-    // glibc writes it (once, from this very thread, before a second thread exists).
-    let single = unsafe { core::ptr::read_volatile(&raw const __libc_single_threaded) } != 0;
-    #[cfg(target_arch = "x86_64")]
-    if single {
-        let mut v = k;
-        // SAFETY: an in-bounds, aligned read-modify-write of SEQ's own 4 bytes, by the only
-        // thread of the process (see above); one instruction, so a signal handler sees SEQ
-        // either before or after it.
-        unsafe {
-            core::arch::asm!(
-                "xadd dword ptr [{p}], {v:e}",
-                p = in(reg) SEQ.as_ptr(),
-                v = inout(reg) v,
-                options(nostack)
-            );
-        }
-        return v;
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = single;
-    SEQ.fetch_add(k, Ordering::Relaxed)
-}
+use crate::process::{self, Route};
 
 /// Delivers the first `len` bytes of `data`; returns how many leading bytes were delivered.
 pub fn deliver(route: Route, data: &Payload<'_>, len: usize) -> usize {
@@ -123,7 +50,7 @@ pub fn deliver(route: Route, data: &Payload<'_>, len: usize) -> usize {
             };
             match ring {
                 Some(producer) => ring::deliver(producer, route, data, len, now, connected),
-                None => connection::deliver_frames(route, data, len, now, connected),
+                None => frames::deliver_frames(route, data, len, now, connected),
             }
         }
     }
@@ -157,11 +84,12 @@ pub fn on_exit_destructor() {
 /// Called in the child after `fork()`: the child is a new process with its own ring,
 /// connection and sequence numbers, and inherits nothing of ours that could disturb the parent.
 pub fn after_fork_child() {
-    set_pid(crate::sys::getpid());
+    process::set_pid(crate::sys::getpid());
     crate::clock::after_fork_child();
     crate::guard::after_fork_child();
     ring::forget_in_child();
     connection::forget_in_child();
+    frames::forget_in_child();
     loss::reset();
     crate::tap_files::reset_announced();
 }

@@ -39,24 +39,18 @@
 //! parts of a write larger than one record wait (same bound), so that a write is not cut in
 //! the middle. Either way a suppressed stream whose copy is not taken writes for real.
 
-use core::cell::UnsafeCell;
-use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use std::os::fd::{BorrowedFd, IntoRawFd};
 
 use logtap_protocol::ring::{self, Producer, PushError, RECORD_CONTINUED, RecordMeta};
 
 use super::payload::{GATHER_MAX, Payload};
-use super::{Route, pid, reserve_seq};
 use crate::config::{self, Config, RingFull};
 use crate::guard::{self, Guard};
 use crate::own_fds::{self, Slot};
+use crate::process::{Route, pid, reserve_seq};
+use crate::statics::{Fill, Published, Refused};
 use crate::sys;
-
-const NONE: u8 = 0;
-const CREATING: u8 = 1;
-const READY: u8 = 2;
-const FAILED: u8 = 3;
 
 /// How long a write waits for another thread's ring creation to finish.
 const CREATE_WAIT_NS: u64 = 50_000_000;
@@ -84,26 +78,14 @@ const NOT_STALLED: u64 = u64::MAX;
 /// that find the ring full drop at once.
 static STALLED_AT: AtomicU64 = AtomicU64::new(NOT_STALLED);
 
-static STATE: AtomicU8 = AtomicU8::new(NONE);
-
-struct RingCell(UnsafeCell<MaybeUninit<Producer>>);
-
-// SAFETY: the Producer is written only by the thread that moved STATE from NONE to CREATING,
-// before it publishes READY with Release; it is dropped only in a forked child, which has a
-// single thread. Between those, it is only read (and `Producer` is Sync).
-unsafe impl Sync for RingCell {}
-
-static RING: RingCell = RingCell(UnsafeCell::new(MaybeUninit::uninit()));
+/// The process's ring: created by the first tapped write, failed for good if the kernel
+/// refused, dropped (unmapped) in a forked child.
+static RING: Published<Producer> = Published::new();
 
 /// The ring, if it exists.
 #[inline]
 pub fn get() -> Option<&'static Producer> {
-    if STATE.load(Ordering::Acquire) == READY {
-        // SAFETY: READY (Acquire) means it was fully written (see `RingCell`).
-        Some(unsafe { (*RING.0.get()).assume_init_ref() })
-    } else {
-        None
-    }
+    RING.get()
 }
 
 /// The ring, created now if this is the first tapped write. `None` while another thread
@@ -120,50 +102,43 @@ pub fn get_or_create(cfg: &Config) -> Option<&'static Producer> {
 #[cold]
 #[inline(never)]
 fn create_once(cfg: &Config) -> Option<&'static Producer> {
-    if let Err(current) =
-        STATE.compare_exchange(NONE, CREATING, Ordering::AcqRel, Ordering::Relaxed)
-    {
-        // Another thread creates it right now (a millisecond at most): wait, bounded, so that
-        // the threads of a program that all start writing at once lose nothing. A signal
-        // handler that interrupted the creating thread itself gives up after the bound.
-        if current == CREATING {
-            let end = sys::now_ns().saturating_add(CREATE_WAIT_NS);
-            while STATE.load(Ordering::Acquire) == CREATING && sys::now_ns() < end {
-                sys::yield_now();
-            }
-        }
-        return get();
-    }
-    // The protocol crate calls interposed names (`fcntl`, `close`): hold the recursion guard,
-    // unless our caller (the connecting thread) already holds it.
-    let _guard = if guard::held() {
-        None
-    } else {
-        match Guard::enter() {
-            Some(g) => Some(g),
-            None => {
-                STATE.store(NONE, Ordering::Release);
-                return None;
-            }
-        }
-    };
-    match create(cfg) {
+    let made = RING.fill(|| {
+        // The protocol crate calls interposed names (`fcntl`, `close`): hold the recursion
+        // guard, unless our caller (the connecting thread) already holds it. Without it, leave
+        // the ring to a later write.
+        let _guard = if guard::held() {
+            None
+        } else {
+            Some(Guard::enter().ok_or((Fill::Empty, None))?)
+        };
+        create(cfg).map_err(|what| (Fill::Failed, Some(what)))
+    });
+    match made {
         Ok(p) => {
-            let slot = p.max_payload();
-            // SAFETY: we own CREATING; nobody reads RING before READY.
-            unsafe { (*RING.0.get()).write(p) };
-            STATE.store(READY, Ordering::Release);
             crate::debug!(
-                "ring created: {} bytes, records up to {slot} bytes",
-                cfg.ring_size
+                "ring created: {} bytes, records up to {} bytes",
+                cfg.ring_size,
+                p.max_payload()
             );
-            get()
+            Some(p)
         }
-        Err(what) => {
-            STATE.store(FAILED, Ordering::Release);
+        Err(Refused::Failed(Some(what))) => {
             crate::debug!("cannot create the ring ({what}): using DATA frames");
             None
         }
+        Err(Refused::Failed(None)) => None,
+        Err(Refused::Busy(Fill::Filling)) => {
+            // Another thread creates it right now (a millisecond at most): wait, bounded, so
+            // that the threads of a program that all start writing at once lose nothing. A
+            // signal handler that interrupted the creating thread itself gives up after the
+            // bound.
+            let end = sys::now_ns().saturating_add(CREATE_WAIT_NS);
+            while RING.state() == Fill::Filling && sys::now_ns() < end {
+                sys::yield_now();
+            }
+            get()
+        }
+        Err(Refused::Busy(_)) => get(),
     }
 }
 
@@ -193,10 +168,11 @@ pub fn fds() -> (i32, i32) {
     )
 }
 
-/// Our eventfd moved to another number (the app `dup2`ed onto the old one).
-pub fn wake_fd_moved(fd: i32) {
+/// Points the ring's wake-ups at our eventfd's number now: call after [`own_fds`] moved it
+/// (the app `dup2`ed onto the old one) or forgot it (closed behind our back).
+pub fn refresh_wake_fd() {
     if let Some(p) = get() {
-        p.set_wake_fd(fd);
+        p.set_wake_fd(own_fds::get(Slot::WakeEventfd));
     }
 }
 
@@ -209,16 +185,16 @@ pub fn blocking() -> bool {
 /// In a forked child: drop the mapping of the parent's ring and our copies of its fds.
 pub fn forget_in_child() {
     STALLED_AT.store(NOT_STALLED, Ordering::Relaxed);
-    if STATE.swap(NONE, Ordering::AcqRel) == READY {
-        // SAFETY: the child has one thread, and READY said the value is initialised; after the
-        // swap to NONE nobody can obtain a new reference. Dropping unmaps the child's view only.
-        unsafe { (*RING.0.get()).assume_init_drop() };
-    }
+    // SAFETY: the child has one thread, which runs this atfork handler outside any hook's
+    // use of the ring. Dropping unmaps the child's view only.
+    unsafe { RING.reset() };
     own_fds::close_slot(Slot::RingMemfd);
     own_fds::close_slot(Slot::WakeEventfd);
 }
 
 /// Pushes the first `len` bytes as records; returns how many leading bytes were committed.
+/// A write longer than one record (`max_payload`) is split into records with
+/// `RECORD_CONTINUED` on all but the last and consecutive `seq` numbers.
 /// A suppressed stream is only "delivered" while an agent holds the ring (`connected`).
 #[inline(always)]
 pub fn deliver(
@@ -260,7 +236,7 @@ fn push_chunks(
         && let Some(bytes) = bytes.get(..len)
     {
         let meta = RecordMeta {
-            stream: route.stream,
+            stream: route.stream as u8,
             flags: 0,
             file_index: route.file_index,
             pid: pid(),
@@ -280,7 +256,7 @@ fn push_chunks(
     for (i, chunk) in data.chunks(len, max).enumerate() {
         let last = i.saturating_add(1) >= k;
         let meta = RecordMeta {
-            stream: route.stream,
+            stream: route.stream as u8,
             flags: if last { 0 } else { RECORD_CONTINUED },
             file_index: route.file_index,
             pid: pid(),
