@@ -84,6 +84,20 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// `/bin/sh -c script` under the real liblogtap.so, tapping into this agent's socket
+    /// (socket transport, stdout and stderr into the tap only, no first-connect wait).
+    pub fn tapped_shell(&self, script: &str) -> Command {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", script])
+            .env("LD_PRELOAD", artifacts::liblogtap())
+            .env("LLT_TARGET", format!("socket:{}", self.socket.display()))
+            .env("LLT_TAP_INTO", "3")
+            .env("LLT_TARGET_1STCONNECT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    }
+
     /// Starts `logtap agent --socket <tmp>/tap.sock --http-listen off` plus `args`, and waits
     /// until the socket exists.
     pub fn start(name: &str, args: &[&str]) -> Agent {

@@ -1,23 +1,9 @@
 //! `logtap agent` with real programs under the real `liblogtap.so`.
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use logtap_tests::agent_harness::Agent;
-use logtap_tests::artifacts;
-
-fn tapped(agent: &Agent, script: &str) -> Command {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", script])
-        .env("LD_PRELOAD", artifacts::liblogtap())
-        .env("LLT_TARGET", format!("socket:{}", agent.socket.display()))
-        .env("LLT_TAP_INTO", "3")
-        .env("LLT_TARGET_1STCONNECT", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cmd
-}
 
 #[test]
 fn a_hundred_tapped_processes_at_once() {
@@ -26,7 +12,7 @@ fn a_hundred_tapped_processes_at_once() {
         .map(|p| {
             let script =
                 format!("i=0; while [ $i -lt 50 ]; do echo \"proc {p} line $i\"; i=$((i+1)); done");
-            tapped(&agent, &script).spawn().unwrap()
+            agent.tapped_shell(&script).spawn().unwrap()
         })
         .collect();
     for c in &mut children {
@@ -54,7 +40,8 @@ fn a_hundred_tapped_processes_at_once() {
 #[test]
 fn sigterm_delivers_what_a_running_process_wrote() {
     let agent = Agent::start("preload-sigterm", &["--flush-interval", "60s"]);
-    let mut child = tapped(&agent, "echo before; printf unterminated; sleep 30")
+    let mut child = agent
+        .tapped_shell("echo before; printf unterminated; sleep 30")
         .spawn()
         .unwrap();
     // The lines sit in the batch stage (60 s flush interval) until the drain.

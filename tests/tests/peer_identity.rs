@@ -42,19 +42,6 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// `/bin/sh -c script` under liblogtap.so, tapping into `agent`.
-fn tapped(agent: &Agent, script: &str) -> Command {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", script])
-        .env("LD_PRELOAD", artifacts::liblogtap())
-        .env("LLT_TARGET", format!("socket:{}", agent.socket.display()))
-        .env("LLT_TAP_INTO", "3")
-        .env("LLT_TARGET_1STCONNECT", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cmd
-}
-
 fn wait_ok(mut child: Child) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -87,7 +74,7 @@ fn a_hello_claiming_another_pid_is_dropped_and_counted_and_real_processes_are_se
     let mut honest = TapClient::connect(&agent.socket, std::process::id());
     honest.hello("honest", None, &[]);
     honest.data(Stream::Stdout, T0, b"I am the test\n", false);
-    let child = tapped(&agent, "echo real process").spawn().unwrap();
+    let child = agent.tapped_shell("echo real process").spawn().unwrap();
     let real_pid = child.id();
     wait_ok(child);
     let records = agent.wait_records(2, Duration::from_secs(10));
@@ -177,7 +164,7 @@ fn a_claimed_namespace_is_replaced_by_the_kubelets_or_marked_claimed() {
     stdin.write_all(b"go\n").unwrap();
 
     // 2. A process the agent cannot place (no cgroup file for it under --proc-root).
-    let mut cmd = tapped(&agent, "echo from nowhere known");
+    let mut cmd = agent.tapped_shell("echo from nowhere known");
     spoof(&mut cmd);
     wait_ok(cmd.spawn().unwrap());
 
@@ -247,13 +234,13 @@ fn socket_uid_and_gid_refuse_other_peers_at_accept_and_serve_the_listed() {
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(agent.dir.path(), perms).unwrap();
 
-    let mut outsider = tapped(&agent, "echo from uid 65534");
+    let mut outsider = agent.tapped_shell("echo from uid 65534");
     outsider.uid(65534).gid(65534);
     wait_ok(outsider.spawn().unwrap());
-    let mut by_group = tapped(&agent, "echo from gid 2020");
+    let mut by_group = agent.tapped_shell("echo from gid 2020");
     by_group.uid(65534).gid(2020);
     wait_ok(by_group.spawn().unwrap());
-    wait_ok(tapped(&agent, "echo from uid 0").spawn().unwrap());
+    wait_ok(agent.tapped_shell("echo from uid 0").spawn().unwrap());
 
     agent.wait_records(2, Duration::from_secs(10));
     assert!(metric(port, "logtap_tap_peers_refused_total") >= 1);
@@ -322,7 +309,8 @@ fn six_hundred_tapped_processes_are_held_at_once_under_a_soft_limit_of_1024() {
     let started = Instant::now();
     let children: Vec<Child> = (0..N)
         .map(|i| {
-            tapped(&agent, &format!("echo \"process {i} up\"; read _ || true"))
+            agent
+                .tapped_shell(&format!("echo \"process {i} up\"; read _ || true"))
                 .stdin(read_end.try_clone().unwrap())
                 .spawn()
                 .unwrap()
@@ -391,7 +379,8 @@ fn at_the_descriptor_limit_peers_are_refused_counted_and_the_agent_goes_on() {
     let (read_end, write_end) = std::io::pipe().unwrap();
     let children: Vec<Child> = (0..N)
         .map(|i| {
-            tapped(&agent, &format!("echo \"process {i} up\"; read _ || true"))
+            agent
+                .tapped_shell(&format!("echo \"process {i} up\"; read _ || true"))
                 .env("LLT_TARGET_RECONNECT", "0")
                 .stdin(read_end.try_clone().unwrap())
                 .spawn()
@@ -423,7 +412,7 @@ fn at_the_descriptor_limit_peers_are_refused_counted_and_the_agent_goes_on() {
         "not the peers' fault: counted as the limit only"
     );
     // The agent goes on: a process started now is served.
-    wait_ok(tapped(&agent, "echo after the storm").spawn().unwrap());
+    wait_ok(agent.tapped_shell("echo after the storm").spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);
     while with_message(&agent.records(), "after the storm").is_empty() {
         assert!(

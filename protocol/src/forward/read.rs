@@ -280,11 +280,45 @@ impl<'a> Reader<'a> {
     /// Reads any integer that fits `u64` (negative ones are rejected).
     pub(crate) fn uint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         let m = self.peek()?;
-        match super::value::Value::read_int(self, m)? {
-            Some(super::value::Value::UInt(v)) => Ok(v),
-            Some(super::value::Value::Int(v)) if v >= 0 => Ok(v as u64),
+        match self.int(m)? {
+            Some(Int::UInt(v)) => Ok(v),
+            Some(Int::Int(v)) if v >= 0 => Ok(v as u64),
             _ => Err(self.unexpected(what, "non-negative integer", m)),
         }
+    }
+
+    /// Reads an integer object if the marker `m` (at the current position) is one; `Ok(None)`
+    /// (nothing consumed) if not.
+    pub(crate) fn int(&mut self, m: u8) -> Result<Option<Int>, DecodeError> {
+        let v = match m {
+            0x00..=0x7f => {
+                self.advance(1);
+                Int::UInt(m as u64)
+            }
+            0xe0..=0xff => {
+                self.advance(1);
+                Int::Int(m as i8 as i64)
+            }
+            0xcc..=0xcf => {
+                self.advance(1);
+                Int::UInt(self.be_u64(1 << (m - 0xcc))?)
+            }
+            0xd0..=0xd3 => {
+                self.advance(1);
+                let n = 1usize << (m - 0xd0);
+                let raw = self.be_u64(n)?;
+                // Sign-extend from n bytes.
+                let shift = 64 - 8 * n as u32;
+                let v = ((raw << shift) as i64) >> shift;
+                if v >= 0 {
+                    Int::UInt(v as u64)
+                } else {
+                    Int::Int(v)
+                }
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(v))
     }
 
     /// Skips `n` bytes already validated by the caller.
@@ -292,4 +326,11 @@ impl<'a> Reader<'a> {
     pub(crate) fn advance(&mut self, n: usize) {
         self.pos = (self.pos + n).min(self.buf.len());
     }
+}
+
+/// A MessagePack integer as read: non-negative ones are `UInt` whatever their wire form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Int {
+    UInt(u64),
+    Int(i64),
 }

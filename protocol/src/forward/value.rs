@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::error::DecodeError;
-use super::read::Reader;
+use super::read::{Int, Reader};
 use super::write;
 
 /// One MessagePack object.
@@ -125,35 +125,10 @@ impl Value {
 
     /// Reads an integer object if the marker `m` is one; `Ok(None)` (nothing consumed) if not.
     pub(crate) fn read_int(r: &mut Reader<'_>, m: u8) -> Result<Option<Value>, DecodeError> {
-        let v = match m {
-            0x00..=0x7f => {
-                r.advance(1);
-                Value::UInt(m as u64)
-            }
-            0xe0..=0xff => {
-                r.advance(1);
-                Value::Int(m as i8 as i64)
-            }
-            0xcc..=0xcf => {
-                r.advance(1);
-                Value::UInt(r.be_u64(1 << (m - 0xcc))?)
-            }
-            0xd0..=0xd3 => {
-                r.advance(1);
-                let n = 1usize << (m - 0xd0);
-                let raw = r.be_u64(n)?;
-                // Sign-extend from n bytes.
-                let shift = 64 - 8 * n as u32;
-                let v = ((raw << shift) as i64) >> shift;
-                if v >= 0 {
-                    Value::UInt(v as u64)
-                } else {
-                    Value::Int(v)
-                }
-            }
-            _ => return Ok(None),
-        };
-        Ok(Some(v))
+        Ok(r.int(m)?.map(|i| match i {
+            Int::UInt(v) => Value::UInt(v),
+            Int::Int(v) => Value::Int(v),
+        }))
     }
 
     /// Reads one value; `depth` is how many more container levels are allowed.
