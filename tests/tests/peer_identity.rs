@@ -234,11 +234,19 @@ fn socket_uid_and_gid_refuse_other_peers_at_accept_and_serve_the_listed() {
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(agent.dir.path(), perms).unwrap();
 
+    // The library where uid 65534 can read it: the build's may sit under a 0700 directory
+    // (a CI clone in a mktemp -d), and then the loader skips it and the program runs untapped.
+    let lib = agent.dir.path().join("liblogtap.so");
+    std::fs::copy(artifacts::liblogtap(), &lib).unwrap();
+    let mut perms = std::fs::metadata(&lib).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&lib, perms).unwrap();
+
     let mut outsider = agent.tapped_shell("echo from uid 65534");
-    outsider.uid(65534).gid(65534);
+    outsider.uid(65534).gid(65534).env("LD_PRELOAD", &lib);
     wait_ok(outsider.spawn().unwrap());
     let mut by_group = agent.tapped_shell("echo from gid 2020");
-    by_group.uid(65534).gid(2020);
+    by_group.uid(65534).gid(2020).env("LD_PRELOAD", &lib);
     wait_ok(by_group.spawn().unwrap());
     wait_ok(agent.tapped_shell("echo from uid 0").spawn().unwrap());
 
