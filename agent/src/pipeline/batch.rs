@@ -25,22 +25,26 @@ use crate::buffer::Router;
 use crate::record::ring_release::{PRESSURE, RingPins};
 use crate::record::{Chunk, ChunkId, Entries};
 
-/// Largest chunk the stage makes (a single larger entry makes a chunk of its own).
-pub const CHUNK_LIMIT: usize = 256 * 1024;
-
 /// Settings of the batch stage.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchConfig {
     pub flush_interval: Duration,
+    /// Largest chunk the stage makes (a single larger entry makes a chunk of its own).
     pub chunk_limit: usize,
 }
 
 impl BatchConfig {
-    /// Chunks of at most [`CHUNK_LIMIT`], and small enough that four fit in the buffer.
-    pub fn new(flush_interval: Duration, mem_buf_limit: usize) -> BatchConfig {
+    /// Chunks of at most `chunk_limit_size` (`chunk_limit_size`), and small enough that four
+    /// fit in the buffer: while some wait for their acks, the next ones are admitted and the
+    /// rings keep being read.
+    pub fn new(
+        flush_interval: Duration,
+        chunk_limit_size: usize,
+        mem_buf_limit: usize,
+    ) -> BatchConfig {
         BatchConfig {
             flush_interval,
-            chunk_limit: CHUNK_LIMIT.min(mem_buf_limit / 4).max(1024),
+            chunk_limit: chunk_limit_size.min(mem_buf_limit / 4).max(1024),
         }
     }
 }
