@@ -210,7 +210,11 @@ fn serve(
                 wire: before - buf.len(),
                 compressed: batch.options.compressed == Compression::Gzip,
                 chunk: batch.options.chunk.as_ref().map(|c| c.bytes.to_vec()),
-                lines: batch.events.iter().map(|e| line_number(&e.record)).collect(),
+                lines: batch
+                    .events
+                    .iter()
+                    .map(|e| line_number(&e.record))
+                    .collect(),
             };
             lines.fetch_add(got.lines.len(), Ordering::SeqCst);
             chunks.lock().unwrap().push(got);
@@ -305,6 +309,9 @@ fn acks_held_back_do_not_stop_the_reading() {
             "127.0.0.1:0",
             "--flush-interval",
             "200ms",
+            // Longer than the wait below: no ack timeout, no resend, can bring the rest.
+            "--ack-response-timeout",
+            "300s",
         ],
     );
     let http = agent.http_port();
@@ -317,7 +324,7 @@ fn acks_held_back_do_not_stop_the_reading() {
         3,
         &[("LLT_RING_SIZE", "64M"), ("LLT_RING_FULL", "drop")],
     );
-    let chunks = receiver.wait_lines(N, LIMIT);
+    let chunks = receiver.wait_lines(N, Duration::from_secs(60));
     assert_exits_ok(writer);
     let total: usize = chunks.iter().map(|c| c.wire).sum();
     assert!(
@@ -334,7 +341,11 @@ fn acks_held_back_do_not_stop_the_reading() {
     let chunks = receiver.chunks();
     assert_each_line_once(&chunks, N);
     let ids: HashSet<_> = chunks.iter().map(|c| c.chunk.clone()).collect();
-    assert_eq!(ids.len(), chunks.len(), "every chunk once, each with its id");
+    assert_eq!(
+        ids.len(),
+        chunks.len(),
+        "every chunk once, each with its id"
+    );
     assert_eq!(
         metric(http, "logtap_dropped_records_total{reason=\"ring_full\"}"),
         0,
@@ -374,7 +385,10 @@ fn gzip_chunks_from_several_workers_arrive_once_and_in_order() {
     assert!(chunks.iter().all(|c| c.compressed), "every chunk gzip");
     assert_each_line_once(&chunks, N);
     // Compressed concurrently, sent in order: the lines come in the order they were written.
-    let order: Vec<u64> = chunks.iter().flat_map(|c| c.lines.iter().copied()).collect();
+    let order: Vec<u64> = chunks
+        .iter()
+        .flat_map(|c| c.lines.iter().copied())
+        .collect();
     if let Some(w) = order.windows(2).find(|w| w[0] >= w[1]) {
         panic!("line {} arrived after line {}", w[1], w[0]);
     }
