@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::buffer::Router;
 use crate::record::ring_release::{PRESSURE, RingPins};
-use crate::record::{Chunk, ChunkId, Entries};
+use crate::record::{Chunk, ChunkId, Entries, PRESSURED_CHUNK};
 
 /// Settings of the batch stage.
 #[derive(Debug, Clone, Copy)]
@@ -162,7 +162,12 @@ fn add(
         o.buf.extend_from_slice(&entries.buf);
     }
     o.records += entries.records;
-    if o.buf.len() >= config.chunk_limit || o.hurry(Instant::now()) {
+    let limit = if entries.pressured {
+        config.chunk_limit.min(PRESSURED_CHUNK)
+    } else {
+        config.chunk_limit
+    };
+    if o.buf.len() >= limit || o.hurry(Instant::now()) {
         let tag = entries.tag;
         open.remove(&tag).map(|o| seal(tag, o))
     } else {
@@ -201,6 +206,7 @@ mod tests {
             buf: vec![0x90; bytes],
             records: n,
             pins: RingPins::default(),
+            pressured: false,
         }
     }
 
