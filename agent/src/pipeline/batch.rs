@@ -228,4 +228,24 @@ mod tests {
         assert!(add(&mut open, entries("c", 0, 0), &config).is_none());
         assert_eq!(open.len(), 1, "empty runs open nothing");
     }
+
+    #[test]
+    fn a_pressured_ring_closes_chunks_at_256_kib() {
+        let config = BatchConfig::new(Duration::from_secs(1), 2 << 20, 16 << 20);
+        assert_eq!(config.chunk_limit, 2 << 20);
+        let mut open = HashMap::new();
+        assert!(add(&mut open, entries("a", 1, 200 << 10), &config).is_none());
+        assert!(
+            add(&mut open, entries("a", 1, 100 << 10), &config).is_none(),
+            "300 KiB: far from 2 MB"
+        );
+        let mut pressured = entries("a", 1, 1);
+        pressured.pressured = true;
+        let (full, _) = add(&mut open, pressured, &config).expect("closed under pressure");
+        assert_eq!(full.records, 3);
+        assert!(
+            add(&mut open, entries("b", 1, 100), &config).is_none(),
+            "a small chunk waits even so"
+        );
+    }
 }
