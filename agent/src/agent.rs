@@ -86,8 +86,14 @@ impl Agent {
         buffer.recover(recovered);
         let (senders, outputs) = output::start(config)?;
         let router = crate::buffer::Router::new(Arc::clone(&buffer), senders);
-        let (ingest, batch) =
-            pipeline::start(router, BatchConfig::new(config.flush_interval.0, limit));
+        let (ingest, batch) = pipeline::start(
+            router,
+            BatchConfig::new(
+                config.flush_interval.0,
+                config.chunk_limit_size.bytes(),
+                limit,
+            ),
+        );
         let enricher = Enricher::new(Metadata::from_env(), config.tag.clone());
         let settings = PeerSettings {
             max_line_bytes: config.max_line_bytes.bytes(),

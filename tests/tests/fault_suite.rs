@@ -229,7 +229,13 @@ fn s5_receiver_down_20s_with_a_spool() {
     let port = receiver.port;
     let spool = logtap_tests::artifacts::TempDir::new("s5-spool");
     let mut args = forward_to(port);
-    args.extend(["--storage-path".into(), spool.path().display().to_string()]);
+    // 4 MiB (the default was until issue 14): the outage outlasts the memory several times.
+    args.extend([
+        "--storage-path".into(),
+        spool.path().display().to_string(),
+        "--mem-buf-limit".into(),
+        "4MB".into(),
+    ]);
     let mut sender = Sender::start("s5-send", &args);
     let program = Program::start(
         sender.dir.path(),

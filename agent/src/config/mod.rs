@@ -46,9 +46,13 @@ pub mod defaults {
     pub const ACK_RESPONSE_TIMEOUT_MS: u64 = 30_000;
     /// Like Fluent Bit's `flush 1`.
     pub const FLUSH_INTERVAL_MS: u64 = 1000;
-    /// Enough for 16 chunks of 256 KiB in flight; measured: more does not raise throughput
-    /// on a local network, it only raises the agent's RSS (bench/src/bin/agent_bench.rs).
-    pub const MEM_BUF_LIMIT: u64 = 4 << 20;
+    /// Room for eight chunks of [`CHUNK_LIMIT_SIZE`] waiting for their acks while the next
+    /// ones fill: acks in flight do not stop the agent reading the rings (issue 14).
+    pub const MEM_BUF_LIMIT: u64 = 16 << 20;
+    /// Fluent Bit's chunk size (≈ 2 MB): 1M lines of 100 B go out in ≈ 65 chunks, not 500.
+    pub const CHUNK_LIMIT_SIZE: u64 = 2 << 20;
+    /// Chunks sent to one server and not yet acknowledged, at most.
+    pub const MAX_CHUNKS_IN_FLIGHT: usize = 16;
     pub const STORAGE_LIMIT: u64 = 256 << 20;
     /// A line longer than this is cut into `partial` records (Docker cuts at 16 KiB; 64 KiB keeps
     /// most stack traces and JSON documents whole and matches the tap's DATA frame size).
@@ -159,6 +163,8 @@ pub struct Config {
     pub storage_path: Option<PathBuf>,
     pub storage_limit: Size,
     pub mem_buf_limit: Size,
+    pub chunk_limit_size: Size,
+    pub max_chunks_in_flight: usize,
     pub retry_limit: RetryLimit,
     pub http_listen: HttpListen,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -262,6 +268,12 @@ impl Config {
             storage_path: o.storage_path,
             storage_limit: o.storage_limit.unwrap_or(Size(defaults::STORAGE_LIMIT)),
             mem_buf_limit: o.mem_buf_limit.unwrap_or(Size(defaults::MEM_BUF_LIMIT)),
+            chunk_limit_size: o
+                .chunk_limit_size
+                .unwrap_or(Size(defaults::CHUNK_LIMIT_SIZE)),
+            max_chunks_in_flight: o
+                .max_chunks_in_flight
+                .unwrap_or(defaults::MAX_CHUNKS_IN_FLIGHT),
             retry_limit: o.retry_limit.unwrap_or(RetryLimit(None)),
             http_listen: o.http_listen.unwrap_or(http_default),
             preload: o.preload,
@@ -285,6 +297,8 @@ impl Config {
             ),
             ("partial-flush", config.partial_flush.0.is_zero()),
             ("mem-buf-limit", config.mem_buf_limit.0 == 0),
+            ("chunk-limit-size", config.chunk_limit_size.0 == 0),
+            ("max-chunks-in-flight", config.max_chunks_in_flight == 0),
             ("max-line-bytes", config.max_line_bytes.0 == 0),
         ] {
             if zero {
@@ -330,6 +344,8 @@ mod tests {
             shared_key = "s3cret"
             flush_interval = "250ms"
             mem_buf_limit = "16MB"
+            chunk_limit_size = "512KB"
+            max_chunks_in_flight = 4
             retry_limit = "no_limits"
             http_listen = "off"
             max_line_bytes = 4096
@@ -347,6 +363,8 @@ mod tests {
         assert_eq!(c.compress, Compress::Gzip);
         assert_eq!(c.flush_interval.0, Duration::from_millis(250));
         assert_eq!(c.mem_buf_limit.0, 16 << 20);
+        assert_eq!(c.chunk_limit_size.0, 512 << 10);
+        assert_eq!(c.max_chunks_in_flight, 4);
         assert_eq!(c.http_listen.0, None);
         assert_eq!(c.max_line_bytes.0, 4096);
         assert_eq!(c.grace.0, Duration::from_secs(1));

@@ -207,9 +207,19 @@ pub struct Options {
     #[arg(long, env = "LOGTAP_STORAGE_LIMIT", value_name = "SIZE", value_parser = Size::parse)]
     pub storage_limit: Option<Size>,
 
-    /// Most bytes of unacknowledged chunks kept in memory; input pauses beyond [default: 4MB].
+    /// Most bytes of unacknowledged chunks kept in memory; input pauses beyond [default: 16MB].
     #[arg(long, env = "LOGTAP_MEM_BUF_LIMIT", value_name = "SIZE", value_parser = Size::parse)]
     pub mem_buf_limit: Option<Size>,
+
+    /// A chunk is sent once it holds this many bytes of records (Fluent Bit's
+    /// `chunk_limit_size`; at most a quarter of --mem-buf-limit) [default: 2MB].
+    #[arg(long, visible_alias = "chunk-size", env = "LOGTAP_CHUNK_LIMIT_SIZE", value_name = "SIZE",
+          value_parser = Size::parse)]
+    pub chunk_limit_size: Option<Size>,
+
+    /// Chunks sent to a forward server and not yet acknowledged, at most [default: 16].
+    #[arg(long, env = "LOGTAP_MAX_CHUNKS_IN_FLIGHT", value_name = "N")]
+    pub max_chunks_in_flight: Option<usize>,
 
     /// Resends of a chunk before it is dropped: a number or no_limits [default: no_limits].
     #[arg(long, env = "LOGTAP_RETRY_LIMIT", value_name = "N|no_limits")]
@@ -273,6 +283,7 @@ impl Options {
             forward_listen_users, forward_listen_tls_cert, forward_listen_tls_key, tag,
             require_ack_response, ack_response_timeout, compress, shared_key, self_hostname, username, password, tls,
             tls_ca_file, tls_verify, flush_interval, storage_path, storage_limit, mem_buf_limit,
+            chunk_limit_size, max_chunks_in_flight,
             retry_limit, http_listen, preload, log_format, log_level, max_line_bytes,
             partial_flush, multiline, multiline_parser, grace);
         self

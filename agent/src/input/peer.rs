@@ -533,7 +533,9 @@ impl Peer {
             let batch = self.streams.take();
             METRICS.records_in.fetch_add(batch.records, Relaxed);
             METRICS.bytes_in.fetch_add(batch.tapped_bytes, Relaxed);
-            for entries in batch.entries {
+            let pressured = self.ring.as_ref().is_some_and(|r| r.tracker().pressured());
+            for mut entries in batch.entries {
+                entries.pressured = pressured;
                 ingest.send(entries).await?;
             }
             if !flush {

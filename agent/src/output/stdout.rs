@@ -12,8 +12,15 @@ use tokio::io::AsyncWriteExt;
 use super::{Deliveries, OutputContext, OutputError, json};
 use crate::metrics::METRICS;
 
-/// Most chunks rendered into one write.
+/// Most chunks rendered together.
 const MAX_CHUNKS_PER_WRITE: usize = 16;
+/// Chunks are gathered for one rendering until they hold this many bytes of entries (chunks of
+/// `chunk_limit_size`, 2 MB, are rendered one at a time).
+const BATCH_BYTES: usize = 1 << 20;
+/// Largest piece of rendered text handed to one write, cut after a record's newline. Tokio
+/// writes standard output in pieces of its own (2 MiB) otherwise, and the tapped program's own
+/// output to the same file (`logtap run`) could then land inside a record.
+const WRITE_MAX: usize = 256 * 1024;
 
 /// Runs until the deliveries end or the context aborts.
 pub async fn run(mut rx: Deliveries, ctx: OutputContext) -> Result<(), OutputError> {
@@ -27,10 +34,14 @@ pub async fn run(mut rx: Deliveries, ctx: OutputContext) -> Result<(), OutputErr
             () = ctx.abort.cancelled() => None,
         };
         let Some(first) = first else { return Ok(()) };
+        let mut bytes = first.chunk().size();
         batch.push(first);
-        while batch.len() < MAX_CHUNKS_PER_WRITE {
+        while batch.len() < MAX_CHUNKS_PER_WRITE && bytes < BATCH_BYTES {
             match rx.try_recv() {
-                Ok(d) => batch.push(d),
+                Ok(d) => {
+                    bytes += d.chunk().size();
+                    batch.push(d);
+                }
                 Err(_) => break,
             }
         }
@@ -40,8 +51,11 @@ pub async fn run(mut rx: Deliveries, ctx: OutputContext) -> Result<(), OutputErr
             records += u64::from(json::render_chunk(d.chunk(), &mut text)?);
         }
         let write = async {
-            stdout.write_all(text.as_bytes()).await?;
-            stdout.flush().await
+            for piece in whole_lines(text.as_bytes(), WRITE_MAX) {
+                stdout.write_all(piece).await?;
+                stdout.flush().await?;
+            }
+            Ok::<(), std::io::Error>(())
         };
         tokio::select! {
             r = write => r.map_err(OutputError::Stdout)?,
@@ -57,5 +71,46 @@ pub async fn run(mut rx: Deliveries, ctx: OutputContext) -> Result<(), OutputErr
         if text.capacity() > 1 << 20 {
             text = String::new();
         }
+    }
+}
+
+/// `text` in pieces of at most `max` bytes, each ending with a newline (a single longer line is
+/// a piece of its own).
+fn whole_lines(text: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let window = &rest[..rest.len().min(max)];
+        let cut = match window.iter().rposition(|&b| b == b'\n') {
+            Some(i) if rest.len() > max => i + 1,
+            _ if rest.len() <= max => rest.len(),
+            _ => rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |i| i + 1),
+        };
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_lines;
+
+    #[test]
+    fn pieces_end_after_a_newline() {
+        let text = b"aaaa\nbb\ncccccccc\ndd\n";
+        let pieces: Vec<&[u8]> = whole_lines(text, 8).collect();
+        assert_eq!(
+            pieces,
+            [&b"aaaa\nbb\n"[..], b"cccccccc\n", b"dd\n"],
+            "a long line whole, the rest cut after newlines"
+        );
+        assert_eq!(pieces.concat(), text);
+        assert_eq!(whole_lines(b"", 8).count(), 0);
     }
 }

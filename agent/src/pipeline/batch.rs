@@ -23,24 +23,28 @@ use tokio::time::Instant;
 
 use crate::buffer::Router;
 use crate::record::ring_release::{PRESSURE, RingPins};
-use crate::record::{Chunk, ChunkId, Entries};
-
-/// Largest chunk the stage makes (a single larger entry makes a chunk of its own).
-pub const CHUNK_LIMIT: usize = 256 * 1024;
+use crate::record::{Chunk, ChunkId, Entries, PRESSURED_CHUNK};
 
 /// Settings of the batch stage.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchConfig {
     pub flush_interval: Duration,
+    /// Largest chunk the stage makes (a single larger entry makes a chunk of its own).
     pub chunk_limit: usize,
 }
 
 impl BatchConfig {
-    /// Chunks of at most [`CHUNK_LIMIT`], and small enough that four fit in the buffer.
-    pub fn new(flush_interval: Duration, mem_buf_limit: usize) -> BatchConfig {
+    /// Chunks of at most `chunk_limit_size` (`chunk_limit_size`), and small enough that four
+    /// fit in the buffer: while some wait for their acks, the next ones are admitted and the
+    /// rings keep being read.
+    pub fn new(
+        flush_interval: Duration,
+        chunk_limit_size: usize,
+        mem_buf_limit: usize,
+    ) -> BatchConfig {
         BatchConfig {
             flush_interval,
-            chunk_limit: CHUNK_LIMIT.min(mem_buf_limit / 4).max(1024),
+            chunk_limit: chunk_limit_size.min(mem_buf_limit / 4).max(1024),
         }
     }
 }
@@ -158,7 +162,12 @@ fn add(
         o.buf.extend_from_slice(&entries.buf);
     }
     o.records += entries.records;
-    if o.buf.len() >= config.chunk_limit || o.hurry(Instant::now()) {
+    let limit = if entries.pressured {
+        config.chunk_limit.min(PRESSURED_CHUNK)
+    } else {
+        config.chunk_limit
+    };
+    if o.buf.len() >= limit || o.hurry(Instant::now()) {
         let tag = entries.tag;
         open.remove(&tag).map(|o| seal(tag, o))
     } else {
@@ -197,6 +206,7 @@ mod tests {
             buf: vec![0x90; bytes],
             records: n,
             pins: RingPins::default(),
+            pressured: false,
         }
     }
 
@@ -217,5 +227,25 @@ mod tests {
         assert_eq!(open.len(), 1, "b stays open");
         assert!(add(&mut open, entries("c", 0, 0), &config).is_none());
         assert_eq!(open.len(), 1, "empty runs open nothing");
+    }
+
+    #[test]
+    fn a_pressured_ring_closes_chunks_at_256_kib() {
+        let config = BatchConfig::new(Duration::from_secs(1), 2 << 20, 16 << 20);
+        assert_eq!(config.chunk_limit, 2 << 20);
+        let mut open = HashMap::new();
+        assert!(add(&mut open, entries("a", 1, 200 << 10), &config).is_none());
+        assert!(
+            add(&mut open, entries("a", 1, 100 << 10), &config).is_none(),
+            "300 KiB: far from 2 MB"
+        );
+        let mut pressured = entries("a", 1, 1);
+        pressured.pressured = true;
+        let (full, _) = add(&mut open, pressured, &config).expect("closed under pressure");
+        assert_eq!(full.records, 3);
+        assert!(
+            add(&mut open, entries("b", 1, 100), &config).is_none(),
+            "a small chunk waits even so"
+        );
     }
 }

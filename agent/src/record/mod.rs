@@ -38,7 +38,16 @@ pub struct Entries {
     pub records: u32,
     /// The ring positions the entries' records hold until they are safe (tap input only).
     pub pins: RingPins,
+    /// Their ring was pressured (more than half of it held) when they were handed off: the
+    /// chunk taking them closes at [`PRESSURED_CHUNK`] instead of `chunk_limit_size`.
+    pub pressured: bool,
 }
+
+/// Under ring pressure a chunk closes at this size: records stay in their ring until their
+/// chunk is safe, so a chunk sized for throughput (2 MB) would hold a 1 MiB ring whole and let
+/// one chunk at a time be in flight; chunks of a quarter of it keep several in flight while the
+/// ring refills (the size chunks had before issue 14).
+pub const PRESSURED_CHUNK: usize = 256 * 1024;
 
 impl Entries {
     /// An empty run for `tag`.
@@ -48,6 +57,7 @@ impl Entries {
             buf: Vec::new(),
             records: 0,
             pins: RingPins::default(),
+            pressured: false,
         }
     }
 }

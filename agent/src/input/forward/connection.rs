@@ -137,6 +137,7 @@ async fn queue<W: AsyncWrite + Unpin>(
                     buf: entries,
                     records,
                     pins: Default::default(),
+                    pressured: false,
                 })
                 .await
                 .map_err(|_| InputConnError::ShuttingDown)?;

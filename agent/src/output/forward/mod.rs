@@ -8,13 +8,19 @@
 //! PackedForward, or CompressedPackedForward, with its `chunk` id).
 //!
 //! Every configured server has a link that connects at start and reconnects after its own
-//! backoff. Each chunk is assigned to a link that is up and has fewer than [`WINDOW`] chunks
-//! unacknowledged, drawn by `weight` among the active servers (Fluentd's semantics); `standby`
+//! backoff. Each chunk is assigned to a link that is up and has fewer than
+//! `max_chunks_in_flight` chunks unacknowledged, drawn by `weight` among the active servers (Fluentd's semantics); `standby`
 //! servers get chunks only while no active server is up. A chunk is settled (its [`Delivery`]
 //! acked) only when the server's `{"ack": id}` comes back — or, with `require_ack_response
 //! false`, once it is written. When a link fails, its unacknowledged chunks come back and go to
 //! the front of the queue, in order, for the next available server. After `retry_limit`
 //! resends a chunk is given up (counted as dropped).
+//!
+//! With `compress gzip`, chunks are compressed on tokio's blocking pool, up to
+//! [`ForwardSettings::compressors`] at once (one per core by default): compression is the
+//! costliest step of the agent, and one thread would cap its throughput at what one core
+//! deflates. Compressed chunks join the queue in the order they came, so they are still sent in
+//! order (each is acknowledged on its own, by its `chunk` id).
 
 pub mod connection;
 pub mod link;
@@ -36,8 +42,6 @@ use super::{Deliveries, OutputContext, OutputError};
 use crate::config::{Compress, Config, ForwardServer, OutputKind};
 use crate::metrics::{METRICS, OutputMetrics};
 
-/// Chunks sent and not yet acknowledged, at most.
-pub const WINDOW: usize = 16;
 /// Connect (and handshake) timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A server that takes no bytes of a chunk for this long is considered gone.
@@ -58,6 +62,10 @@ pub struct ForwardSettings {
     pub ack_timeout: Duration,
     pub gzip: bool,
     pub retry_limit: Option<u32>,
+    /// Chunks sent to one server and not yet acknowledged, at most (`max_chunks_in_flight`).
+    pub window: usize,
+    /// Chunks compressed at once (gzip only).
+    pub compressors: usize,
 }
 
 impl ForwardSettings {
@@ -89,6 +97,8 @@ impl ForwardSettings {
             ack_timeout: c.ack_response_timeout.0,
             gzip: c.compress == Compress::Gzip,
             retry_limit: c.retry_limit.0,
+            window: c.max_chunks_in_flight.max(1),
+            compressors: std::thread::available_parallelism().map_or(2, |n| n.get()),
         })
     }
 }
@@ -124,7 +134,7 @@ pub async fn run(
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut links: Vec<LinkState> = (0..settings.servers.len())
         .map(|i| {
-            let (tx, link_rx) = mpsc::channel(WINDOW);
+            let (tx, link_rx) = mpsc::channel(settings.window);
             tokio::spawn(link::run(
                 i,
                 Arc::clone(&settings),
@@ -141,13 +151,21 @@ pub async fn run(
         .collect();
     drop(events_tx);
     let mut pending: VecDeque<Flight> = VecDeque::new();
+    // Chunks being compressed, in the order they came: only the front is awaited, so they
+    // join `pending` in that order while the others compress meanwhile.
+    let mut compressing: VecDeque<(Delivery, Compressing)> = VecDeque::new();
+    let compressors = settings.compressors.max(1);
     let mut rx_open = true;
     loop {
-        if !rx_open && pending.is_empty() && links.iter().all(|l| l.load == 0) {
+        if !rx_open
+            && pending.is_empty()
+            && compressing.is_empty()
+            && links.iter().all(|l| l.load == 0)
+        {
             return Ok(());
         }
         while !pending.is_empty() {
-            let Some(i) = pick(&links, &settings.servers) else {
+            let Some(i) = pick(&links, &settings.servers, settings.window) else {
                 break;
             };
             let Some(f) = pending.pop_front() else { break };
@@ -180,7 +198,16 @@ pub async fn run(
                 }
                 None => return Err(OutputError::Forward("every forward link stopped".into())),
             },
-            d = rx.recv(), if rx_open => match d {
+            framed = front_framed(&mut compressing), if !compressing.is_empty() => {
+                if let Some((delivery, _)) = compressing.pop_front() {
+                    pending.push_back(compressed_flight(delivery, framed)?);
+                }
+            },
+            d = rx.recv(), if rx_open && compressing.len() < compressors => match d {
+                Some(d) if settings.gzip => {
+                    let job = compress(&d, settings.require_ack);
+                    compressing.push_back((d, job));
+                }
                 Some(d) => pending.push_back(flight(d, &settings)?),
                 None => rx_open = false,
             },
@@ -190,10 +217,10 @@ pub async fn run(
 
 /// The link for the next chunk: among the active servers that are up and have room, one drawn
 /// by weight; `standby` servers only while no active server is up.
-fn pick(links: &[LinkState], servers: &[ForwardServer]) -> Option<usize> {
+fn pick(links: &[LinkState], servers: &[ForwardServer], window: usize) -> Option<usize> {
     let active_up = links.iter().zip(servers).any(|(l, s)| l.up && !s.standby);
     let ready: Vec<usize> = (0..links.len())
-        .filter(|&i| links[i].up && links[i].load < WINDOW && servers[i].standby != active_up)
+        .filter(|&i| links[i].up && links[i].load < window && servers[i].standby != active_up)
         .collect();
     retry::weighted(&ready, |i| servers[i].weight)
 }
@@ -244,6 +271,47 @@ fn flight(delivery: Delivery, settings: &ForwardSettings) -> Result<Flight, Outp
         compression,
     )
     .map_err(|e| OutputError::Forward(e.to_string()))?;
+    Ok(Flight {
+        delivery,
+        wire,
+        id,
+        attempts: 0,
+        sent_at: Instant::now(),
+    })
+}
+
+/// A chunk compressed on the blocking pool: its framed message, or why it cannot be framed.
+type Compressing = tokio::task::JoinHandle<Result<PackedForward, String>>;
+
+/// Starts compressing and framing the chunk of `delivery` on the blocking pool.
+fn compress(delivery: &Delivery, require_ack: bool) -> Compressing {
+    let chunk = delivery.chunk();
+    let (tag, entries, records) = (Arc::clone(&chunk.tag), chunk.entries.clone(), chunk.records);
+    let id = require_ack.then(|| chunk.id.clone());
+    tokio::task::spawn_blocking(move || {
+        PackedForward::frame(&tag, &entries, records, id.as_ref(), Compression::Gzip)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Waits for the oldest chunk being compressed.
+async fn front_framed(
+    compressing: &mut VecDeque<(Delivery, Compressing)>,
+) -> Result<PackedForward, String> {
+    match compressing.front_mut() {
+        Some((_, job)) => job
+            .await
+            .unwrap_or_else(|e| Err(format!("the compression task failed: {e}"))),
+        None => std::future::pending().await,
+    }
+}
+
+fn compressed_flight(
+    delivery: Delivery,
+    framed: Result<PackedForward, String>,
+) -> Result<Flight, OutputError> {
+    let wire = framed.map_err(OutputError::Forward)?;
+    let id = delivery.chunk().id.clone();
     Ok(Flight {
         delivery,
         wire,
