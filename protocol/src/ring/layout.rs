@@ -158,8 +158,12 @@ impl Geometry {
         if header[OFF_MAGIC..OFF_MAGIC + 4] != MAGIC {
             return bad("magic is not LTR1 (not a logtap ring)");
         }
-        if u32_at(OFF_VERSION) != VERSION {
-            return bad("unsupported ring layout version (expected 1)");
+        let version = u32_at(OFF_VERSION);
+        if version != VERSION {
+            return Err(RingError::Version {
+                found: version,
+                expected: VERSION,
+            });
         }
         if u32_at(OFF_SLOT_SIZE) as usize != SLOT_BYTES {
             return bad("slot size is not 128");
@@ -244,7 +248,16 @@ mod tests {
             Geometry::from_header(&header, size + 1),
             Err(RingError::BadSize { .. })
         ));
-        for (off, value) in [(0, 0u8), (4, 2), (8, 64), (12, 3), (16, 1)] {
+        let mut other_version = header;
+        other_version[4..8].copy_from_slice(&2u32.to_le_bytes());
+        assert!(matches!(
+            Geometry::from_header(&other_version, size),
+            Err(RingError::Version {
+                found: 2,
+                expected: VERSION
+            })
+        ));
+        for (off, value) in [(0, 0u8), (8, 64), (12, 3), (16, 1)] {
             let mut h = header;
             h[off] = value;
             assert!(

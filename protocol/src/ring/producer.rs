@@ -321,6 +321,29 @@ mod tests {
         assert_eq!(producer.try_push(&meta, &[3; 8]), Err(PushError::Full));
     }
 
+    /// The figure issue 14 improves: how many 100-byte lines (101 bytes with the newline) a
+    /// default ring holds before it is full, with no consumer. Printed for bench/RESULTS.md
+    /// (`cargo nextest run -p logtap-protocol -E 'test(default_ring_capacity)' --no-capture`).
+    #[test]
+    fn default_ring_capacity_in_100_byte_lines() {
+        let fd = create_ring_memfd(crate::ring::DEFAULT_RING_SIZE, 1).unwrap();
+        let producer = Producer::map(fd.as_fd()).unwrap();
+        let line = [b'x'; 101];
+        let mut lines = 0u64;
+        while producer.try_push(&RecordMeta::default(), &line).is_ok() {
+            lines += 1;
+        }
+        let ring_bytes_per_line = crate::ring::DEFAULT_RING_SIZE as u64 / lines;
+        println!(
+            "default ring ({} bytes): {lines} lines of 100 bytes + newline, {ring_bytes_per_line} \
+             ring bytes a line",
+            crate::ring::DEFAULT_RING_SIZE
+        );
+        // Version 1: two 128-byte slots a line (96 bytes in the first, the rest in the second).
+        assert_eq!(ring_bytes_per_line, 2 * layout::SLOT_BYTES as u64);
+        assert_eq!(lines, producer.slot_count() / 2);
+    }
+
     #[test]
     fn note_dropped_adds_to_the_header_counters() {
         let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
