@@ -2,6 +2,21 @@
 //! ([`Producer`]), the agent drains it ([`Consumer`]). This page is the specification of the
 //! ring's layout, **version 1** (magic `LTR1`); change it only together with the version.
 //!
+//! # Versions: an old library and a new agent
+//! Both sides check the header's magic and version (offset 4) when they map a ring, and read
+//! only their own version. An agent handed a ring of another version (the library and the agent
+//! come from different releases) refuses it with [`RingError::Version`], which names both
+//! versions and the remedy; the agent logs it (`dropping tap peer`, with the pid), counts the
+//! peer as rejected and closes the connection. The tap protocol has no message from the agent
+//! to the library, so the library only sees the hang-up: it reconnects (on its usual schedule,
+//! `LLT_TARGET_RECONNECT`) and hands the same ring over again, which is refused and logged
+//! again. Meanwhile its copies wait in the ring; once it is full they are dropped and counted
+//! in the ring's header (which no agent reads), and a suppressed stream is written for real
+//! (fail-open). So the two do not work together and say so in the agent's log; the fix is a
+//! library and an agent of one release, or `LLT_TRANSPORT=socket` in the tapped program until
+//! then (DATA frames do not depend on the ring layout). Test:
+//! `tests/tests/agent_tap.rs::a_ring_of_another_layout_version_is_refused_by_name`.
+//!
 //! # Why slots
 //! A writer may reserve space and never commit it: its thread is killed, or a signal handler
 //! `siglongjmp`s out of the hook between reserve and commit. The consumer must then find the
