@@ -139,6 +139,8 @@ fn first_next(corrupt: impl FnOnce(&mut Vec<u8>)) -> Result<Option<u32>, RingErr
 
 #[test]
 fn corrupted_stamps_lengths_and_head_are_inconsistent() {
+    // Slots of the minimum-size ring the test rings have.
+    const N: u64 = (logtap_protocol::ring::MIN_RING_SIZE / layout::SLOT_BYTES) as u64;
     let slot0 = HEADER_BYTES;
     let slot1 = HEADER_BYTES + layout::SLOT_BYTES;
     let put =
@@ -150,7 +152,7 @@ fn corrupted_stamps_lengths_and_head_are_inconsistent() {
     assert!(inconsistent(first_next(|b| put(
         b,
         slot0,
-        layout::first(512)
+        layout::first(512, N)
     ))));
     assert!(inconsistent(first_next(|b| put(b, slot0, 3))));
     // A length beyond the largest record, or needing slots nobody reserved.
@@ -166,13 +168,13 @@ fn corrupted_stamps_lengths_and_head_are_inconsistent() {
     ))));
     // Head more than a ring ahead of the consumer.
     assert!(inconsistent(first_next(|b| {
-        put(b, slot0, layout::free(0));
+        put(b, slot0, layout::free(0, N));
         put(b, OFF_HEAD, 10_000);
     })));
     // A multi-slot record whose continuation is not committed.
     assert!(inconsistent(first_next(|b| {
         put(b, slot0 + STAMP_BYTES, 200);
-        put(b, slot1, layout::first(1));
+        put(b, slot1, layout::first(1, N));
     })));
 }
 

@@ -210,7 +210,7 @@ impl Producer {
             let off = self.geometry.slot_offset(p);
             // If the consumer already skipped this slot (we were descheduled past its stuck
             // timeout), the slot may belong to a newer writer now: do not touch its data.
-            if self.map.u64_at(off).load(Ordering::Acquire) != layout::free(p) {
+            if self.map.u64_at(off).load(Ordering::Acquire) != self.geometry.free(p) {
                 return Err(PushError::Abandoned);
             }
             if j == 0 {
@@ -231,8 +231,8 @@ impl Producer {
             let stamp = self.map.u64_at(self.geometry.slot_offset(p));
             if stamp
                 .compare_exchange(
-                    layout::free(p),
-                    layout::cont(p),
+                    self.geometry.free(p),
+                    self.geometry.cont(p),
                     Ordering::Release,
                     Ordering::Relaxed,
                 )
@@ -246,8 +246,8 @@ impl Producer {
         let first = self.map.u64_at(self.geometry.slot_offset(pos));
         first
             .compare_exchange(
-                layout::free(pos),
-                layout::first(pos),
+                self.geometry.free(pos),
+                self.geometry.first(pos),
                 Ordering::SeqCst,
                 Ordering::Relaxed,
             )
