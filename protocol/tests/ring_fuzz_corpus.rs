@@ -54,7 +54,7 @@ fn seeds_with_known_outcomes() {
     assert_eq!(run("raw-valid-header").unwrap(), 0);
     assert!(matches!(
         run("raw-bad-version"),
-        Err(RingError::BadHeader { .. })
+        Err(RingError::Version { .. })
     ));
     assert!(matches!(
         run("patch-len-too-big"),

@@ -91,7 +91,20 @@ fn wrong_size_or_header_is_refused() {
         open(&bytes[..100]),
         Err(RingError::BadSize { .. })
     ));
-    for (off, value) in [(0usize, b'X'), (4, 9), (8, 1), (12, 0xFF), (16, 3)] {
+    // Another layout version is named as such (an old or newer library, not garbage).
+    let mut b = bytes.clone();
+    b[4] = 9;
+    assert!(
+        matches!(
+            open(&b),
+            Err(RingError::Version {
+                found: 9,
+                expected: layout::VERSION
+            })
+        ),
+        "version byte"
+    );
+    for (off, value) in [(0usize, b'X'), (8, 1), (12, 0xFF), (16, 3)] {
         let mut b = bytes.clone();
         b[off] = value;
         assert!(
@@ -126,6 +139,8 @@ fn first_next(corrupt: impl FnOnce(&mut Vec<u8>)) -> Result<Option<u32>, RingErr
 
 #[test]
 fn corrupted_stamps_lengths_and_head_are_inconsistent() {
+    // Slots of the minimum-size ring the test rings have.
+    const N: u64 = (logtap_protocol::ring::MIN_RING_SIZE / layout::SLOT_BYTES) as u64;
     let slot0 = HEADER_BYTES;
     let slot1 = HEADER_BYTES + layout::SLOT_BYTES;
     let put =
@@ -137,7 +152,7 @@ fn corrupted_stamps_lengths_and_head_are_inconsistent() {
     assert!(inconsistent(first_next(|b| put(
         b,
         slot0,
-        layout::first(512)
+        layout::first(512, N)
     ))));
     assert!(inconsistent(first_next(|b| put(b, slot0, 3))));
     // A length beyond the largest record, or needing slots nobody reserved.
@@ -153,13 +168,13 @@ fn corrupted_stamps_lengths_and_head_are_inconsistent() {
     ))));
     // Head more than a ring ahead of the consumer.
     assert!(inconsistent(first_next(|b| {
-        put(b, slot0, layout::free(0));
+        put(b, slot0, layout::free(0, N));
         put(b, OFF_HEAD, 10_000);
     })));
     // A multi-slot record whose continuation is not committed.
     assert!(inconsistent(first_next(|b| {
         put(b, slot0 + STAMP_BYTES, 200);
-        put(b, slot1, layout::first(1));
+        put(b, slot1, layout::first(1, N));
     })));
 }
 

@@ -141,8 +141,10 @@ fn a_consumer_killed_inside_a_release_leaves_a_ring_its_successor_reads() {
     }
     // A release of 0..5 that freed three slots and died before storing `tail`.
     for p in 0..3 {
-        raw.stamp(p)
-            .store((p + raw.slot_count) << 2, Ordering::SeqCst);
+        raw.stamp(p).store(
+            logtap_protocol::ring::layout::free(p + raw.slot_count, raw.slot_count),
+            Ordering::SeqCst,
+        );
     }
     drop(first);
     let (mut second, _release) = Consumer::open_holding(spare, ConsumerOptions::default()).unwrap();

@@ -115,7 +115,7 @@ fn orphan_continuations_of_a_skipped_record_are_freed() {
     // The writer committed its continuations, then died before the first slot.
     for j in 1..k {
         raw.stamp(pos + j)
-            .store(layout::cont(pos + j), Ordering::SeqCst);
+            .store(layout::cont(pos + j, raw.slot_count), Ordering::SeqCst);
     }
     push(&producer, 0);
     assert_eq!(next_counter(&mut consumer, max), None);
@@ -126,7 +126,7 @@ fn orphan_continuations_of_a_skipped_record_are_freed() {
     for j in 0..k {
         assert_eq!(
             raw.stamp(pos + j).load(Ordering::SeqCst),
-            layout::free(pos + j + raw.slot_count),
+            layout::free(pos + j + raw.slot_count, raw.slot_count),
             "slot {j} freed for the next round"
         );
     }
@@ -180,7 +180,8 @@ fn consumer_killed_between_freeing_slots_and_storing_tail_is_recovered() {
     // Rewind to the moment the old agent died: slots 0 and 1 freed, slot 2 not yet, and
     // `tail` still 0.
     raw.word(layout::OFF_TAIL).store(0, Ordering::SeqCst);
-    raw.stamp(2).store(layout::cont(2), Ordering::SeqCst);
+    raw.stamp(2)
+        .store(layout::cont(2, raw.slot_count), Ordering::SeqCst);
     let mut consumer = Consumer::open(spare, opts(STUCK_MS)).unwrap();
     let meta = consumer
         .next(&mut payload)

@@ -171,6 +171,23 @@ impl Agent {
         }
     }
 
+    /// Waits (at most `limit`) for a line of the agent's log containing every one of `words`
+    /// and returns it; panics naming the words if none comes.
+    pub fn wait_log_line(&self, words: &[&str], limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if let Some(line) = log.lines().find(|l| words.iter().all(|w| l.contains(w))) {
+                return line.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "logtap agent logged no line with {words:?} within {limit:?}; its log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The port of `--forward-listen` (see [`Agent::bound_port`]).
     pub fn forward_port(&self) -> u16 {
         self.bound_port(crate::forward_support::FORWARD_LISTENING)

@@ -385,6 +385,48 @@ fn an_unsealed_or_missing_ring_is_refused_and_others_go_on() {
     assert_eq!(all.len(), 1, "{all:?}");
 }
 
+/// Contract 2's ring layout is versioned (header offset 4): a library of another release
+/// passes a ring whose version this agent does not read. The agent refuses it with an error
+/// that says so and what to do, and serves the other processes.
+#[test]
+fn a_ring_of_another_layout_version_is_refused_by_name() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::FileExt;
+    let agent = Agent::start("ring-version", FAST);
+    let current = logtap_protocol::ring::layout::VERSION;
+    // Version 1: a library from before issue 14; and a later one's.
+    for (pid, other) in [(40u32, 1u32), (42, current + 1)] {
+        // A well-formed, sealed ring, as that library creates it, but for its version.
+        let memfd = logtap_protocol::ring::create_ring_memfd(64 * 1024, pid).unwrap();
+        let file = std::fs::File::from(memfd);
+        file.write_all_at(&other.to_le_bytes(), 4).unwrap();
+        // SAFETY: plain syscall; checked.
+        let ev = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(ev >= 0);
+        // SAFETY: ev is new and ours.
+        let ev = unsafe { OwnedFd::from_raw_fd(ev) };
+        let mut old = TapClient::connect(&agent.socket, pid);
+        old.hello_with_fds("other-release", &[file.as_raw_fd(), ev.as_raw_fd()]);
+        agent.wait_log_line(
+            &[
+                "dropping tap peer",
+                &format!("pid={pid} "),
+                &format!("ring layout version {other}, this build reads version {current} only"),
+                "different releases",
+                "LLT_TRANSPORT=socket",
+            ],
+            Duration::from_secs(10),
+        );
+    }
+    let mut good = ring_client(&agent.socket, 41, "good");
+    good.ring_write(Stream::Stdout, T0, b"fine\n");
+    let records = agent.wait_records(1, Duration::from_secs(5));
+    assert_eq!(messages(&records), ["fine"]);
+    let (status, all) = agent.terminate();
+    assert!(status.success());
+    assert_eq!(all.len(), 1, "{all:?}");
+}
+
 #[test]
 fn ring_records_and_data_frames_keep_write_order() {
     let agent = Agent::start("order", FAST);

@@ -142,7 +142,7 @@ impl Release {
             // loop leaves FREE(p + N) stamps below `tail`, which its successor steps over.
             self.map
                 .u64_at(self.geometry.slot_offset(p))
-                .store(layout::free(p + n), Ordering::Release);
+                .store(self.geometry.free(p + n), Ordering::Release);
         }
         self.map.u64_at(OFF_TAIL).store(pos, Ordering::Release);
         self.state.released.store(pos, Ordering::Release);
@@ -284,17 +284,17 @@ impl Consumer {
                 });
             }
             let stamp = self.stamp(pos).load(Ordering::Acquire);
-            if stamp == layout::first(pos) {
+            if stamp == self.geometry.first(pos) {
                 return self.read_record(pos, payload).map(Some);
-            } else if stamp == layout::free(pos) {
+            } else if stamp == self.geometry.free(pos) {
                 if !self.skip_if_stuck(pos)? {
                     return Ok(None);
                 }
-            } else if stamp == layout::cont(pos) {
+            } else if stamp == self.geometry.cont(pos) {
                 // A continuation at our position: its first slot was skipped (uncommitted past
                 // the timeout) and its writer committed this part later. Free it.
                 self.free_abandoned(pos, stamp);
-            } else if stamp == layout::free(pos + self.geometry.slot_count) {
+            } else if stamp == self.geometry.free(pos + self.geometry.slot_count) {
                 // Already freed for the next round, but `tail` was not moved past it: a previous
                 // consumer (an agent that was killed) stopped between freeing a record's slots
                 // (first slot first) and publishing `tail`, so the record was released; or, in
@@ -322,7 +322,7 @@ impl Consumer {
         let pos = self.read;
         // All held: producers cannot push until a release, and the first push after it wakes us.
         let idle = self.all_held()
-            || (self.stamp(pos).load(Ordering::SeqCst) == layout::free(pos)
+            || (self.stamp(pos).load(Ordering::SeqCst) == self.geometry.free(pos)
                 && !self.stuck_expired(pos));
         if !idle {
             sleeping.store(0, Ordering::Relaxed);
@@ -398,7 +398,7 @@ impl Consumer {
             return inconsistent("record extends past the slots producers reserved");
         }
         for j in 1..k {
-            if self.stamp(pos + j).load(Ordering::Acquire) != layout::cont(pos + j) {
+            if self.stamp(pos + j).load(Ordering::Acquire) != self.geometry.cont(pos + j) {
                 return inconsistent("continuation slot not committed with its record");
             }
         }
@@ -415,14 +415,14 @@ impl Consumer {
         }
         // Seqlock check: the data loads above happen before this stamp load.
         fence(Ordering::Acquire);
-        if self.stamp(pos).load(Ordering::Relaxed) != layout::first(pos) {
+        if self.stamp(pos).load(Ordering::Relaxed) != self.geometry.first(pos) {
             payload.clear();
             return inconsistent("record changed while it was read");
         }
         if self.hold.is_none() {
             for j in 0..k {
                 self.stamp(pos + j).store(
-                    layout::free(pos + j + self.geometry.slot_count),
+                    self.geometry.free(pos + j + self.geometry.slot_count),
                     Ordering::Release,
                 );
             }
@@ -451,7 +451,7 @@ impl Consumer {
                 if stuck.since.elapsed() < self.opts.stuck_timeout {
                     return Ok(false);
                 }
-                self.free_abandoned(pos, layout::free(pos));
+                self.free_abandoned(pos, self.geometry.free(pos));
                 Ok(true)
             }
             _ => {
@@ -475,7 +475,7 @@ impl Consumer {
     /// as abandoned. The CAS makes a writer that commits at this very moment fail its own CAS
     /// (it then reports `PushError::Abandoned`), or makes ours fail: then the caller re-reads.
     fn free_abandoned(&mut self, pos: u64, seen: u64) {
-        let next_round = layout::free(pos + self.geometry.slot_count);
+        let next_round = self.geometry.free(pos + self.geometry.slot_count);
         if self
             .stamp(pos)
             .compare_exchange(seen, next_round, Ordering::AcqRel, Ordering::Acquire)
@@ -551,7 +551,7 @@ pub fn unreleased_records(
     let mut found = 0;
     let mut pos = tail;
     while pos < head {
-        if stamp(pos) != layout::first(pos) {
+        if stamp(pos) != geometry.first(pos) {
             pos += 1;
             continue;
         }
@@ -565,7 +565,7 @@ pub fn unreleased_records(
         let k = layout::slots_for(len.min(geometry.max_payload)) as u64;
         if len > geometry.max_payload
             || pos + k > head
-            || (1..k).any(|j| stamp(pos + j) != layout::cont(pos + j))
+            || (1..k).any(|j| stamp(pos + j) != geometry.cont(pos + j))
         {
             pos += 1;
             continue;
@@ -580,7 +580,7 @@ pub fn unreleased_records(
             left -= n;
         }
         fence(Ordering::Acquire);
-        if stamp(pos) == layout::first(pos) {
+        if stamp(pos) == geometry.first(pos) {
             f(&meta, payload);
             found += 1;
         }

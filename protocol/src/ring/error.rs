@@ -34,6 +34,19 @@ pub enum RingError {
         /// Header page plus the declared data area.
         expected: u64,
     },
+    /// The ring is a logtap ring of another layout version: the library that created it and
+    /// this agent come from releases that do not share Contract 2's ring layout.
+    #[error(
+        "ring layout version {found}, this build reads version {expected} only: liblogtap.so \
+         and the logtap agent come from different releases; install matching versions, or \
+         set LLT_TRANSPORT=socket in the tapped program until they match"
+    )]
+    Version {
+        /// The version in the ring's header (offset 4).
+        found: u32,
+        /// The only version this build reads ([`super::layout::VERSION`]).
+        expected: u32,
+    },
     /// The header's fixed fields are not those of a version-1 logtap ring.
     #[error("not a usable logtap ring: {reason}")]
     BadHeader {

@@ -1,4 +1,4 @@
-//! The ring's byte layout, version 1: header offsets, slot geometry, stamp encoding and the
+//! The ring's byte layout, version 2: header offsets, slot geometry, stamp encoding and the
 //! record header. Both sides compute every offset from these constants and from a [`Geometry`]
 //! they validated once, so that nothing read from the (possibly hostile) shared memory later can
 //! move an access outside the mapping.
@@ -7,8 +7,9 @@ use super::error::RingError;
 
 /// Magic at offset 0 of the header page.
 pub const MAGIC: [u8; 4] = *b"LTR1";
-/// Layout version stored at offset 4; bumped with any change to this file.
-pub const VERSION: u32 = 1;
+/// Layout version stored at offset 4; bumped with any change to this file. Version 2: stamps
+/// carry the position's lap, not the position (see [`stamp`]).
+pub const VERSION: u32 = 2;
 /// Size of the header page; the data area (the slots) starts right after it.
 pub const HEADER_BYTES: usize = 4096;
 /// Size of one slot: an 8-byte stamp, then 120 bytes of data.
@@ -72,22 +73,33 @@ pub const STATE_FIRST: u64 = 1;
 /// Stamp state: continuation slot committed at the encoded position.
 pub const STATE_CONT: u64 = 2;
 
-/// Stamp value "free for position `pos`".
+/// The stamp of a slot, for position `pos` in a ring of `slot_count` slots (a power of two):
+/// `(lap << 2) | state`, where `lap = pos / slot_count`. A slot's index already says
+/// `pos mod slot_count`, so the lap is all the stamp needs to name the position; and the first
+/// lap's FREE stamps are 0, so a fresh (zeroed) memfd is an empty ring without writing a byte
+/// of its data area: pages are allocated only as writers reach them (version 2; version 1
+/// stamped `pos << 2` and had to write every slot at creation).
 #[inline]
-pub const fn free(pos: u64) -> u64 {
-    (pos << 2) | STATE_FREE
+pub const fn stamp(pos: u64, slot_count: u64, state: u64) -> u64 {
+    ((pos >> slot_count.trailing_zeros()) << 2) | state
 }
 
-/// Stamp value "first slot of a record committed at `pos`".
+/// Stamp value "free for position `pos`" in a ring of `slot_count` slots.
 #[inline]
-pub const fn first(pos: u64) -> u64 {
-    (pos << 2) | STATE_FIRST
+pub const fn free(pos: u64, slot_count: u64) -> u64 {
+    stamp(pos, slot_count, STATE_FREE)
 }
 
-/// Stamp value "continuation slot committed at `pos`".
+/// Stamp value "first slot of a record committed at `pos`" in a ring of `slot_count` slots.
 #[inline]
-pub const fn cont(pos: u64) -> u64 {
-    (pos << 2) | STATE_CONT
+pub const fn first(pos: u64, slot_count: u64) -> u64 {
+    stamp(pos, slot_count, STATE_FIRST)
+}
+
+/// Stamp value "continuation slot committed at `pos`" in a ring of `slot_count` slots.
+#[inline]
+pub const fn cont(pos: u64, slot_count: u64) -> u64 {
+    stamp(pos, slot_count, STATE_CONT)
 }
 
 /// Number of slots a record with `payload_len` bytes occupies (always ≥ 1).
@@ -158,8 +170,12 @@ impl Geometry {
         if header[OFF_MAGIC..OFF_MAGIC + 4] != MAGIC {
             return bad("magic is not LTR1 (not a logtap ring)");
         }
-        if u32_at(OFF_VERSION) != VERSION {
-            return bad("unsupported ring layout version (expected 1)");
+        let version = u32_at(OFF_VERSION);
+        if version != VERSION {
+            return Err(RingError::Version {
+                found: version,
+                expected: VERSION,
+            });
         }
         if u32_at(OFF_SLOT_SIZE) as usize != SLOT_BYTES {
             return bad("slot size is not 128");
@@ -185,6 +201,24 @@ impl Geometry {
             });
         }
         Ok(geometry)
+    }
+
+    /// Stamp "free for position `pos`" (see [`stamp`]).
+    #[inline]
+    pub fn free(&self, pos: u64) -> u64 {
+        free(pos, self.slot_count)
+    }
+
+    /// Stamp "first slot of a record committed at `pos`".
+    #[inline]
+    pub fn first(&self, pos: u64) -> u64 {
+        first(pos, self.slot_count)
+    }
+
+    /// Stamp "continuation slot committed at `pos`".
+    #[inline]
+    pub fn cont(&self, pos: u64) -> u64 {
+        cont(pos, self.slot_count)
     }
 
     /// Mask turning a position into a slot index.
@@ -223,6 +257,29 @@ mod tests {
     }
 
     #[test]
+    fn stamps_name_the_lap_and_a_fresh_ring_is_all_free() {
+        let g = Geometry::for_data_bytes(MIN_RING_SIZE);
+        let n = g.slot_count;
+        // Lap 0: a zeroed slot is free for its own position.
+        assert_eq!(g.free(0), 0);
+        assert_eq!(g.free(n - 1), 0);
+        assert_eq!(g.free(n), 4);
+        assert_eq!(g.first(n + 5), 5);
+        assert_eq!(g.cont(3 * n + 1), 14);
+        // Positions of one slot stay apart, lap by lap and state by state.
+        let stamps: std::collections::HashSet<u64> = (0..4)
+            .flat_map(|lap| {
+                [
+                    g.free(lap * n + 7),
+                    g.first(lap * n + 7),
+                    g.cont(lap * n + 7),
+                ]
+            })
+            .collect();
+        assert_eq!(stamps.len(), 12);
+    }
+
+    #[test]
     fn ring_sizes_are_normalized() {
         assert_eq!(normalized_ring_size(0), MIN_RING_SIZE);
         assert_eq!(normalized_ring_size(100_000), 128 * 1024);
@@ -244,7 +301,15 @@ mod tests {
             Geometry::from_header(&header, size + 1),
             Err(RingError::BadSize { .. })
         ));
-        for (off, value) in [(0, 0u8), (4, 2), (8, 64), (12, 3), (16, 1)] {
+        let mut other_version = header;
+        for other in [1, VERSION + 1] {
+            other_version[4..8].copy_from_slice(&other.to_le_bytes());
+            assert!(matches!(
+                Geometry::from_header(&other_version, size),
+                Err(RingError::Version { found, expected: VERSION }) if found == other
+            ));
+        }
+        for (off, value) in [(0, 0u8), (8, 64), (12, 3), (16, 1)] {
             let mut h = header;
             h[off] = value;
             assert!(

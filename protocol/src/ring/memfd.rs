@@ -69,10 +69,10 @@ fn init(map: &Mapping, geometry: &Geometry, creator_pid: u32) {
         (geometry.slot_count * SLOT_BYTES as u64).to_le(),
         Ordering::Relaxed,
     );
-    for pos in 0..geometry.slot_count {
-        map.u64_at(geometry.slot_offset(pos))
-            .store(layout::free(pos), Ordering::Relaxed);
-    }
+    // The slots need no writing: a stamp of 0 is FREE for the first lap (`layout::stamp`), and
+    // the memfd is zero-filled, so only the header page is touched here; the data area's pages
+    // are allocated as writers reach them.
+    debug_assert_eq!(geometry.free(geometry.slot_count - 1), 0);
     // Publish before anyone can map it: the fd has not left this function yet, and munmap plus
     // the later mmap by another process are full barriers, so Relaxed stores suffice.
 }

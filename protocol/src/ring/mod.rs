@@ -1,6 +1,29 @@
 //! Contract 2's shared-memory ring: the interceptor's hook copies each tapped write into it
 //! ([`Producer`]), the agent drains it ([`Consumer`]). This page is the specification of the
-//! ring's layout, **version 1** (magic `LTR1`); change it only together with the version.
+//! ring's layout, **version 2** (magic `LTR1`); change it only together with the version.
+//! Version 2 differs from version 1 in the stamp only: it names the position's *lap* instead of
+//! the position, so that a fresh, zero-filled memfd is already an empty ring (issue 14: version
+//! 1 wrote every slot's stamp at creation, which allocated and zeroed the whole ring in the
+//! process's first tapped write — 65,540 page faults and 0.2–0.3 s for a 256 MiB ring, 0.8 ms
+//! and 1 MiB of memory at the default size, even for a program that writes one line; now 5–8
+//! faults and 0.1 ms whatever the size, and pages are allocated as the writer reaches them).
+//!
+//! # Versions: an old library and a new agent
+//! Both sides check the header's magic and version (offset 4) when they map a ring, and read
+//! only their own version. An agent handed a ring of another version (the library and the agent
+//! come from different releases) refuses it with [`RingError::Version`], which names both
+//! versions and the remedy; the agent logs it (`dropping tap peer`, with the pid), counts the
+//! peer as rejected and closes the connection. The tap protocol has no message from the agent
+//! to the library, so the library only sees the hang-up: it reconnects (on its usual schedule,
+//! `LLT_TARGET_RECONNECT`) and hands the same ring over again, which is refused and logged
+//! again. Meanwhile its copies wait in the ring; once it is full they are dropped and counted
+//! in the ring's header (which no agent reads), and a suppressed stream is written for real
+//! (fail-open). So the two do not work together and say so in the agent's log; the fix is a
+//! library and an agent of one release, or `LLT_TRANSPORT=socket` in the tapped program until
+//! then (DATA frames do not depend on the ring layout). Concretely: a library from before
+//! version 2 (issue 14) and this agent refuse each other this way, in both directions (an old
+//! agent rejects a version-2 ring with "unsupported ring layout version"). Test:
+//! `tests/tests/agent_tap.rs::a_ring_of_another_layout_version_is_refused_by_name`.
 //!
 //! # Why slots
 //! A writer may reserve space and never commit it: its thread is killed, or a signal handler
@@ -18,7 +41,7 @@
 //! | off | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `LTR1` |
-//! | 4 | 4 | version = 1 |
+//! | 4 | 4 | version = 2 |
 //! | 8 | 4 | slot size = 128 |
 //! | 12 | 4 | slot count `N` (power of two, 512 ..= 2^21) |
 //! | 16 | 8 | capacity = data area bytes = `N × 128` (64 KiB ..= 256 MiB) |
@@ -34,10 +57,11 @@
 //! | 352 | 8 | consumer-owned: the *heartbeat*, a counter a holding consumer increments (every 20 ms in the agent) while it makes progress; a producer waiting for room keeps waiting while `tail` or the heartbeat moves ([`Producer::consumed`]) |
 //! | 4096 | N × 128 | slots; position `p` (a u64 that only grows) lives in slot `p mod N` |
 //!
-//! Slot: an 8-byte **stamp**, then 120 data bytes. `stamp = (p << 2) | state` where `p` is the
-//! position the stamp speaks of and `state` is 0 FREE (the slot is free for position `p`),
+//! Slot: an 8-byte **stamp**, then 120 data bytes. `stamp = ((p / N) << 2) | state` where `p` is the
+//! position the stamp speaks of (the slot's index is `p mod N`, so the lap `p / N` names it) and `state` is 0 FREE (the slot is free for position `p`),
 //! 1 FIRST (first slot of a record committed at `p`) or 2 CONT (continuation slot committed at
-//! `p`). Initially slot `i` holds FREE(`i`). A record at position `p` with `len` payload bytes
+//! `p`). Initially slot `i` holds FREE(`i`), which is 0: a new ring's data area is
+//! never written at creation (the memfd is zero-filled). A record at position `p` with `len` payload bytes
 //! takes `k = 1` slot if `len ≤ 96`, else `1 + ⌈(len − 96) / 120⌉`. Its first slot carries, after
 //! the stamp, the 24-byte record header — payload_len u32, stream u8, flags u8 (bit 0
 //! CONTINUED: the write goes on in the next record), file_index u16, pid u32, seq u32, time_ns

@@ -210,7 +210,7 @@ impl Producer {
             let off = self.geometry.slot_offset(p);
             // If the consumer already skipped this slot (we were descheduled past its stuck
             // timeout), the slot may belong to a newer writer now: do not touch its data.
-            if self.map.u64_at(off).load(Ordering::Acquire) != layout::free(p) {
+            if self.map.u64_at(off).load(Ordering::Acquire) != self.geometry.free(p) {
                 return Err(PushError::Abandoned);
             }
             if j == 0 {
@@ -231,8 +231,8 @@ impl Producer {
             let stamp = self.map.u64_at(self.geometry.slot_offset(p));
             if stamp
                 .compare_exchange(
-                    layout::free(p),
-                    layout::cont(p),
+                    self.geometry.free(p),
+                    self.geometry.cont(p),
                     Ordering::Release,
                     Ordering::Relaxed,
                 )
@@ -246,8 +246,8 @@ impl Producer {
         let first = self.map.u64_at(self.geometry.slot_offset(pos));
         first
             .compare_exchange(
-                layout::free(pos),
-                layout::first(pos),
+                self.geometry.free(pos),
+                self.geometry.first(pos),
                 Ordering::SeqCst,
                 Ordering::Relaxed,
             )
@@ -319,6 +319,29 @@ mod tests {
         // The producer's cached tail is stale; the push must refresh it and succeed.
         producer.try_push(&meta, &[2; 8]).unwrap();
         assert_eq!(producer.try_push(&meta, &[3; 8]), Err(PushError::Full));
+    }
+
+    /// The figure issue 14 improves: how many 100-byte lines (101 bytes with the newline) a
+    /// default ring holds before it is full, with no consumer. Printed for bench/RESULTS.md
+    /// (`cargo nextest run -p logtap-protocol -E 'test(default_ring_capacity)' --no-capture`).
+    #[test]
+    fn default_ring_capacity_in_100_byte_lines() {
+        let fd = create_ring_memfd(crate::ring::DEFAULT_RING_SIZE, 1).unwrap();
+        let producer = Producer::map(fd.as_fd()).unwrap();
+        let line = [b'x'; 101];
+        let mut lines = 0u64;
+        while producer.try_push(&RecordMeta::default(), &line).is_ok() {
+            lines += 1;
+        }
+        let ring_bytes_per_line = crate::ring::DEFAULT_RING_SIZE as u64 / lines;
+        println!(
+            "default ring ({} bytes): {lines} lines of 100 bytes + newline, {ring_bytes_per_line} \
+             ring bytes a line",
+            crate::ring::DEFAULT_RING_SIZE
+        );
+        // Version 1: two 128-byte slots a line (96 bytes in the first, the rest in the second).
+        assert_eq!(ring_bytes_per_line, 2 * layout::SLOT_BYTES as u64);
+        assert_eq!(lines, producer.slot_count() / 2);
     }
 
     #[test]
