@@ -181,9 +181,10 @@ pub(crate) fn write_section(
     std::fs::write(path, new).map_err(|e| format!("{}: {e}", path.display()).into())
 }
 
-/// `old` with the text from its [`BEGIN`] line to its [`END`] line replaced by `section`.
+/// `old` with the text from its begin marker (any line starting like [`BEGIN`]) to its [`END`]
+/// line replaced by `section`.
 fn splice(old: &str, section: &str) -> Option<String> {
-    let b = old.find(BEGIN)?;
+    let b = old.find("<!-- logtap-bench:begin")?;
     let e = old[b..].find(END)? + b + END.len();
     Some(format!("{}{section}{}", &old[..b], &old[e..]))
 }
@@ -194,7 +195,9 @@ mod tests {
 
     #[test]
     fn splice_keeps_what_surrounds_the_section() {
-        let old = format!("# R\n\nintro\n\n{BEGIN}\nold figures\n{END}\n\n## history\n");
+        let old = format!(
+            "# R\n\nintro\n\n<!-- logtap-bench:begin -->\nold figures\n{END}\n\n## history\n"
+        );
         let new = splice(&old, &format!("{BEGIN}\nnew\n{END}")).expect("markers");
         assert_eq!(
             new,
