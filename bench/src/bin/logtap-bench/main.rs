@@ -139,6 +139,10 @@ fn run(cfg: &Cfg) -> Result<(), BoxError> {
         );
         tables.extend(got);
     }
+    if let Some(aims) = report::aims_table(cfg.quick) {
+        println!("{}", aims.markdown());
+        tables.insert(0, aims);
+    }
     let machine = machine.finish();
     if let Some(out) = &cfg.out {
         report::write_section(out, &machine, &tables)?;

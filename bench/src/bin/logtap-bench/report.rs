@@ -37,6 +37,43 @@ impl Table {
     }
 }
 
+/// The issue's aims as the scenarios meet them: (aim, target, reached, met).
+static AIMS: std::sync::Mutex<Vec<[String; 4]>> = std::sync::Mutex::new(Vec::new());
+
+/// Records how a figure compares with one of the issue's aims (`met` = the median reaches it).
+pub(crate) fn aim(what: &str, target: &str, reached: String, met: bool) {
+    let mut a = AIMS.lock().unwrap_or_else(|e| e.into_inner());
+    a.push([
+        what.to_string(),
+        target.to_string(),
+        reached,
+        if met {
+            "met".into()
+        } else {
+            "**not met**".into()
+        },
+    ]);
+}
+
+/// The aims recorded so far, as a table (`None` if no scenario recorded one).
+pub(crate) fn aims_table(quick: bool) -> Option<Table> {
+    let a = AIMS.lock().unwrap_or_else(|e| e.into_inner());
+    (!a.is_empty()).then(|| Table {
+        title: "Issue 14's aims, as reached in this run".into(),
+        note: if quick {
+            "`--quick`: tiny sizes and one round — these rows only prove the comparison runs; \
+             they say nothing of the aims."
+                .into()
+        } else {
+            "Medians of the tables below; what bounds each figure is discussed in the \
+             hand-written section right after the generated one."
+                .into()
+        },
+        header: vec!["aim", "target", "reached", "verdict"],
+        rows: a.iter().map(|r| r.to_vec()).collect(),
+    })
+}
+
 /// Median, minimum and maximum of `v` (NaN when empty).
 pub(crate) fn stats(v: &[f64]) -> (f64, f64, f64) {
     let mut s = v.to_vec();
