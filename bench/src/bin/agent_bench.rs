@@ -14,7 +14,8 @@
 //!   ring then bounds the throughput (protocol crate, `ring`: "What bounds the throughput").
 //!
 //! For the agent cases it also reports agent CPU-seconds per million lines, peak RSS (VmHWM),
-//! idle RSS; then p50/p99 write-to-ack latency at 10,000 lines/s (the receiver acks on receipt
+//! idle RSS, and its anonymous memory (`RssAnon`: not the mapped rings) idle and at its peak
+//! (sampled every 5 ms); then p50/p99 write-to-ack latency at 10,000 lines/s (the receiver acks on receipt
 //! and measures `ack time − write time` of every measured line; 1.5 s of unmeasured filler
 //! follows them, so that none waits in the run's final partial chunk).
 //!

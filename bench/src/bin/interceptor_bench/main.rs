@@ -6,7 +6,9 @@
 //! with `putchar_unlocked` (inlined: coreutils' way), to stdout, which is `/dev/null` or a pipe drained by a
 //! reader thread; it times its own loop with `clock_gettime` and prints ns per call. Each
 //! combination runs without the library, with the library loaded but tapping nothing, and
-//! tapping stdout to a draining receiver (ring transport, and `LLT_TRANSPORT=socket`). The
+//! tapping stdout to a draining receiver (ring transport, `LLT_TRANSPORT=socket`, and the ring
+//! with `LLT_SUPPRESS_STDOUT=true`; the program takes the line size as an optional third
+//! argument, which `logtap-bench all` uses for its 1 KiB rows). The
 //! receiver lives in this process and behaves like the agent: it sleeps on the ring's eventfd
 //! when idle. Delivered % = bytes the receiver got / bytes written.
 //!
