@@ -14,7 +14,8 @@
 //!   ring then bounds the throughput (protocol crate, `ring`: "What bounds the throughput").
 //!
 //! For the agent cases it also reports agent CPU-seconds per million lines, peak RSS (VmHWM),
-//! idle RSS; then p50/p99 write-to-ack latency at 10,000 lines/s (the receiver acks on receipt
+//! idle RSS, and its anonymous memory (`RssAnon`: not the mapped rings) idle and at its peak
+//! (sampled every 5 ms); then p50/p99 write-to-ack latency at 10,000 lines/s (the receiver acks on receipt
 //! and measures `ack time − write time` of every measured line; 1.5 s of unmeasured filler
 //! follows them, so that none waits in the run's final partial chunk).
 //!
@@ -45,9 +46,9 @@ use logtap_protocol::ring::{
 use logtap_protocol::tap::{self, Header, HelloFields, Kind};
 use logtap_tests::forward_support::{FORWARD_LISTENING, HTTP_LISTENING, wait_bound_port};
 
-type BoxError = Box<dyn std::error::Error>;
+pub(crate) type BoxError = Box<dyn std::error::Error>;
 
-const LINE: usize = 100;
+pub(crate) const LINE: usize = 100;
 
 fn now_ns() -> u64 {
     SystemTime::now()
@@ -57,12 +58,12 @@ fn now_ns() -> u64 {
 }
 
 /// `line 0000042 xxxx…\n`, 100 bytes.
-fn line(i: u64, buf: &mut Vec<u8>) {
+pub(crate) fn line(i: u64, buf: &mut Vec<u8>) {
     numbered(b"line", i, buf);
 }
 
 /// `<word> <i> xxxx…\n`, 100 bytes.
-fn numbered(word: &[u8], i: u64, buf: &mut Vec<u8>) {
+pub(crate) fn numbered(word: &[u8], i: u64, buf: &mut Vec<u8>) {
     buf.clear();
     buf.extend_from_slice(word);
     let _ = write!(buf, " {i:010} ");
@@ -79,14 +80,14 @@ fn check(ret: libc::c_int, what: &str) -> Result<libc::c_int, BoxError> {
 }
 
 /// A tapped process in miniature: HELLO with a ring over the agent's SOCK_SEQPACKET socket.
-struct Tapper {
+pub(crate) struct Tapper {
     _sock: OwnedFd,
     _eventfd: OwnedFd,
     producer: Producer,
 }
 
 impl Tapper {
-    fn connect(socket: &Path) -> Result<Tapper, BoxError> {
+    pub(crate) fn connect(socket: &Path) -> Result<Tapper, BoxError> {
         // SAFETY: plain syscall; checked.
         let ret =
             unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
@@ -159,7 +160,7 @@ impl Tapper {
     }
 
     /// Pushes one line, waiting while the ring is full (the agent drains it).
-    fn write(&self, seq: u32, bytes: &[u8]) {
+    pub(crate) fn write(&self, seq: u32, bytes: &[u8]) {
         let meta = RecordMeta {
             stream: 1,
             flags: 0,
@@ -175,15 +176,15 @@ impl Tapper {
 }
 
 /// An acking Forward receiver that discards events (and samples write-to-ack latency).
-struct Receiver {
-    port: u16,
-    events: Arc<AtomicU64>,
+pub(crate) struct Receiver {
+    pub(crate) port: u16,
+    pub(crate) events: Arc<AtomicU64>,
     latencies: Arc<Mutex<Vec<u64>>>,
     stop: Arc<AtomicBool>,
 }
 
 impl Receiver {
-    fn start(sample_latency: bool) -> Result<Receiver, BoxError> {
+    pub(crate) fn start(sample_latency: bool) -> Result<Receiver, BoxError> {
         Receiver::start_delayed(sample_latency, Duration::ZERO)
     }
 
@@ -308,21 +309,21 @@ fn receive(
 }
 
 /// The `logtap` binary beside this one (`target/release/`).
-fn own_logtap() -> Result<PathBuf, BoxError> {
+pub(crate) fn own_logtap() -> Result<PathBuf, BoxError> {
     let exe = std::env::current_exe()?;
     Ok(exe.parent().ok_or("no binary directory")?.join("logtap"))
 }
 
 /// A `logtap agent` process.
-struct AgentProc {
+pub(crate) struct AgentProc {
     child: Child,
-    socket: PathBuf,
+    pub(crate) socket: PathBuf,
     http: u16,
     dir: PathBuf,
 }
 
 impl AgentProc {
-    fn start(args: &[String]) -> Result<AgentProc, BoxError> {
+    pub(crate) fn start(args: &[String]) -> Result<AgentProc, BoxError> {
         AgentProc::start_with(&own_logtap()?, args, false)
     }
 
@@ -394,8 +395,13 @@ impl AgentProc {
         Ok(())
     }
 
+    /// The agent's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// (CPU seconds, RSS KiB, peak RSS KiB) from /proc.
-    fn usage(&self) -> (f64, u64, u64) {
+    pub(crate) fn usage(&self) -> (f64, u64, u64) {
         let pid = self.child.id();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let fields: Vec<&str> = stat
@@ -413,20 +419,11 @@ impl AgentProc {
                 .unwrap_or(0.0)
         };
         let cpu = (ticks(11) + ticks(12)) / hz; // utime, stime (fields 14, 15 of stat)
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let kib = |key: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (cpu, kib("VmRSS:"), kib("VmHWM:"))
+        (cpu, status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"))
     }
 
     /// A counter from /metrics.
-    fn metric(&self, line_prefix: &str) -> u64 {
+    pub(crate) fn metric(&self, line_prefix: &str) -> u64 {
         let Some((_, text)) = logtap_tests::http::get_local(self.http, "/metrics") else {
             return 0;
         };
@@ -447,16 +444,31 @@ impl Drop for AgentProc {
     }
 }
 
+/// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`, `RssAnon:`…), 0 if unreadable.
+pub(crate) fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Resource use of one agent run.
 #[derive(Default, Clone, Copy)]
-struct Usage {
-    cpu_per_m: f64,
-    idle_rss_kib: u64,
-    peak_rss_kib: u64,
+pub(crate) struct Usage {
+    pub(crate) cpu_per_m: f64,
+    pub(crate) idle_rss_kib: u64,
+    pub(crate) peak_rss_kib: u64,
+    /// The agent's anonymous memory when idle before the run (`RssAnon`: not the mapped rings).
+    pub(crate) idle_anon_kib: u64,
+    /// The highest `RssAnon` sampled every 5 ms during the run (the kernel keeps no peak of it).
+    pub(crate) peak_anon_kib: u64,
 }
 
 /// Writes `n` lines into a ring read by an agent; waits until `delivered()` reaches `n`.
-fn agent_run(
+pub(crate) fn agent_run(
     n: u64,
     agent: &AgentProc,
     delivered: impl Fn() -> u64,
@@ -464,6 +476,20 @@ fn agent_run(
 ) -> Result<Sample, BoxError> {
     thread::sleep(Duration::from_millis(100));
     let (cpu0, idle, _) = agent.usage();
+    let pid = agent.pid();
+    let idle_anon = status_kib(pid, "RssAnon:");
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let sampling = Arc::clone(&sampling);
+        thread::spawn(move || {
+            let mut peak = 0;
+            while sampling.load(Ordering::Relaxed) {
+                peak = peak.max(status_kib(pid, "RssAnon:"));
+                thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
     let tapper = Tapper::connect(&agent.socket)?;
     let mut buf = Vec::with_capacity(LINE);
     let start = Instant::now();
@@ -480,10 +506,14 @@ fn agent_run(
     }
     let elapsed = start.elapsed();
     let (cpu1, _, peak) = agent.usage();
+    sampling.store(false, Ordering::Relaxed);
+    let peak_anon = sampler.join().map_err(|_| "RssAnon sampler panicked")?;
     usage.push(Usage {
         cpu_per_m: (cpu1 - cpu0) * 1e6 / n as f64,
         idle_rss_kib: idle,
         peak_rss_kib: peak,
+        idle_anon_kib: idle_anon,
+        peak_anon_kib: peak_anon.max(status_kib(pid, "RssAnon:")),
     });
     Ok(Sample {
         items: n,
@@ -492,7 +522,7 @@ fn agent_run(
     })
 }
 
-fn ring_only(n: u64) -> Result<Sample, BoxError> {
+pub(crate) fn ring_only(n: u64) -> Result<Sample, BoxError> {
     let fd = create_ring_memfd(DEFAULT_RING_SIZE, std::process::id())?;
     let producer = Producer::map(fd.as_fd())?;
     let mut consumer = Consumer::open(fd, ConsumerOptions::default())?;
@@ -766,8 +796,10 @@ fn main_cases(n: u64, rounds: usize) -> Result<(), BoxError> {
             &mut cases,
         );
     }
-    println!("\n| agent case | CPU-s per 1M lines (median) | idle RSS | peak RSS (VmHWM) |");
-    println!("|---|---:|---:|---:|");
+    println!(
+        "\n| agent case | CPU-s per 1M lines (median) | idle RSS | peak RSS (VmHWM) | idle RssAnon | peak RssAnon |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     for (name, u) in [
         ("→ null", &null_usage),
         ("→ forward (ack) → in-process receiver", &fwd_usage),
@@ -779,28 +811,47 @@ fn main_cases(n: u64, rounds: usize) -> Result<(), BoxError> {
         let cpu = median(u.iter().map(|u| u.cpu_per_m).collect());
         let idle = u.first().map_or(0, |u| u.idle_rss_kib);
         let peak = u.iter().map(|u| u.peak_rss_kib).max().unwrap_or(0);
+        let idle_anon = u.first().map_or(0, |u| u.idle_anon_kib);
+        let peak_anon = u.iter().map(|u| u.peak_anon_kib).max().unwrap_or(0);
         println!(
-            "| {name} | {cpu:.3} | {:.1} MiB | {:.1} MiB |",
+            "| {name} | {cpu:.3} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
             idle as f64 / 1024.0,
-            peak as f64 / 1024.0
+            peak as f64 / 1024.0,
+            idle_anon as f64 / 1024.0,
+            peak_anon as f64 / 1024.0
         );
     }
     drop((forward, null, relay, relay_rx));
 
     // Latency at 10,000 lines/s with the default flush_interval (1 s).
+    let (count, p50, p99, max) = latency(10_000, 30_000, 15_000)?;
+    println!("\n| latency at 10k lines/s, flush_interval 1s | lines | p50 | p99 | max |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| write → ack at receiver | {count} | {:.1} ms | {:.1} ms | {:.1} ms |",
+        p50, p99, max
+    );
+    Ok(())
+}
+
+/// Write → ack latency through an agent with the default flush_interval (1 s): `total` measured
+/// lines at `rate` lines/s, then `filler` unmeasured lines at the same rate, so that the last
+/// measured lines close their chunk by size like the others instead of waiting in the run's
+/// final partial chunk for `flush_interval` (which would put 1 s into p99 whenever that chunk
+/// holds more than 1 % of the lines). Returns (lines measured, p50, p99, max), in ms.
+pub(crate) fn latency(
+    rate: u64,
+    total: u64,
+    filler: u64,
+) -> Result<(usize, f64, f64, f64), BoxError> {
     let receiver = Receiver::start(true)?;
     let agent = AgentProc::start(&["--forward".into(), format!("127.0.0.1:{}", receiver.port)])?;
     let tapper = Tapper::connect(&agent.socket)?;
-    let total = 30_000u64;
     let start = Instant::now();
     let mut buf = Vec::with_capacity(LINE);
-    // The measured lines, then 1.5 s of unmeasured filler at the same rate: so the last
-    // measured lines close their chunk by size like the others, instead of waiting in the
-    // run's final partial chunk for `flush_interval` (which would put 1 s into p99 whenever
-    // that chunk holds more than 1 % of the lines).
-    let filler = 15_000u64;
+    let period_ns = 1_000_000_000 / rate.max(1);
     for i in 0..total + filler {
-        let due = start + Duration::from_micros(i * 100);
+        let due = start + Duration::from_nanos(i * period_ns);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             thread::sleep(wait);
         }
@@ -810,6 +861,12 @@ fn main_cases(n: u64, rounds: usize) -> Result<(), BoxError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while receiver.events.load(Ordering::Relaxed) < total + filler && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
+    }
+    let got = receiver.events.load(Ordering::Relaxed);
+    if got < total {
+        return Err(
+            format!("latency run at {rate} lines/s: only {got} of {total} lines acked").into(),
+        );
     }
     let mut lat = receiver
         .latencies
@@ -823,14 +880,5 @@ fn main_cases(n: u64, rounds: usize) -> Result<(), BoxError> {
             .unwrap_or(0) as f64
             / 1e6
     };
-    println!("\n| latency at 10k lines/s, flush_interval 1s | lines | p50 | p99 | max |");
-    println!("|---|---:|---:|---:|---:|");
-    println!(
-        "| write → ack at receiver | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
-        lat.len(),
-        pct(0.5),
-        pct(0.99),
-        pct(1.0)
-    );
-    Ok(())
+    Ok((lat.len(), pct(0.5), pct(0.99), pct(1.0)))
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cpu::pin_to;
+use super::cpu::pin_to;
 
 /// A `logtap agent --output null` child with its metrics endpoint on a free local port.
 pub struct AgentProc {

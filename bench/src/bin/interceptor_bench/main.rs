@@ -6,7 +6,9 @@
 //! with `putchar_unlocked` (inlined: coreutils' way), to stdout, which is `/dev/null` or a pipe drained by a
 //! reader thread; it times its own loop with `clock_gettime` and prints ns per call. Each
 //! combination runs without the library, with the library loaded but tapping nothing, and
-//! tapping stdout to a draining receiver (ring transport, and `LLT_TRANSPORT=socket`). The
+//! tapping stdout to a draining receiver (ring transport, `LLT_TRANSPORT=socket`, and the ring
+//! with `LLT_SUPPRESS_STDOUT=true`; the program takes the line size as an optional third
+//! argument, which `logtap-bench all` uses for its 1 KiB rows). The
 //! receiver lives in this process and behaves like the agent: it sleeps on the ring's eventfd
 //! when idle. Delivered % = bytes the receiver got / bytes written.
 //!
@@ -37,9 +39,9 @@
 //! has the thread too) show what a multi-threaded program pays: glibc's stdio then locks for
 //! real, and the library takes its locked `seq` path.
 
-mod agent;
-mod cpu;
-mod receiver;
+pub(crate) mod agent;
+pub(crate) mod cpu;
+pub(crate) mod receiver;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -52,7 +54,7 @@ use agent::AgentProc;
 use cpu::{pin_to, two_cpus};
 use receiver::Receiver;
 
-const PROGRAM: &str = r#"
+pub(crate) const PROGRAM: &str = r#"
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdio.h>
@@ -62,34 +64,39 @@ const PROGRAM: &str = r#"
 #include <unistd.h>
 static void *idle(void *arg) { (void)arg; pause(); return NULL; }
 int main(int argc, char **argv) {
-    if (argc != 3) return 2;
+    if (argc != 3 && argc != 4) return 2;
     /* A second thread that only waits: the process is no longer single-threaded, so glibc's
      * stdio locks for real and liblogtap takes its locked paths. */
     pthread_t t;
     if (getenv("BENCH_IDLE_THREAD") && pthread_create(&t, NULL, idle, NULL) != 0) return 4;
     long n = atol(argv[2]);
+    /* The line's size, newline included: 64 unless given (16 to 4096). */
+    long size = argc == 4 ? atol(argv[3]) : 64;
+    if (size < 16 || size > 4096) return 5;
     int use_printf = strcmp(argv[1], "printf") == 0;
     int use_putc = strcmp(argv[1], "putc") == 0;
-    char line[64];
+    static char line[4096];
     memset(line, 'x', sizeof line);
-    line[63] = '\n';
-    const char *text = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    line[size - 1] = '\n';
+    static char text[4096];
+    for (long j = 0; j < (long)sizeof text; j++) text[j] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[j % 62];
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
     if (use_printf) {
-        for (long i = 0; i < n; i++) printf("%.54s %08ld\n", text, i);
+        /* size - 10 characters, a space, 8 digits and the newline: `size` bytes. */
+        for (long i = 0; i < n; i++) printf("%.*s %08ld\n", (int)(size - 10), text, i);
         fflush(stdout);
     } else if (use_putc) {
         /* What coreutils do: putchar_unlocked, which -O2 inlines into a store in the FILE's
          * buffer (the library catches those bytes up from the buffer). */
         for (long i = 0; i < n; i++) {
-            for (int j = 0; j < 63; j++) putchar_unlocked(text[j % 62]);
+            for (long j = 0; j < size - 1; j++) putchar_unlocked(text[j]);
             putchar_unlocked('\n');
         }
         fflush(stdout);
     } else {
         for (long i = 0; i < n; i++) {
-            if (write(1, line, sizeof line) != (ssize_t)sizeof line) return 3;
+            if (write(1, line, (size_t)size) != (ssize_t)size) return 3;
         }
     }
     clock_gettime(CLOCK_MONOTONIC, &b);
@@ -100,7 +107,7 @@ int main(int argc, char **argv) {
 "#;
 
 #[derive(Clone, Copy, PartialEq)]
-enum Mode {
+pub(crate) enum Mode {
     Untapped,
     LoadedIdle,
     Ring,
@@ -112,10 +119,13 @@ enum Mode {
     UntappedThreaded,
     /// As `Ring`, with a second (idle) thread in the program.
     RingThreaded,
+    /// As `Ring`, with `LLT_SUPPRESS_STDOUT=true`: the tap takes the bytes, the real `write`
+    /// is skipped.
+    Suppressed,
 }
 
 impl Mode {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Mode::Untapped => "untapped (no library)",
             Mode::LoadedIdle => "library loaded, tapping nothing",
@@ -125,18 +135,21 @@ impl Mode {
             Mode::Agent => "tapped, ring, real `logtap agent`",
             Mode::UntappedThreaded => "untapped, app has a 2nd (idle) thread",
             Mode::RingThreaded => "tapped, ring, app has a 2nd (idle) thread",
+            Mode::Suppressed => "tapped, ring, LLT_SUPPRESS_STDOUT=true",
         }
     }
 }
 
-struct Opts {
+pub(crate) struct Opts {
     /// (the app's CPU, the consumer's CPU), unless `--no-pin` or fewer than two CPUs.
-    pin: Option<(usize, usize)>,
-    filter: Option<String>,
-    agent: PathBuf,
-    calls: u64,
-    runs: usize,
-    preload: PathBuf,
+    pub(crate) pin: Option<(usize, usize)>,
+    pub(crate) filter: Option<String>,
+    pub(crate) agent: PathBuf,
+    pub(crate) calls: u64,
+    pub(crate) runs: usize,
+    pub(crate) preload: PathBuf,
+    /// Bytes per line, newline included (64 here; `logtap-bench all` also runs 1 KiB).
+    pub(crate) size: u64,
 }
 
 fn parse_opts() -> Opts {
@@ -145,6 +158,7 @@ fn parse_opts() -> Opts {
         filter: None,
         calls: 1_000_000,
         runs: 3,
+        size: 64,
         agent: std::env::current_exe()
             .ok()
             .and_then(|e| e.parent().map(|d| d.join("logtap")))
@@ -188,7 +202,7 @@ fn parse_opts() -> Opts {
 
 /// One run: ns per call, and when tapped the fractions of the bytes written that were
 /// delivered and that the producer reported dropped (counted loss).
-fn run_once(
+pub(crate) fn run_once(
     exe: &Path,
     dir: &Path,
     o: &Opts,
@@ -198,7 +212,7 @@ fn run_once(
 ) -> (f64, Option<(f64, f64)>) {
     let receiver = matches!(
         mode,
-        Mode::Ring | Mode::Ring16M | Mode::Socket | Mode::RingThreaded
+        Mode::Ring | Mode::Ring16M | Mode::Socket | Mode::RingThreaded | Mode::Suppressed
     )
     .then(|| Receiver::start(&dir.join("bench.sock"), o.pin.map(|p| p.1)));
     let agent = (mode == Mode::Agent).then(|| AgentProc::start(&o.agent, dir, o.pin.map(|p| p.1)));
@@ -212,7 +226,7 @@ fn run_once(
             })
         };
     }
-    cmd.args([op, &o.calls.to_string()]);
+    cmd.args([op, &o.calls.to_string(), &o.size.to_string()]);
     cmd.stdin(Stdio::null()).stderr(Stdio::piped());
     if pipe {
         cmd.stdout(Stdio::piped());
@@ -243,6 +257,9 @@ fn run_once(
                 "LLT_RING_SIZE",
                 if mode == Mode::Ring16M { "16M" } else { "1M" },
             );
+        if mode == Mode::Suppressed {
+            cmd.env("LLT_SUPPRESS_STDOUT", "true");
+        }
     } else if let Some(a) = &agent {
         // `drop`: these rows measure what the tap costs the program, not how long the
         // default `block` mode waits for an agent slower than the program (agent_bench and
@@ -295,7 +312,7 @@ fn run_once(
         _ => None,
     };
     let delivered = count.map(|count| {
-        let want = o.calls * 64;
+        let want = o.calls * o.size;
         let end = Instant::now() + Duration::from_secs(3);
         let mut last = (u64::MAX, u64::MAX);
         loop {
@@ -311,6 +328,21 @@ fn run_once(
     (ns, delivered)
 }
 
+/// Compiles [`PROGRAM`] into `dir/bench` and returns its path.
+pub(crate) fn compile(dir: &Path) -> PathBuf {
+    let src = dir.join("bench.c");
+    let exe = dir.join("bench");
+    std::fs::write(&src, PROGRAM).expect("write bench.c");
+    let st = Command::new("gcc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("gcc (apt-get install gcc)");
+    assert!(st.success(), "gcc failed on {}", src.display());
+    exe
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -320,16 +352,7 @@ fn main() {
     let o = parse_opts();
     let dir = std::env::temp_dir().join(format!("logtap-interceptor-bench-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
-    let src = dir.join("bench.c");
-    let exe = dir.join("bench");
-    std::fs::write(&src, PROGRAM).expect("write bench.c");
-    let st = Command::new("gcc")
-        .args(["-O2", "-pthread", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .expect("gcc");
-    assert!(st.success(), "gcc failed");
+    let exe = compile(&dir);
 
     println!(
         "interceptor_bench: {} calls of 64 bytes per run, median of {} runs",
@@ -354,6 +377,7 @@ fn main() {
                 Mode::Agent,
                 Mode::UntappedThreaded,
                 Mode::RingThreaded,
+                Mode::Suppressed,
             ] {
                 // The real-agent rows answer "what does a deployed tap cost", the threaded
                 // ones "what does a multi-threaded program pay": /dev/null only.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use logtap_protocol::ring::{Consumer, ConsumerOptions};
 use logtap_protocol::tap::{self, Kind};
 
-use crate::cpu::pin_to;
+use super::cpu::pin_to;
 
 /// The receiver's nap between drains while the ring is busy (see `drain_ring`).
 const NAP_US: u64 = 50;
