@@ -60,7 +60,44 @@ pub fn run(input: &[u8]) -> Vec<String> {
     let split = trace::<ClientMessage>(data, sizes);
     // Decoding is a pure function of the bytes buffered so far: how they were split must not
     // change what comes out (messages, recoverable errors, the fatal error that stops it).
-    assert_eq!(whole, split, "the split changed the decoding");
+    assert_eq!(
+        mask_arrival(&whole),
+        mask_arrival(&split),
+        "the split changed the decoding"
+    );
     trace::<ServerMessage>(data, sizes);
     whole
+}
+
+/// The traces with every event time within a day of the wall clock written as `arrival`: an
+/// event whose time is nil or 0 seconds is stamped with its time of arrival (as Fluentd's
+/// in_forward does), which differs between two decodings of the same bytes.
+fn mask_arrival(trace: &[String]) -> Vec<String> {
+    const OPEN: &str = "EventTime { secs: ";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    trace
+        .iter()
+        .map(|line| {
+            let mut out = String::with_capacity(line.len());
+            let mut rest = line.as_str();
+            while let Some(at) = rest.find(OPEN) {
+                out.push_str(&rest[..at]);
+                let after = &rest[at..];
+                let end = after.find('}').map_or(after.len(), |e| e + 1);
+                let secs = after[OPEN.len()..]
+                    .split(',')
+                    .next()
+                    .and_then(|n| n.trim().parse::<u64>().ok());
+                match secs {
+                    Some(s) if s.abs_diff(now) <= 86_400 => out.push_str("EventTime { arrival }"),
+                    _ => out.push_str(&after[..end]),
+                }
+                rest = &after[end..];
+            }
+            out.push_str(rest);
+            out
+        })
+        .collect()
 }
