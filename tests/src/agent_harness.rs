@@ -240,7 +240,8 @@ impl Drop for Agent {
     }
 }
 
-fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
+/// Waits for `child` to exit; kills it and panics after `limit`.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {

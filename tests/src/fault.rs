@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::agent_harness::wait_bounded;
 use crate::artifacts::{self, TempDir};
 
 /// How many times each number arrived.
@@ -112,20 +113,6 @@ pub fn status_kib(pid: u32, key: &str) -> u64 {
 fn kill(child: &Child, signal: i32) {
     // SAFETY: kill has no memory effects; the pid is our child, not yet reaped.
     unsafe { libc::kill(child.id() as i32, signal) };
-}
-
-fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process {} did not exit within {limit:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Whether a `SOCK_SEQPACKET` listener accepts connections at `path`.

@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -246,20 +246,6 @@ fn serve(
     }
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("pid {} still running after {limit:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A counter of the agent's `/metrics` (0 when absent).
 fn metric(port: u16, name: &str) -> u64 {
     let (status, body) = logtap_tests::http::get_local(port, "/metrics").expect("GET /metrics");
@@ -290,7 +276,7 @@ fn write_lines(agent: &Agent, exe: &Path, n: usize, linger: u32, env: &[(&str, &
 }
 
 fn assert_exits_ok(mut child: Child) {
-    let status = wait_exit(&mut child, LIMIT);
+    let status = logtap_tests::agent_harness::wait_bounded(&mut child, LIMIT);
     assert!(status.success(), "the lines program failed: {status}");
 }
 

@@ -305,11 +305,7 @@ impl<'a> Reader<'a> {
             }
             0xd0..=0xd3 => {
                 self.advance(1);
-                let n = 1usize << (m - 0xd0);
-                let raw = self.be_u64(n)?;
-                // Sign-extend from n bytes.
-                let shift = 64 - 8 * n as u32;
-                let v = ((raw << shift) as i64) >> shift;
+                let v = self.be_i64(1 << (m - 0xd0))?;
                 if v >= 0 {
                     Int::UInt(v as u64)
                 } else {
@@ -319,6 +315,14 @@ impl<'a> Reader<'a> {
             _ => return Ok(None),
         };
         Ok(Some(v))
+    }
+
+    /// Reads a big-endian signed integer of `n` bytes (1, 2, 4 or 8), sign-extended.
+    #[inline]
+    pub(crate) fn be_i64(&mut self, n: usize) -> Result<i64, DecodeError> {
+        let raw = self.be_u64(n)?;
+        let shift = 64 - 8 * n as u32;
+        Ok(((raw << shift) as i64) >> shift)
     }
 
     /// Skips `n` bytes already validated by the caller.

@@ -154,11 +154,7 @@ impl Value {
             0xe0..=0xff => Value::Int(m as i8 as i64),
             0xcc..=0xcf => Value::UInt(r.be_u64(1 << (m - 0xcc))?),
             0xd0..=0xd3 => {
-                let n = 1usize << (m - 0xd0);
-                let raw = r.be_u64(n)?;
-                // Sign-extend from n bytes.
-                let shift = 64 - 8 * n as u32;
-                let v = ((raw << shift) as i64) >> shift;
+                let v = r.be_i64(1 << (m - 0xd0))?;
                 if v >= 0 {
                     Value::UInt(v as u64)
                 } else {

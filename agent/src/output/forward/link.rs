@@ -85,7 +85,7 @@ pub async fn run(
                         r = conn.next_reply() => match r {
                             Ok(ServerMessage::Ack(ack)) => {
                                 // Acks may come in any order; one for no chunk of ours is ignored.
-                                if let Some(pos) = inflight.iter().position(|f| f.id.bytes == ack.chunk.bytes)
+                                if let Some(pos) = inflight.iter().position(|f| f.delivery.chunk().id.bytes == ack.chunk.bytes)
                                     && let Some(f) = inflight.remove(pos)
                                 {
                                     backoff.reset();

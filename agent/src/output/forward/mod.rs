@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use logtap_protocol::forward::{ChunkId, Compression, PackedForward};
+use logtap_protocol::forward::{Compression, PackedForward};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -107,7 +107,6 @@ impl ForwardSettings {
 pub struct Flight {
     delivery: Delivery,
     wire: PackedForward,
-    id: ChunkId,
     attempts: u32,
     sent_at: Instant,
 }
@@ -208,7 +207,7 @@ pub async fn run(
                     let job = compress(&d, settings.require_ack);
                     compressing.push_back((d, job));
                 }
-                Some(d) => pending.push_back(flight(d, &settings)?),
+                Some(d) => pending.push_back(flight(d, settings.require_ack)?),
                 None => rx_open = false,
             },
         }
@@ -255,29 +254,30 @@ pub async fn probe(
     .map(drop)
 }
 
-fn flight(delivery: Delivery, settings: &ForwardSettings) -> Result<Flight, OutputError> {
+/// The chunk of `delivery` framed as it goes on the wire, uncompressed (gzip: [`compress`]).
+fn flight(delivery: Delivery, require_ack: bool) -> Result<Flight, OutputError> {
     let chunk = delivery.chunk();
-    let id = chunk.id.clone();
-    let compression = if settings.gzip {
-        Compression::Gzip
-    } else {
-        Compression::None
-    };
+    let id = require_ack.then_some(&chunk.id);
     let wire = PackedForward::frame(
         &chunk.tag,
         &chunk.entries,
         chunk.records,
-        settings.require_ack.then_some(&id),
-        compression,
+        id,
+        Compression::None,
     )
     .map_err(|e| OutputError::Forward(e.to_string()))?;
-    Ok(Flight {
-        delivery,
-        wire,
-        id,
-        attempts: 0,
-        sent_at: Instant::now(),
-    })
+    Ok(Flight::new(delivery, wire))
+}
+
+impl Flight {
+    fn new(delivery: Delivery, wire: PackedForward) -> Flight {
+        Flight {
+            delivery,
+            wire,
+            attempts: 0,
+            sent_at: Instant::now(),
+        }
+    }
 }
 
 /// A chunk compressed on the blocking pool: its framed message, or why it cannot be framed.
@@ -310,15 +310,7 @@ fn compressed_flight(
     delivery: Delivery,
     framed: Result<PackedForward, String>,
 ) -> Result<Flight, OutputError> {
-    let wire = framed.map_err(OutputError::Forward)?;
-    let id = delivery.chunk().id.clone();
-    Ok(Flight {
-        delivery,
-        wire,
-        id,
-        attempts: 0,
-        sent_at: Instant::now(),
-    })
+    Ok(Flight::new(delivery, framed.map_err(OutputError::Forward)?))
 }
 
 fn settle(m: &OutputMetrics, f: Flight) {
