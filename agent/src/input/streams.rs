@@ -126,13 +126,38 @@ impl Streams {
     }
 
     /// A FILE frame: the file's records made from now on carry this path (and tag).
+    /// The same path again (the file reopened) changes nothing: a line the program had begun
+    /// goes on. Another path ends the index's streams: their pending tails go out now, as
+    /// partial records of the old path, rather than being lost or glued to the new file.
     pub fn file(&mut self, index: u32, path: String) -> Result<(), StreamError> {
+        if self.files.get(&index) == Some(&path) {
+            return Ok(());
+        }
         if self.files.len() >= MAX_FILES && !self.files.contains_key(&index) {
             return Err(StreamError::TooManyFiles);
         }
-        self.files.insert(index, path);
-        self.map
-            .retain(|&((_, stream, idx), _)| !(stream == FILE_STREAM && u32::from(idx) == index));
+        let Streams {
+            map,
+            out,
+            out_pos,
+            out_bytes,
+            files,
+            ..
+        } = self;
+        map.retain_mut(|((_, stream, idx), st)| {
+            if !(*stream == FILE_STREAM && u32::from(*idx) == index) {
+                return true;
+            }
+            let StreamState {
+                assembler,
+                ctx,
+                pending_pos,
+                ..
+            } = st;
+            assembler.finish(&mut |line| encode(out, out_pos, out_bytes, ctx, line, *pending_pos));
+            false
+        });
+        files.insert(index, path);
         Ok(())
     }
 
@@ -392,6 +417,36 @@ mod tests {
             ["t.stderr.", "t.stdout.", "t.file./a.log", "t.file./b.log"]
         );
         assert_eq!(s.out_bytes(), 0);
+    }
+
+    /// Whether `needle` occurs in `hay` (the encoded entries hold each message as a string).
+    fn holds(hay: &[u8], needle: &str) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn a_reopened_file_keeps_its_pending_line_and_a_renamed_one_flushes_it() {
+        let mut s = streams();
+        s.write(1, 3, 0, false, 1, b"begun ", None).unwrap();
+        s.file(0, "/a.log".into()).unwrap(); // reopened: same path
+        s.write(1, 3, 0, false, 2, b"and ended\n", None).unwrap();
+        s.write(1, 3, 0, false, 3, b"cut by a new path", None)
+            .unwrap();
+        s.file(0, "/c.log".into()).unwrap();
+        s.write(1, 3, 0, false, 4, b"new file\n", None).unwrap();
+        let batch = s.take();
+        let runs: Vec<(&str, u32)> = batch.entries.iter().map(|e| (&*e.tag, e.records)).collect();
+        assert_eq!(runs, [("t.file./a.log", 2), ("t.file./c.log", 1)]);
+        let (a, c) = (&batch.entries[0].buf, &batch.entries[1].buf);
+        assert!(
+            holds(a, "begun and ended"),
+            "the reopened file's line goes on"
+        );
+        assert!(
+            holds(a, "cut by a new path"),
+            "the old path's tail is flushed under it"
+        );
+        assert!(holds(c, "new file") && !holds(c, "cut by"));
     }
 
     #[test]
