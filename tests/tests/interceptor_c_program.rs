@@ -76,9 +76,19 @@ fn threads(t: Transport) {
     let out = run_to_null(cmd);
     assert!(out.success());
     let total = 8 * 10_000;
-    let arrived = s
-        .receiver
-        .wait_for(SETTLE, |c| c.lines(STDOUT).len() >= total);
+    // The ring loses nothing. DATA frames are dropped, and counted, when the socket is full
+    // (README, `LLT_TRANSPORT=socket`), which a loaded machine can make happen: there every
+    // line must arrive or be counted, none lost unreported.
+    let counted_loss_allowed = matches!(t, Transport::Socket);
+    let accounted = |c: &logtap_tests::tap_receiver::Collected| {
+        let dropped = if counted_loss_allowed {
+            c.dropped().0 as usize
+        } else {
+            0
+        };
+        c.lines(STDOUT).len() + dropped
+    };
+    let arrived = s.receiver.wait_for(SETTLE, |c| accounted(c) >= total);
     let c = s.receiver.snapshot();
     let lines = c.lines(STDOUT);
     let (dropped, _) = c.dropped();
@@ -87,6 +97,7 @@ fn threads(t: Transport) {
         "{} of {total} lines arrived, {dropped} reported dropped",
         lines.len()
     );
+    assert_eq!(accounted(&c), total, "{dropped} reported dropped");
     let mut seen = HashSet::new();
     for l in &lines {
         let parts: Vec<&str> = l.split(' ').collect();
@@ -99,7 +110,7 @@ fn threads(t: Transport) {
         );
         assert!(seen.insert((th, i)), "line {l:?} arrived twice");
     }
-    assert_eq!(seen.len(), total);
+    assert_eq!(seen.len(), lines.len());
 }
 
 fn run_to_null(mut cmd: std::process::Command) -> std::process::ExitStatus {
