@@ -185,10 +185,12 @@ pub mod layout;
 mod mapping;
 mod memfd;
 mod producer;
+mod raw;
 mod record;
 
 pub use consumer::{Consumer, ConsumerOptions, Release, RingCounters, unreleased_records};
-pub use error::{PushError, RingError};
+pub use error::RingError;
+pub use raw::PushError;
 pub use layout::{DEFAULT_RING_SIZE, MAX_RING_SIZE, MIN_RING_SIZE};
 pub use memfd::create_ring_memfd;
 pub use producer::Producer;
