@@ -470,7 +470,7 @@ impl TapClient {
     /// Slots of the ring reserved and not yet released by the agent (`head - tail`).
     pub fn ring_backlog(&self) -> u64 {
         let (producer, _, _) = self.ring.as_ref().expect("hello with a ring first");
-        producer.backlog_slots()
+        producer.backlog_words()
     }
 
     /// Reports dropped copies.

@@ -625,7 +625,10 @@ mod tests {
         first.next(&mut payload).unwrap().unwrap();
         let end = first.read_position();
         // Killed after announcing the release and clearing one word, before `tail`.
-        first.map.u64_at(OFF_RELEASING).store(end, Ordering::Relaxed);
+        first
+            .map
+            .u64_at(OFF_RELEASING)
+            .store(end, Ordering::Relaxed);
         RawRing::new(first.map.words(), first.geometry).clear(0, 1);
         drop((first, release));
         let mut second = Consumer::open(fd, ConsumerOptions::default()).unwrap();

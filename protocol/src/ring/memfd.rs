@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 
 use super::error::RingError;
 use super::layout::{
-    self, Geometry, MAGIC, MAX_RING_SIZE, MIN_RING_SIZE, OFF_CAPACITY, OFF_CREATOR_PID,
-    OFF_MAGIC, OFF_VERSION, OFF_WORD_BYTES, OFF_WORD_COUNT, VERSION, WORD_BYTES,
+    self, Geometry, MAGIC, MAX_RING_SIZE, MIN_RING_SIZE, OFF_CAPACITY, OFF_CREATOR_PID, OFF_MAGIC,
+    OFF_VERSION, OFF_WORD_BYTES, OFF_WORD_COUNT, VERSION, WORD_BYTES,
 };
 use super::mapping::Mapping;
 

@@ -190,8 +190,8 @@ mod record;
 
 pub use consumer::{Consumer, ConsumerOptions, Release, RingCounters, unreleased_records};
 pub use error::RingError;
-pub use raw::PushError;
 pub use layout::{DEFAULT_RING_SIZE, MAX_RING_SIZE, MIN_RING_SIZE};
 pub use memfd::create_ring_memfd;
 pub use producer::Producer;
+pub use raw::PushError;
 pub use record::{RECORD_CONTINUED, RecordMeta};

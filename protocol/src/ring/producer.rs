@@ -134,7 +134,11 @@ impl Producer {
     /// writer killed (or siglongjmp'd away) between reserve and commit leaves it. Returns the
     /// position (pass it to [`Producer::commit_for_test`] with the same record).
     #[doc(hidden)]
-    pub fn reserve_for_test(&self, meta: &RecordMeta, payload_len: usize) -> Result<u64, PushError> {
+    pub fn reserve_for_test(
+        &self,
+        meta: &RecordMeta,
+        payload_len: usize,
+    ) -> Result<u64, PushError> {
         self.reserve(meta, payload_len).map(|(pos, _, _)| pos)
     }
 
@@ -221,7 +225,11 @@ mod tests {
         assert_eq!(producer.consumed(), 0);
         let mut payload = Vec::new();
         assert!(consumer.next(&mut payload).unwrap().is_some());
-        assert_eq!(producer.consumed(), 3, "the tail moved by the record's 3 words");
+        assert_eq!(
+            producer.consumed(),
+            3,
+            "the tail moved by the record's 3 words"
+        );
         // The producer's cached tail is stale; the push must refresh it and succeed (after a
         // PAD over the last words of the area).
         producer.try_push(&meta, &[2; 8]).unwrap();

@@ -185,7 +185,8 @@ impl<'a> RawRing<'a> {
             ) {
                 Ok(_) => {
                     // Someone may have moved `head` past our claim already: fine either way.
-                    let _ = head.compare_exchange(h, h + step, Ordering::Relaxed, Ordering::Relaxed);
+                    let _ =
+                        head.compare_exchange(h, h + step, Ordering::Relaxed, Ordering::Relaxed);
                     if pad == 0 {
                         return Ok((h, claim));
                     }
