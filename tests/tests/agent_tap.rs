@@ -394,12 +394,18 @@ fn a_ring_of_another_layout_version_is_refused_by_name() {
     use std::os::unix::fs::FileExt;
     let agent = Agent::start("ring-version", FAST);
     let current = logtap_protocol::ring::layout::VERSION;
-    // Version 1: a library from before issue 14; and a later one's.
-    for (pid, other) in [(40u32, 1u32), (42, current + 1)] {
-        // A well-formed, sealed ring, as that library creates it, but for its version.
+    // Versions 1 and 2: libraries from before issue 14's changes to the ring (version 2: 128-byte
+    // slots, the layout of the release before this one); and a later one's.
+    for (pid, other) in [(40u32, 1u32), (43, 2), (42, current + 1)] {
+        // A well-formed, sealed ring, as that library creates it, but for its version: the
+        // same file size (64 KiB of data), its version, and for version 2 its slot geometry.
         let memfd = logtap_protocol::ring::create_ring_memfd(64 * 1024, pid).unwrap();
         let file = std::fs::File::from(memfd);
         file.write_all_at(&other.to_le_bytes(), 4).unwrap();
+        if other == 2 {
+            file.write_all_at(&128u32.to_le_bytes(), 8).unwrap();
+            file.write_all_at(&512u32.to_le_bytes(), 12).unwrap();
+        }
         // SAFETY: plain syscall; checked.
         let ev = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         assert!(ev >= 0);
