@@ -467,7 +467,7 @@ impl TapClient {
         unsafe { libc::shutdown(self.sock.as_raw_fd(), libc::SHUT_RDWR) };
     }
 
-    /// Slots of the ring reserved and not yet released by the agent (`head - tail`).
+    /// Words (8 bytes) of the ring claimed and not yet released by the agent (`head - tail`).
     pub fn ring_backlog(&self) -> u64 {
         let (producer, _, _) = self.ring.as_ref().expect("hello with a ring first");
         producer.backlog_words()

@@ -306,7 +306,7 @@ fn sigterm_drains_rings_of_connected_processes() {
         &["--flush-interval", "60s", "--partial-flush", "60s"],
     );
     let mut c = ring_client(&agent.socket, 99, "steady");
-    // Less than half of the 512-slot ring: a ring held more than half full would have its
+    // Less than half of the 64 KiB ring: a ring held more than half full would have its
     // chunks sealed at once (ring pressure) instead of waiting for flush_interval.
     ring_lines(&mut c, Stream::Stderr, 200, Duration::from_secs(5), |i| {
         format!("e{i}\n")
