@@ -99,7 +99,10 @@ fn move_to(
         producer
             .try_push(&RecordMeta::default(), &filler)
             .expect("room for a filler");
-        consumer.next(payload).unwrap().expect("the filler");
+        consumer
+            .next(payload)
+            .expect("consistent ring")
+            .expect("the filler");
         dist -= step;
     }
     assert_eq!(raw.head() % w, target % w);
@@ -147,7 +150,7 @@ fn records_of_every_length_end_at_the_end_of_the_area_or_wrap_behind_a_pad() {
         check_deadline(deadline, "placed lengths");
         let words = layout::words_for(len);
         for (i, b) in bytes[..len].iter_mut().enumerate() {
-            *b = (i * 7 ^ len) as u8;
+            *b = ((i * 7) ^ len) as u8;
         }
         for (before_end, wraps) in [(words, false), (words - 1, true)] {
             move_to(&producer, &mut consumer, &raw, before_end, &mut payload);
