@@ -313,3 +313,39 @@ fn concurrent_writers_with_stalls_lose_only_what_was_abandoned() {
     assert_eq!(consumer.counters().abandoned_records, abandoned);
     assert_eq!(producer.backlog_words(), 0);
 }
+
+/// `head` set back (a writer that stored it late, see `RawRing::reserve`): behind it every word
+/// up to the real head is claimed, and the next writer steps over them by helping; a `head`
+/// set back below `tail` (after a stall longer than the stuck timeout) is healed to `tail`.
+#[test]
+fn a_head_set_back_is_walked_forward_or_healed_to_the_tail() {
+    let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
+    let raw = RawRing::map(fd.as_fd());
+    let producer = Producer::map(fd.as_fd()).unwrap();
+    let max = producer.max_payload();
+    let mut consumer = Consumer::open(fd, opts(STUCK_MS)).unwrap();
+    for counter in 0..5 {
+        push(&producer, counter);
+    }
+    let end = raw.head();
+    // Set back to the start of record 1: records 1..5 are claimed, nothing is released.
+    raw.word(layout::OFF_HEAD)
+        .store(layout::words_for(len_for(3, 0, max)), Ordering::SeqCst);
+    push(&producer, 5);
+    assert_eq!(
+        raw.head(),
+        end + layout::words_for(len_for(3, 5, max)),
+        "the new record went after the last one"
+    );
+    for counter in 0..6 {
+        assert_eq!(next_counter(&mut consumer, max), Some(counter));
+    }
+    // Everything read and released; `head` set back below `tail`, onto cleared words.
+    let tail = raw.tail();
+    assert_eq!(tail, raw.head());
+    raw.word(layout::OFF_HEAD).store(3, Ordering::SeqCst);
+    push(&producer, 6);
+    assert_eq!(raw.head(), tail + layout::words_for(len_for(3, 6, max)));
+    assert_eq!(next_counter(&mut consumer, max), Some(6));
+    assert_eq!(consumer.counters().abandoned_records, 0);
+}

@@ -446,11 +446,17 @@ impl Consumer {
         // A writer stopped between its claim and its move of `head` holds `head` back: move
         // it, as any writer would.
         self.raw().help_head(pos, c.len_words);
-        let head = self.map.u64_at(OFF_HEAD).load(Ordering::Acquire);
-        if head <= pos || head - pos > self.geometry.word_count {
+        // `head` may lag behind the claim for a moment (see `RawRing::reserve`); the claim
+        // itself says how far it reaches.
+        let head = self
+            .map
+            .u64_at(OFF_HEAD)
+            .load(Ordering::Acquire)
+            .max(pos + c.len_words);
+        if head - pos > self.geometry.word_count {
             return Err(RingError::Inconsistent {
                 pos,
-                reason: "head is not within one ring ahead of a reserved record",
+                reason: "head is more than one ring ahead of a reserved record",
             });
         }
         match self.stuck {

@@ -184,9 +184,17 @@ impl<'a> RawRing<'a> {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
-                    // Someone may have moved `head` past our claim already: fine either way.
-                    let _ =
-                        head.compare_exchange(h, h + step, Ordering::Relaxed, Ordering::Relaxed);
+                    // Move `head` past our claim unless someone did already. A plain store,
+                    // not a CAS (a locked instruction fewer on the hook's path): if a helper
+                    // moved `head` and a later writer moved it on between our load and our
+                    // store, `head` goes back to the end of our claim — behind words that are
+                    // all claimed for their positions (the consumer cannot pass our
+                    // uncommitted claim, so none of them is released yet), which the next
+                    // writer steps over by helping, as below. (After a stall longer than the
+                    // consumer's stuck timeout they may be released: see the heal below.)
+                    if head.load(Ordering::Relaxed) == h {
+                        head.store(h + step, Ordering::Relaxed);
+                    }
                     if pad == 0 {
                         return Ok((h, claim));
                     }
@@ -203,6 +211,16 @@ impl<'a> RawRing<'a> {
                             Ordering::Relaxed,
                             Ordering::Relaxed,
                         );
+                    } else {
+                        // Heal: a `head` set back below `tail` (a writer stalled between its
+                        // load and store of `head` for longer than the stuck timeout) points
+                        // at released words; `tail` is a record boundary, and everything from
+                        // it to the real head is claimed: resume there.
+                        let t = self.header(OFF_TAIL).load(Ordering::Acquire);
+                        if h < t {
+                            let _ =
+                                head.compare_exchange(h, t, Ordering::Relaxed, Ordering::Relaxed);
+                        }
                     }
                     h = head.load(Ordering::Relaxed);
                 }
