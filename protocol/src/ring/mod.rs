@@ -17,10 +17,13 @@
 //! `LLT_TARGET_RECONNECT`) and hands the same ring over again, which is refused and logged
 //! again. It does not fall back to DATA frames by itself (a hang-up looks the same as an agent
 //! restarting, which must find the ring). Meanwhile its copies wait in the ring; once it is
-//! full they are dropped and counted in the ring's header (which no agent reads), and a
-//! suppressed stream is written for real (fail-open): the program's own output is never lost
-//! or held up beyond one 200 ms stall. So the two do not work together and say so in the
-//! agent's log; the fix is a library and an agent of one release, or `LLT_TRANSPORT=socket` in
+//! full they are dropped and counted in the ring's header (which no agent reads). The program
+//! is not held up (no agent holds the ring: no wait for room) and its own output is intact —
+//! except a *suppressed* stream: its copies go into the ring while the library believes itself
+//! connected, which against an agent that accepts and hangs up is nearly always (and at exit
+//! too, so the exit's write-back does not run): they are lost, uncounted
+//! (`tests/tests/interceptor_refused_ring.rs` pins this gap down). So the two do not work
+//! together and say so in the agent's log; the fix is a library and an agent of one release, or `LLT_TRANSPORT=socket` in
 //! the tapped program until then (DATA frames do not depend on the ring layout). Concretely: a
 //! version-2 library (the release before issue 14's dense ring) and this agent refuse each other
 //! this way, in both directions (a version-2 agent rejects a version-3 ring with "ring layout
