@@ -17,7 +17,7 @@ pub enum DropReason {
     InterceptorLoss,
     /// The ring was full when the program wrote (ring header counters).
     RingFull,
-    /// A ring slot was reserved and never committed (a killed thread); skipped after a timeout.
+    /// A ring record was reserved and never committed (a killed thread); skipped after a timeout.
     RingAbandoned,
     /// A peer sent something unreadable and was disconnected (counted in peers, bytes unknown).
     BadPeer,
@@ -406,7 +406,7 @@ impl DropReason {
     }
 
     /// What was dropped for this reason, and why, for the one line `logtap run` prints at exit.
-    /// The interceptor counts writes (ring records, DATA frames), the ring abandoned slots,
+    /// The interceptor counts writes (ring records, DATA frames), the ring abandoned records,
     /// the outputs records (lines).
     fn explained(self, n: u64, bytes: u64) -> String {
         match self {
@@ -419,7 +419,7 @@ impl DropReason {
                  socket full"
             ),
             DropReason::RingAbandoned => {
-                format!("{n} ring slots: abandoned mid-write by a writer that was killed")
+                format!("{n} ring records: abandoned mid-write by a writer that was killed")
             }
             DropReason::BadPeer => format!("{n} processes: dropped for sending bad data"),
             DropReason::OutputGaveUp => {

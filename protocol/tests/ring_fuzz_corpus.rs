@@ -48,25 +48,35 @@ fn seeds_with_known_outcomes() {
         let data = &files.iter().find(|(n, _)| n == name).expect(name).1;
         consume_arbitrary_ring(data)
     };
-    // Untouched ring with six seed records, one of them a stuck reservation: the other five
-    // come out (the stuck timeout is zero in the harness).
+    // Untouched ring (layout version 3) with six seed records behind four drained fillers, so
+    // that they wrap around the end of the data area behind a PAD; one of them is a stuck
+    // reservation: the other five come out (the stuck timeout is zero in the harness).
     assert_eq!(run("patch-none").unwrap(), 5);
     assert_eq!(run("raw-valid-header").unwrap(), 0);
     assert!(matches!(
         run("raw-bad-version"),
-        Err(RingError::Version { .. })
+        Err(RingError::Version {
+            found: 2,
+            expected: 3
+        })
     ));
-    assert!(matches!(
-        run("patch-len-too-big"),
-        Err(RingError::Inconsistent { .. })
-    ));
-    assert!(matches!(
-        run("header-head-far-ahead"),
-        Err(RingError::Inconsistent { .. })
-    ));
-    // An orphan continuation at the consumer's position is freed, and the rest delivered.
-    assert_eq!(run("patch-orphan-cont").unwrap(), 4);
-    // A first slot already freed for the next round (a consumer died before storing `tail`)
-    // is stepped over.
-    assert_eq!(run("patch-freed-not-published").unwrap(), 4);
+    for name in [
+        "patch-len-too-big",
+        "patch-head-far-ahead",
+        "patch-other-lap",
+        "patch-pad-contradicts-len",
+    ] {
+        assert!(
+            matches!(run(name), Err(RingError::Inconsistent { .. })),
+            "{name}"
+        );
+    }
+    // The first record turned into a PAD (as an abandoned one is) is stepped over; so is a
+    // stuck reservation after the timeout; and a release a killed consumer announced is
+    // finished at open: the other four come out.
+    assert_eq!(run("patch-pad-skipped").unwrap(), 4);
+    assert_eq!(run("patch-reserved-stuck").unwrap(), 4);
+    assert_eq!(run("patch-release-half-done").unwrap(), 4);
+    // `tail` beyond `head`: nothing claimed there, nothing to read.
+    assert_eq!(run("header-tail-past-head").unwrap(), 0);
 }

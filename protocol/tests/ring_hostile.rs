@@ -1,5 +1,5 @@
 //! The consumer against a hostile or broken peer: rings that are not sealed, have the wrong
-//! size or header, carry corrupted stamps and lengths, random bytes anywhere (proptest), or are
+//! size or header, carry corrupted control words and lengths, random bytes anywhere (proptest), or are
 //! scribbled on while being consumed. The consumer must answer with errors — never a panic,
 //! never an out-of-bounds access (the mapping's accessors also `debug_assert` every offset).
 
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use logtap_protocol::ring::fuzzing::consume_arbitrary_ring;
-use logtap_protocol::ring::layout::{self, HEADER_BYTES, OFF_HEAD, STAMP_BYTES};
+use logtap_protocol::ring::layout::{self, Control, HEADER_BYTES, OFF_HEAD};
 use logtap_protocol::ring::{
     Consumer, ConsumerOptions, MIN_RING_SIZE, Producer, RingError, create_ring_memfd,
 };
@@ -72,7 +72,13 @@ fn unsealed_or_half_sealed_memfd_is_refused() {
     ));
     let mut consumer = open(SEALS).expect("sealed copy of a valid ring opens");
     let mut payload = Vec::new();
-    assert_eq!(consumer.next(&mut payload).unwrap(), Some(meta_for(0, 0)));
+    assert_eq!(
+        consumer.next(&mut payload).unwrap(),
+        Some(logtap_protocol::ring::RecordMeta {
+            pid: 5,
+            ..meta_for(0, 0)
+        })
+    );
     assert_eq!(consumer.creator_pid(), 5);
 }
 
@@ -138,44 +144,61 @@ fn first_next(corrupt: impl FnOnce(&mut Vec<u8>)) -> Result<Option<u32>, RingErr
 }
 
 #[test]
-fn corrupted_stamps_lengths_and_head_are_inconsistent() {
-    // Slots of the minimum-size ring the test rings have.
-    const N: u64 = (logtap_protocol::ring::MIN_RING_SIZE / layout::SLOT_BYTES) as u64;
-    let slot0 = HEADER_BYTES;
-    let slot1 = HEADER_BYTES + layout::SLOT_BYTES;
+fn corrupted_control_words_lengths_and_head_are_inconsistent() {
+    // The minimum-size ring the test rings have.
+    let g = layout::Geometry::for_data_bytes(MIN_RING_SIZE);
+    let word0 = HEADER_BYTES;
     let put =
         |b: &mut Vec<u8>, off: usize, v: u64| b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+    // Record 0's control word, changed by `f` and stored for position `pos`'s lap.
+    let with = |b: &mut Vec<u8>, pos: u64, f: &dyn Fn(&mut Control)| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[word0..word0 + 8]);
+        let mut c = layout::decode_control(u64::from_ne_bytes(w), 0, g.shift).unwrap();
+        f(&mut c);
+        put(b, word0, layout::encode_control(&c, pos, g.shift));
+    };
     assert_eq!(first_next(|_| {}).unwrap(), Some(0));
+    assert_eq!(
+        first_next(|b| with(b, 0, &|_| {})).unwrap(),
+        Some(0),
+        "the helper changes nothing by itself"
+    );
     let inconsistent =
         |r: Result<Option<u32>, RingError>| matches!(r, Err(RingError::Inconsistent { .. }));
-    // A stamp from another round, or with an invalid state.
+    // A control word of another lap, or FREE for another lap.
+    assert!(inconsistent(first_next(|b| with(b, g.word_count, &|_| {}))));
     assert!(inconsistent(first_next(|b| put(
         b,
-        slot0,
-        layout::first(512, N)
+        word0,
+        g.free(g.word_count)
     ))));
-    assert!(inconsistent(first_next(|b| put(b, slot0, 3))));
-    // A length beyond the largest record, or needing slots nobody reserved.
-    assert!(inconsistent(first_next(|b| put(
-        b,
-        slot0 + STAMP_BYTES,
-        0xFFFF_FFFF
-    ))));
-    assert!(inconsistent(first_next(|b| put(
-        b,
-        slot0 + STAMP_BYTES,
-        500
-    ))));
-    // Head more than a ring ahead of the consumer.
+    // A length beyond the largest record, shorter than the header, or a payload length its
+    // padding contradicts; a PAD of no length.
+    assert!(inconsistent(first_next(|b| with(b, 0, &|c| {
+        c.len_words = layout::MAX_LEN_WORDS
+    }))));
+    assert!(inconsistent(first_next(
+        |b| with(b, 0, &|c| c.len_words = 1)
+    )));
+    assert!(inconsistent(first_next(|b| with(b, 0, &|c| {
+        c.len_words = 2;
+        c.pad_bytes = 3;
+    }))));
+    assert!(inconsistent(first_next(|b| with(b, 0, &|c| {
+        c.state = layout::STATE_PAD;
+        c.len_words = 0;
+    }))));
+    // Head more than a ring ahead of a reserved record.
     assert!(inconsistent(first_next(|b| {
-        put(b, slot0, layout::free(0, N));
-        put(b, OFF_HEAD, 10_000);
+        with(b, 0, &|c| c.state = layout::STATE_RESERVED);
+        put(b, OFF_HEAD, 100_000);
     })));
-    // A multi-slot record whose continuation is not committed.
-    assert!(inconsistent(first_next(|b| {
-        put(b, slot0 + STAMP_BYTES, 200);
-        put(b, slot1, layout::first(1, N));
-    })));
+    // A PAD is stepped over: the second record comes first.
+    assert_eq!(
+        first_next(|b| with(b, 0, &|c| c.state = layout::STATE_PAD)).unwrap(),
+        Some(1)
+    );
 }
 
 #[test]
@@ -246,9 +269,9 @@ proptest! {
         let _ = consume_arbitrary_ring(&input);
     }
 
-    /// Random header fields after a valid magic/geometry, and random slot contents.
+    /// Random header fields after a valid magic/geometry, and random data-area contents.
     #[test]
-    fn random_header_and_slots_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+    fn random_header_and_data_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
         let mut input = vec![1u8];
         input.extend_from_slice(&bytes);
         let _ = consume_arbitrary_ring(&input);

@@ -99,7 +99,7 @@ fn forked_processes_deliver_every_record_once_in_per_producer_order() {
     }
     assert_eq!(order.counts(), &[PER_CHILD; CHILDREN as usize]);
     assert!(consumer.next(&mut payload).unwrap().is_none());
-    assert_eq!(consumer.counters().abandoned_slots, 0);
+    assert_eq!(consumer.counters().abandoned_records, 0);
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn records_of_a_producer_killed_mid_stream_are_all_drained() {
         }
     }
     // Let the child fill the ring, then kill it wherever it is (possibly mid-record).
-    while producer.backlog_slots() < producer.slot_count() / 2 {
+    while producer.backlog_words() < producer.capacity_words() / 2 {
         check_deadline(deadline, "ring filling up");
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -140,16 +140,16 @@ fn records_of_a_producer_killed_mid_stream_are_all_drained() {
         order.see(id, counter);
         seen += 1;
     });
-    // Half a ring of backlog holds dozens of records (they average several slots).
+    // Half a ring of backlog holds dozens of records (they average several hundred bytes).
     assert!(
         seen - before >= 20,
         "backlog drained after the death: {} records",
         seen - before
     );
-    assert_eq!(producer.backlog_slots(), 0, "nothing left behind");
-    let abandoned = consumer.counters().abandoned_slots;
+    assert_eq!(producer.backlog_words(), 0, "nothing left behind");
+    let abandoned = consumer.counters().abandoned_records;
     assert!(
-        abandoned <= 40,
-        "at most one record's slots abandoned, got {abandoned}"
+        abandoned <= 1,
+        "at most one record abandoned, got {abandoned}"
     );
 }

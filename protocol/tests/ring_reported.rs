@@ -57,6 +57,6 @@ fn now_with(records: u64, bytes: u64) -> RingCounters {
     RingCounters {
         dropped_records: records,
         dropped_bytes: bytes,
-        abandoned_slots: 0,
+        abandoned_records: 0,
     }
 }

@@ -121,5 +121,5 @@ fn signal_handler_pushes_in_the_middle_of_a_push_on_the_same_thread() {
         handled >= MIN_HANDLED,
         "{handled} records from {sent} signals"
     );
-    assert_eq!(consumer.counters().abandoned_slots, 0);
+    assert_eq!(consumer.counters().abandoned_records, 0);
 }

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use logtap_protocol::ring::layout::{self, slots_for};
-use logtap_protocol::ring::{Consumer, MIN_RING_SIZE, Producer, PushError, create_ring_memfd};
+use logtap_protocol::ring::layout;
+use logtap_protocol::ring::{
+    Consumer, MIN_RING_SIZE, Producer, PushError, RecordMeta, create_ring_memfd,
+};
 use ring_support::*;
 
 const STUCK_MS: u64 = 150;
@@ -39,7 +41,9 @@ fn stuck_reservation_is_skipped_after_the_timeout_and_later_records_delivered() 
     let mut consumer = Consumer::open(fd, opts(STUCK_MS)).unwrap();
     push(&producer, 0);
     let stuck_len = 500;
-    let stuck = producer.reserve_for_test(stuck_len).unwrap();
+    let stuck = producer
+        .reserve_for_test(&meta_for(3, 99), stuck_len)
+        .unwrap();
     for counter in 1..=20 {
         push(&producer, counter);
     }
@@ -51,7 +55,7 @@ fn stuck_reservation_is_skipped_after_the_timeout_and_later_records_delivered() 
     assert!(consumer.prepare_sleep());
     std::thread::sleep(Duration::from_millis(STUCK_MS / 3));
     assert_eq!(next_counter(&mut consumer, max), None);
-    assert_eq!(consumer.counters().abandoned_slots, 0);
+    assert_eq!(consumer.counters().abandoned_records, 0);
     std::thread::sleep(Duration::from_millis(STUCK_MS));
     assert!(
         !consumer.prepare_sleep(),
@@ -62,10 +66,7 @@ fn stuck_reservation_is_skipped_after_the_timeout_and_later_records_delivered() 
     }
     assert!(started.elapsed() >= Duration::from_millis(STUCK_MS));
     assert_eq!(next_counter(&mut consumer, max), None);
-    assert_eq!(
-        consumer.counters().abandoned_slots,
-        slots_for(stuck_len) as u64
-    );
+    assert_eq!(consumer.counters().abandoned_records, 1, "one record");
     // The writer comes back: its commit fails, and touches nothing.
     let payload = vec![0xAA; stuck_len];
     assert_eq!(
@@ -75,7 +76,7 @@ fn stuck_reservation_is_skipped_after_the_timeout_and_later_records_delivered() 
     assert_eq!(next_counter(&mut consumer, max), None);
     push(&producer, 21);
     assert_eq!(next_counter(&mut consumer, max), Some(21));
-    assert_eq!(producer.backlog_slots(), 0);
+    assert_eq!(producer.backlog_words(), 0);
 }
 
 #[test]
@@ -84,16 +85,16 @@ fn reservations_made_after_the_stuck_one_get_their_own_full_timeout() {
     let producer = Producer::map(fd.as_fd()).unwrap();
     let max = producer.max_payload();
     let mut consumer = Consumer::open(fd, opts(STUCK_MS)).unwrap();
-    producer.reserve_for_test(10).unwrap();
+    producer.reserve_for_test(&meta_for(3, 98), 10).unwrap();
     assert_eq!(next_counter(&mut consumer, max), None);
     std::thread::sleep(Duration::from_millis(STUCK_MS * 2 / 3));
     // A second writer reserves now, i.e. after the consumer started the clock: it is slow but
     // not stuck, and must not be skipped together with the first one.
     let len = len_for(3, 7, max);
-    let slow = producer.reserve_for_test(len).unwrap();
+    let slow = producer.reserve_for_test(&meta_for(3, 7), len).unwrap();
     std::thread::sleep(Duration::from_millis(STUCK_MS * 2 / 3));
     assert_eq!(next_counter(&mut consumer, max), None);
-    assert_eq!(consumer.counters().abandoned_slots, 1);
+    assert_eq!(consumer.counters().abandoned_records, 1);
     let mut full = vec![0u8; len];
     fill_payload(&mut full, 3, 7, len);
     producer
@@ -103,56 +104,77 @@ fn reservations_made_after_the_stuck_one_get_their_own_full_timeout() {
 }
 
 #[test]
-fn orphan_continuations_of_a_skipped_record_are_freed() {
+fn a_claim_whose_writer_stopped_before_moving_head_is_helped_then_skipped() {
     let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
     let raw = RawRing::map(fd.as_fd());
     let producer = Producer::map(fd.as_fd()).unwrap();
     let max = producer.max_payload();
     let mut consumer = Consumer::open(fd, opts(STUCK_MS)).unwrap();
-    let len = 400;
-    let k = slots_for(len) as u64;
-    let pos = producer.reserve_for_test(len).unwrap();
-    // The writer committed its continuations, then died before the first slot.
-    for j in 1..k {
-        raw.stamp(pos + j)
-            .store(layout::cont(pos + j, raw.slot_count), Ordering::SeqCst);
-    }
+    // A writer claimed 400 bytes at position 0 (its control word RESERVED) and was stopped
+    // (killed, or interrupted by a signal handler that never returns) before it moved `head`.
+    let claim = layout::Control {
+        state: layout::STATE_RESERVED,
+        len_words: layout::words_for(400),
+        pad_bytes: 0,
+        stream: 1,
+        continued: false,
+        file_index: 0,
+        seq: 77,
+    };
+    raw.data(0).store(
+        layout::encode_control(&claim, 0, raw.shift),
+        Ordering::SeqCst,
+    );
+    assert_eq!(raw.head(), 0);
+    // Another writer (or the signal handler itself) is not blocked: it moves `head` past the
+    // claim and writes after it.
     push(&producer, 0);
+    assert_eq!(
+        raw.head(),
+        claim.len_words + layout::words_for(len_for(3, 0, max))
+    );
     assert_eq!(next_counter(&mut consumer, max), None);
     std::thread::sleep(Duration::from_millis(STUCK_MS + 20));
     assert_eq!(next_counter(&mut consumer, max), Some(0));
-    assert_eq!(consumer.counters().abandoned_slots, k);
+    assert_eq!(consumer.counters().abandoned_records, 1);
     assert_eq!(raw.tail(), raw.head());
-    for j in 0..k {
+    // Its words were released like any others: FREE for the next lap.
+    for p in 0..raw.head() {
         assert_eq!(
-            raw.stamp(pos + j).load(Ordering::SeqCst),
-            layout::free(pos + j + raw.slot_count, raw.slot_count),
-            "slot {j} freed for the next round"
+            raw.data(p).load(Ordering::SeqCst),
+            layout::free(p + raw.word_count, raw.shift),
+            "word {p} free for the next lap"
         );
     }
 }
 
 #[test]
-fn late_writer_after_skip_does_not_overwrite_the_slots_new_owner() {
+fn late_writer_after_skip_does_not_overwrite_the_words_new_owner() {
     let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
+    let raw = RawRing::map(fd.as_fd());
     let producer = Producer::map(fd.as_fd()).unwrap();
     let mut consumer = Consumer::open(fd, opts(0)).unwrap();
     let mut payload = Vec::new();
-    let stuck = producer.reserve_for_test(50).unwrap();
+    let stuck = producer.reserve_for_test(&meta_for(3, 99), 50).unwrap();
     assert!(consumer.next(&mut payload).unwrap().is_none());
     assert!(consumer.next(&mut payload).unwrap().is_none());
-    assert_eq!(consumer.counters().abandoned_slots, 1);
-    // Once around the ring with one-slot records, so that the stuck one's slot is reused.
-    let slots = producer.slot_count();
-    for i in 1..slots {
-        producer
-            .try_push(&meta_for(3, i as u32), &[i as u8; 20])
-            .unwrap();
-        assert_eq!(consumer.next(&mut payload).unwrap().unwrap().seq, i as u32);
+    assert_eq!(consumer.counters().abandoned_records, 1);
+    // Once around the ring with 20-byte records (5 words), so that the stuck one's words are
+    // reused.
+    let words = producer.capacity_words();
+    let mut i = 1u32;
+    while raw.head() + 5 <= words {
+        producer.try_push(&meta_for(3, i), &[i as u8; 20]).unwrap();
+        assert_eq!(consumer.next(&mut payload).unwrap().unwrap().seq, i);
+        i += 1;
     }
-    let fresh = producer.reserve_for_test(20).unwrap();
-    assert_eq!(fresh, stuck + slots, "the same slot, one round later");
-    // The stuck writer wakes up now: it must neither commit nor write into the new owner's slot.
+    let fresh = producer.reserve_for_test(&meta_for(3, 5), 20).unwrap();
+    assert_eq!(
+        fresh,
+        stuck + words,
+        "the same words, one lap later (after a PAD)"
+    );
+    // The stuck writer wakes up now: it must neither commit nor write into the new owner's words.
     assert_eq!(
         producer.commit_for_test(stuck, &meta_for(3, 99), &[0xEE; 50]),
         Err(PushError::Abandoned)
@@ -161,28 +183,37 @@ fn late_writer_after_skip_does_not_overwrite_the_slots_new_owner() {
         .commit_for_test(fresh, &meta_for(3, 5), &[0x11; 20])
         .unwrap();
     let meta = consumer.next(&mut payload).unwrap().unwrap();
-    assert_eq!(meta, meta_for(3, 5));
+    assert_eq!(
+        meta,
+        RecordMeta {
+            pid: 1,
+            ..meta_for(3, 5)
+        }
+    );
     assert_eq!(payload, [0x11; 20]);
 }
 
 #[test]
-fn consumer_killed_between_freeing_slots_and_storing_tail_is_recovered() {
+fn consumer_killed_between_clearing_words_and_storing_tail_is_recovered() {
     let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
     let raw = RawRing::map(fd.as_fd());
     let producer = Producer::map(fd.as_fd()).unwrap();
     let spare = fd.try_clone().unwrap();
     let mut consumer = Consumer::open(fd, opts(STUCK_MS)).unwrap();
     let mut payload = Vec::new();
-    producer.try_push(&meta_for(3, 0), &[7; 300]).unwrap(); // 3 slots: positions 0..3
+    producer.try_push(&meta_for(3, 0), &[7; 300]).unwrap(); // words 0..40
     producer.try_push(&meta_for(3, 1), &[8; 20]).unwrap();
     assert_eq!(consumer.next(&mut payload).unwrap().unwrap().seq, 0);
+    let end = consumer.read_position();
+    assert_eq!(end, layout::words_for(300));
     drop(consumer);
-    // Rewind to the moment the old agent died: slots 0 and 1 freed, slot 2 not yet, and
-    // `tail` still 0.
+    // Rewind to the moment the old consumer died: it had announced the release of record 0
+    // and cleared its words, but `tail` was still 0. Its control word no longer says how long
+    // the record was: only the announced release does.
     raw.word(layout::OFF_TAIL).store(0, Ordering::SeqCst);
-    raw.stamp(2)
-        .store(layout::cont(2, raw.slot_count), Ordering::SeqCst);
+    assert_eq!(raw.word(layout::OFF_RELEASING).load(Ordering::SeqCst), end);
     let mut consumer = Consumer::open(spare, opts(STUCK_MS)).unwrap();
+    assert_eq!(raw.tail(), end, "the release was finished at open");
     let meta = consumer
         .next(&mut payload)
         .unwrap()
@@ -196,8 +227,8 @@ fn consumer_killed_between_freeing_slots_and_storing_tail_is_recovered() {
 struct WriterReport {
     /// Counters whose push returned `Ok`, in order.
     committed: Vec<u32>,
-    /// Slots of the records whose commit came back `Abandoned`.
-    abandoned_slots: u64,
+    /// Records whose commit came back `Abandoned`.
+    abandoned_records: u64,
 }
 
 /// Writer `id` of the concurrent test: every 37th record reserves, sleeps past the stuck timeout
@@ -205,7 +236,7 @@ struct WriterReport {
 fn stalling_writer(producer: &Producer, id: u32, count: u32, deadline: Instant) -> WriterReport {
     let mut report = WriterReport {
         committed: Vec::new(),
-        abandoned_slots: 0,
+        abandoned_records: 0,
     };
     let mut buf = [0u8; MAX_TEST_PAYLOAD];
     for counter in 0..count {
@@ -215,7 +246,7 @@ fn stalling_writer(producer: &Producer, id: u32, count: u32, deadline: Instant) 
         let result = loop {
             check_deadline(deadline, "stalling writer");
             let attempt = if counter % 37 == 5 {
-                producer.reserve_for_test(len).map(|pos| {
+                producer.reserve_for_test(&meta, len).map(|pos| {
                     std::thread::sleep(Duration::from_micros(u64::from(counter % 4) * 1_500));
                     producer.commit_for_test(pos, &meta, &buf[..len])
                 })
@@ -230,7 +261,7 @@ fn stalling_writer(producer: &Producer, id: u32, count: u32, deadline: Instant) 
         };
         match result {
             Ok(()) => report.committed.push(counter),
-            Err(PushError::Abandoned) => report.abandoned_slots += slots_for(len) as u64,
+            Err(PushError::Abandoned) => report.abandoned_records += 1,
             Err(e) => panic!("writer {id}, record {counter}: {e}"),
         }
     }
@@ -276,9 +307,45 @@ fn concurrent_writers_with_stalls_lose_only_what_was_abandoned() {
             delivered[id], report.committed,
             "writer {id}: exactly the committed records"
         );
-        abandoned += report.abandoned_slots;
+        abandoned += report.abandoned_records;
     }
     assert!(abandoned > 0, "some stalls outlived the timeout");
-    assert_eq!(consumer.counters().abandoned_slots, abandoned);
-    assert_eq!(producer.backlog_slots(), 0);
+    assert_eq!(consumer.counters().abandoned_records, abandoned);
+    assert_eq!(producer.backlog_words(), 0);
+}
+
+/// `head` set back (a writer that stored it late, see `RawRing::reserve`): behind it every word
+/// up to the real head is claimed, and the next writer steps over them by helping; a `head`
+/// set back below `tail` (after a stall longer than the stuck timeout) is healed to `tail`.
+#[test]
+fn a_head_set_back_is_walked_forward_or_healed_to_the_tail() {
+    let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
+    let raw = RawRing::map(fd.as_fd());
+    let producer = Producer::map(fd.as_fd()).unwrap();
+    let max = producer.max_payload();
+    let mut consumer = Consumer::open(fd, opts(STUCK_MS)).unwrap();
+    for counter in 0..5 {
+        push(&producer, counter);
+    }
+    let end = raw.head();
+    // Set back to the start of record 1: records 1..5 are claimed, nothing is released.
+    raw.word(layout::OFF_HEAD)
+        .store(layout::words_for(len_for(3, 0, max)), Ordering::SeqCst);
+    push(&producer, 5);
+    assert_eq!(
+        raw.head(),
+        end + layout::words_for(len_for(3, 5, max)),
+        "the new record went after the last one"
+    );
+    for counter in 0..6 {
+        assert_eq!(next_counter(&mut consumer, max), Some(counter));
+    }
+    // Everything read and released; `head` set back below `tail`, onto cleared words.
+    let tail = raw.tail();
+    assert_eq!(tail, raw.head());
+    raw.word(layout::OFF_HEAD).store(3, Ordering::SeqCst);
+    push(&producer, 6);
+    assert_eq!(raw.head(), tail + layout::words_for(len_for(3, 6, max)));
+    assert_eq!(next_counter(&mut consumer, max), Some(6));
+    assert_eq!(consumer.counters().abandoned_records, 0);
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use logtap_protocol::ring::{
-    Consumer, ConsumerOptions, MIN_RING_SIZE, Producer, PushError, create_ring_memfd,
+    Consumer, ConsumerOptions, MIN_RING_SIZE, Producer, PushError, RecordMeta, create_ring_memfd,
 };
 use ring_support::*;
 
@@ -69,8 +69,8 @@ fn many_threads_deliver_every_record_once_in_per_producer_order() {
     }
     assert!(consumer.next(&mut payload).unwrap().is_none());
     assert_eq!(order.counts(), &[PER_PRODUCER; PRODUCERS as usize]);
-    assert_eq!(consumer.counters().abandoned_slots, 0);
-    assert_eq!(producer.backlog_slots(), 0);
+    assert_eq!(consumer.counters().abandoned_records, 0);
+    assert_eq!(producer.backlog_words(), 0);
 }
 
 #[test]
@@ -85,8 +85,8 @@ fn wrap_around_with_records_of_every_size() {
     let mut slots_used = 0u64;
     let mut counter = 0u32;
     // Several times around the ring, with a backlog of up to 7 records of any size (0 ..= max,
-    // including the slot boundaries) in flight.
-    while slots_used < 6 * producer.slot_count() {
+    // including the word boundaries) in flight.
+    while slots_used < 6 * producer.capacity_words() {
         let batch = 1 + counter % 7;
         let mut pushed = Vec::new();
         for _ in 0..batch {
@@ -95,7 +95,7 @@ fn wrap_around_with_records_of_every_size() {
             rng ^= rng << 17;
             let len = match rng % 4 {
                 0 => (rng >> 8) as usize % (max + 1),
-                1 => [0, 95, 96, 97, 215, 216, 217, max][(rng >> 8) as usize % 8],
+                1 => [0, 1, 7, 8, 9, 100, 101, max][(rng >> 8) as usize % 8],
                 _ => (rng >> 8) as usize % 600,
             };
             for (i, b) in bytes[..len].iter_mut().enumerate() {
@@ -106,7 +106,7 @@ fn wrap_around_with_records_of_every_size() {
                 Err(PushError::Full) => break,
                 Err(e) => panic!("push: {e}"),
             }
-            slots_used += logtap_protocol::ring::layout::slots_for(len) as u64;
+            slots_used += logtap_protocol::ring::layout::words_for(len);
             counter += 1;
         }
         for (c, len) in pushed {
@@ -114,7 +114,13 @@ fn wrap_around_with_records_of_every_size() {
                 .next(&mut payload)
                 .unwrap()
                 .expect("a committed record");
-            assert_eq!(meta, meta_for(9, c));
+            assert_eq!(
+                meta,
+                RecordMeta {
+                    pid: 1,
+                    ..meta_for(9, c)
+                }
+            );
             assert_eq!(payload.len(), len);
             assert!(
                 payload
@@ -125,7 +131,7 @@ fn wrap_around_with_records_of_every_size() {
         }
         assert!(consumer.next(&mut payload).unwrap().is_none());
     }
-    assert_eq!(producer.backlog_slots(), 0);
+    assert_eq!(producer.backlog_words(), 0);
 }
 
 #[test]
@@ -138,7 +144,7 @@ fn oversized_records_are_refused_without_touching_the_ring() {
         producer.try_push(&meta_for(0, 0), &bytes),
         Err(PushError::TooLarge { len: max + 1, max })
     );
-    assert_eq!(producer.backlog_slots(), 0);
+    assert_eq!(producer.backlog_words(), 0);
     producer.try_push(&meta_for(0, 0), &bytes[..max]).unwrap();
 }
 
@@ -186,7 +192,7 @@ fn full_ring_counts_drops_and_delivered_plus_dropped_equals_produced() {
     let counters = consumer.counters();
     assert_eq!(counters.dropped_records, dropped);
     assert_eq!(counters.dropped_bytes, dropped_bytes);
-    assert_eq!(counters.abandoned_slots, 0);
+    assert_eq!(counters.abandoned_records, 0);
 }
 
 #[test]

@@ -450,6 +450,48 @@ impl TapClient {
         producer.try_push(&meta, bytes).unwrap();
     }
 
+    /// A DATA frame for a tapped file's write (`file_index`) or any stream, with CONTINUED.
+    pub fn data_to(
+        &mut self,
+        stream: Stream,
+        file_index: u16,
+        continued: bool,
+        time_ns: u64,
+        bytes: &[u8],
+    ) {
+        let flags = if continued { tap::FLAG_CONTINUED } else { 0 };
+        let h = self.header(
+            Kind::Data,
+            Some(stream),
+            flags,
+            time_ns,
+            u32::from(file_index),
+            bytes.len(),
+        );
+        self.send(h, bytes, &[]);
+    }
+
+    /// The ring record of the same write as [`TapClient::data_to`] (panics if there is no ring
+    /// or it is full).
+    pub fn ring_write_to(
+        &mut self,
+        stream: Stream,
+        file_index: u16,
+        continued: bool,
+        time_ns: u64,
+        bytes: &[u8],
+    ) {
+        let mut meta = self.next_meta(stream, time_ns);
+        meta.file_index = file_index;
+        meta.flags = if continued {
+            logtap_protocol::ring::RECORD_CONTINUED
+        } else {
+            0
+        };
+        let (producer, _, _) = self.ring.as_ref().expect("hello with a ring first");
+        producer.try_push(&meta, bytes).unwrap();
+    }
+
     /// Pushes one write into the ring, retrying while it is full (up to `limit`).
     pub fn ring_write_wait(&mut self, stream: Stream, time_ns: u64, bytes: &[u8], limit: Duration) {
         let meta = self.next_meta(stream, time_ns);
@@ -467,10 +509,10 @@ impl TapClient {
         unsafe { libc::shutdown(self.sock.as_raw_fd(), libc::SHUT_RDWR) };
     }
 
-    /// Slots of the ring reserved and not yet released by the agent (`head - tail`).
+    /// Words (8 bytes) of the ring claimed and not yet released by the agent (`head - tail`).
     pub fn ring_backlog(&self) -> u64 {
         let (producer, _, _) = self.ring.as_ref().expect("hello with a ring first");
-        producer.backlog_slots()
+        producer.backlog_words()
     }
 
     /// Reports dropped copies.

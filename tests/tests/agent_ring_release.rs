@@ -24,6 +24,13 @@ fn write_lines(c: &mut TapClient, from: u64, n: u64) {
     }
 }
 
+/// Ring words (8 bytes each) the records of `write_lines(_, from, n)` take.
+fn words_of_lines(from: u64, n: u64) -> u64 {
+    (from..from + n)
+        .map(|i| logtap_protocol::ring::layout::words_for(format!("fault {i}\n").len()))
+        .sum()
+}
+
 /// Waits until `cond` holds (at most `limit`).
 fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -55,7 +62,7 @@ fn unacknowledged_records_stay_in_the_ring_and_survive_the_agent() {
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(
         c.ring_backlog(),
-        N,
+        words_of_lines(0, N),
         "read and sent, but not acknowledged: not released"
     );
     // The agent dies; a new one with a working server gets the same ring.
@@ -135,7 +142,7 @@ fn a_process_that_exits_has_its_records_made_safe_at_once() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         c.ring_backlog(),
-        N,
+        words_of_lines(0, N),
         "held: the chunk waits for flush_interval"
     );
     let exited = Instant::now();
@@ -162,7 +169,7 @@ fn a_pending_line_that_holds_a_full_ring_goes_out_as_partial() {
         &["--partial-flush", "60s", "--flush-interval", "50ms"],
     );
     let mut c = TapClient::connect(&agent.socket, 4545);
-    c.hello("partial", Some(64 * 1024), &[]); // 512 slots
+    c.hello("partial", Some(64 * 1024), &[]); // 8,192 words
     c.ring_write(Stream::Stderr, T0, b"progress: ");
     for i in 0..2_000u64 {
         c.ring_write_wait(

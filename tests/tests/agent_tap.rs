@@ -306,7 +306,7 @@ fn sigterm_drains_rings_of_connected_processes() {
         &["--flush-interval", "60s", "--partial-flush", "60s"],
     );
     let mut c = ring_client(&agent.socket, 99, "steady");
-    // Less than half of the 512-slot ring: a ring held more than half full would have its
+    // Less than half of the 64 KiB ring: a ring held more than half full would have its
     // chunks sealed at once (ring pressure) instead of waiting for flush_interval.
     ring_lines(&mut c, Stream::Stderr, 200, Duration::from_secs(5), |i| {
         format!("e{i}\n")
@@ -394,12 +394,18 @@ fn a_ring_of_another_layout_version_is_refused_by_name() {
     use std::os::unix::fs::FileExt;
     let agent = Agent::start("ring-version", FAST);
     let current = logtap_protocol::ring::layout::VERSION;
-    // Version 1: a library from before issue 14; and a later one's.
-    for (pid, other) in [(40u32, 1u32), (42, current + 1)] {
-        // A well-formed, sealed ring, as that library creates it, but for its version.
+    // Versions 1 and 2: libraries from before issue 14's changes to the ring (version 2: 128-byte
+    // slots, the layout of the release before this one); and a later one's.
+    for (pid, other) in [(40u32, 1u32), (43, 2), (42, current + 1)] {
+        // A well-formed, sealed ring, as that library creates it, but for its version: the
+        // same file size (64 KiB of data), its version, and for version 2 its slot geometry.
         let memfd = logtap_protocol::ring::create_ring_memfd(64 * 1024, pid).unwrap();
         let file = std::fs::File::from(memfd);
         file.write_all_at(&other.to_le_bytes(), 4).unwrap();
+        if other == 2 {
+            file.write_all_at(&128u32.to_le_bytes(), 8).unwrap();
+            file.write_all_at(&512u32.to_le_bytes(), 12).unwrap();
+        }
         // SAFETY: plain syscall; checked.
         let ev = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         assert!(ev >= 0);
@@ -425,6 +431,60 @@ fn a_ring_of_another_layout_version_is_refused_by_name() {
     let (status, all) = agent.terminate();
     assert!(status.success());
     assert_eq!(all.len(), 1, "{all:?}");
+}
+
+/// Layout version 3 keeps no pid in a record and packs stream, CONTINUED, file index and seq
+/// into its control word beside a full time word: the agent makes of ring records, field for
+/// field, the records it makes of DATA frames (which carry every field in full) — time to the
+/// nanosecond, stream, tapped file, a write continued over two records, the process's pid.
+#[test]
+fn ring_records_become_the_same_records_as_data_frames() {
+    let agent = Agent::start("ring-vs-data", FAST);
+    let mut ring = ring_client(&agent.socket, 6001, "same");
+    let mut data = TapClient::connect(&agent.socket, 6002);
+    data.hello("same", None, &[]);
+    let writes: [(Stream, u16, bool, u64, &[u8]); 6] = [
+        (Stream::Stdout, 0, false, T0 + 123_456_789, b"first li"),
+        (Stream::Stdout, 0, false, T0 + 999, b"ne\nsecond\n"),
+        (Stream::Stderr, 0, false, T0 + 5, b"oops\n"),
+        (Stream::File, 1, true, T0 + 7, b"a write in "),
+        (Stream::File, 1, false, T0 + 8, b"two records\n"),
+        (Stream::File, 0, false, u64::MAX / 2 + 1, b"far future\n"),
+    ];
+    for c in [&mut ring, &mut data] {
+        c.file(0, "/var/log/zero.log");
+        c.file(1, "/var/log/one.log");
+    }
+    for (stream, file, continued, time, bytes) in writes {
+        ring.ring_write_to(stream, file, continued, time, bytes);
+        data.data_to(stream, file, continued, time, bytes);
+    }
+    let records = agent.wait_records(10, Duration::from_secs(10));
+    let by_pid = |pid: u64| {
+        let mut of: Vec<Value> = records
+            .iter()
+            .filter(|r| r["pid"] == pid)
+            .map(|r| {
+                let mut r = r.clone();
+                r.as_object_mut()
+                    .expect("a record is an object")
+                    .remove("pid");
+                r
+            })
+            .collect();
+        of.sort_by_key(|r| r.to_string());
+        of
+    };
+    let (from_ring, from_data) = (by_pid(6001), by_pid(6002));
+    assert_eq!(from_ring.len(), 5, "{records:?}");
+    assert_eq!(from_ring, from_data);
+    let two = from_ring
+        .iter()
+        .find(|r| r["message"] == "a write in two records")
+        .expect("the continued write, joined");
+    assert_eq!(two["timestamp"], "2023-11-14T22:13:20.000000007Z");
+    drop((ring, data));
+    agent.terminate();
 }
 
 #[test]

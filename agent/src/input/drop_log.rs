@@ -1,5 +1,5 @@
 //! Saying what a tapped process lost: the agent learns of drops from the ring's header counters
-//! (records the interceptor could not put into a full ring, slots abandoned by a killed writer)
+//! (records the interceptor could not put into a full ring, reservations abandoned by a killed writer)
 //! and from LOSS frames (copies it could not hand over: no connection, or a full control
 //! socket). Each is counted in the metrics at once; this module also logs them, per peer, with
 //! the process's pid and comm — the first drop at once, then at most one line per
@@ -40,8 +40,8 @@ impl DropLog {
     pub fn ring(&mut self, c: RingCounters) {
         self.ring_full.0 += c.dropped_records;
         self.ring_full.1 += c.dropped_bytes;
-        self.abandoned += c.abandoned_slots;
-        self.total += c.dropped_records + c.abandoned_slots;
+        self.abandoned += c.abandoned_records;
+        self.total += c.dropped_records + c.abandoned_records;
     }
 
     /// A LOSS frame.
@@ -113,7 +113,7 @@ mod tests {
         log.ring(RingCounters {
             dropped_records: 5,
             dropped_bytes: 50,
-            abandoned_slots: 1,
+            abandoned_records: 1,
         });
         log.flush(1, "x", t0 + Duration::from_secs(1), false);
         assert!(log.pending(), "rate-limited");

@@ -80,7 +80,7 @@ impl RingReader {
         let unreleased = consumer.reread_end() - consumer.read_position();
         if unreleased > 0 {
             tracing::info!(
-                slots = unreleased,
+                words = unreleased,
                 "resuming a ring where the previous agent stopped: records it read but had not made safe are read again"
             );
         }
@@ -101,7 +101,7 @@ impl RingReader {
 
     /// Whether records wait (committed or still being written) or one is held.
     pub fn has_backlog(&self) -> bool {
-        self.held.is_some() || self.consumer.backlog_slots() > 0
+        self.held.is_some() || self.consumer.backlog_words() > 0
     }
 
     /// Lingering: an empty pass leaves `consumer_sleeping` unset, so the producer's writes cost
@@ -165,7 +165,7 @@ impl RingReader {
             let (meta, pos) = match self.held.take() {
                 Some(held) => held,
                 None => {
-                    // The record starts at or after the read position (stuck slots skipped
+                    // The record starts at or after the read position (stuck reservations skipped
                     // first): pinning this position is safe.
                     let pos = self.consumer.read_position();
                     match self.consumer.next(&mut self.payload)? {
@@ -225,13 +225,15 @@ impl RingReader {
         let new = RingCounters {
             dropped_records: c.dropped_records.saturating_sub(self.seen.dropped_records),
             dropped_bytes: c.dropped_bytes.saturating_sub(self.seen.dropped_bytes),
-            abandoned_slots: c.abandoned_slots.saturating_sub(self.seen.abandoned_slots),
+            abandoned_records: c
+                .abandoned_records
+                .saturating_sub(self.seen.abandoned_records),
         };
         if new.dropped_records > 0 {
             METRICS.dropped(DropReason::RingFull, new.dropped_records, new.dropped_bytes);
         }
-        if new.abandoned_slots > 0 {
-            METRICS.dropped(DropReason::RingAbandoned, new.abandoned_slots, 0);
+        if new.abandoned_records > 0 {
+            METRICS.dropped(DropReason::RingAbandoned, new.abandoned_records, 0);
         }
         if c != self.seen {
             self.consumer.set_reported(&c);

@@ -256,7 +256,7 @@ impl RingTracker {
             note_progress();
         }
         let unreleased = st.read.saturating_sub(self.release.released());
-        let pressured = unreleased > self.release.slot_count() / 2;
+        let pressured = unreleased > self.release.capacity_words() / 2;
         self.pressured.store(pressured, Ordering::Relaxed);
         pressured
     }
@@ -281,7 +281,7 @@ impl RingPin {
     }
 }
 
-/// Unit-test helper: a tracker on a fresh ring holding `records` one-slot records, read and
+/// Unit-test helper: a tracker on a fresh ring holding `records` one-byte records (3 words each), read and
 /// not released (the floor still at 0: call `set_floor(records, records)` once pinned), and
 /// the producer side keeping the ring alive.
 #[cfg(test)]
@@ -386,7 +386,7 @@ mod tests {
 
     use super::*;
 
-    /// A ring with `n` one-slot records read (not released) by a holding consumer.
+    /// A ring with `n` one-byte records (3 words each) read (not released) by a holding consumer.
     fn ring(n: u64) -> (Producer, Consumer, Arc<RingTracker>) {
         let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
         let producer = Producer::map(fd.as_fd()).unwrap();
@@ -451,8 +451,9 @@ mod tests {
 
     #[test]
     fn more_than_half_unreleased_is_pressure() {
-        let slots = (MIN_RING_SIZE / 128) as u64;
-        let (_p, consumer, t) = ring(slots / 2 + 1);
+        // Records of 3 words: just over half of the ring's words.
+        let records = (MIN_RING_SIZE / 8 / 2 / 3) as u64 + 1;
+        let (_p, consumer, t) = ring(records);
         let pin = t.pin(0);
         let (pressured, local) = t.set_floor(consumer.read_position(), consumer.read_position());
         assert!(pressured && !local && t.pressured());
@@ -463,7 +464,7 @@ mod tests {
         one.release();
         oldest.release();
         assert!(!t.pressured());
-        let (_p, consumer, t) = ring(slots / 2 + 1);
+        let (_p, consumer, t) = ring(records);
         let _pin = t.pin(5);
         let (pressured, local) = t.set_floor(0, consumer.read_position());
         assert!(

@@ -383,7 +383,7 @@ pub fn connect_at_exit(cfg: &Config) {
         }
         hung_up();
     }
-    let waiting = super::ring::get().is_some_and(|p| p.backlog_slots() > 0);
+    let waiting = super::ring::get().is_some_and(|p| p.backlog_words() > 0);
     if !waiting && !loss::pending() {
         return;
     }

@@ -273,7 +273,7 @@ fn push_chunks(
                 }
                 break;
             }
-            // Abandoned: the agent skipped our slots (and counted them); TooLarge cannot
+            // Abandoned: the agent skipped our reservation (and counted it); TooLarge cannot
             // happen (chunks are at most max_payload). Either way stop here.
             Err(_) => break,
         }
@@ -376,7 +376,7 @@ pub fn write_back_suppressed(cfg: &Config) -> u64 {
     if !(cfg.suppress_stdout || cfg.suppress_stderr || cfg.suppress_tap_file) {
         return 0;
     }
-    if get().is_none_or(|p| p.backlog_slots() == 0) {
+    if get().is_none_or(|p| p.backlog_words() == 0) {
         return 0;
     }
     let fd = own_fds::get(Slot::RingMemfd);

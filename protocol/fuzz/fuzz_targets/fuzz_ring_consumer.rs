@@ -1,5 +1,6 @@
-//! Fuzz target: arbitrary bytes become the content of a ring memfd (header and slots, or
-//! patches over a valid ring with records and a stuck reservation; see
+//! Fuzz target: arbitrary bytes become the content of a ring memfd (layout version 3: header and
+//! data area, or patches over a valid ring with records wrapping behind a PAD and a stuck
+//! reservation; see
 //! `logtap_protocol::ring::fuzzing`), which the agent's `Consumer` then drains to the end. It
 //! must answer with records or errors, never panic, never read out of bounds.
 //!

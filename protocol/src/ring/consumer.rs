@@ -2,19 +2,22 @@
 //!
 //! The ring is hostile memory: another process may write any byte at any moment. So the consumer
 //! keeps its own copy of everything it relies on (geometry, its position), reads the shared bytes
-//! only through bounds-checked atomic accesses, copies a record out before it looks at it,
-//! re-checks the record's stamp after the copy (seqlock-style), and reports anything that breaks
-//! the protocol as [`RingError::Inconsistent`] — never a panic, never an out-of-bounds read.
+//! only through bounds-checked atomic accesses, checks every length against the ring's bounds
+//! before it uses it, copies a record out before it looks at it, re-checks the record's control
+//! word after the copy (seqlock-style), and reports anything that breaks the protocol as
+//! [`RingError::Inconsistent`] — never a panic, never an out-of-bounds read.
 //!
-//! Stuck reservations: a writer may reserve slots and never commit them (killed thread, a signal
-//! handler that siglongjmp'd out of the hook). When the slot at `tail` stays reserved but
-//! uncommitted, the consumer notes the time and the `head` it sees; once `stuck_timeout` has
-//! passed, every slot below that `head` that is still uncommitted has been reserved for at least
-//! the timeout, and is skipped (counted in `abandoned_slots`), while committed records in between
-//! are delivered in order. Continuation slots whose first slot was skipped are freed the same way.
+//! Stuck reservations: a writer may claim a record and never commit it (killed thread, a signal
+//! handler that siglongjmp'd out of the hook). Its RESERVED control word carries the record's
+//! length. When the record at the read position stays RESERVED, the consumer notes the time and
+//! the `head` it sees (after moving `head` past the claim itself, for a writer stopped before
+//! it did); once `stuck_timeout` has passed, every record below that `head` that is still
+//! RESERVED has been so for at least the timeout, and is skipped — its word turned into a PAD of
+//! the same length, so that the late writer's commit fails — and counted in
+//! `abandoned_records`, while committed records in between are delivered in order.
 //!
 //! Two ways to give space back to the producers:
-//! - [`Consumer::open`]: the shared `tail` follows the read position — a record's slots are
+//! - [`Consumer::open`]: the shared `tail` follows the read position — a record's words are
 //!   free for producers as soon as it was copied out (tests, benches, simple readers);
 //! - [`Consumer::open_holding`]: the read position is the consumer's own, and `tail` moves only
 //!   when the owner of the records says they are safe, through the [`Release`] handle. Records
@@ -28,12 +31,13 @@ use std::time::{Duration, Instant};
 
 use super::error::RingError;
 use super::layout::{
-    self, CONT_SLOT_PAYLOAD, FIRST_SLOT_PAYLOAD, Geometry, MAX_POSITION, OFF_ABANDONED_SLOTS,
-    OFF_CONSUMER_SLEEPING, OFF_CREATOR_PID, OFF_DROPPED_BYTES, OFF_DROPPED_RECORDS, OFF_HEAD,
-    OFF_TAIL, RECORD_HEADER_BYTES, STAMP_BYTES,
+    self, Control, Geometry, MAX_POSITION, OFF_ABANDONED_RECORDS, OFF_CONSUMER_SLEEPING,
+    OFF_CREATOR_PID, OFF_DROPPED_BYTES, OFF_DROPPED_RECORDS, OFF_HEAD, OFF_RELEASING, OFF_TAIL,
+    STATE_COMMITTED, STATE_PAD, STATE_RESERVED,
 };
 use super::mapping::Mapping;
 use super::memfd;
+use super::raw::{RawRing, Seen};
 use super::record::{self, RecordMeta};
 
 /// Tuning of a [`Consumer`].
@@ -60,12 +64,12 @@ pub struct RingCounters {
     pub dropped_records: u64,
     /// Bytes of those records.
     pub dropped_bytes: u64,
-    /// Slots the consumer skipped because their reservation was never committed.
-    pub abandoned_slots: u64,
+    /// Records the consumer skipped because their reservation was never committed.
+    pub abandoned_records: u64,
 }
 
-/// Since when the slot at the consumer's position has been seen reserved but uncommitted, and
-/// the `head` seen at that moment: every slot below it was reserved before `since`.
+/// Since when the record at the consumer's position has been seen reserved but uncommitted,
+/// and the `head` seen at that moment: every record below it was claimed before `since`.
 #[derive(Debug, Clone, Copy)]
 struct Stuck {
     since: Instant,
@@ -79,8 +83,8 @@ pub struct Consumer {
     geometry: Geometry,
     _fd: OwnedFd,
     opts: ConsumerOptions,
-    /// Our read position: every slot below it has been read (or skipped). Private: the shared
-    /// `tail` is what producers may reuse, and it is never read back while we run.
+    /// Our read position: every record below it has been read (or skipped). Private: the
+    /// shared `tail` is what producers may reuse, and it is never read back while we run.
     read: u64,
     /// Holding mode: the state shared with the [`Release`] handles. `None`: `tail` follows
     /// `read`.
@@ -103,7 +107,7 @@ struct HoldState {
     lock: Mutex<()>,
 }
 
-/// The handle that gives a holding consumer's slots back to the producers
+/// The handle that gives a holding consumer's records back to the producers
 /// ([`Consumer::open_holding`]). Cheap to clone, `Send + Sync`, and it keeps the ring mapped
 /// (so releases may still come after the [`Consumer`] is dropped, e.g. once the last chunk of a
 /// process that exited is acknowledged).
@@ -122,11 +126,23 @@ impl std::fmt::Debug for Release {
     }
 }
 
+/// Gives positions `from .. to` back to the producers: announces the release at
+/// `OFF_RELEASING`, clears the words to FREE for their next lap, then publishes `tail = to`
+/// (Release: our reads and clears happen before a producer reuses the words). A consumer
+/// killed in the middle leaves `OFF_RELEASING` beyond `tail`: its successor finishes the job
+/// at open.
+fn release_range(map: &Mapping, geometry: Geometry, from: u64, to: u64) {
+    map.u64_at(OFF_RELEASING).store(to, Ordering::Relaxed);
+    RawRing::new(map.words(), geometry).clear(from, to);
+    map.u64_at(OFF_TAIL).store(to, Ordering::Release);
+}
+
 impl Release {
-    /// Declares every record below position `pos` safe: their slots become free for producers
-    /// (stamp `FREE(p + N)`) and `tail = pos` is published (Release). Positions the consumer has
-    /// not read yet are never released (`pos` is clamped to its read position); a `pos` at or
-    /// below the current `tail` does nothing. Costs one store per slot released.
+    /// Declares every record below position `pos` safe: their words become free for producers
+    /// and `tail = pos` is published. `pos` must be a record boundary (a read position);
+    /// positions the consumer has not read yet are never released (`pos` is clamped to its read
+    /// position); a `pos` at or below the current `tail` does nothing. Costs one store per
+    /// word released.
     pub fn release(&self, pos: u64) {
         let pos = pos.min(self.state.read.load(Ordering::Acquire));
         let _serial = self.state.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -134,17 +150,9 @@ impl Release {
         if pos <= tail {
             return;
         }
-        // `read - tail` never exceeds one ring: the consumer reads only reserved slots, and
-        // producers reserve at most one ring beyond `tail`.
-        let n = self.geometry.slot_count;
-        for p in tail..pos {
-            // First slot first, as the non-holding consumer does: a consumer killed in this
-            // loop leaves FREE(p + N) stamps below `tail`, which its successor steps over.
-            self.map
-                .u64_at(self.geometry.slot_offset(p))
-                .store(self.geometry.free(p + n), Ordering::Release);
-        }
-        self.map.u64_at(OFF_TAIL).store(pos, Ordering::Release);
+        // `read - tail` never exceeds one ring: the consumer reads only claimed records, and
+        // producers claim at most one ring beyond `tail`.
+        release_range(&self.map, self.geometry, tail, pos);
         self.state.released.store(pos, Ordering::Release);
     }
 
@@ -161,29 +169,36 @@ impl Release {
         self.state.released.load(Ordering::Acquire)
     }
 
-    /// Number of slots in the ring.
-    pub fn slot_count(&self) -> u64 {
-        self.geometry.slot_count
+    /// Size of the data area in positions (8-byte words).
+    pub fn capacity_words(&self) -> u64 {
+        self.geometry.word_count
     }
 }
 
 impl Consumer {
     /// Opens a ring received from a peer: checks its seals (`F_SEAL_SHRINK | F_SEAL_GROW`), its
-    /// size (fstat), magic, version and geometry, and resumes at the `tail` stored in it. The
-    /// shared `tail` follows the read position: a record's slots are free once it was read.
+    /// size (fstat), magic, version and geometry, finishes a release a killed predecessor left
+    /// half done, and resumes at the `tail` stored in it. The shared `tail` follows the read
+    /// position: a record's words are free once it was read.
     pub fn open(fd: OwnedFd, opts: ConsumerOptions) -> Result<Consumer, RingError> {
         memfd::check_seals(fd.as_fd())?;
         let (map, geometry) = memfd::map_validated(fd.as_fd())?;
-        let tail = map.u64_at(OFF_TAIL).load(Ordering::Acquire);
+        let mut tail = map.u64_at(OFF_TAIL).load(Ordering::Acquire);
         if tail > MAX_POSITION {
             return Err(RingError::BadHeader {
                 reason: "tail position out of range",
             });
         }
-        let creator_pid = u32::from_le(map.u32_at(OFF_CREATOR_PID).load(Ordering::Relaxed));
+        // A predecessor killed in the middle of a release: what it was releasing was safe.
+        let releasing = map.u64_at(OFF_RELEASING).load(Ordering::Relaxed);
+        if releasing > tail && releasing - tail <= geometry.word_count {
+            release_range(&map, geometry, tail, releasing);
+            tail = releasing;
+        }
+        let creator_pid = map.u32_le_at(OFF_CREATOR_PID);
         // Hostile or stale: only ever used to count, and clamped to the ring ahead of `tail`.
         let hint = map.u64_at(layout::OFF_READ_HINT).load(Ordering::Relaxed);
-        let reread_end = hint.clamp(tail, tail.saturating_add(geometry.slot_count));
+        let reread_end = hint.clamp(tail, tail.saturating_add(geometry.word_count));
         Ok(Consumer {
             map: Arc::new(map),
             geometry,
@@ -198,7 +213,7 @@ impl Consumer {
     }
 
     /// Like [`Consumer::open`], but in *holding* mode: records read stay in the ring (their
-    /// slots are not free for producers) until they are released through the returned
+    /// words are not free for producers) until they are released through the returned
     /// [`Release`] handle. Resumes at the shared `tail`, i.e. after the last record a previous
     /// consumer released: what it read and never released is read again.
     pub fn open_holding(
@@ -220,9 +235,14 @@ impl Consumer {
         Ok((consumer, release))
     }
 
+    #[inline]
+    fn raw(&self) -> RawRing<'_> {
+        RawRing::new(self.map.words(), self.geometry)
+    }
+
     /// The read position: the record the next [`Consumer::next`] returns starts at or after it
-    /// (positions count slots and only grow). In holding mode, release up to a position only
-    /// once every record read below it is safe.
+    /// (positions count 8-byte words and only grow). In holding mode, release up to a position
+    /// only once every record read below it is safe.
     pub fn read_position(&self) -> u64 {
         self.read
     }
@@ -235,8 +255,8 @@ impl Consumer {
         self.reread_end
     }
 
-    /// Slots read (or skipped) but not yet released: always 0 unless holding.
-    pub fn unreleased_slots(&self) -> u64 {
+    /// Words read (or skipped) but not yet released: always 0 unless holding.
+    pub fn unreleased_words(&self) -> u64 {
         match &self.hold {
             Some(state) => self
                 .read
@@ -245,22 +265,25 @@ impl Consumer {
         }
     }
 
-    /// Holding, and everything up to one ring ahead of `tail` is read: the slot at the read
-    /// position still holds a record of the previous round, unreleased. Nothing can be read
-    /// (no producer can reserve) until a release.
-    fn all_held(&self) -> bool {
-        self.hold.as_ref().is_some_and(|state| {
-            self.read
-                >= state
-                    .released
-                    .load(Ordering::Acquire)
-                    .saturating_add(self.geometry.slot_count)
-        })
+    /// The end of the room a record may occupy: one ring beyond what is released.
+    fn limit(&self) -> u64 {
+        let released = match &self.hold {
+            Some(state) => state.released.load(Ordering::Acquire),
+            None => self.read,
+        };
+        released.saturating_add(self.geometry.word_count)
     }
 
-    /// Number of slots in the ring.
-    pub fn slot_count(&self) -> u64 {
-        self.geometry.slot_count
+    /// Holding, and everything up to one ring ahead of `tail` is read: the word at the read
+    /// position still holds a record of the previous round, unreleased. Nothing can be read
+    /// (no producer can claim) until a release.
+    fn all_held(&self) -> bool {
+        self.hold.is_some() && self.read >= self.limit()
+    }
+
+    /// Size of the data area in positions (8-byte words).
+    pub fn capacity_words(&self) -> u64 {
+        self.geometry.word_count
     }
 
     /// The next committed record: its metadata, with its bytes in `payload` (cleared first).
@@ -269,10 +292,10 @@ impl Consumer {
     pub fn next(&mut self, payload: &mut Vec<u8>) -> Result<Option<RecordMeta>, RingError> {
         payload.clear();
         self.clear_sleeping();
-        // Each round either returns or moves `tail` on by at least one slot, except when a
-        // stamp changes under a CAS (a racing writer); the bound keeps a peer that flips stamps
-        // for ever from holding us here.
-        for _ in 0..=self.geometry.slot_count {
+        // Each round either returns or moves the read position on by at least one word,
+        // except when a control word changes under a CAS (a racing writer); the bound keeps a
+        // peer that flips words for ever from holding us here.
+        for _ in 0..=self.geometry.word_count {
             let pos = self.read;
             if self.all_held() {
                 return Ok(None);
@@ -283,29 +306,34 @@ impl Consumer {
                     reason: "consumer position out of range",
                 });
             }
-            let stamp = self.stamp(pos).load(Ordering::Acquire);
-            if stamp == self.geometry.first(pos) {
-                return self.read_record(pos, payload).map(Some);
-            } else if stamp == self.geometry.free(pos) {
-                if !self.skip_if_stuck(pos)? {
+            let (word, c) = match self.raw().look(pos) {
+                Seen::Free => {
+                    self.stuck = None;
                     return Ok(None);
                 }
-            } else if stamp == self.geometry.cont(pos) {
-                // A continuation at our position: its first slot was skipped (uncommitted past
-                // the timeout) and its writer committed this part later. Free it.
-                self.free_abandoned(pos, stamp);
-            } else if stamp == self.geometry.free(pos + self.geometry.slot_count) {
-                // Already freed for the next round, but `tail` was not moved past it: a previous
-                // consumer (an agent that was killed) stopped between freeing a record's slots
-                // (first slot first) and publishing `tail`, so the record was released; or, in
-                // holding mode, a slot skipped as abandoned and not released yet. Move on.
-                // No producer can hold this slot yet: none sees room beyond the old `tail`.
-                self.advance(pos + 1);
-            } else {
+                Seen::Invalid => {
+                    return Err(RingError::Inconsistent {
+                        pos,
+                        reason: "control word is in no valid state for the consumer position",
+                    });
+                }
+                Seen::Claimed(word, c) => (word, c),
+            };
+            if !self.raw().fits(pos, &c) || pos + c.len_words > self.limit() {
                 return Err(RingError::Inconsistent {
                     pos,
-                    reason: "slot stamp is in no valid state for the consumer position",
+                    reason: "record length outside the ring's bounds",
                 });
+            }
+            match c.state {
+                STATE_COMMITTED => return self.read_record(pos, word, &c, payload).map(Some),
+                STATE_PAD => self.advance(pos + c.len_words),
+                _ => {
+                    debug_assert_eq!(c.state, STATE_RESERVED);
+                    if !self.skip_if_stuck(pos, word, &c)? {
+                        return Ok(None);
+                    }
+                }
             }
         }
         Ok(None)
@@ -315,15 +343,17 @@ impl Consumer {
     /// may sleep (nothing committed at its position: producers will write the eventfd), `false`
     /// if there is work and `next` must be called again instead.
     pub fn prepare_sleep(&self) -> bool {
-        let sleeping = self.map.u32_at(OFF_CONSUMER_SLEEPING);
+        let sleeping = self.map.u64_at(OFF_CONSUMER_SLEEPING);
         sleeping.store(1, Ordering::SeqCst);
-        // Pairs with the producer's SeqCst commit and flag load: see `Producer::wake_consumer`.
+        // Pairs with the producer's SeqCst commit and flag load: see `RawRing::take_wake`.
         fence(Ordering::SeqCst);
         let pos = self.read;
+        let word = self.raw().data(pos).load(Ordering::SeqCst);
+        let reserved = layout::decode_control(word, pos, self.geometry.shift)
+            .is_some_and(|c| c.state == STATE_RESERVED);
         // All held: producers cannot push until a release, and the first push after it wakes us.
         let idle = self.all_held()
-            || (self.stamp(pos).load(Ordering::SeqCst) == self.geometry.free(pos)
-                && !self.stuck_expired(pos));
+            || ((word == self.geometry.free(pos) || reserved) && !self.stuck_expired(pos));
         if !idle {
             sleeping.store(0, Ordering::Relaxed);
         }
@@ -336,7 +366,7 @@ impl Consumer {
         RingCounters {
             dropped_records: read(OFF_DROPPED_RECORDS),
             dropped_bytes: read(OFF_DROPPED_BYTES),
-            abandoned_slots: read(OFF_ABANDONED_SLOTS),
+            abandoned_records: read(OFF_ABANDONED_RECORDS),
         }
     }
 
@@ -349,7 +379,7 @@ impl Consumer {
         RingCounters {
             dropped_records: read(layout::OFF_REPORTED_RECORDS),
             dropped_bytes: read(layout::OFF_REPORTED_BYTES),
-            abandoned_slots: read(layout::OFF_REPORTED_ABANDONED),
+            abandoned_records: read(layout::OFF_REPORTED_ABANDONED),
         }
     }
 
@@ -358,16 +388,17 @@ impl Consumer {
         let write = |off, v| self.map.u64_at(off).store(v, Ordering::Relaxed);
         write(layout::OFF_REPORTED_RECORDS, c.dropped_records);
         write(layout::OFF_REPORTED_BYTES, c.dropped_bytes);
-        write(layout::OFF_REPORTED_ABANDONED, c.abandoned_slots);
+        write(layout::OFF_REPORTED_ABANDONED, c.abandoned_records);
     }
 
-    /// Pid of the process that created the ring (from its header, read at open).
+    /// Pid of the process that created the ring (from its header, read at open); every record
+    /// of the ring is reported with it.
     pub fn creator_pid(&self) -> u32 {
         self.creator_pid
     }
 
-    /// Slots reserved by producers and not consumed yet (as far as the header tells).
-    pub fn backlog_slots(&self) -> u64 {
+    /// Words claimed by producers and not consumed yet (as far as the header tells).
+    pub fn backlog_words(&self) -> u64 {
         let head = self.map.u64_at(OFF_HEAD).load(Ordering::Relaxed);
         head.saturating_sub(self.read)
     }
@@ -377,73 +408,55 @@ impl Consumer {
         self.geometry.max_payload
     }
 
-    /// Copies out, checks and frees the record committed at `pos`.
-    fn read_record(&mut self, pos: u64, payload: &mut Vec<u8>) -> Result<RecordMeta, RingError> {
+    /// Copies out and checks the record committed at `pos` (control word `word`, fields `c`,
+    /// already checked against the ring's bounds).
+    fn read_record(
+        &mut self,
+        pos: u64,
+        word: u64,
+        c: &Control,
+        payload: &mut Vec<u8>,
+    ) -> Result<RecordMeta, RingError> {
         let inconsistent = |reason| Err(RingError::Inconsistent { pos, reason });
-        let off = self.geometry.slot_offset(pos);
-        let words = [0, 1, 2].map(|i| {
-            self.map
-                .u64_at(off + STAMP_BYTES + i * 8)
-                .load(Ordering::Relaxed)
-        });
-        let (meta, len) = record::decode(words);
-        let len = len as usize;
-        if len > self.geometry.max_payload {
-            return inconsistent("record length exceeds the ring's largest record");
+        let raw = self.raw();
+        let Some(len) = raw.payload_len(c) else {
+            return inconsistent("record's padding contradicts its length");
+        };
+        payload.resize(len, 0);
+        let time = raw.time(pos);
+        if !raw.copy_payload(pos, payload) {
+            payload.clear();
+            return inconsistent("record crosses the end of the data area");
         }
-        let k = layout::slots_for(len) as u64;
-        // A one-slot record is proven by its own stamp; only a longer one needs `head` (a
-        // cache line producers keep writing, so the common case does not touch it).
-        if k > 1 && pos + k > self.map.u64_at(OFF_HEAD).load(Ordering::Acquire) {
-            return inconsistent("record extends past the slots producers reserved");
-        }
-        for j in 1..k {
-            if self.stamp(pos + j).load(Ordering::Acquire) != self.geometry.cont(pos + j) {
-                return inconsistent("continuation slot not committed with its record");
-            }
-        }
-        payload.reserve(len);
-        let first_part = len.min(FIRST_SLOT_PAYLOAD);
-        self.map
-            .read_bytes(off + STAMP_BYTES + RECORD_HEADER_BYTES, first_part, payload);
-        let mut left = len - first_part;
-        for j in 1..k {
-            let n = left.min(CONT_SLOT_PAYLOAD);
-            let slot = self.geometry.slot_offset(pos + j);
-            self.map.read_bytes(slot + STAMP_BYTES, n, payload);
-            left -= n;
-        }
-        // Seqlock check: the data loads above happen before this stamp load.
+        // Seqlock check: the data loads above happen before this load of the control word.
         fence(Ordering::Acquire);
-        if self.stamp(pos).load(Ordering::Relaxed) != self.geometry.first(pos) {
+        if raw.data(pos).load(Ordering::Relaxed) != word {
             payload.clear();
             return inconsistent("record changed while it was read");
         }
-        if self.hold.is_none() {
-            for j in 0..k {
-                self.stamp(pos + j).store(
-                    self.geometry.free(pos + j + self.geometry.slot_count),
-                    Ordering::Release,
-                );
-            }
-        }
-        self.advance(pos + k);
+        let meta = record::meta(c, time, self.creator_pid);
+        self.advance(pos + c.len_words);
         Ok(meta)
     }
 
-    /// The slot at `pos` is free-for-`pos`. Returns `Ok(false)` if there is nothing to do now,
-    /// `Ok(true)` if the caller should look at `tail` again (a stuck slot was skipped, or the
-    /// slot changed under our CAS).
-    fn skip_if_stuck(&mut self, pos: u64) -> Result<bool, RingError> {
-        let head = self.map.u64_at(OFF_HEAD).load(Ordering::Acquire);
-        if head <= pos {
-            self.stuck = None;
-            return Ok(false);
-        }
-        if head - pos > self.geometry.slot_count {
+    /// The record at `pos` is RESERVED (word `word`). Returns `Ok(false)` if there is nothing
+    /// to do now, `Ok(true)` if the caller should look at the read position again (a stuck
+    /// reservation was skipped, or the word changed under our CAS).
+    fn skip_if_stuck(&mut self, pos: u64, word: u64, c: &Control) -> Result<bool, RingError> {
+        // A writer stopped between its claim and its move of `head` holds `head` back: move
+        // it, as any writer would.
+        self.raw().help_head(pos, c.len_words);
+        // `head` may lag behind the claim for a moment (see `RawRing::reserve`); the claim
+        // itself says how far it reaches.
+        let head = self
+            .map
+            .u64_at(OFF_HEAD)
+            .load(Ordering::Acquire)
+            .max(pos + c.len_words);
+        if head - pos > self.geometry.word_count {
             return Err(RingError::Inconsistent {
                 pos,
-                reason: "head is more than one ring ahead of the consumer",
+                reason: "head is more than one ring ahead of a reserved record",
             });
         }
         match self.stuck {
@@ -451,7 +464,12 @@ impl Consumer {
                 if stuck.since.elapsed() < self.opts.stuck_timeout {
                     return Ok(false);
                 }
-                self.free_abandoned(pos, self.geometry.free(pos));
+                if self.raw().abandon(pos, word) {
+                    self.map
+                        .u64_at(OFF_ABANDONED_RECORDS)
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.advance(pos + c.len_words);
+                }
                 Ok(true)
             }
             _ => {
@@ -464,34 +482,18 @@ impl Consumer {
         }
     }
 
-    /// Whether the slot at `pos` is reserved and its stuck timeout has passed.
+    /// Whether the record at `pos` is reserved and its stuck timeout has passed.
     fn stuck_expired(&self, pos: u64) -> bool {
         self.stuck.is_some_and(|stuck| {
             pos < stuck.head_then && stuck.since.elapsed() >= self.opts.stuck_timeout
         })
     }
 
-    /// Frees the slot at `pos` (whose stamp we saw as `seen`) without delivering it, counting it
-    /// as abandoned. The CAS makes a writer that commits at this very moment fail its own CAS
-    /// (it then reports `PushError::Abandoned`), or makes ours fail: then the caller re-reads.
-    fn free_abandoned(&mut self, pos: u64, seen: u64) {
-        let next_round = self.geometry.free(pos + self.geometry.slot_count);
-        if self
-            .stamp(pos)
-            .compare_exchange(seen, next_round, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.map
-                .u64_at(OFF_ABANDONED_SLOTS)
-                .fetch_add(1, Ordering::Relaxed);
-            self.advance(pos + 1);
-        }
-    }
-
-    /// Moves our read position to `to`. Without holding, publishes it as `tail` (Release: our
-    /// reads of the freed slots happen before a producer may reuse them); holding, tells the
-    /// [`Release`] handles how far they may go.
+    /// Moves our read position to `to`. Without holding, releases what lies below it (the
+    /// words are free for producers at once); holding, tells the [`Release`] handles how far
+    /// they may go.
     fn advance(&mut self, to: u64) {
+        let from = self.read;
         self.read = to;
         match &self.hold {
             Some(state) => {
@@ -500,23 +502,17 @@ impl Consumer {
                     .u64_at(layout::OFF_READ_HINT)
                     .store(to, Ordering::Relaxed);
             }
-            None => self.map.u64_at(OFF_TAIL).store(to, Ordering::Release),
+            None => release_range(&self.map, self.geometry, from, to),
         }
     }
 
     /// Resets `consumer_sleeping` if a timeout (not a producer) ended our sleep, so producers do
     /// not pay for a useless eventfd write.
     fn clear_sleeping(&self) {
-        let sleeping = self.map.u32_at(OFF_CONSUMER_SLEEPING);
+        let sleeping = self.map.u64_at(OFF_CONSUMER_SLEEPING);
         if sleeping.load(Ordering::Relaxed) != 0 {
             sleeping.store(0, Ordering::Relaxed);
         }
-    }
-
-    /// The stamp of the slot holding position `pos`.
-    #[inline]
-    fn stamp(&self, pos: u64) -> &AtomicU64 {
-        self.map.u64_at(self.geometry.slot_offset(pos))
     }
 }
 
@@ -528,14 +524,16 @@ impl Consumer {
 /// them may have died before they were safe), so they are written to the original stream or
 /// file (fail-open); records of other streams were written there already. Calls `f` with each
 /// record's metadata and payload (copied into `payload`, cleared first) and returns how many
-/// records it found. Slots skipped as abandoned and records whose stamps do not check out are
-/// passed over. Maps the ring again (mmap, munmap): not for a signal handler.
+/// records it found. Reservations skipped as abandoned or never committed are passed over; the
+/// walk stops at a control word that does not check out (the next record cannot be found
+/// without it). Maps the ring again (mmap, munmap): not for a signal handler.
 pub fn unreleased_records(
     fd: BorrowedFd<'_>,
     payload: &mut Vec<u8>,
     mut f: impl FnMut(&RecordMeta, &[u8]),
 ) -> Result<u64, RingError> {
     let (map, geometry) = memfd::map_validated(fd)?;
+    let raw = RawRing::new(map.words(), geometry);
     let tail = map.u64_at(OFF_TAIL).load(Ordering::Acquire);
     let head = map.u64_at(OFF_HEAD).load(Ordering::Acquire);
     if tail > MAX_POSITION || head > MAX_POSITION {
@@ -543,48 +541,32 @@ pub fn unreleased_records(
             reason: "tail or head position out of range",
         });
     }
-    let head = head.min(tail.saturating_add(geometry.slot_count));
-    let stamp = |pos: u64| {
-        map.u64_at(geometry.slot_offset(pos))
-            .load(Ordering::Acquire)
-    };
+    let pid = map.u32_le_at(OFF_CREATOR_PID);
+    let head = head.min(tail.saturating_add(geometry.word_count));
     let mut found = 0;
     let mut pos = tail;
     while pos < head {
-        if stamp(pos) != geometry.first(pos) {
-            pos += 1;
-            continue;
+        let Seen::Claimed(word, c) = raw.look(pos) else {
+            break;
+        };
+        if !raw.fits(pos, &c) || pos + c.len_words > head {
+            break;
         }
-        let off = geometry.slot_offset(pos);
-        let words = [0, 1, 2].map(|i| {
-            map.u64_at(off + STAMP_BYTES + i * 8)
-                .load(Ordering::Relaxed)
-        });
-        let (meta, len) = record::decode(words);
-        let len = len as usize;
-        let k = layout::slots_for(len.min(geometry.max_payload)) as u64;
-        if len > geometry.max_payload
-            || pos + k > head
-            || (1..k).any(|j| stamp(pos + j) != geometry.cont(pos + j))
+        if c.state == STATE_COMMITTED
+            && let Some(len) = raw.payload_len(&c)
         {
-            pos += 1;
-            continue;
+            payload.clear();
+            payload.resize(len, 0);
+            let time = raw.time(pos);
+            let copied = raw.copy_payload(pos, payload);
+            fence(Ordering::Acquire);
+            if copied && raw.data(pos).load(Ordering::Relaxed) == word {
+                f(&record::meta(&c, time, pid), payload);
+                found += 1;
+            }
         }
-        payload.clear();
-        let first_part = len.min(FIRST_SLOT_PAYLOAD);
-        map.read_bytes(off + STAMP_BYTES + RECORD_HEADER_BYTES, first_part, payload);
-        let mut left = len - first_part;
-        for j in 1..k {
-            let n = left.min(CONT_SLOT_PAYLOAD);
-            map.read_bytes(geometry.slot_offset(pos + j) + STAMP_BYTES, n, payload);
-            left -= n;
-        }
-        fence(Ordering::Acquire);
-        if stamp(pos) == geometry.first(pos) {
-            f(&meta, payload);
-            found += 1;
-        }
-        pos += k;
+        debug_assert!(c.state == STATE_PAD || c.len_words >= 2);
+        pos += c.len_words;
     }
     Ok(found)
 }
@@ -607,7 +589,7 @@ mod tests {
         let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
         let producer = Producer::map(fd.as_fd()).unwrap();
         let mut consumer = Consumer::open(fd, ConsumerOptions::default()).unwrap();
-        let flag = |c: &Consumer| c.map.u32_at(OFF_CONSUMER_SLEEPING).load(Ordering::SeqCst);
+        let flag = |c: &Consumer| c.map.u64_at(OFF_CONSUMER_SLEEPING).load(Ordering::SeqCst);
         assert!(consumer.prepare_sleep());
         assert_eq!(flag(&consumer), 1);
         // Woken by a timeout rather than a producer: `next` resets the flag.
@@ -624,13 +606,40 @@ mod tests {
         let fd = create_ring_memfd(MIN_RING_SIZE, 9).unwrap();
         let producer = Producer::map(fd.as_fd()).unwrap();
         let mut consumer = Consumer::open(fd, ConsumerOptions::default()).unwrap();
-        producer.reserve_for_test(500).unwrap();
-        assert_eq!(consumer.backlog_slots(), layout::slots_for(500) as u64);
+        producer
+            .reserve_for_test(&RecordMeta::default(), 500)
+            .unwrap();
+        assert_eq!(consumer.backlog_words(), layout::words_for(500));
         assert!(consumer.next(&mut Vec::new()).unwrap().is_none());
         assert!(
             consumer.prepare_sleep(),
             "a pending reservation alone does not keep us awake"
         );
         assert_eq!(consumer.creator_pid(), 9);
+    }
+
+    #[test]
+    fn a_release_a_killed_consumer_left_half_done_is_finished_at_open() {
+        let fd = create_ring_memfd(MIN_RING_SIZE, 1).unwrap();
+        let producer = Producer::map(fd.as_fd()).unwrap();
+        for i in 0..3u8 {
+            producer.try_push(&RecordMeta::default(), &[i; 20]).unwrap();
+        }
+        let (mut first, release) =
+            Consumer::open_holding(fd.try_clone().unwrap(), ConsumerOptions::default()).unwrap();
+        let mut payload = Vec::new();
+        first.next(&mut payload).unwrap().unwrap();
+        let end = first.read_position();
+        // Killed after announcing the release and clearing one word, before `tail`.
+        first
+            .map
+            .u64_at(OFF_RELEASING)
+            .store(end, Ordering::Relaxed);
+        RawRing::new(first.map.words(), first.geometry).clear(0, 1);
+        drop((first, release));
+        let mut second = Consumer::open(fd, ConsumerOptions::default()).unwrap();
+        assert_eq!(second.read_position(), end);
+        second.next(&mut payload).unwrap().unwrap();
+        assert_eq!(payload, [1; 20]);
     }
 }

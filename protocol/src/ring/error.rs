@@ -1,6 +1,6 @@
 //! Errors of the ring: [`RingError`] for setting a ring up and for a consumer that finds the ring
-//! inconsistent, [`PushError`] for the producer's hot path (a small `Copy` value: the hook must
-//! neither allocate nor format anything).
+//! inconsistent. The producer's [`PushError`](super::PushError) lives with the algorithm in `raw`
+//! (`core` only: the hook must neither allocate nor format anything).
 
 use std::io;
 
@@ -47,7 +47,7 @@ pub enum RingError {
         /// The only version this build reads ([`super::layout::VERSION`]).
         expected: u32,
     },
-    /// The header's fixed fields are not those of a version-1 logtap ring.
+    /// The header's fixed fields are not those of a version-3 logtap ring.
     #[error("not a usable logtap ring: {reason}")]
     BadHeader {
         /// Which field is wrong.
@@ -57,7 +57,7 @@ pub enum RingError {
     /// cannot go on safely: drop the peer.
     #[error("ring inconsistent at position {pos}: {reason}; dropping this peer's ring")]
     Inconsistent {
-        /// Consumer position (in slots) where the inconsistency was found.
+        /// Consumer position (in 8-byte words) where the inconsistency was found.
         pos: u64,
         /// What was wrong.
         reason: &'static str,
@@ -72,26 +72,4 @@ impl RingError {
             source: io::Error::last_os_error(),
         }
     }
-}
-
-/// A record could not be pushed; the caller decides what to do with the bytes (drop and count
-/// with `Producer::note_dropped`, or fall back to the real write for a suppressed stream).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PushError {
-    /// Not enough free slots: the consumer is absent or slow.
-    #[error("ring full")]
-    Full,
-    /// The payload exceeds `Producer::max_payload`; split it or send it as DATA frames.
-    #[error("record of {len} bytes exceeds the ring's largest record ({max} bytes)")]
-    TooLarge {
-        /// Payload length asked for.
-        len: usize,
-        /// The ring's limit.
-        max: usize,
-    },
-    /// The consumer declared this reservation stuck and skipped it before it was committed (the
-    /// writer was descheduled longer than the consumer's stuck timeout); the record is lost and
-    /// the consumer already counted it in `abandoned_slots`.
-    #[error("reservation was abandoned by the consumer before commit")]
-    Abandoned,
 }

@@ -7,7 +7,8 @@
 //! paths without first having to guess a valid header:
 //! - `0`: raw — the bytes are the file's content from offset 0 (header and slots);
 //! - `1`: a valid header; the bytes overwrite the file from offset 64 (head, tail, counters...);
-//! - other: a valid ring holding a few records and a stuck reservation; the bytes are patches
+//! - other: a valid ring holding a few records, a stuck reservation and a PAD (the records
+//!   wrap around the end of the data area); the bytes are patches
 //!   `[offset u32 LE][len u8][len bytes]` applied anywhere in the file.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -75,12 +76,16 @@ fn consume(fd: OwnedFd, holding: bool) -> Result<usize, RingError> {
     let mut payload = Vec::new();
     let (mut delivered, mut idle) = (0usize, 0u32);
     // Every call moves the consumer on or returns None; the bound is a safety net only.
-    for _ in 0..4 * (MIN_RING_SIZE / layout::SLOT_BYTES) {
+    for _ in 0..4 * (MIN_RING_SIZE / layout::WORD_BYTES) {
         match consumer.next(&mut payload)? {
             Some(_) => {
                 assert!(
                     payload.len() <= consumer.max_payload(),
                     "consumer delivered more than its largest record"
+                );
+                assert!(
+                    consumer.read_position() <= released_limit(&release, &consumer),
+                    "read beyond one ring ahead of what is released"
                 );
                 delivered += 1;
                 idle = 0;
@@ -105,9 +110,28 @@ fn consume(fd: OwnedFd, holding: bool) -> Result<usize, RingError> {
     Ok(delivered)
 }
 
-/// Pushes the seed records (and leaves one reservation uncommitted).
+/// One ring beyond what the consumer released (itself when it does not hold).
+fn released_limit(release: &Option<super::Release>, consumer: &Consumer) -> u64 {
+    let released = release
+        .as_ref()
+        .map_or(consumer.read_position(), |r| r.released());
+    released + consumer.capacity_words()
+}
+
+/// Pushes the seed records (and leaves one reservation uncommitted) after fillers that a
+/// consumer drained, so that they wrap around the end of the data area behind a PAD.
 fn fill(fd: &OwnedFd) -> Result<(), RingError> {
     let producer = Producer::map(fd.as_fd())?;
+    let filler = [0xA5u8; 2023 * 8];
+    for _ in 0..4 {
+        let _ = producer.try_push(&RecordMeta::default(), &filler);
+    }
+    let dup = fd
+        .try_clone()
+        .map_err(|source| RingError::Syscall { op: "dup", source })?;
+    let mut drain = Consumer::open(dup, ConsumerOptions::default())?;
+    let mut sink = Vec::new();
+    while drain.next(&mut sink)?.is_some() {}
     let bytes: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
     for (seq, (len, committed)) in SEED_RECORDS.iter().enumerate() {
         let meta = RecordMeta {
@@ -122,7 +146,7 @@ fn fill(fd: &OwnedFd) -> Result<(), RingError> {
         if *committed {
             let _ = producer.try_push(&meta, &bytes[..*len]);
         } else {
-            let _ = producer.reserve_for_test(*len);
+            let _ = producer.reserve_for_test(&meta, *len);
         }
     }
     Ok(())

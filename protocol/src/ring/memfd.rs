@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 
 use super::error::RingError;
 use super::layout::{
-    self, Geometry, MAGIC, OFF_CAPACITY, OFF_CREATOR_PID, OFF_SLOT_COUNT, OFF_SLOT_SIZE,
-    OFF_VERSION, SLOT_BYTES, VERSION,
+    self, Geometry, MAGIC, MAX_RING_SIZE, MIN_RING_SIZE, OFF_CAPACITY, OFF_CREATOR_PID, OFF_MAGIC,
+    OFF_VERSION, OFF_WORD_BYTES, OFF_WORD_COUNT, VERSION, WORD_BYTES,
 };
 use super::mapping::Mapping;
 
@@ -21,7 +21,7 @@ pub const REQUIRED_SEALS: i32 = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
 
 /// Creates a ring: a memfd (close-on-exec) of one header page plus a data area of `data_bytes`
 /// clamped to [`MIN_RING_SIZE`](layout::MIN_RING_SIZE) ..= [`MAX_RING_SIZE`](layout::MAX_RING_SIZE)
-/// and rounded up to a power of two, with its header and slot stamps initialised, sealed
+/// and rounded up to a power of two, with its header initialised (the zero-filled data area is an empty ring), sealed
 /// against shrinking, growing and further sealing.
 ///
 /// Not async-signal-safe (mmap, ftruncate): call it at start-up or after fork, not in a hook.
@@ -56,25 +56,67 @@ pub fn create_ring_memfd(data_bytes: usize, creator_pid: u32) -> Result<OwnedFd,
     Ok(fd)
 }
 
-/// Writes the header and the initial stamps (slot `i` free for position `i`) of a zeroed file.
+/// Writes the header of a zeroed file. The data area needs no writing: a control word of 0 is
+/// FREE for the first lap (`layout::free`), and the memfd is zero-filled, so only the header
+/// page is touched here; the data area's pages are allocated as writers reach them.
 fn init(map: &Mapping, geometry: &Geometry, creator_pid: u32) {
-    let word = |off: usize, v: u32| map.u32_at(off).store(v.to_le(), Ordering::Relaxed);
-    map.u32_at(0)
-        .store(u32::from_ne_bytes(MAGIC), Ordering::Relaxed);
-    word(OFF_VERSION, VERSION);
-    word(OFF_SLOT_SIZE, SLOT_BYTES as u32);
-    word(OFF_SLOT_COUNT, geometry.slot_count as u32);
-    word(OFF_CREATOR_PID, creator_pid);
-    map.u64_at(OFF_CAPACITY).store(
-        (geometry.slot_count * SLOT_BYTES as u64).to_le(),
-        Ordering::Relaxed,
+    let lo_hi = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
+    let store = |off: usize, v: u64| map.u64_at(off).store(v.to_le(), Ordering::Relaxed);
+    store(OFF_MAGIC, lo_hi(u32::from_le_bytes(MAGIC), VERSION));
+    store(
+        OFF_WORD_BYTES,
+        lo_hi(WORD_BYTES as u32, geometry.word_count as u32),
     );
-    // The slots need no writing: a stamp of 0 is FREE for the first lap (`layout::stamp`), and
-    // the memfd is zero-filled, so only the header page is touched here; the data area's pages
-    // are allocated as writers reach them.
-    debug_assert_eq!(geometry.free(geometry.slot_count - 1), 0);
+    store(OFF_CAPACITY, geometry.word_count * WORD_BYTES as u64);
+    store(OFF_CREATOR_PID, u64::from(creator_pid));
+    debug_assert_eq!(geometry.free(geometry.word_count - 1), 0);
     // Publish before anyone can map it: the fd has not left this function yet, and munmap plus
     // the later mmap by another process are full barriers, so Relaxed stores suffice.
+}
+
+/// Validates the fixed header fields (`header` is a private copy of the first bytes of the
+/// header page) against the size of the file, and returns the geometry they describe.
+pub fn geometry_from_header(header: &[u8; 32], file_size: u64) -> Result<Geometry, RingError> {
+    let bad = |reason: &'static str| Err(RingError::BadHeader { reason });
+    let u32_at = |off: usize| {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&header[off..off + 4]);
+        u32::from_le_bytes(b)
+    };
+    if header[OFF_MAGIC..OFF_MAGIC + 4] != MAGIC {
+        return bad("magic is not LTR1 (not a logtap ring)");
+    }
+    let version = u32_at(OFF_VERSION);
+    if version != VERSION {
+        return Err(RingError::Version {
+            found: version,
+            expected: VERSION,
+        });
+    }
+    if u32_at(OFF_WORD_BYTES) as usize != WORD_BYTES {
+        return bad("word size is not 8");
+    }
+    let word_count = u32_at(OFF_WORD_COUNT) as usize;
+    if !word_count.is_power_of_two() {
+        return bad("word count is not a power of two");
+    }
+    let data_bytes = word_count.saturating_mul(WORD_BYTES);
+    if !(MIN_RING_SIZE..=MAX_RING_SIZE).contains(&data_bytes) {
+        return bad("data area size outside 64 KiB ..= 256 MiB");
+    }
+    let mut cap = [0u8; 8];
+    cap.copy_from_slice(&header[OFF_CAPACITY..OFF_CAPACITY + 8]);
+    if u64::from_le_bytes(cap) != data_bytes as u64 {
+        return bad("capacity does not match word size × word count");
+    }
+    let geometry = Geometry::for_data_bytes(data_bytes);
+    if file_size != geometry.map_len as u64 {
+        return Err(RingError::BadSize {
+            size: file_size,
+            expected: geometry.map_len as u64,
+        });
+    }
+    Ok(geometry)
 }
 
 /// Size of the file behind `fd` (fstat).
@@ -122,8 +164,49 @@ pub fn map_validated(fd: BorrowedFd<'_>) -> Result<(Mapping, Geometry), RingErro
         chunk.copy_from_slice(&word.to_ne_bytes());
     }
     drop(header_map);
-    let geometry = Geometry::from_header(&header, size)?;
+    let geometry = geometry_from_header(&header, size)?;
     let map = Mapping::map(fd, geometry.map_len)?;
     debug_assert_eq!(map.len(), geometry.map_len);
     Ok((map, geometry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_validation_rejects_each_bad_field() {
+        let geometry = Geometry::for_data_bytes(MIN_RING_SIZE);
+        let mut header = [0u8; 32];
+        header[0..4].copy_from_slice(&MAGIC);
+        header[4..8].copy_from_slice(&VERSION.to_le_bytes());
+        header[8..12].copy_from_slice(&(WORD_BYTES as u32).to_le_bytes());
+        header[12..16].copy_from_slice(&8192u32.to_le_bytes());
+        header[16..24].copy_from_slice(&(MIN_RING_SIZE as u64).to_le_bytes());
+        let size = geometry.map_len as u64;
+        assert_eq!(geometry_from_header(&header, size).ok(), Some(geometry));
+        assert!(matches!(
+            geometry_from_header(&header, size + 1),
+            Err(RingError::BadSize { .. })
+        ));
+        let mut other_version = header;
+        for other in [1, 2, VERSION + 1] {
+            other_version[4..8].copy_from_slice(&other.to_le_bytes());
+            assert!(matches!(
+                geometry_from_header(&other_version, size),
+                Err(RingError::Version { found, expected: VERSION }) if found == other
+            ));
+        }
+        for (off, value) in [(0, 0u8), (8, 64), (12, 3), (16, 1)] {
+            let mut h = header;
+            h[off] = value;
+            assert!(
+                matches!(
+                    geometry_from_header(&h, size),
+                    Err(RingError::BadHeader { .. })
+                ),
+                "offset {off}"
+            );
+        }
+    }
 }

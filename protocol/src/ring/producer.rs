@@ -4,26 +4,21 @@
 //! a signal handler that interrupted another push on the same thread. So `try_push` takes no
 //! lock, allocates nothing, cannot panic on any input, and makes no system call except one raw
 //! `write` to the wake eventfd when the consumer said it sleeps. A signal handler that
-//! interrupts a push between reservation and commit simply reserves the slots after it; if the
-//! handler never returns (siglongjmp), the interrupted reservation stays uncommitted and the
-//! consumer skips it after its stuck timeout.
+//! interrupts a push between its claim and its move of `head` moves `head` itself and claims
+//! the room after it; one that interrupts between claim and commit simply claims after it; if
+//! the handler never returns (siglongjmp), the interrupted reservation stays uncommitted and
+//! the consumer skips it after its stuck timeout. The algorithm is `raw` (`core` only); this
+//! file adds the mapping and the eventfd.
 
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
-use super::error::{PushError, RingError};
-use super::layout::{
-    self, CONT_SLOT_PAYLOAD, FIRST_SLOT_PAYLOAD, Geometry, MAX_POSITION, OFF_CONSUMER_SLEEPING,
-    OFF_DROPPED_BYTES, OFF_DROPPED_RECORDS, OFF_HEAD, OFF_TAIL, RECORD_HEADER_BYTES, STAMP_BYTES,
-};
+use super::error::RingError;
+use super::layout::{Geometry, OFF_DROPPED_BYTES, OFF_DROPPED_RECORDS, OFF_HEAD, OFF_TAIL};
 use super::mapping::Mapping;
 use super::memfd;
+use super::raw::{PushError, RawRing};
 use super::record::{self, RecordMeta};
-
-/// CAS attempts on `head` before a push gives up and reports `Full`. Every failed attempt means
-/// another writer reserved, so the ring is making progress; the bound only keeps a writer from
-/// spinning for ever under extreme contention (the caller then drops and counts, as when full).
-const MAX_RESERVE_ATTEMPTS: u32 = 1024;
 
 /// A mapped ring on the producing side. `Send + Sync`: share one per process among all threads.
 ///
@@ -35,7 +30,7 @@ pub struct Producer {
     geometry: Geometry,
     wake_fd: AtomicI32,
     /// The highest `tail` this process has read: producers check for room against it and only
-    /// re-read the shared `tail` (a cache line the consumer writes after every record) when it
+    /// re-read the shared `tail` (a cache line the consumer writes after every release) when it
     /// says the ring is full. It is never ahead of the real tail, so the check stays safe.
     tail_seen: AtomicU64,
 }
@@ -53,6 +48,11 @@ impl Producer {
         })
     }
 
+    #[inline(always)]
+    fn raw(&self) -> RawRing<'_> {
+        RawRing::new(self.map.words(), self.geometry)
+    }
+
     /// Sets the eventfd written when the consumer sleeps (-1: none).
     pub fn set_wake_fd(&self, fd: i32) {
         self.wake_fd.store(fd, Ordering::Relaxed);
@@ -63,12 +63,14 @@ impl Producer {
         self.geometry.max_payload
     }
 
-    /// Number of slots in the ring.
-    pub fn slot_count(&self) -> u64 {
-        self.geometry.slot_count
+    /// Size of the data area in positions (8-byte words).
+    pub fn capacity_words(&self) -> u64 {
+        self.geometry.word_count
     }
 
-    /// Copies one record into the ring and wakes the consumer if it sleeps.
+    /// Copies one record into the ring and wakes the consumer if it sleeps. `meta.pid` is not
+    /// stored (the ring's creator pid stands for it); `meta.stream` must be ≤ 3 and
+    /// `meta.file_index` ≤ 255 (else `Unencodable`).
     ///
     /// Lock-free and allocation-free; async-signal-safe. The caller's `errno` is preserved.
     ///
@@ -77,18 +79,14 @@ impl Producer {
     /// ≈ 55 ns tap (A/B-measured, bench/RESULTS.md).
     #[inline(always)]
     pub fn try_push(&self, meta: &RecordMeta, payload: &[u8]) -> Result<(), PushError> {
-        let pos = self.reserve(payload.len())?;
-        self.write_and_commit(pos, meta, payload)?;
+        let (pos, reserved, len_words) = self.reserve(meta, payload.len())?;
+        let raw = self.raw();
+        raw.write_and_commit(pos, reserved, meta.time_ns, payload)?;
         self.wake_consumer();
-        // The next push most likely takes the slot after ours, last written by the consumer
-        // (it stamped it FREE a lap ago): ask for its two cache lines now, so that the
-        // transfer from the consumer's core overlaps with the app's next system call instead
-        // of stalling the next push's stamp check and commit.
-        let next = self
-            .geometry
-            .slot_offset(pos + layout::slots_for(payload.len()) as u64);
-        self.map.prefetch_write(next);
-        self.map.prefetch_write(next + 64);
+        // The next push most likely starts right after ours, in words the consumer last wrote
+        // (it cleared them a lap ago): ask for the line now, so that the transfer from the
+        // consumer's core overlaps with the app's next system call.
+        raw.prefetch_write(pos + len_words);
         Ok(())
     }
 
@@ -102,9 +100,9 @@ impl Producer {
             .fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// Slots reserved but not yet consumed (`head - tail`): a value that stays high tells the
-    /// interceptor that nobody drains the ring any more.
-    pub fn backlog_slots(&self) -> u64 {
+    /// Positions reserved but not yet released (`head - tail`, in words): a value that stays
+    /// high tells the interceptor that nobody drains the ring any more.
+    pub fn backlog_words(&self) -> u64 {
         let tail = self.map.u64_at(OFF_TAIL).load(Ordering::Relaxed);
         let head = self.map.u64_at(OFF_HEAD).load(Ordering::Relaxed);
         head.saturating_sub(tail)
@@ -132,14 +130,20 @@ impl Producer {
         self.wake_consumer();
     }
 
-    /// Test hook: reserves the slots of a `payload_len`-byte record without committing them,
-    /// as a writer killed (or siglongjmp'd away) between reserve and commit leaves them.
+    /// Test hook: reserves the room of a `payload_len`-byte record without committing it, as a
+    /// writer killed (or siglongjmp'd away) between reserve and commit leaves it. Returns the
+    /// position (pass it to [`Producer::commit_for_test`] with the same record).
     #[doc(hidden)]
-    pub fn reserve_for_test(&self, payload_len: usize) -> Result<u64, PushError> {
-        self.reserve(payload_len)
+    pub fn reserve_for_test(
+        &self,
+        meta: &RecordMeta,
+        payload_len: usize,
+    ) -> Result<u64, PushError> {
+        self.reserve(meta, payload_len).map(|(pos, _, _)| pos)
     }
 
-    /// Test hook: completes a reservation made by [`Producer::reserve_for_test`].
+    /// Test hook: completes a reservation made by [`Producer::reserve_for_test`] with the same
+    /// `meta` and payload length.
     #[doc(hidden)]
     pub fn commit_for_test(
         &self,
@@ -147,122 +151,31 @@ impl Producer {
         meta: &RecordMeta,
         payload: &[u8],
     ) -> Result<(), PushError> {
-        self.write_and_commit(pos, meta, payload)?;
+        let ctl = record::control(meta, payload.len())?;
+        let reserved = super::layout::encode_control(&ctl, pos, self.geometry.shift);
+        self.raw()
+            .write_and_commit(pos, reserved, meta.time_ns, payload)?;
         self.wake_consumer();
         Ok(())
     }
 
-    /// Claims `slots_for(len)` consecutive positions by CAS on `head`; returns the first.
+    /// Claims the room of a record (see `RawRing::reserve`): its position, RESERVED word and
+    /// length in words.
     #[inline(always)]
-    fn reserve(&self, len: usize) -> Result<u64, PushError> {
+    fn reserve(&self, meta: &RecordMeta, len: usize) -> Result<(u64, u64, u64), PushError> {
         let max = self.geometry.max_payload;
         if len > max {
             return Err(PushError::TooLarge { len, max });
         }
-        let k = layout::slots_for(len) as u64;
-        let head = self.map.u64_at(OFF_HEAD);
-        let tail = self.map.u64_at(OFF_TAIL);
-        let mut h = head.load(Ordering::Relaxed);
-        // Acquire (here and on the refresh below): the consumer frees a slot (stamp FREE for
-        // its next position) before it publishes the tail with Release, so a tail read through
-        // this chain guarantees the stamp check in `write_and_commit` sees the freed stamp.
-        let mut t = self.tail_seen.load(Ordering::Acquire);
-        for _ in 0..MAX_RESERVE_ATTEMPTS {
-            if h > MAX_POSITION {
-                return Err(PushError::Full);
-            }
-            // A stale `h` below `t` saturates to 0; the CAS below then fails and reloads.
-            if h.saturating_sub(t) + k > self.geometry.slot_count {
-                // Our copy of the tail may be old: refresh it before calling the ring full.
-                t = tail.load(Ordering::Acquire);
-                // Only write our shared copy when it moves (writers spinning on a full ring
-                // would otherwise fight over its cache line).
-                if t > self.tail_seen.load(Ordering::Relaxed) {
-                    self.tail_seen.fetch_max(t, Ordering::AcqRel);
-                }
-                if h.saturating_sub(t) + k > self.geometry.slot_count {
-                    return Err(PushError::Full);
-                }
-            }
-            match head.compare_exchange_weak(h, h + k, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return Ok(h),
-                Err(current) => h = current,
-            }
-        }
-        Err(PushError::Full)
+        let ctl = record::control(meta, len)?;
+        let (pos, reserved) = self.raw().reserve(&ctl, &self.tail_seen)?;
+        Ok((pos, reserved, ctl.len_words))
     }
 
-    /// Writes the record into its reserved slots, then commits: continuation stamps first, the
-    /// first slot's stamp last (Release), so a consumer that sees the first committed sees all.
-    #[inline(always)]
-    fn write_and_commit(
-        &self,
-        pos: u64,
-        meta: &RecordMeta,
-        payload: &[u8],
-    ) -> Result<(), PushError> {
-        let len = payload.len();
-        let k = layout::slots_for(len) as u64;
-        let (head_part, rest) = payload.split_at(len.min(FIRST_SLOT_PAYLOAD));
-        let mut chunks = rest.chunks(CONT_SLOT_PAYLOAD);
-        for j in 0..k {
-            let p = pos + j;
-            let off = self.geometry.slot_offset(p);
-            // If the consumer already skipped this slot (we were descheduled past its stuck
-            // timeout), the slot may belong to a newer writer now: do not touch its data.
-            if self.map.u64_at(off).load(Ordering::Acquire) != self.geometry.free(p) {
-                return Err(PushError::Abandoned);
-            }
-            if j == 0 {
-                let words = record::encode(meta, len as u32);
-                for (i, w) in words.iter().enumerate() {
-                    self.map
-                        .u64_at(off + STAMP_BYTES + i * 8)
-                        .store(*w, Ordering::Relaxed);
-                }
-                self.map
-                    .write_bytes(off + STAMP_BYTES + RECORD_HEADER_BYTES, head_part);
-            } else if let Some(chunk) = chunks.next() {
-                self.map.write_bytes(off + STAMP_BYTES, chunk);
-            }
-        }
-        for j in 1..k {
-            let p = pos + j;
-            let stamp = self.map.u64_at(self.geometry.slot_offset(p));
-            if stamp
-                .compare_exchange(
-                    self.geometry.free(p),
-                    self.geometry.cont(p),
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
-                return Err(PushError::Abandoned);
-            }
-        }
-        // SeqCst (not only Release): it is the store half of the Dekker handshake with
-        // `Consumer::prepare_sleep`, completed by the SeqCst load in `wake_consumer`.
-        let first = self.map.u64_at(self.geometry.slot_offset(pos));
-        first
-            .compare_exchange(
-                self.geometry.free(pos),
-                self.geometry.first(pos),
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            )
-            .map(|_| ())
-            .map_err(|_| PushError::Abandoned)
-    }
-
-    /// Wakes a sleeping consumer. Our SeqCst commit CAS and SeqCst load of the flag pair with
-    /// the consumer's SeqCst store of the flag and load of the stamp (Dekker): either the
-    /// consumer sees our commit before it sleeps, or we see its flag and write the eventfd. On
-    /// x86 the CAS is already a full barrier, so this costs no extra fence on the hot path.
+    /// Wakes a sleeping consumer (see `RawRing::take_wake`): one raw eventfd write.
     #[inline(always)]
     fn wake_consumer(&self) {
-        let sleeping = self.map.u32_at(OFF_CONSUMER_SLEEPING);
-        if sleeping.load(Ordering::SeqCst) == 0 || sleeping.swap(0, Ordering::SeqCst) != 1 {
+        if !self.raw().take_wake() {
             return;
         }
         let fd = self.wake_fd.load(Ordering::Relaxed);
@@ -287,6 +200,7 @@ mod tests {
     use std::os::fd::AsFd;
 
     use super::*;
+    use crate::ring::layout::{self, WORD_BYTES};
     use crate::ring::{Consumer, ConsumerOptions, MIN_RING_SIZE, create_ring_memfd};
 
     #[test]
@@ -305,24 +219,25 @@ mod tests {
         while producer.try_push(&meta, &[1; 8]).is_ok() {
             pushed += 1;
         }
-        assert_eq!(pushed, producer.slot_count());
+        // 3 words a record, and the last word of the area a PAD.
+        assert_eq!(pushed, producer.capacity_words() / 3);
         assert_eq!(producer.try_push(&meta, &[1; 8]), Err(PushError::Full));
-        assert_eq!(producer.backlog_slots(), producer.slot_count());
         assert_eq!(producer.consumed(), 0);
         let mut payload = Vec::new();
         assert!(consumer.next(&mut payload).unwrap().is_some());
         assert_eq!(
             producer.consumed(),
-            1,
-            "the tail moved by the record's one slot"
+            3,
+            "the tail moved by the record's 3 words"
         );
-        // The producer's cached tail is stale; the push must refresh it and succeed.
+        // The producer's cached tail is stale; the push must refresh it and succeed (after a
+        // PAD over the last words of the area).
         producer.try_push(&meta, &[2; 8]).unwrap();
         assert_eq!(producer.try_push(&meta, &[3; 8]), Err(PushError::Full));
     }
 
     /// The figure issue 14 improves: how many 100-byte lines (101 bytes with the newline) a
-    /// default ring holds before it is full, with no consumer. Printed for bench/RESULTS.md
+    /// default ring holds before it is full, with no consumer. Printed for the report
     /// (`cargo nextest run -p logtap-protocol -E 'test(default_ring_capacity)' --no-capture`).
     #[test]
     fn default_ring_capacity_in_100_byte_lines() {
@@ -339,9 +254,11 @@ mod tests {
              ring bytes a line",
             crate::ring::DEFAULT_RING_SIZE
         );
-        // Version 1: two 128-byte slots a line (96 bytes in the first, the rest in the second).
-        assert_eq!(ring_bytes_per_line, 2 * layout::SLOT_BYTES as u64);
-        assert_eq!(lines, producer.slot_count() / 2);
+        // Version 3: 16 header bytes + 104 = 120 bytes a line.
+        assert_eq!(layout::words_for(101) * WORD_BYTES as u64, 120);
+        assert_eq!(lines, producer.capacity_words() / 15);
+        // Version 2 held 4,096 (two 128-byte slots a line).
+        assert!(lines >= 2 * 4096, "{lines} lines");
     }
 
     #[test]

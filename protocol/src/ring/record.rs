@@ -1,17 +1,23 @@
-//! The record header carried by the first slot of every record, after the stamp: the metadata of
-//! one tapped write. Encoded as three little-endian 64-bit words so that both sides move it with
-//! three atomic accesses and the consumer parses its own private copy.
+//! The metadata of one record, and how it maps onto the 16-byte record header of layout
+//! version 3: the control word carries stream, CONTINUED, file index and seq beside the state and
+//! the length; the second word carries the time; the pid is not stored (a ring belongs to one
+//! process: the creator pid in the header page). `core` only.
+
+use super::layout::{self, Control, MAX_FILE_INDEX, MAX_STREAM, WORD_BYTES};
+use super::raw::PushError;
 
 /// Metadata of one record (one tapped write, or one piece of a split write).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RecordMeta {
-    /// 1 stdout, 2 stderr, 3 file (Contract 2). Carried as is; the agent validates it.
+    /// 1 stdout, 2 stderr, 3 file (Contract 2); at most 3 (two bits in the record).
     pub stream: u8,
-    /// Bit 0 [`RECORD_CONTINUED`]: the write goes on in the next record.
+    /// Bit 0 [`RECORD_CONTINUED`]: the write goes on in the next record. No other bit is
+    /// carried.
     pub flags: u8,
-    /// Index of the tapped file (stream 3), else 0.
+    /// Index of the tapped file (stream 3), else 0; at most 255 in a ring record.
     pub file_index: u16,
-    /// Writer's pid.
+    /// Writer's pid. Not stored in the record: the consumer reports the ring's creator pid
+    /// (a forked child makes its own ring), the producer ignores it.
     pub pid: u32,
     /// Per-process sequence counter (wrapping; gaps reveal loss).
     pub seq: u32,
@@ -22,70 +28,85 @@ pub struct RecordMeta {
 /// `RecordMeta::flags` bit: the write continues in the next record of the same pid and stream.
 pub const RECORD_CONTINUED: u8 = 1;
 
-/// The header words of a record with `payload_len` bytes:
-/// word 0 = payload_len u32 | stream u8 | flags u8 | file_index u16 (in that byte order),
-/// word 1 = pid u32 | seq u32, word 2 = time_ns u64; all little-endian.
-#[inline]
-pub fn encode(meta: &RecordMeta, payload_len: u32) -> [u64; 3] {
-    let w0 = u64::from(payload_len)
-        | (u64::from(meta.stream) << 32)
-        | (u64::from(meta.flags) << 40)
-        | (u64::from(meta.file_index) << 48);
-    let w1 = u64::from(meta.pid) | (u64::from(meta.seq) << 32);
-    [w0.to_le(), w1.to_le(), meta.time_ns.to_le()]
+/// The RESERVED control word's fields for a record of `payload_len` bytes (the caller checked
+/// it against the ring's largest record), or `Unencodable`.
+#[inline(always)]
+pub fn control(meta: &RecordMeta, payload_len: usize) -> Result<Control, PushError> {
+    if meta.stream > MAX_STREAM || meta.file_index > MAX_FILE_INDEX {
+        return Err(PushError::Unencodable);
+    }
+    let len_words = layout::words_for(payload_len);
+    let rounded = payload_len.div_ceil(WORD_BYTES) * WORD_BYTES;
+    Ok(Control {
+        state: layout::STATE_RESERVED,
+        len_words,
+        pad_bytes: (rounded - payload_len) as u8,
+        stream: meta.stream,
+        continued: meta.flags & RECORD_CONTINUED != 0,
+        file_index: meta.file_index as u8,
+        seq: meta.seq,
+    })
 }
 
-/// Inverse of [`encode`]: the metadata and the declared payload length (not yet trusted).
+/// The metadata of a committed record: its control word's fields, its time word, and the
+/// ring's creator pid.
 #[inline]
-pub fn decode(words: [u64; 3]) -> (RecordMeta, u32) {
-    let [w0, w1, w2] = words.map(u64::from_le);
-    let meta = RecordMeta {
-        stream: (w0 >> 32) as u8,
-        flags: (w0 >> 40) as u8,
-        file_index: (w0 >> 48) as u16,
-        pid: w1 as u32,
-        seq: (w1 >> 32) as u32,
-        time_ns: w2,
-    };
-    (meta, w0 as u32)
+pub fn meta(c: &Control, time_ns: u64, pid: u32) -> RecordMeta {
+    RecordMeta {
+        stream: c.stream,
+        flags: if c.continued { RECORD_CONTINUED } else { 0 },
+        file_index: u16::from(c.file_index),
+        pid,
+        seq: c.seq,
+        time_ns,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::layout::{Geometry, MIN_RING_SIZE, decode_control, encode_control};
 
     #[test]
-    fn header_round_trips_every_field() {
-        let meta = RecordMeta {
-            stream: 3,
-            flags: RECORD_CONTINUED,
-            file_index: 0xBEEF,
-            pid: 0x1234_5678,
-            seq: 0xFFFF_FFFE,
-            time_ns: 1_700_000_000_123_456_789,
-        };
-        assert_eq!(decode(encode(&meta, 65_536)), (meta, 65_536));
+    fn every_field_round_trips_through_the_header() {
+        let g = Geometry::for_data_bytes(MIN_RING_SIZE);
+        for (stream, flags, file_index, seq, len) in [
+            (1, 0, 0, 0, 0),
+            (2, RECORD_CONTINUED, 0, u32::MAX, 1),
+            (3, 0, 255, 0x8000_0001, 101),
+            (3, RECORD_CONTINUED, 17, 7, 16_368),
+        ] {
+            let m = RecordMeta {
+                stream,
+                flags,
+                file_index,
+                pid: 4242,
+                seq,
+                time_ns: 1_700_000_000_123_456_789,
+            };
+            let c = control(&m, len).unwrap();
+            let word = encode_control(&c, 12_345, g.shift);
+            let back = decode_control(word, 12_345, g.shift).unwrap();
+            assert_eq!(meta(&back, m.time_ns, 4242), m);
+            assert_eq!(
+                (back.len_words - 2) as usize * 8 - usize::from(back.pad_bytes),
+                len
+            );
+        }
     }
 
     #[test]
-    fn header_bytes_are_little_endian_in_documented_order() {
-        let meta = RecordMeta {
-            stream: 2,
-            flags: 1,
-            file_index: 0x0304,
-            pid: 0x0A0B_0C0D,
-            seq: 7,
-            time_ns: 9,
+    fn fields_a_record_cannot_carry_are_refused() {
+        let big_file = RecordMeta {
+            stream: 3,
+            file_index: 256,
+            ..RecordMeta::default()
         };
-        let words = encode(&meta, 0x11);
-        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        assert_eq!(
-            bytes,
-            [
-                0x11, 0, 0, 0, 2, 1, 0x04, 0x03, // payload_len, stream, flags, file_index
-                0x0D, 0x0C, 0x0B, 0x0A, 7, 0, 0, 0, // pid, seq
-                9, 0, 0, 0, 0, 0, 0, 0, // time_ns
-            ]
-        );
+        assert_eq!(control(&big_file, 1), Err(PushError::Unencodable));
+        let bad_stream = RecordMeta {
+            stream: 4,
+            ..RecordMeta::default()
+        };
+        assert_eq!(control(&bad_stream, 1), Err(PushError::Unencodable));
     }
 }

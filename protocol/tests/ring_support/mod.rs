@@ -15,13 +15,13 @@ use logtap_protocol::ring::{Consumer, ConsumerOptions, RecordMeta};
 /// Largest payload the tests build on the stack.
 pub const MAX_TEST_PAYLOAD: usize = 4096;
 
-/// Length of record `counter` of producer `id`: mostly one slot, regularly several, sometimes
-/// empty of filler; always ≥ 8 (id + counter).
+/// Length of record `counter` of producer `id`: mostly a short line, regularly up to 1 KB,
+/// sometimes up to 4 KB; every length mod 8 (so every padding); always ≥ 8 (id + counter).
 pub fn len_for(id: u32, counter: u32, max: usize) -> usize {
     let x = id.wrapping_mul(2_654_435_761) ^ counter.wrapping_mul(40_503);
     let len = match x % 10 {
-        0..=5 => 8 + (x as usize / 10) % 89,    // one slot
-        6..=8 => 8 + (x as usize / 10) % 1_000, // up to 9 slots
+        0..=5 => 8 + (x as usize / 10) % 89,    // v2: one slot
+        6..=8 => 8 + (x as usize / 10) % 1_000, // v2: up to 9 slots
         _ => 8 + (x as usize / 10) % (MAX_TEST_PAYLOAD - 8),
     };
     len.min(max).max(8)
@@ -64,12 +64,14 @@ pub fn check_payload(meta: &RecordMeta, payload: &[u8], max: usize) -> (u32, u32
             "byte {i} of record {id}/{counter}"
         );
     }
-    assert_eq!(meta.pid, id, "meta.pid of {id}/{counter}");
-    assert_eq!(meta.seq, counter, "meta.seq of {id}/{counter}");
+    // Every field as pushed; the pid is the ring's creator's (records do not carry one).
     assert_eq!(
-        meta.time_ns,
-        u64::from(counter) * 3,
-        "meta.time_ns of {id}/{counter}"
+        *meta,
+        RecordMeta {
+            pid: meta.pid,
+            ..meta_for(id, counter)
+        },
+        "metadata of {id}/{counter}"
     );
     (id, counter)
 }
@@ -154,7 +156,8 @@ pub fn drain(
 pub struct RawRing {
     base: *mut u8,
     len: usize,
-    pub slot_count: u64,
+    pub word_count: u64,
+    pub shift: u32,
 }
 
 impl RawRing {
@@ -176,11 +179,12 @@ impl RawRing {
             )
         };
         assert_ne!(base, libc::MAP_FAILED);
-        let slot_count = ((len - layout::HEADER_BYTES) / layout::SLOT_BYTES) as u64;
+        let word_count = ((len - layout::HEADER_BYTES) / layout::WORD_BYTES) as u64;
         RawRing {
             base: base.cast(),
             len,
-            slot_count,
+            word_count,
+            shift: word_count.trailing_zeros(),
         }
     }
 
@@ -190,9 +194,15 @@ impl RawRing {
         unsafe { AtomicU64::from_ptr(self.base.add(off).cast()) }
     }
 
-    pub fn stamp(&self, pos: u64) -> &AtomicU64 {
-        let idx = (pos % self.slot_count) as usize;
-        self.word(layout::HEADER_BYTES + idx * layout::SLOT_BYTES)
+    /// The data word holding position `pos` (a record's control word at its start).
+    pub fn data(&self, pos: u64) -> &AtomicU64 {
+        let idx = (pos % self.word_count) as usize;
+        self.word(layout::HEADER_BYTES + idx * layout::WORD_BYTES)
+    }
+
+    /// The fields of the claimed control word at `pos`, if it is one for `pos`'s lap.
+    pub fn control(&self, pos: u64) -> Option<layout::Control> {
+        layout::decode_control(self.data(pos).load(Ordering::SeqCst), pos, self.shift)
     }
 
     pub fn head(&self) -> u64 {
