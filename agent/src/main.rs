@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => check::main(args),
+        Command::Doctor(args) => logtap_agent::commands::doctor::main(args),
         Command::Cat(args) => logtap_agent::commands::cat::main(args),
         Command::Install(args) => match install::install(&args) {
             Ok(files) => {

@@ -9,6 +9,8 @@
 
 pub mod cat;
 pub mod check;
+pub mod doctor;
+pub mod elf;
 pub mod install;
 pub mod preload;
 pub mod run;

@@ -23,3 +23,29 @@ pub fn find_preload(configured: Option<&Path>) -> Result<PathBuf, PreloadNotFoun
         Err(PreloadNotFound(path))
     }
 }
+
+/// The file name of the library musl's loader loads (built when `musl-gcc` is installed).
+pub const MUSL_LIBRARY: &str = "liblogtap-musl.so";
+
+/// `liblogtap-musl.so` is not where it was looked for.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "liblogtap-musl.so not found at {0}: musl programs (Alpine images) run untapped. Install \
+     musl-tools (musl-gcc) and rebuild so it is built beside liblogtap.so, or pass --preload-musl PATH"
+)]
+pub struct MuslNotFound(pub PathBuf);
+
+/// Where `liblogtap-musl.so` is: `--preload-musl`, or beside `liblogtap.so` (`glibc`).
+pub fn find_musl_preload(configured: Option<&Path>, glibc: &Path) -> Result<PathBuf, MuslNotFound> {
+    let path = match configured {
+        Some(p) => p.to_owned(),
+        None => glibc
+            .parent()
+            .map_or_else(|| PathBuf::from(MUSL_LIBRARY), |d| d.join(MUSL_LIBRARY)),
+    };
+    if path.is_file() {
+        Ok(std::fs::canonicalize(&path).unwrap_or(path))
+    } else {
+        Err(MuslNotFound(path))
+    }
+}
