@@ -12,5 +12,6 @@ pub mod check;
 pub mod doctor;
 pub mod elf;
 pub mod install;
+pub mod pipe_capture;
 pub mod preload;
 pub mod run;

@@ -49,3 +49,25 @@ pub fn find_musl_preload(configured: Option<&Path>, glibc: &Path) -> Result<Path
         Err(MuslNotFound(path))
     }
 }
+
+/// The directory name musl's loader sees in `LD_PRELOAD=DIR/$LIB/liblogtap.so`: musl does not
+/// expand `$LIB`, so it opens a directory literally named `$LIB`, which holds the musl library.
+pub const MUSL_DIR: &str = "$LIB";
+
+/// What glibc may expand `$LIB` to (its configured library directory: `lib/x86_64-linux-gnu` on
+/// Debian and Ubuntu, `lib64` on RHEL, Fedora and SUSE, `lib` on Arch and others); each holds
+/// the glibc library.
+pub fn glibc_dirs() -> [String; 3] {
+    [
+        format!("lib/{}-linux-gnu", std::env::consts::ARCH),
+        "lib64".into(),
+        "lib".into(),
+    ]
+}
+
+/// The one `LD_PRELOAD` value for a [`glibc_dirs`] + [`MUSL_DIR`] layout under `root`: glibc
+/// programs load the glibc library, musl programs the musl one (or none when it is missing: musl
+/// skips a preload path that does not exist, glibc says so on stderr and goes on).
+pub fn layout_preload(root: &Path) -> PathBuf {
+    root.join(MUSL_DIR).join("liblogtap.so")
+}
