@@ -1,0 +1,423 @@
+//! Programs `LD_PRELOAD` cannot reach (issue 15), with the real `logtap` binary and real
+//! programs compiled here: a static one (`gcc -static`) under `logtap run` is captured through
+//! pipes; `logtap doctor` judges glibc, musl, static, setuid programs and scripts; `logtap
+//! install`'s one `LD_PRELOAD='DIR/$LIB/liblogtap.so'` taps a glibc program and leaves a musl
+//! program running (untapped) when the musl library is not installed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use logtap_tests::agent_harness::{Agent, wait_bounded};
+use logtap_tests::artifacts::{self, TempDir};
+use serde_json::Value;
+
+/// Prints three lines on each stream, echoes one stdin line, then exits as `argv[1]` says:
+/// a number is the exit code, `TERM` kills itself with SIGTERM.
+const STATIC_PROGRAM: &str = r#"
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    char line[64] = "";
+    for (int i = 0; i < 3; i++) {
+        printf("out %d\n", i);
+        fflush(stdout);
+        fprintf(stderr, "err %d\n", i);
+    }
+    if (fgets(line, sizeof line, stdin)) {
+        line[strcspn(line, "\n")] = 0;
+        printf("stdin said %s\n", line);
+        fflush(stdout);
+    }
+    if (argc > 1 && strcmp(argv[1], "TERM") == 0) kill(getpid(), SIGTERM);
+    return argc > 1 ? atoi(argv[1]) : 0;
+}
+"#;
+
+const HELLO: &str = "#include <stdio.h>\nint main(void) { puts(\"hello from C\"); return 0; }\n";
+
+/// Compiles `source` in `dir` as `name` with `compiler` and `flags`.
+fn compile(dir: &Path, compiler: &str, name: &str, source: &str, flags: &[&str]) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let exe = dir.join(name);
+    if compiler == "gcc" {
+        return artifacts::gcc(&src, &exe, flags);
+    }
+    let out = Command::new(compiler)
+        .args(flags)
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("{compiler} must be installed (apt install musl-tools): {e}"));
+    assert!(
+        out.status.success(),
+        "{compiler}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+/// The output of one `logtap` command.
+struct Ran {
+    status: ExitStatus,
+    records: Vec<Value>,
+    /// stdout lines that are not records (the program's own output).
+    other: Vec<String>,
+    stderr: String,
+}
+
+/// Runs `logtap <args>` with `stdin` on its standard input; bounded to 60 s.
+fn logtap(args: &[&str], stdin: &str) -> Ran {
+    let mut child = Command::new(artifacts::logtap_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start logtap");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    let out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = wait_bounded(&mut child, Duration::from_secs(60));
+    let (mut records, mut other) = (Vec::new(), Vec::new());
+    for line in lines.join().unwrap() {
+        match serde_json::from_str::<Value>(&line) {
+            Ok(v) if v.get("source").is_some() => records.push(v),
+            _ => other.push(line),
+        }
+    }
+    let stderr = stderr.join().unwrap();
+    eprintln!("{stderr}");
+    Ran {
+        status,
+        records,
+        other,
+        stderr,
+    }
+}
+
+/// `(stream, message)` of every record, in order.
+fn messages(records: &[Value]) -> Vec<(String, String)> {
+    records
+        .iter()
+        .map(|r| {
+            (
+                r["stream"].as_str().unwrap().to_owned(),
+                r["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn of(stream: &str, lines: &[&str]) -> Vec<(String, String)> {
+    lines
+        .iter()
+        .map(|l| (stream.to_owned(), (*l).to_owned()))
+        .collect()
+}
+
+/// Proof 2: a `gcc -static` program's stdout and stderr lines are records, kept apart, and its
+/// exit code comes back; its own output still reaches `logtap run`'s stdout; stdin reaches it.
+#[test]
+fn a_static_program_is_captured_through_pipes() {
+    let dir = TempDir::new("static-run");
+    let exe = compile(
+        dir.path(),
+        "gcc",
+        "static-prog",
+        STATIC_PROGRAM,
+        &["-static"],
+    );
+    let exe = exe.to_str().unwrap();
+    let ran = logtap(&["run", "--", exe, "3"], "ping\n");
+    assert_eq!(ran.status.code(), Some(3), "the exit code passes through");
+    assert!(
+        ran.stderr.contains(&format!(
+            "logtap: {exe} is statically linked: capturing stdout/stderr through pipes"
+        )),
+        "{}",
+        ran.stderr
+    );
+    let (out, err): (Vec<_>, Vec<_>) = messages(&ran.records)
+        .into_iter()
+        .partition(|(s, _)| s == "stdout");
+    assert_eq!(
+        out,
+        of("stdout", &["out 0", "out 1", "out 2", "stdin said ping"])
+    );
+    assert_eq!(err, of("stderr", &["err 0", "err 1", "err 2"]));
+    let pid = ran.records[0]["pid"].as_u64().unwrap();
+    for r in &ran.records {
+        assert_eq!(r["pid"].as_u64(), Some(pid), "the program's pid: {r}");
+        assert_eq!(r["comm"], "static-prog");
+        assert_eq!(r["source"], "logtap");
+        assert!(r.get("partial").is_none(), "{r}");
+    }
+    assert_ne!(pid, u64::from(std::process::id()));
+    assert_eq!(
+        ran.other,
+        ["out 0", "out 1", "out 2", "stdin said ping"],
+        "the program's own stdout reaches logtap run's"
+    );
+    for line in ["err 0", "err 1", "err 2"] {
+        assert!(ran.stderr.contains(line), "its stderr reaches ours");
+    }
+}
+
+#[test]
+fn a_static_program_killed_by_sigterm_gives_143_and_its_records() {
+    let dir = TempDir::new("static-term");
+    let exe = compile(
+        dir.path(),
+        "gcc",
+        "static-term",
+        STATIC_PROGRAM,
+        &["-static"],
+    );
+    let ran = logtap(&["run", "--", exe.to_str().unwrap(), "TERM"], "");
+    assert_eq!(ran.status.code(), Some(128 + 15), "death by SIGTERM → 143");
+    let (out, err): (Vec<_>, Vec<_>) = messages(&ran.records)
+        .into_iter()
+        .partition(|(s, _)| s == "stdout");
+    assert_eq!(out, of("stdout", &["out 0", "out 1", "out 2"]));
+    assert_eq!(err, of("stderr", &["err 0", "err 1", "err 2"]));
+}
+
+/// `logtap doctor -- CMD`: its verdict line (stdout) and exit code.
+fn doctor(extra: &[&str], cmd: &[&str]) -> (Option<i32>, String, String) {
+    let mut args = vec!["doctor"];
+    args.extend_from_slice(extra);
+    args.push("--");
+    args.extend_from_slice(cmd);
+    let ran = logtap(&args, "");
+    let stdout = ran.other.join("\n");
+    (ran.status.code(), stdout, ran.stderr)
+}
+
+/// Proof 3: the right verdict for a glibc, a musl, a static and a setuid program, and scripts.
+#[test]
+fn doctor_judges_each_kind_of_program() {
+    let dir = TempDir::new("doctor");
+    let d = dir.path();
+    let glibc = compile(d, "gcc", "hello-glibc", HELLO, &[]);
+    let musl = compile(d, "musl-gcc", "hello-musl", HELLO, &[]);
+    let stat = compile(d, "gcc", "hello-static", HELLO, &["-static"]);
+    let setuid = d.join("hello-setuid");
+    std::fs::copy(&glibc, &setuid).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let script = d.join("script.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    let env_script = d.join("env-script");
+    std::fs::write(&env_script, format!("#!/usr/bin/env {}\n", musl.display())).unwrap();
+    for s in [&script, &env_script] {
+        std::fs::set_permissions(s, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let p = |p: &Path| p.to_str().unwrap().to_owned();
+    let no_musl = ["--preload-musl", "/nonexistent/liblogtap-musl.so"];
+
+    let (code, out, _) = doctor(&[], &[&p(&glibc)]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.starts_with(&format!("logtap doctor: {}: tappable (glibc 2.", p(&glibc)))
+            && out.contains("needed by liblogtap.so)"),
+        "{out}"
+    );
+
+    let (code, out, _) = doctor(&no_musl, &[&p(&musl)]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("musl program but liblogtap-musl.so is not installed"),
+        "{out}"
+    );
+
+    let (code, out, _) = doctor(&[], &[&p(&stat)]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(
+            "not tappable by preload: statically linked — logtap run captures stdout/stderr \
+             through pipes"
+        ),
+        "{out}"
+    );
+
+    let (code, out, _) = doctor(&[], &[&p(&setuid)]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("setuid: the loader ignores LD_PRELOAD"),
+        "{out}"
+    );
+
+    // A script is judged by its interpreter; `env PROG` by the PROG env finds.
+    let (code, out, _) = doctor(&[], &[&p(&script), "arg"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "logtap doctor: {} → /bin/sh: tappable",
+            p(&script)
+        )),
+        "{out}"
+    );
+    let (code, out, _) = doctor(&no_musl, &[&p(&env_script)]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("{} → {}: musl program", p(&env_script), p(&musl))),
+        "{out}"
+    );
+    // A command found in PATH, like a shell finds it.
+    let (code, out, _) = doctor(&[], &["sh"]);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[test]
+fn doctor_says_when_it_cannot_tell() {
+    let dir = TempDir::new("doctor-bad");
+    let d = dir.path();
+    let (code, _, err) = doctor(&[], &["no-such-program-logtap"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("no-such-program-logtap: command not found"),
+        "{err}"
+    );
+
+    let text = d.join("notes.txt");
+    std::fs::write(&text, "just text\n").unwrap();
+    let (code, _, err) = doctor(&[], &[text.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("neither an ELF program nor a #! script"),
+        "{err}"
+    );
+
+    // A real program cut short, and one whose program headers point past its end.
+    let glibc = compile(d, "gcc", "whole", HELLO, &[]);
+    let bytes = std::fs::read(&glibc).unwrap();
+    let cut = d.join("cut");
+    std::fs::write(&cut, &bytes[..40]).unwrap();
+    let (code, _, err) = doctor(&[], &[cut.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("malformed ELF (truncated header)"), "{err}");
+    let mut hostile = bytes.clone();
+    hostile[32..40].copy_from_slice(&u64::MAX.to_le_bytes()); // e_phoff
+    let bad = d.join("hostile");
+    std::fs::write(&bad, &hostile).unwrap();
+    let (code, _, err) = doctor(&[], &[bad.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("program headers outside the file"), "{err}");
+
+    let (code, _, err) = doctor(&["--preload", "/nonexistent/liblogtap.so"], &["sh"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("liblogtap.so not found at /nonexistent/liblogtap.so"),
+        "{err}"
+    );
+}
+
+/// `logtap install --library-only --to DIR` → the `LD_PRELOAD` value it prints.
+fn install(to: &Path, extra: &[&str]) -> (String, Ran) {
+    let mut args = vec!["install", "--library-only", "--to", to.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let ran = logtap(&args, "");
+    assert_eq!(ran.status.code(), Some(0), "{}", ran.stderr);
+    let value = ran
+        .other
+        .iter()
+        .find_map(|l| l.strip_prefix("LD_PRELOAD='")?.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("no LD_PRELOAD line: {:?}", ran.other))
+        .to_owned();
+    (value, ran)
+}
+
+/// A program run with the installed `LD_PRELOAD` value, tapping into `agent`.
+fn run_preloaded(agent: &Agent, preload: &str, exe: &Path) -> (ExitStatus, String, String) {
+    let out = Command::new(exe)
+        .env("LD_PRELOAD", preload)
+        .env("LLT_TARGET", format!("socket:{}", agent.socket.display()))
+        .env("LLT_TAP_INTO", "3")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the program");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The glibc-only install (no musl library): one `LD_PRELOAD` value taps a glibc program, and a
+/// musl program runs unharmed, untapped — where preloading the glibc library stops it (127).
+#[test]
+fn install_layout_taps_glibc_and_leaves_a_musl_program_running() {
+    let dir = TempDir::new("install-layout");
+    let d = dir.path();
+    let to = d.join("logtap");
+    let (preload, ran) = install(&to, &["--preload-musl", "/nonexistent/liblogtap-musl.so"]);
+    assert_eq!(preload, format!("{}/$LIB/liblogtap.so", to.display()));
+    assert!(
+        ran.stderr
+            .contains("musl programs (Alpine images) will run untapped"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        !to.join("$LIB").exists(),
+        "no musl directory without the library"
+    );
+    let triple = format!("lib/{}-linux-gnu/liblogtap.so", std::env::consts::ARCH);
+    for link in [triple.as_str(), "lib64/liblogtap.so", "lib/liblogtap.so"] {
+        assert_eq!(
+            std::fs::read(to.join(link)).unwrap(),
+            std::fs::read(artifacts::liblogtap()).unwrap(),
+            "{link} is the glibc library"
+        );
+    }
+
+    let glibc = compile(d, "gcc", "hello-glibc", HELLO, &[]);
+    let musl = compile(d, "musl-gcc", "hello-musl", HELLO, &[]);
+    let agent = Agent::start("install-layout", &["--flush-interval", "50ms"]);
+    let (status, stdout, stderr) = run_preloaded(&agent, &preload, &glibc);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout, "hello from C\n");
+    assert!(
+        stderr.is_empty(),
+        "glibc found its $LIB directory: {stderr}"
+    );
+    let records = agent.wait_records(1, Duration::from_secs(10));
+    assert_eq!(messages(&records), of("stdout", &["hello from C"]));
+
+    let (status, stdout, stderr) = run_preloaded(&agent, &preload, &musl);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout, "hello from C\n");
+    // What the glibc library alone does to it: why the layout exists.
+    let (status, _, _) = run_preloaded(&agent, artifacts::liblogtap().to_str().unwrap(), &musl);
+    assert_ne!(
+        status.code(),
+        Some(0),
+        "the glibc library in a musl program"
+    );
+    let (_, records) = agent.terminate();
+    assert_eq!(
+        records.len(),
+        1,
+        "the musl program ran untapped: {records:?}"
+    );
+}
