@@ -187,3 +187,49 @@ fn doctor(args: &DoctorArgs) -> Result<(Resolved, Verdict), DoctorError> {
     let verdict = judge(&resolved, &library, musl, Path::new("/"));
     Ok((resolved, verdict))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_architectures_are_compared() {
+        let sh = elf::resolve(std::ffi::OsStr::new("/bin/sh")).unwrap();
+        let lib = Elf {
+            glibc_needed: Some((2, 2)),
+            ..sh.elf.clone()
+        };
+        let root = Path::new("/");
+        assert!(matches!(
+            judge(&sh, &lib, false, root),
+            Verdict::Glibc { .. }
+        ));
+        let future = Elf {
+            glibc_needed: Some((2, 999)),
+            ..lib.clone()
+        };
+        let v = judge(&sh, &future, false, root);
+        assert!(
+            matches!(
+                v,
+                Verdict::GlibcTooOld {
+                    needs: (2, 999),
+                    ..
+                }
+            ),
+            "{v}"
+        );
+        assert_eq!(v.exit_code(), 1);
+        assert!(v.to_string().ends_with("older than 2.999 needed by liblogtap.so: the loader refuses the library and the program runs untapped"), "{v}");
+        let other = Elf {
+            class64: !lib.class64,
+            ..lib
+        };
+        let v = judge(&sh, &other, false, root);
+        assert!(matches!(v, Verdict::OtherArch { .. }), "{v}");
+        // Under a root without a libc.so.6 nothing can be said about the glibc.
+        let v = judge(&sh, &future, false, Path::new("/nonexistent"));
+        assert!(matches!(v, Verdict::NoLibc { .. }), "{v}");
+        assert_eq!(v.exit_code(), 2);
+    }
+}

@@ -514,3 +514,103 @@ fn resolve_in(root: &Path, path: &Path) -> Option<PathBuf> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("logtap-elf-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_dynamic_glibc_program_and_its_libc() {
+        let elf = Elf::read(Path::new("/bin/sh")).unwrap();
+        let Loader::Glibc(interp) = &elf.loader else {
+            panic!("{elf:?}")
+        };
+        assert!(interp.contains("ld-linux"), "{interp}");
+        assert!(elf.glibc_needed.is_some_and(|v| v >= (2, 2)), "{elf:?}");
+        let libc = find_libc(Path::new("/"), interp, elf.class64).expect("libc.so.6");
+        let defined = Elf::read(&libc).unwrap().glibc_defined.unwrap();
+        assert!(defined >= elf.glibc_needed.unwrap(), "{defined:?}");
+    }
+
+    #[test]
+    fn truncated_and_corrupted_files_are_errors_not_panics() {
+        let dir = temp("hostile");
+        let whole = std::fs::read("/bin/sh").unwrap();
+        let path = dir.join("f");
+        // Every prefix of the headers, then every header byte set to 0xff and to 0.
+        for len in (0..4096.min(whole.len())).chain([whole.len() / 2, whole.len() - 1]) {
+            std::fs::write(&path, &whole[..len]).unwrap();
+            let _ = Elf::read(&path);
+        }
+        for at in 0..64 {
+            for value in [0x00, 0xff, 0x7f] {
+                let mut bytes = whole.clone();
+                bytes[at] = value;
+                std::fs::write(&path, &bytes).unwrap();
+                let _ = Elf::read(&path);
+            }
+        }
+        // A section table that says its version sections are huge and everywhere.
+        let mut bytes = whole.clone();
+        let shoff = u64::from_le_bytes(bytes[40..48].try_into().unwrap()) as usize;
+        for i in 0..usize::from(u16::from_le_bytes([bytes[60], bytes[61]])) {
+            let at = shoff + i * 64;
+            bytes[at + 24..at + 32].copy_from_slice(&8u64.to_le_bytes());
+            bytes[at + 44..at + 48].copy_from_slice(&u32::MAX.to_le_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let _ = Elf::read(&path);
+        std::fs::write(&path, &whole[..10]).unwrap();
+        assert!(matches!(Elf::read(&path), Err(ElfError::Malformed { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shebang_lines() {
+        assert_eq!(
+            shebang(b"#!/bin/sh -e\necho"),
+            Some(PathBuf::from("/bin/sh"))
+        );
+        assert_eq!(shebang(b"#! /bin/bash"), Some(PathBuf::from("/bin/bash")));
+        // env finds PROG in PATH; a PROG it cannot find leaves env itself.
+        assert_eq!(
+            shebang(b"#!/usr/bin/env -S A=1 sh -x\n"),
+            which(OsStr::new("sh"))
+        );
+        assert_eq!(
+            shebang(b"#!/usr/bin/env no-such-prog-logtap\n"),
+            Some(PathBuf::from("/usr/bin/env"))
+        );
+        assert_eq!(shebang(b"#!\n"), None);
+        assert_eq!(shebang(b"\x7fELF"), None);
+    }
+
+    #[test]
+    fn glibc_version_names() {
+        assert_eq!(glibc_version(b"GLIBC_2.34"), Some((2, 34)));
+        assert_eq!(glibc_version(b"GLIBC_2.2.5"), Some((2, 2)));
+        assert_eq!(glibc_version(b"GLIBC_PRIVATE"), None);
+        assert_eq!(glibc_version(b"GCC_3.0"), None);
+    }
+
+    #[test]
+    fn scripts_nested_too_deep_are_an_error() {
+        let dir = temp("deep");
+        for i in 0..8 {
+            let next = dir.join(format!("s{}", i + 1));
+            std::fs::write(dir.join(format!("s{i}")), format!("#!{}\n", next.display())).unwrap();
+        }
+        assert!(matches!(
+            resolve(dir.join("s0").as_os_str()),
+            Err(ElfError::TooDeep { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
