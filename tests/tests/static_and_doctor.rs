@@ -421,3 +421,89 @@ fn install_layout_taps_glibc_and_leaves_a_musl_program_running() {
         "the musl program ran untapped: {records:?}"
     );
 }
+
+/// `logtap run` of a musl program when no `liblogtap-musl.so` is beside the library: it runs,
+/// untapped, and `logtap run` says why — where preloading the glibc library would stop it.
+#[test]
+fn run_of_a_musl_program_without_the_musl_library_runs_it_untapped() {
+    let dir = TempDir::new("run-musl-missing");
+    let d = dir.path();
+    let lib = d.join("liblogtap.so");
+    std::fs::copy(artifacts::liblogtap(), &lib).unwrap();
+    let musl = compile(d, "musl-gcc", "hello-musl", HELLO, &[]);
+    let glibc = compile(d, "gcc", "hello-glibc", HELLO, &[]);
+    let ran = logtap(
+        &[
+            "run",
+            "--preload",
+            lib.to_str().unwrap(),
+            "--",
+            musl.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(ran.status.code(), Some(0), "{}", ran.stderr);
+    assert_eq!(ran.other, ["hello from C"]);
+    assert!(ran.records.is_empty(), "{:?}", ran.records);
+    assert!(
+        ran.stderr
+            .contains("is a musl program and liblogtap-musl.so is not installed"),
+        "{}",
+        ran.stderr
+    );
+    // A glibc shell starting both: the glibc program is tapped, the musl one runs.
+    let script = format!("{} && {}", glibc.display(), musl.display());
+    let ran = logtap(
+        &[
+            "run",
+            "--preload",
+            lib.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        "",
+    );
+    assert_eq!(ran.status.code(), Some(0), "{}", ran.stderr);
+    assert_eq!(ran.other, ["hello from C", "hello from C"]);
+    assert_eq!(messages(&ran.records), of("stdout", &["hello from C"]));
+    assert_eq!(ran.records[0]["comm"], "hello-glibc");
+}
+
+/// glibc's secure mode (a setuid program started by another user) skips the `$LIB` preload
+/// path silently: the program runs, untapped. Needs root (to start it as another user).
+#[test]
+fn a_setuid_program_run_by_another_user_ignores_the_preload_and_runs() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to start a setuid program as another user");
+        return;
+    }
+    let dir = TempDir::new("setuid-secure");
+    let d = dir.path();
+    let to = d.join("logtap");
+    let (preload, _) = install(&to, &[]);
+    let exe = compile(d, "gcc", "hello-setuid", HELLO, &[]);
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let agent = Agent::start("setuid-secure", &["--flush-interval", "50ms"]);
+    let out = Command::new(&exe)
+        .env("LD_PRELOAD", &preload)
+        .env("LLT_TARGET", format!("socket:{}", agent.socket.display()))
+        .env("LLT_TAP_INTO", "3")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"hello from C\n");
+    assert!(out.stderr.is_empty(), "silently skipped: {out:?}");
+    let (_, records) = agent.terminate();
+    assert!(
+        records.is_empty(),
+        "secure mode loads no preload: {records:?}"
+    );
+}

@@ -38,17 +38,19 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Records of process `pid` into `ingest`, assembled as `config` says for tapped streams.
+    /// Records of process `pid`, started from `program`, into `ingest`, assembled as `config`
+    /// says for tapped streams.
     pub fn new(
         config: &Config,
         ingest: Ingest,
         pid: u32,
+        program: &std::ffi::OsStr,
     ) -> Result<Capture, crate::pipeline::multiline::MultilineError> {
         let metadata = Metadata::from_env();
         let meta: Vec<(String, String)> = std::env::vars().collect();
         let origin = Origin {
             pid,
-            comm: comm(pid),
+            comm: comm(program),
             host: metadata.host.clone(),
             pod: PodNames::from_meta(&meta),
             container_id: None,
@@ -140,11 +142,15 @@ async fn send(ingest: &Ingest, streams: &mut Streams) -> bool {
     true
 }
 
-/// The kernel's name of the process (`/proc/PID/comm`), as a tapped process's HELLO gives it.
-fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|c| c.trim_end_matches('\n').to_owned())
-        .unwrap_or_default()
+/// The name the kernel gives the process at `execve` (`/proc/PID/comm`, what a tapped process's
+/// HELLO says): the file name of the program, cut to 15 bytes. Computed rather than read: the
+/// child may still be between `fork` and `execve` when it is first seen.
+fn comm(program: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::path::Path::new(program)
+        .file_name()
+        .map_or(&[][..], |n| n.as_bytes());
+    String::from_utf8_lossy(name.get(..15).unwrap_or(name)).into_owned()
 }
 
 /// Wall-clock nanoseconds since the epoch: a record's time.
@@ -152,4 +158,15 @@ fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_is_the_file_name_cut_to_15_bytes() {
+        assert_eq!(comm("/usr/bin/static-prog".as_ref()), "static-prog");
+        assert_eq!(comm("a-very-long-program-name".as_ref()), "a-very-long-pro");
+    }
 }

@@ -169,7 +169,7 @@ pub async fn run(mut config: Config, command: Vec<OsString>) -> Result<u8, RunEr
     tracing::debug!(command = %name, pid, piped, "started");
     let mut readers = Vec::new();
     if let (Some(id), Some(out), Some(err)) = (pid, child.stdout.take(), child.stderr.take()) {
-        let capture = Capture::new(&config, agent.ingest(), id)?;
+        let capture = Capture::new(&config, agent.ingest(), id, program)?;
         readers.push(capture.spawn(out, tokio::io::stdout(), Stream::Stdout));
         readers.push(capture.spawn(err, tokio::io::stderr(), Stream::Stderr));
     }
