@@ -10,7 +10,7 @@
 //!   (`.gnu.version_d`).
 //!
 //! Every malformed or hostile input is an [`ElfError`], never a panic: offsets and counts come
-//! from the file and are checked against its length and against [`MAX_TABLE`] before use.
+//! from the file and are checked against its length and a 16 MiB cap before use.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
