@@ -507,3 +507,71 @@ fn a_setuid_program_run_by_another_user_ignores_the_preload_and_runs() {
         "secure mode loads no preload: {records:?}"
     );
 }
+
+/// `logtap doctor --root DIR`: a program of an unpacked image, found through the image's PATH,
+/// `#!` line and absolute symlinks, judged with the image's own `libc.so.6`.
+#[test]
+fn doctor_judges_a_program_inside_an_unpacked_image() {
+    use std::os::unix::fs::symlink;
+    let dir = TempDir::new("doctor-root");
+    let d = dir.path();
+    let build = d.join("build");
+    std::fs::create_dir(&build).unwrap();
+    let musl = compile(&build, "musl-gcc", "hello-musl", HELLO, &[]);
+    let glibc = compile(&build, "gcc", "hello-glibc", HELLO, &[]);
+
+    // An Alpine-like image: /bin/sh is an absolute link to its (musl) shell, /bin/app a script.
+    let alpine = d.join("alpine");
+    for sub in ["bin", "usr/bin", "lib"] {
+        std::fs::create_dir_all(alpine.join(sub)).unwrap();
+    }
+    std::fs::copy(&musl, alpine.join("usr/bin/busybox")).unwrap();
+    symlink("/usr/bin/busybox", alpine.join("bin/sh")).unwrap();
+    std::fs::write(alpine.join("bin/app"), "#!/bin/sh\necho hi\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        alpine.join("bin/app"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let root = alpine.to_str().unwrap();
+    let no_musl = ["--preload-musl", "/nonexistent/liblogtap-musl.so"];
+    let (code, out, err) = doctor(&["--root", root, no_musl[0], no_musl[1]], &["app"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.starts_with("logtap doctor: /bin/app → /bin/sh: musl program but liblogtap-musl.so"),
+        "{out}"
+    );
+
+    // A Debian-like image: /lib64's loader links (absolutely) into the multiarch directory,
+    // where libc.so.6 is.
+    let debian = d.join("debian");
+    let multiarch = format!("lib/{}-linux-gnu", std::env::consts::ARCH);
+    for sub in ["usr/bin", "lib64", multiarch.as_str()] {
+        std::fs::create_dir_all(debian.join(sub)).unwrap();
+    }
+    std::fs::copy(&glibc, debian.join("usr/bin/server")).unwrap();
+    let host_libc = std::fs::canonicalize(format!("/{multiarch}/libc.so.6")).unwrap();
+    std::fs::copy(&host_libc, debian.join(&multiarch).join("libc.so.6")).unwrap();
+    symlink(
+        format!("/{multiarch}/ld-linux-x86-64.so.2"),
+        debian.join("lib64/ld-linux-x86-64.so.2"),
+    )
+    .unwrap();
+    let root = debian.to_str().unwrap();
+    let (code, out, err) = doctor(&["--root", root], &["server"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.starts_with("logtap doctor: /usr/bin/server: tappable (glibc 2."),
+        "{out}"
+    );
+    // Without its libc.so.6 nothing can be said about its glibc: exit 2.
+    std::fs::remove_file(debian.join(&multiarch).join("libc.so.6")).unwrap();
+    let (code, out, _) = doctor(&["--root", root], &["server"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("its libc.so.6 was not found"), "{out}");
+    // The host's PATH is not the image's: a command only the host has is not found there.
+    let (code, _, err) = doctor(&["--root", root], &["cargo"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("cargo: command not found"), "{err}");
+}

@@ -14,6 +14,10 @@
 //! | glibc older than needed | `glibc 2.17 older than 2.34 needed by liblogtap.so` | 1 |
 //! | other class or machine | `32-bit program: liblogtap.so is 64-bit …` | 1 |
 //!
+//! `--root DIR` judges a program of an unpacked image (`docker export` …): CMD, its `#!`
+//! interpreters and its `libc.so.6` are looked for inside DIR (absolute symlinks too), with the
+//! usual PATH; the libraries judged against are this machine's.
+//!
 //! Exit 2 when it cannot tell: CMD not found, not a program, malformed, `liblogtap.so` or the
 //! program's `libc.so.6` not found.
 
@@ -180,11 +184,12 @@ pub enum DoctorError {
 
 fn doctor(args: &DoctorArgs) -> Result<(Resolved, Verdict), DoctorError> {
     let cmd: &OsString = args.command.first().ok_or(DoctorError::NoCommand)?;
-    let resolved = elf::resolve(cmd)?;
+    let root = args.root.as_deref().unwrap_or(Path::new("/"));
+    let resolved = elf::resolve_under(cmd, root)?;
     let library_path: PathBuf = find_preload(args.preload.as_deref())?;
     let library = Elf::read(&library_path)?;
     let musl = find_musl_preload(args.preload_musl.as_deref(), &library_path).is_ok();
-    let verdict = judge(&resolved, &library, musl, Path::new("/"));
+    let verdict = judge(&resolved, &library, musl, root);
     Ok((resolved, verdict))
 }
 

@@ -93,15 +93,23 @@ impl Resolved {
 
 /// Finds `cmd` like `execvp` and follows `#!` lines to the ELF program that runs.
 pub fn resolve(cmd: &OsStr) -> Result<Resolved, ElfError> {
-    let mut path = which(cmd).ok_or_else(|| ElfError::NotFound(cmd.to_string_lossy().into()))?;
+    resolve_under(cmd, Path::new("/"))
+}
+
+/// [`resolve`] inside `root`, an unpacked image (`/`: this machine): CMD's PATH lookup, `#!`
+/// interpreters and absolute symlinks are taken inside it. The chain names the image's paths.
+pub fn resolve_under(cmd: &OsStr, root: &Path) -> Result<Resolved, ElfError> {
+    let mut path =
+        which_under(cmd, root).ok_or_else(|| ElfError::NotFound(cmd.to_string_lossy().into()))?;
     let mut chain = vec![path.clone()];
     loop {
-        let head = read_head(&path)?;
+        let real = real_path(root, &path);
+        let head = read_head(&real)?;
         if head.starts_with(b"\x7fELF") {
-            let elf = Elf::read(&path)?;
-            let mode = std::fs::metadata(&path)
+            let elf = Elf::read(&real)?;
+            let mode = std::fs::metadata(&real)
                 .map_err(|source| ElfError::Io {
-                    path: path.clone(),
+                    path: real.clone(),
                     source,
                 })?
                 .permissions()
@@ -112,11 +120,11 @@ pub fn resolve(cmd: &OsStr) -> Result<Resolved, ElfError> {
                 setid: mode & 0o6000 != 0,
             });
         }
-        let Some(next) = shebang(&head) else {
-            return Err(ElfError::NotElf { path });
+        let Some(next) = shebang(&head, root) else {
+            return Err(ElfError::NotElf { path: real });
         };
         if chain.len() > MAX_SCRIPT_DEPTH {
-            return Err(ElfError::TooDeep { path });
+            return Err(ElfError::TooDeep { path: real });
         }
         path = next;
         chain.push(path.clone());
@@ -126,21 +134,46 @@ pub fn resolve(cmd: &OsStr) -> Result<Resolved, ElfError> {
 /// `cmd` as `execvp` finds it: a name with a slash is a path; otherwise the first executable
 /// regular file of that name in PATH (or `/usr/local/bin:/usr/bin:/bin` without one).
 pub fn which(cmd: &OsStr) -> Option<PathBuf> {
+    which_under(cmd, Path::new("/"))
+}
+
+/// [`which`] inside `root`; an image's PATH is not known, so there the usual one is searched.
+fn which_under(cmd: &OsStr, root: &Path) -> Option<PathBuf> {
     if cmd.is_empty() {
         return None;
     }
     if cmd.as_bytes().contains(&b'/') {
         return Some(PathBuf::from(cmd));
     }
-    let path =
-        std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    let path = match std::env::var_os("PATH") {
+        Some(p) if is_host(root) => p,
+        _ => OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    };
     std::env::split_paths(&path)
         .map(|dir| dir.join(cmd))
         .find(|p| {
-            std::fs::metadata(p)
+            std::fs::metadata(real_path(root, p))
                 .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
                 .unwrap_or(false)
         })
+}
+
+fn is_host(root: &Path) -> bool {
+    root == Path::new("/")
+}
+
+/// Where the image path `path` is on this machine: itself for the host; inside `root`, with its
+/// absolute symlinks taken inside `root` too (as the image's own loader sees them).
+fn real_path(root: &Path, path: &Path) -> PathBuf {
+    if is_host(root) {
+        return path.to_owned();
+    }
+    let inside = if path.is_absolute() {
+        root.join(path.strip_prefix("/").unwrap_or(path))
+    } else {
+        path.to_owned()
+    };
+    resolve_in(root, &inside).unwrap_or(inside)
 }
 
 /// The first 256 bytes (enough for the ELF magic and a `#!` line).
@@ -160,7 +193,7 @@ fn read_head(path: &Path) -> Result<Vec<u8>, ElfError> {
 }
 
 /// The program a `#!` line runs: its interpreter, or for `env` the program `env` looks up.
-fn shebang(head: &[u8]) -> Option<PathBuf> {
+fn shebang(head: &[u8], root: &Path) -> Option<PathBuf> {
     let line = head.strip_prefix(b"#!")?;
     let end = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
     let mut words = line
@@ -171,7 +204,7 @@ fn shebang(head: &[u8]) -> Option<PathBuf> {
     if interpreter.file_name() == Some(OsStr::new("env")) {
         // `env [-S] [NAME=VALUE…] PROG`: PROG is what runs (found in PATH, like env does).
         let prog = words.find(|w| !w.starts_with(b"-") && !w.contains(&b'='));
-        if let Some(found) = prog.and_then(|p| which(OsStr::from_bytes(p))) {
+        if let Some(found) = prog.and_then(|p| which_under(OsStr::from_bytes(p), root)) {
             return Some(found);
         }
     }
@@ -575,21 +608,24 @@ mod tests {
     #[test]
     fn shebang_lines() {
         assert_eq!(
-            shebang(b"#!/bin/sh -e\necho"),
+            shebang(b"#!/bin/sh -e\necho", Path::new("/")),
             Some(PathBuf::from("/bin/sh"))
         );
-        assert_eq!(shebang(b"#! /bin/bash"), Some(PathBuf::from("/bin/bash")));
+        assert_eq!(
+            shebang(b"#! /bin/bash", Path::new("/")),
+            Some(PathBuf::from("/bin/bash"))
+        );
         // env finds PROG in PATH; a PROG it cannot find leaves env itself.
         assert_eq!(
-            shebang(b"#!/usr/bin/env -S A=1 sh -x\n"),
+            shebang(b"#!/usr/bin/env -S A=1 sh -x\n", Path::new("/")),
             which(OsStr::new("sh"))
         );
         assert_eq!(
-            shebang(b"#!/usr/bin/env no-such-prog-logtap\n"),
+            shebang(b"#!/usr/bin/env no-such-prog-logtap\n", Path::new("/")),
             Some(PathBuf::from("/usr/bin/env"))
         );
-        assert_eq!(shebang(b"#!\n"), None);
-        assert_eq!(shebang(b"\x7fELF"), None);
+        assert_eq!(shebang(b"#!\n", Path::new("/")), None);
+        assert_eq!(shebang(b"\x7fELF", Path::new("/")), None);
     }
 
     #[test]

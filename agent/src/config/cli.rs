@@ -104,6 +104,9 @@ pub struct DoctorArgs {
     /// liblogtap-musl.so [default: beside liblogtap.so].
     #[arg(long, env = "LOGTAP_PRELOAD_MUSL", value_name = "PATH")]
     pub preload_musl: Option<PathBuf>,
+    /// Judge CMD inside this directory (an unpacked image) instead of this machine.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     /// The command to judge, after `--` (found in PATH like a shell finds it).
     #[arg(
         required = true,
