@@ -20,7 +20,8 @@ use std::process::Command;
 
 /// The message tests and `logtap` print when the library is missing; keep in sync with
 /// `src/lib.rs`.
-const NOT_BUILT: &str = "liblogtap-musl.so not built: install musl-tools (apt-get install musl-tools) and rebuild";
+const NOT_BUILT: &str =
+    "liblogtap-musl.so not built: install musl-tools (apt-get install musl-tools) and rebuild";
 
 /// Protocol sources compiled into the core: (path under `protocol/src/`, module file name).
 const SOURCES: &[(&str, &str)] = &[
@@ -66,7 +67,9 @@ fn build() -> Result<(), String> {
         // Remove a stale product so that nothing runs an old library by mistake.
         let _ = fs::remove_file(&product);
         if env::var("LOGTAP_REQUIRE_MUSL").is_ok_and(|v| v == "1") {
-            return Err(format!("{NOT_BUILT} (LOGTAP_REQUIRE_MUSL=1 and no musl-gcc on PATH)"));
+            return Err(format!(
+                "{NOT_BUILT} (LOGTAP_REQUIRE_MUSL=1 and no musl-gcc on PATH)"
+            ));
         }
         return Ok(());
     };
@@ -85,7 +88,11 @@ fn build() -> Result<(), String> {
         let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let text = rewrite(&text);
         // ring/* → core/ring/ (`mod ring`'s directory), the others → core/gen/.
-        let dir = if src.starts_with("ring/") { "ring" } else { "gen" };
+        let dir = if src.starts_with("ring/") {
+            "ring"
+        } else {
+            "gen"
+        };
         fs::write(core.join(dir).join(name), text).map_err(|e| format!("{name}: {e}"))?;
     }
 
@@ -93,8 +100,22 @@ fn build() -> Result<(), String> {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let staticlib = out.join("libllt_core.a");
     run(Command::new(&rustc)
-        .args(["--edition", "2024", "--crate-type", "staticlib", "--crate-name", "llt_core"])
-        .args(["-C", "panic=abort", "-C", "opt-level=2", "-C", "relocation-model=pic"])
+        .args([
+            "--edition",
+            "2024",
+            "--crate-type",
+            "staticlib",
+            "--crate-name",
+            "llt_core",
+        ])
+        .args([
+            "-C",
+            "panic=abort",
+            "-C",
+            "opt-level=2",
+            "-C",
+            "relocation-model=pic",
+        ])
         .args(["-C", "debug-assertions=off", "-C", "overflow-checks=off"])
         .args(["-C", "codegen-units=1", "--cap-lints", "allow"])
         .arg("-o")
@@ -104,13 +125,31 @@ fn build() -> Result<(), String> {
     // 3. The shared library.
     let tmp = out.join("liblogtap-musl.so");
     run(Command::new(&musl_gcc)
-        .args(["-shared", "-fPIC", "-O2", "-g1", "-std=gnu11", "-Wall", "-Wextra", "-Werror"])
-        .args(["-fvisibility=hidden", "-fno-stack-protector", "-D_GNU_SOURCE"])
+        .args([
+            "-shared",
+            "-fPIC",
+            "-O2",
+            "-g1",
+            "-std=gnu11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+        ])
+        .args([
+            "-fvisibility=hidden",
+            "-fno-stack-protector",
+            "-D_GNU_SOURCE",
+        ])
         .arg("-o")
         .arg(&tmp)
         .arg(manifest.join("csrc/logtap_musl.c"))
         .arg(&staticlib)
-        .args(["-Wl,--gc-sections", "-Wl,--exclude-libs,ALL", "-Wl,-z,defs", "-Wl,-z,now"])
+        .args([
+            "-Wl,--gc-sections",
+            "-Wl,--exclude-libs,ALL",
+            "-Wl,-z,defs",
+            "-Wl,-z,now",
+        ])
         .args(["-static-libgcc", "-Wl,--as-needed"]))?;
     fs::copy(&tmp, &product).map_err(|e| format!("{}: {e}", product.display()))?;
     Ok(())
