@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -467,16 +468,99 @@ static int tap_file_index(const char *path)
     return i;
 }
 
+/*
+ * ---- stream identity (interceptor/src/streams.rs, same variable and format) ----
+ * fd 1 / fd 2 are tapped only while they are *the* stdout / stderr of the first tapped process
+ * of the tree: `(st_dev, st_ino)` recorded in LLT_STREAM_IDS (`<dev>:<ino>,<dev>:<ino>`, `-`
+ * for a stream that was not open), inherited by descendants. A command substitution's pipe,
+ * /dev/null, a pipeline's inner stage are not that stream: untapped, never suppressed.
+ * Re-evaluated when a hooked call changes fd 1 or 2; one fstat per change, none per write.
+ */
+static struct {
+    bool known;
+    uint64_t dev, ino;
+} stream_ids[2];
+static _Atomic uint8_t fd_stream[3];
+
+static bool dev_ino(int fd, uint64_t *dev, uint64_t *ino)
+{
+    struct stat st;
+    if (syscall(SYS_fstat, fd, &st) != 0)
+        return false;
+    *dev = (uint64_t)st.st_dev;
+    *ino = (uint64_t)st.st_ino;
+    return true;
+}
+
+static void evaluate_fd(int fd)
+{
+    if (fd != 1 && fd != 2)
+        return;
+    int saved = errno;
+    uint64_t dev, ino;
+    uint8_t stream = 0;
+    if (dev_ino(fd, &dev, &ino)) {
+        int own = fd - 1, other = 2 - fd;
+        if (stream_ids[own].known && stream_ids[own].dev == dev && stream_ids[own].ino == ino)
+            stream = (uint8_t)fd;
+        else if (stream_ids[other].known && stream_ids[other].dev == dev &&
+                 stream_ids[other].ino == ino)
+            stream = (uint8_t)(other + 1);
+    }
+    atomic_store_explicit(&fd_stream[fd], stream, memory_order_relaxed);
+    errno = saved;
+}
+
+static bool parse_id(const char *s, size_t n, int which)
+{
+    if (n == 1 && s[0] == '-')
+        return true;
+    const char *colon = memchr(s, ':', n);
+    uint64_t dev, ino;
+    if (!colon || !parse_u64(s, (size_t)(colon - s), &dev) ||
+        !parse_u64(colon + 1, n - (size_t)(colon - s) - 1, &ino))
+        return false;
+    stream_ids[which].known = true;
+    stream_ids[which].dev = dev;
+    stream_ids[which].ino = ino;
+    return true;
+}
+
+static void init_streams(void)
+{
+    const char *v = getenv("LLT_STREAM_IDS");
+    const char *comma = v ? strchr(v, ',') : NULL;
+    if (!comma || !parse_id(v, (size_t)(comma - v), 0) || !parse_id(comma + 1, strlen(comma + 1), 1)) {
+        /* The first tapped process of the tree: its own fd 1 and fd 2 are the streams. */
+        char buf[96];
+        size_t at = 0;
+        for (int i = 0; i < 2; i++) {
+            stream_ids[i].known = dev_ino(i + 1, &stream_ids[i].dev, &stream_ids[i].ino);
+            int n = stream_ids[i].known
+                        ? snprintf(buf + at, sizeof buf - at, "%s%llu:%llu", i ? "," : "",
+                                   (unsigned long long)stream_ids[i].dev,
+                                   (unsigned long long)stream_ids[i].ino)
+                        : snprintf(buf + at, sizeof buf - at, "%s-", i ? "," : "");
+            if (n > 0 && (size_t)n < sizeof buf - at)
+                at += (size_t)n;
+        }
+        setenv("LLT_STREAM_IDS", buf, 1);
+    }
+    evaluate_fd(1);
+    evaluate_fd(2);
+}
+
 /* ---- classification ---- */
 static int stream_of(int fd, int *file_index)
 {
     *file_index = 0;
     if (!enabled)
         return 0;
-    if (fd == 1 && cfg.tap_stdout)
-        return STREAM_STDOUT;
-    if (fd == 2 && cfg.tap_stderr)
-        return STREAM_STDERR;
+    if (fd == 1 || fd == 2) {
+        int s = atomic_load_explicit(&fd_stream[fd], memory_order_relaxed);
+        if ((s == STREAM_STDOUT && cfg.tap_stdout) || (s == STREAM_STDERR && cfg.tap_stderr))
+            return s;
+    }
     int i = fd_file_index(fd);
     if (i >= 0) {
         *file_index = i;
@@ -1053,6 +1137,7 @@ static void setup_stdio(void)
 /* ---- tap files: open & co. ---- */
 static int track_open(const char *path, int fd)
 {
+    evaluate_fd(fd);
     if (fd >= 0 && enabled && !in_hook) {
         int saved = errno;
         in_hook = 1;
@@ -1154,6 +1239,7 @@ static int track_dup(int from, int to)
 {
     if (to >= 0 && to != from)
         fd_set_file(to, fd_file_index(from));
+    evaluate_fd(to);
     return to;
 }
 
@@ -1192,7 +1278,9 @@ EXPORT int close(int fd)
         return -1;
     }
     fd_set_file(fd, -1);
-    return (int)syscall(SYS_close, fd);
+    int r = (int)syscall(SYS_close, fd);
+    evaluate_fd(fd);
+    return r;
 }
 
 /* ---- fork and load ---- */
@@ -1227,6 +1315,12 @@ __attribute__((constructor)) static void logtap_musl_init(void)
         return;
     }
     pthread_atfork(NULL, NULL, in_child);
+    init_streams();
+    bool python_unbuffered = true;
+    flag("LLT_PYTHONUNBUFFERED", &python_unbuffered);
+    /* As the seed and liblogtap.so: Python's own buffer would otherwise hold its lines. */
+    if (python_unbuffered && (cfg.tap_stdout || cfg.tap_stderr))
+        setenv("PYTHONUNBUFFERED", "1", 0);
     setup_stdio();
     debug_line("liblogtap-musl %s loaded: stdout %d, stderr %d, stdio %s, target %s:%s",
                LLT_VERSION, cfg.tap_stdout, cfg.tap_stderr, stdio_ok ? "tapped" : "not tapped",

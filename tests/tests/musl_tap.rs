@@ -97,6 +97,33 @@ int main(int argc, char **argv) {
         printf("parent after child %d\n", WEXITSTATUS(status));
         return 0;
     }
+    if (strcmp(mode, "subst") == 0) {
+        /* What a shell's x=$(cmd) does: the child's fd 1 is a pipe the parent reads. */
+        int p[2];
+        if (pipe(p) != 0)
+            return 12;
+        pid_t pid = fork();
+        if (pid == 0) {
+            dup2(p[1], 1);
+            close(p[0]);
+            close(p[1]);
+            printf("inner via printf\n");
+            fflush(stdout);
+            write(1, "inner via write\n", 16);
+            _exit(0);
+        }
+        close(p[1]);
+        char buf[256];
+        size_t got = 0;
+        ssize_t n;
+        while (got < sizeof buf - 1 && (n = read(p[0], buf + got, sizeof buf - 1 - got)) > 0)
+            got += (size_t)n;
+        buf[got] = 0;
+        waitpid(pid, NULL, 0);
+        for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+            printf("got: %s\n", line);
+        return 0;
+    }
     if (strcmp(mode, "child") == 0) {
         printf("child says hi via printf\n");
         return 5;
@@ -355,6 +382,31 @@ fn a_forked_and_execed_musl_child_is_tapped_as_its_own_process() {
     assert_eq!(before["pid"], after["pid"]);
     assert_ne!(child["pid"], before["pid"], "the child has its own pid");
     assert_eq!(records.len(), 3, "{records:#?}");
+}
+
+#[test]
+fn a_pipe_on_fd_1_is_not_the_tapped_stdout_and_is_never_suppressed() {
+    let agent = Agent::start("musl-subst", &["--flush-interval", "100ms"]);
+    let app = build_app(agent.dir.path());
+    let out = run_bounded(tapped(
+        &app,
+        &socket_target(&agent),
+        &["subst"],
+        &[("LLT_SUPPRESS_STDOUT", "1")],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout.is_empty(), "the real stdout is suppressed");
+    wait_until(&agent, Duration::from_secs(20), "two lines", |r| {
+        r.len() >= 2
+    });
+    let (_, records) = agent.terminate();
+    // The child's bytes reached the parent through its pipe (else no "got:" lines), and only
+    // the parent's lines on the real stdout are records.
+    assert_eq!(
+        messages(&records, "stdout"),
+        ["got: inner via printf", "got: inner via write"]
+    );
+    assert_eq!(records.len(), 2, "{records:#?}");
 }
 
 /// The program's own output and exit code, untapped (no preload at all).
