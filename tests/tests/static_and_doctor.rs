@@ -575,3 +575,82 @@ fn doctor_judges_a_program_inside_an_unpacked_image() {
     assert_eq!(code, Some(2));
     assert!(err.contains("cargo: command not found"), "{err}");
 }
+
+/// With the real `liblogtap-musl.so` (built beside `liblogtap.so` when musl-gcc is installed):
+/// doctor says a musl program is tappable, and one `LD_PRELOAD` value from `logtap install` taps
+/// a glibc and a musl program alike.
+#[test]
+fn install_with_the_musl_library_taps_glibc_and_musl_programs_with_one_value() {
+    let musl_lib = artifacts::musl_library();
+    let dir = TempDir::new("install-both");
+    let d = dir.path();
+    let glibc = compile(d, "gcc", "hello-glibc", HELLO, &[]);
+    let musl = compile(d, "musl-gcc", "hello-musl", HELLO, &[]);
+
+    let (code, out, err) = doctor(&[], &[musl.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.ends_with(": tappable with liblogtap-musl.so"), "{out}");
+
+    let to = d.join("logtap");
+    let (preload, ran) = install(&to, &[]);
+    assert!(!ran.stderr.contains("untapped"), "{}", ran.stderr);
+    assert_eq!(
+        std::fs::read_link(to.join("$LIB/liblogtap.so")).unwrap(),
+        Path::new("../liblogtap-musl.so")
+    );
+    assert_eq!(
+        std::fs::read(to.join("$LIB/liblogtap.so")).unwrap(),
+        std::fs::read(&musl_lib).unwrap()
+    );
+    let agent = Agent::start("install-both", &["--flush-interval", "50ms"]);
+    for exe in [&glibc, &musl] {
+        let (status, stdout, stderr) = run_preloaded(&agent, &preload, exe);
+        assert!(status.success(), "{}: {stderr}", exe.display());
+        assert_eq!(stdout, "hello from C\n");
+        assert!(stderr.is_empty(), "{}: {stderr}", exe.display());
+    }
+    agent.wait_records(2, Duration::from_secs(10));
+    let (_, records) = agent.terminate();
+    let mut comms: Vec<&str> = records
+        .iter()
+        .map(|r| r["comm"].as_str().unwrap())
+        .collect();
+    comms.sort();
+    assert_eq!(comms, ["hello-glibc", "hello-musl"], "{records:?}");
+    assert_eq!(
+        messages(&records),
+        of("stdout", &["hello from C", "hello from C"])
+    );
+}
+
+/// `logtap run` with both libraries: a glibc shell starting a musl program taps both.
+#[test]
+fn run_taps_a_musl_program_started_by_a_glibc_shell() {
+    artifacts::musl_library();
+    let dir = TempDir::new("run-mixed");
+    let d = dir.path();
+    let glibc = compile(d, "gcc", "hello-glibc", HELLO, &[]);
+    let musl = compile(d, "musl-gcc", "hello-musl", HELLO, &[]);
+    let script = format!("{} && {}", glibc.display(), musl.display());
+    let ran = logtap(
+        &["run", "--flush-interval", "50ms", "--", "sh", "-c", &script],
+        "",
+    );
+    assert_eq!(ran.status.code(), Some(0), "{}", ran.stderr);
+    assert_eq!(ran.other, ["hello from C", "hello from C"]);
+    let comms: Vec<&str> = ran
+        .records
+        .iter()
+        .map(|r| r["comm"].as_str().unwrap())
+        .collect();
+    assert_eq!(comms, ["hello-glibc", "hello-musl"], "{:?}", ran.records);
+    assert_eq!(
+        messages(&ran.records),
+        of("stdout", &["hello from C", "hello from C"])
+    );
+    // And a musl CMD itself.
+    let ran = logtap(&["run", "--", musl.to_str().unwrap()], "");
+    assert_eq!(ran.status.code(), Some(0), "{}", ran.stderr);
+    assert_eq!(messages(&ran.records), of("stdout", &["hello from C"]));
+    assert!(!ran.stderr.contains("untapped"), "{}", ran.stderr);
+}
