@@ -2,7 +2,7 @@
 # Installs the logtap agent as a systemd service on this machine (a VM or bare-metal host) and
 # starts it.
 #
-#   cargo build --release --locked -p logtap-agent -p logtap-interceptor
+#   cargo build --release --locked -p logtap-agent -p logtap-interceptor -p logtap-musl
 #   sudo deploy/systemd/install.sh [target/release]
 #
 # Idempotent: re-running it upgrades the binary and the library and keeps an existing
