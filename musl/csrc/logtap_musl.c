@@ -582,8 +582,9 @@ static _Atomic int connecting;
 static _Atomic uint64_t next_attempt_ns;
 static _Atomic uint64_t next_check_ns;
 static int ring_fd = -1, wake_fd = -1;
-static _Atomic uint64_t lost_frames, lost_bytes;
-static int file_target_fd = -1;
+/* Copies dropped per stream (index 1..3) since the last LOSS frame. */
+static _Atomic uint64_t lost_frames[4], lost_bytes[4];
+static _Atomic int file_target_fd = -1;
 
 static int send_frame(int sock, const uint8_t *header, const void *payload, size_t len,
                       const int *fds, int nfds)
@@ -678,25 +679,38 @@ static bool send_hello(int sock, bool ring)
 
 static void report_loss(int sock)
 {
-    uint64_t frames = atomic_exchange(&lost_frames, 0), bytes = atomic_exchange(&lost_bytes, 0);
-    if (!frames && !bytes)
-        return;
-    uint8_t payload[64], header[FRAME_HEADER];
-    ssize_t n = llt_encode_loss(payload, sizeof payload, frames, bytes);
-    if (n < 0 || llt_frame_header(header, KIND_LOSS, 0, 0, my_pid(), next_seq(), now_ns(), 0,
-                                  (uint32_t)n) != 0 ||
-        send_frame(sock, header, payload, (size_t)n, NULL, 0) != 0) {
-        atomic_fetch_add(&lost_frames, frames);
-        atomic_fetch_add(&lost_bytes, bytes);
+    for (int stream = 1; stream <= 3; stream++) {
+        uint64_t frames = atomic_exchange(&lost_frames[stream], 0);
+        uint64_t bytes = atomic_exchange(&lost_bytes[stream], 0);
+        if (!frames && !bytes)
+            continue;
+        uint8_t payload[64], header[FRAME_HEADER];
+        ssize_t n = llt_encode_loss(payload, sizeof payload, frames, bytes);
+        if (n < 0 ||
+            llt_frame_header(header, KIND_LOSS, (uint8_t)stream, 0, my_pid(), next_seq(), now_ns(),
+                             0, (uint32_t)n) != 0 ||
+            send_frame(sock, header, payload, (size_t)n, NULL, 0) != 0) {
+            atomic_fetch_add(&lost_frames[stream], frames);
+            atomic_fetch_add(&lost_bytes[stream], bytes);
+        }
     }
 }
 
-/* Moves a descriptor of ours above the fds programs rely on, close-on-exec. */
+/*
+ * Moves a descriptor of ours out of the way, close-on-exec: to 900 or above (as liblogtap.so:
+ * ¾ of a small RLIMIT_NOFILE of 1024), else anywhere above 2 — never 0, 1, 2, and rarely a
+ * number the program picks for its own dup2.
+ */
 static int high_fd(int fd)
 {
-    if (fd < 0 || fd > 2)
+    if (fd < 0)
         return fd;
-    int moved = (int)syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 3);
+    int moved = (int)syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 900);
+    if (moved < 0) {
+        if (fd > 2)
+            return fd;
+        moved = (int)syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 3);
+    }
     raw_close(fd);
     return moved;
 }
@@ -780,10 +794,17 @@ static bool maintain(void)
             return true;
         }
     }
-    if (now < atomic_load(&next_attempt_ns))
-        return false;
     int expected = 0;
-    if (!atomic_compare_exchange_strong(&connecting, &expected, 1))
+    if (atomic_load(&connecting) ||
+        (now >= atomic_load(&next_attempt_ns) &&
+         !atomic_compare_exchange_strong(&connecting, &expected, 1))) {
+        /* Another thread is connecting (this thread is not: it would hold the guard): wait
+         * for it, bounded, rather than drop the copy or un-suppress the write. */
+        for (int i = 0; i < 2000 && atomic_load(&connecting); i++)
+            sleep_ns(100000);
+        return atomic_load(&control_fd) >= 0;
+    }
+    if (now < atomic_load(&next_attempt_ns))
         return false;
     bool early = now - load_mono_ns < cfg.first_connect_s * 1000000000ull;
     atomic_store(&next_attempt_ns, now + (early ? 100000000ull : cfg.reconnect_s * 1000000000ull));
@@ -823,10 +844,17 @@ static bool tap_bytes(int stream, int file_index, const void *buf, size_t len)
     if (cfg.passive_ms && mono_ns() - load_mono_ns < cfg.passive_ms * 1000000ull)
         return false;
     if (cfg.target_kind == TARGET_FILE) {
-        if (file_target_fd < 0)
-            file_target_fd = high_fd((int)syscall(SYS_openat, AT_FDCWD, cfg.target_path,
-                                                  O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-        return file_target_fd >= 0 && raw_write(file_target_fd, buf, len) == (ssize_t)len;
+        int fd = atomic_load(&file_target_fd);
+        if (fd < 0) {
+            fd = high_fd((int)syscall(SYS_openat, AT_FDCWD, cfg.target_path,
+                                      O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+            int none = -1;
+            if (fd >= 0 && !atomic_compare_exchange_strong(&file_target_fd, &none, fd)) {
+                raw_close(fd); /* another thread opened it first */
+                fd = none;
+            }
+        }
+        return fd >= 0 && raw_write(fd, buf, len) == (ssize_t)len;
     }
     if (!maintain())
         goto lost;
@@ -858,14 +886,49 @@ static bool tap_bytes(int stream, int file_index, const void *buf, size_t len)
     }
     return true;
 lost:
-    atomic_fetch_add(&lost_frames, 1);
-    atomic_fetch_add(&lost_bytes, len);
+    atomic_fetch_add(&lost_frames[stream & 3], 1);
+    atomic_fetch_add(&lost_bytes[stream & 3], len);
     return false;
 }
 
+/*
+ * Taps what one FILE flush hands to the kernel in one writev — the buffered bytes, then the
+ * caller's — as one record when it fits a stack copy, so that another thread's write cannot
+ * land between the two halves of a line (the kernel got them in one system call too).
+ */
+#define JOIN_MAX 4096
+static bool tap_joined(int stream, int index, const unsigned char *a, size_t na,
+                       const unsigned char *b, size_t nb)
+{
+    if (na == 0 || nb == 0 || na + nb > JOIN_MAX) {
+        bool ok = tap_bytes(stream, index, a, na);
+        return tap_bytes(stream, index, b, nb) && ok;
+    }
+    unsigned char joined[JOIN_MAX];
+    memcpy(joined, a, na);
+    memcpy(joined + na, b, nb);
+    return tap_bytes(stream, index, joined, na + nb);
+}
+
 /* Taps the first `accepted` bytes of an iovec array. */
+/* Copies the first `n` (≤ JOIN_MAX) bytes of an iovec array into `out`. */
+static void gather(const struct iovec *iov, int cnt, size_t n, unsigned char *out)
+{
+    for (int i = 0; i < cnt && n > 0; i++) {
+        size_t k = iov[i].iov_len < n ? iov[i].iov_len : n;
+        memcpy(out, iov[i].iov_base, k);
+        out += k, n -= k;
+    }
+}
+
 static void tap_iov(int stream, int index, const struct iovec *iov, int cnt, size_t accepted)
 {
+    if (cnt > 1 && accepted <= JOIN_MAX) { /* one system call, one record */
+        unsigned char joined[JOIN_MAX];
+        gather(iov, cnt, accepted, joined);
+        tap_bytes(stream, index, joined, accepted);
+        return;
+    }
     for (int i = 0; i < cnt && accepted > 0; i++) {
         size_t n = iov[i].iov_len < accepted ? iov[i].iov_len : accepted;
         tap_bytes(stream, index, iov[i].iov_base, n);
@@ -906,6 +969,12 @@ static size_t iov_total(const struct iovec *iov, int cnt)
 /* Taps a whole iovec as one suppressed write: all or nothing. */
 static bool tap_iov_suppressed(int stream, int index, const struct iovec *iov, int cnt)
 {
+    size_t total = iov_total(iov, cnt);
+    if (cnt > 1 && total <= JOIN_MAX) {
+        unsigned char joined[JOIN_MAX];
+        gather(iov, cnt, total, joined);
+        return tap_bytes(stream, index, joined, total);
+    }
     for (int i = 0; i < cnt; i++)
         if (!tap_bytes(stream, index, iov[i].iov_base, iov[i].iov_len))
             return false;
@@ -1077,8 +1146,7 @@ static size_t hooked_write(FILE *file, const unsigned char *buf, size_t len)
     int saved = errno;
     in_hook = 1;
     if (suppressed(stream)) {
-        struct iovec iov[2] = {{pending, npending}, {(void *)buf, len}};
-        if (tap_iov_suppressed(stream, index, iov, 2)) {
+        if (tap_joined(stream, index, pending, npending, buf, len)) {
             /* What __stdio_write does after the kernel took everything. */
             f->wend = f->buf + f->buf_size;
             f->wpos = f->wbase = f->buf;
@@ -1092,8 +1160,7 @@ static size_t hooked_write(FILE *file, const unsigned char *buf, size_t len)
     saved = errno;
     if (!(f->flags & 32 /* F_ERR */) && r == len && !suppressed(stream)) {
         in_hook = 1;
-        tap_bytes(stream, index, pending, npending);
-        tap_bytes(stream, index, buf, len);
+        tap_joined(stream, index, pending, npending, buf, len);
         in_hook = 0;
     }
     if ((file_write_fn)f->write != hooked_write && in_libc((const void *)f->write)) {
@@ -1273,7 +1340,7 @@ EXPORT int close(int fd)
 {
     /* Never let the program close our own descriptors under us. */
     if (fd >= 3 && (fd == ring_fd || fd == wake_fd || fd == atomic_load(&control_fd) ||
-                    fd == file_target_fd)) {
+                    fd == atomic_load(&file_target_fd))) {
         errno = EBADF;
         return -1;
     }

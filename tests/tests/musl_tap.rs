@@ -77,6 +77,9 @@ int main(int argc, char **argv) {
             pause();
     }
     if (strcmp(mode, "threads") == 0) {
+        /* Line-buffered: each flush is whole lines. (Fully buffered, a flush ends mid-line and
+         * another thread's write() lands in the middle of that line — in the real output too.) */
+        setvbuf(stdout, NULL, _IOLBF, 0);
         pthread_t th[4];
         for (long t = 0; t < 4; t++)
             pthread_create(&th[t], NULL, worker, (void *)t);
@@ -331,6 +334,20 @@ fn threads_writing_through_stdio_and_write_lose_and_mix_nothing() {
     });
     let (_, records) = agent.terminate();
     let lines = messages(&records, "stdout");
+    let strange: Vec<&String> = lines
+        .iter()
+        .filter(|l| {
+            let mut w = l.split(' ');
+            !(matches!(w.next(), Some("t0" | "t1" | "t2" | "t3"))
+                && w.next() == Some("line")
+                && w.next()
+                    .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n < 250))
+                && w.next() == Some("via")
+                && matches!(w.next(), Some("write" | "printf"))
+                && w.next().is_none())
+        })
+        .collect();
+    assert!(strange.is_empty(), "mixed or damaged lines: {strange:?}");
     assert_eq!(lines.len(), 1000, "each line once");
     for t in 0..4 {
         let via = if t == 0 { "write" } else { "printf" };
@@ -529,4 +546,81 @@ fn the_library_needs_only_musl_libc() {
             "{export} is not exported"
         );
     }
+}
+
+/// The musl library parses `LLT_*` with a C port of the glibc library's parser
+/// (`interceptor/src/config.rs`): both libraries run the same program with the same settings
+/// (the seed's `file:` target, which shows what each tapped and suppressed) and must agree.
+#[test]
+fn both_libraries_read_the_same_settings_the_same_way() {
+    let dir = TempDir::new("musl-config-parity");
+    let src = dir.path().join("two.c");
+    std::fs::write(
+        &src,
+        "#include <unistd.h>\nint main(void) { write(1, \"out\\n\", 4); write(2, \"err\\n\", 4); return 0; }\n",
+    )
+    .unwrap();
+    let glibc_app = artifacts::gcc(&src, &dir.path().join("two-glibc"), &[]);
+    let musl_app = artifacts::musl_cc(&src, &dir.path().join("two-musl"), &[]);
+    let cases: Vec<Vec<(&str, &str)>> = [
+        "3", "both", "BOTH", " 1 ", "stdout", "2", "stderr", "0", "none", "7", "x", "",
+    ]
+    .iter()
+    .map(|v| vec![("LLT_TAP_INTO", *v)])
+    .chain(
+        [
+            "1", "YES", "True", "on", "y", "t", "0", "no", "off", "F", "perhaps",
+        ]
+        .iter()
+        .flat_map(|v| {
+            [
+                vec![("LLT_TAP_INTO", "3"), ("LLT_SUPPRESS_STDOUT", *v)],
+                vec![("LLT_TAP_INTO", "3"), ("LLT_SUPPRESS_STDERR", *v)],
+            ]
+        }),
+    )
+    .chain(
+        ["100000", "abc", "-5"]
+            .iter()
+            .map(|v| vec![("LLT_TAP_INTO", "3"), ("LLT_PASSIV_ON_START", *v)]),
+    )
+    .collect();
+    let target = dir.path().join("target.log");
+    let run = |lib: PathBuf, app: &Path, case: &[(&str, &str)]| {
+        let _ = std::fs::remove_file(&target);
+        let mut cmd = Command::new(app);
+        cmd.env("LD_PRELOAD", lib)
+            .env("LLT_TARGET", format!("file:{}", target.display()))
+            .envs(case.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = run_bounded(cmd);
+        // Each library's own notices (a malformed LLT_TAP_INTO) differ in their prefix only.
+        let stderr: String = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| !l.starts_with("[liblogtap"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let tapped = std::fs::read_to_string(&target).unwrap_or_default();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+            tapped,
+        )
+    };
+    let mut tapped_any = false;
+    for case in &cases {
+        let glibc = run(artifacts::liblogtap(), &glibc_app, case);
+        let musl = run(artifacts::musl_library(), &musl_app, case);
+        assert_eq!(
+            musl, glibc,
+            "{case:?}: (exit, stdout, stderr, tapped) musl vs glibc"
+        );
+        tapped_any |= !glibc.3.is_empty();
+    }
+    assert!(
+        tapped_any,
+        "no case tapped anything: the comparison proves nothing"
+    );
 }
