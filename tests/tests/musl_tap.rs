@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
         fflush(stdout);
         pid_t pid = fork();
         if (pid == 0) {
-            execl(argv[2], argv[2], "child", (char *)NULL);
+            execl(argv[2], argv[2], (char *)NULL);
             _exit(127);
         }
         int status = 0;
@@ -126,10 +126,6 @@ int main(int argc, char **argv) {
         for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
             printf("got: %s\n", line);
         return 0;
-    }
-    if (strcmp(mode, "child") == 0) {
-        printf("child says hi via printf\n");
-        return 5;
     }
     return 2;
 }
@@ -366,14 +362,26 @@ fn threads_writing_through_stdio_and_write_lose_and_mix_nothing() {
     }
 }
 
+/// Another musl program, which the `forkexec` mode runs after a fork.
+const CHILD: &str = r#"
+#include <stdio.h>
+int main(void) {
+    printf("child says hi via printf\n");
+    return 5;
+}
+"#;
+
 #[test]
 fn a_forked_and_execed_musl_child_is_tapped_as_its_own_process() {
     let agent = Agent::start("musl-fork", &["--flush-interval", "100ms"]);
     let app = build_app(agent.dir.path());
+    let child_src = agent.dir.path().join("child.c");
+    std::fs::write(&child_src, CHILD).unwrap();
+    let child_exe = artifacts::musl_cc(&child_src, &agent.dir.path().join("child"), &[]);
     let out = run_bounded(tapped(
         &app,
         &socket_target(&agent),
-        &["forkexec", app.to_str().unwrap()],
+        &["forkexec", child_exe.to_str().unwrap()],
         &[],
     ));
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -623,4 +631,30 @@ fn both_libraries_read_the_same_settings_the_same_way() {
         tapped_any,
         "no case tapped anything: the comparison proves nothing"
     );
+}
+
+#[test]
+fn logtap_run_with_the_musl_library_preloaded_taps_a_musl_program() {
+    let dir = TempDir::new("musl-run");
+    let app = build_app(dir.path());
+    let log = dir.path().join("app.log");
+    let lib = artifacts::musl_library();
+    let (status, out) = logtap_tests::agent_harness::run(
+        &["--preload", lib.to_str().unwrap()],
+        &[
+            app.to_str().unwrap(),
+            "proof",
+            log.to_str().unwrap(),
+            "line",
+        ],
+        &[],
+    );
+    assert_eq!(status.code(), Some(3), "the program's exit code: {out:?}");
+    assert_eq!(messages(&out.records, "stdout"), STDOUT_LINES, "{out:?}");
+    assert_eq!(
+        messages(&out.records, "stderr"),
+        ["e1 via fprintf to stderr"]
+    );
+    // Not suppressed: the program's own output passes through `logtap run`.
+    assert_eq!(out.other, STDOUT_LINES);
 }
