@@ -814,14 +814,24 @@ static bool maintain(void)
 }
 
 /* ---- copying tapped bytes ---- */
+/* The consumer's progress counter when a wait for room last gave up (see push_wait). */
+static _Atomic bool stalled;
+static _Atomic uint64_t stalled_at;
+
 static bool push_wait(uint8_t stream, uint8_t flags, uint16_t index, uint32_t seq, uint64_t t,
                       const uint8_t *data, size_t len)
 {
     int r = llt_ring_push(stream, flags, index, my_pid(), seq, t, data, len);
     if (r != PUSH_FULL || cfg.ring_full_drop)
         return r == PUSH_OK;
-    /* Full: wait while a live agent drains (bounded), as liblogtap.so does. */
-    uint64_t start = mono_ns(), last_move = start, seen = llt_ring_consumed();
+    /* Full: wait while a live agent drains (bounded), as liblogtap.so does — but only once
+     * for a stalled agent: until the consumer moves again, later writes drop at once. */
+    uint64_t seen = llt_ring_consumed();
+    if (atomic_load_explicit(&stalled, memory_order_relaxed) &&
+        atomic_load_explicit(&stalled_at, memory_order_relaxed) == seen)
+        return false;
+    atomic_store_explicit(&stalled, false, memory_order_relaxed);
+    uint64_t start = mono_ns(), last_move = start;
     for (;;) {
         llt_ring_wake();
         sleep_ns(50000);
@@ -831,8 +841,13 @@ static bool push_wait(uint8_t stream, uint8_t flags, uint16_t index, uint32_t se
         uint64_t now = mono_ns(), c = llt_ring_consumed();
         if (c != seen)
             seen = c, last_move = now;
-        if (now - last_move > 200000000ull || now - start > 1000000000ull)
+        if (now - last_move > 200000000ull || now - start > 1000000000ull) {
+            atomic_store_explicit(&stalled_at, c, memory_order_relaxed);
+            atomic_store_explicit(&stalled, true, memory_order_relaxed);
+            debug_line("the ring is full and the agent makes no progress: copies are dropped "
+                       "(suppressed streams written for real) until it moves again");
             return false;
+        }
     }
 }
 
@@ -1358,6 +1373,7 @@ static void in_child(void)
         raw_close(fd);
     /* The parent's ring is the parent's: the child makes its own at its first tapped write. */
     llt_ring_forget();
+    atomic_store(&stalled, false);
     if (ring_fd >= 0)
         raw_close(ring_fd);
     if (wake_fd >= 0)

@@ -87,6 +87,15 @@ int main(int argc, char **argv) {
             pthread_join(th[t], NULL);
         return 0;
     }
+    if (strcmp(mode, "many") == 0) {
+        /* 5000 lines of 100 bytes, one flush each. */
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        for (int i = 0; i < 5000; i++)
+            printf("many %04d %s\n", i,
+                   "................................................................................."
+                   "....");
+        return 0;
+    }
     if (strcmp(mode, "forkexec") == 0) {
         printf("parent before fork\n");
         fflush(stdout);
@@ -657,4 +666,51 @@ fn logtap_run_with_the_musl_library_preloaded_taps_a_musl_program() {
     );
     // Not suppressed: the program's own output passes through `logtap run`.
     assert_eq!(out.other, STDOUT_LINES);
+}
+
+#[test]
+fn a_stopped_agent_costs_one_bounded_wait_and_loses_no_suppressed_line() {
+    let agent = Agent::start("musl-stopped", &["--flush-interval", "100ms"]);
+    let app = build_app(agent.dir.path());
+    let pid = agent.child.id() as i32;
+    let stdout_path = agent.dir.path().join("stdout");
+    // SAFETY: kill has no memory effects; the pid is our live child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let mut cmd = tapped(
+        &app,
+        &socket_target(&agent),
+        &["many"],
+        &[("LLT_SUPPRESS_STDOUT", "1"), ("LLT_RING_SIZE", "64K")],
+    );
+    cmd.stdout(std::fs::File::create(&stdout_path).unwrap());
+    let started = Instant::now();
+    let out = run_bounded(cmd);
+    let took = started.elapsed();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // One wait of 200 ms without progress, then drops at once (not 200 ms per line).
+    assert!(
+        took < Duration::from_secs(5),
+        "5000 lines took {took:?} with a stopped agent"
+    );
+    let written = std::fs::read_to_string(&stdout_path).unwrap();
+    let written: Vec<String> = written.lines().map(str::to_owned).collect();
+    assert!(
+        !written.is_empty() && written.len() < 5000,
+        "a 64 KiB ring holds some lines, the rest must be written for real: {} written",
+        written.len()
+    );
+    let in_ring = 5000 - written.len();
+    wait_until(&agent, Duration::from_secs(30), "the ring's lines", |r| {
+        r.len() >= in_ring
+    });
+    let (_, records) = agent.terminate();
+    let mut all: Vec<String> = messages(&records, "stdout");
+    all.extend(written);
+    all.sort();
+    let expected: Vec<String> = (0..5000)
+        .map(|i| format!("many {i:04} {}", ".".repeat(85)))
+        .collect();
+    assert_eq!(all, expected, "every line once: in the ring or on stdout");
 }
