@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -1076,9 +1077,17 @@ struct musl_file {
     size_t buf_size;
     FILE *prev, *next;
     int fd;
+    int pipe_pid;
+    long lockcount;
+    int mode;
+    volatile int lock;
+    int lbf;
 };
 _Static_assert(offsetof(struct musl_file, write) == 72, "musl FILE layout");
 _Static_assert(offsetof(struct musl_file, fd) == 120, "musl FILE layout");
+_Static_assert(offsetof(struct musl_file, lbf) == 144, "musl FILE layout");
+#define F_ERR 32
+#define F_SVB 64
 
 typedef size_t (*file_write_fn)(FILE *, const unsigned char *, size_t);
 #define MAX_HOOKED_FILES 64
@@ -1088,6 +1097,9 @@ static struct {
 } hooked[MAX_HOOKED_FILES];
 static bool stdio_ok;
 static uintptr_t libc_base;
+/* musl's `__stdio_write` (stderr's write function) and `__stdout_write` (stdout's until its
+ * first call, when it decides line or full buffering and hands over to `__stdio_write`). */
+static file_write_fn stdio_write_fn, stdout_write_fn;
 
 static bool in_libc(const void *p)
 {
@@ -1161,6 +1173,16 @@ static size_t hooked_write(FILE *file, const unsigned char *buf, size_t len)
     int saved = errno;
     in_hook = 1;
     if (suppressed(stream)) {
+        if (orig == stdout_write_fn && stdout_write_fn != stdio_write_fn && stdio_write_fn) {
+            /* What __stdout_write does before its first write: full buffering unless the
+             * stream is a terminal (or setvbuf chose) — then it is __stdio_write for good. */
+            struct winsize wsz;
+            if (!(f->flags & F_SVB) && syscall(SYS_ioctl, f->fd, TIOCGWINSZ, &wsz) != 0)
+                f->lbf = EOF;
+            for (int i = 0; i < MAX_HOOKED_FILES; i++)
+                if (atomic_load(&hooked[i].file) == f)
+                    atomic_store(&hooked[i].orig, stdio_write_fn);
+        }
         if (tap_joined(stream, index, pending, npending, buf, len)) {
             /* What __stdio_write does after the kernel took everything. */
             f->wend = f->buf + f->buf_size;
@@ -1173,7 +1195,7 @@ static size_t hooked_write(FILE *file, const unsigned char *buf, size_t len)
     in_hook = 0;
     size_t r = orig(file, buf, len);
     saved = errno;
-    if (!(f->flags & 32 /* F_ERR */) && r == len && !suppressed(stream)) {
+    if (!(f->flags & F_ERR) && r == len && !suppressed(stream)) {
         in_hook = 1;
         tap_joined(stream, index, pending, npending, buf, len);
         in_hook = 0;
@@ -1212,6 +1234,8 @@ static void setup_stdio(void)
         return;
     }
     stdio_ok = true;
+    stdout_write_fn = out->write;
+    stdio_write_fn = err->write;
     hook_file(out);
     hook_file(err);
 }

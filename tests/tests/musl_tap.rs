@@ -96,6 +96,13 @@ int main(int argc, char **argv) {
                    "....");
         return 0;
     }
+    if (strcmp(mode, "pause") == 0) {
+        printf("first line\n");
+        printf("before the pause\n");
+        usleep(300000);
+        printf("after the pause\n");
+        return 0;
+    }
     if (strcmp(mode, "forkexec") == 0) {
         printf("parent before fork\n");
         fflush(stdout);
@@ -713,4 +720,35 @@ fn a_stopped_agent_costs_one_bounded_wait_and_loses_no_suppressed_line() {
         .map(|i| format!("many {i:04} {}", ".".repeat(85)))
         .collect();
     assert_eq!(all, expected, "every line once: in the ring or on stdout");
+}
+
+/// musl's stdout decides its buffering at its first write (`__stdout_write`): full buffering on
+/// a pipe or file (the line that triggers it is written at once). A suppressed stdout never
+/// reaches that write, so the library makes the same decision itself — the program's stdio
+/// behaves as untapped: here the two lines after the first leave in one flush at exit, so they
+/// carry one time (line-buffered, they would be 300 ms apart).
+#[test]
+fn a_suppressed_stdout_on_a_pipe_stays_fully_buffered_as_musl_makes_it() {
+    let agent = Agent::start("musl-buffering", &["--flush-interval", "100ms"]);
+    let app = build_app(agent.dir.path());
+    let out = run_bounded(tapped(
+        &app,
+        &socket_target(&agent),
+        &["pause"],
+        &[("LLT_SUPPRESS_STDOUT", "1")],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout.is_empty());
+    wait_until(&agent, Duration::from_secs(20), "three lines", |r| {
+        r.len() >= 3
+    });
+    let (_, records) = agent.terminate();
+    assert_eq!(
+        messages(&records, "stdout"),
+        ["first line", "before the pause", "after the pause"]
+    );
+    assert_eq!(
+        records[1]["timestamp"], records[2]["timestamp"],
+        "one flush at exit, as without the library: {records:#?}"
+    );
 }
