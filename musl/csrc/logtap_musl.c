@@ -1340,6 +1340,37 @@ EXPORT FILE *fdopen(int fd, const char *mode)
     return track_file(NULL, real(fd, mode));
 }
 
+/* musl's fclose closes its fd and frees the FILE internally (not through our close): forget
+ * both first, so that neither a later descriptor of that number nor a later FILE at that
+ * address is taken for a tap file. */
+EXPORT int fclose(FILE *f)
+{
+    static int (*real)(FILE *);
+    if (!real)
+        real = (int (*)(FILE *))next_symbol("fclose");
+    if (!real) {
+        errno = ENOSYS;
+        return EOF;
+    }
+    if (f) {
+        struct musl_file *m = (struct musl_file *)f;
+        /* Its last buffered bytes leave through the hook, tapped (or suppressed). */
+        if (orig_of(m))
+            fflush(f);
+        for (int i = 0; i < MAX_HOOKED_FILES; i++) {
+            if (atomic_load(&hooked[i].file) == m) {
+                /* Hand the FILE back to musl's own write before it flushes and frees it. */
+                if ((file_write_fn)m->write == hooked_write)
+                    m->write = atomic_load(&hooked[i].orig);
+                atomic_store(&hooked[i].file, NULL);
+            }
+        }
+        fd_set_file(fileno(f), -1);
+        return real(f);
+    }
+    return real(f);
+}
+
 /* ---- stream identity through dup and close ---- */
 static int track_dup(int from, int to)
 {

@@ -21,6 +21,7 @@ const APP: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -94,6 +95,21 @@ int main(int argc, char **argv) {
             printf("many %04d %s\n", i,
                    "................................................................................."
                    "....");
+        return 0;
+    }
+    if (strcmp(mode, "reuse") == 0) {
+        /* argv[2]: the log file. Its descriptor number, freed by fclose, is reused by a
+         * socket that is not a tap file. */
+        FILE *log = fopen(argv[2], "a");
+        if (!log)
+            return 10;
+        int n = fileno(log);
+        fputs("to the log\n", log);
+        fclose(log);
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 || sv[0] != n)
+            return 13;
+        write(sv[0], "to a socket\n", 12);
         return 0;
     }
     if (strcmp(mode, "pause") == 0) {
@@ -751,4 +767,28 @@ fn a_suppressed_stdout_on_a_pipe_stays_fully_buffered_as_musl_makes_it() {
         records[1]["timestamp"], records[2]["timestamp"],
         "one flush at exit, as without the library: {records:#?}"
     );
+}
+
+#[test]
+fn a_descriptor_number_freed_by_fclose_is_no_tap_file_any_more() {
+    let agent = Agent::start("musl-reuse", &["--flush-interval", "100ms"]);
+    let app = build_app(agent.dir.path());
+    let log = agent.dir.path().join("app.log");
+    let log_arg = log.to_str().unwrap();
+    let out = run_bounded(tapped(
+        &app,
+        &socket_target(&agent),
+        &["reuse", log_arg],
+        &[("LLT_TAP_FILE", log_arg)],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "to the log\n");
+    wait_until(&agent, Duration::from_secs(20), "the log line", |r| {
+        !r.is_empty()
+    });
+    // Time for a wrong record of the socket write to arrive too.
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, records) = agent.terminate();
+    assert_eq!(messages(&records, "file"), ["to the log"], "{records:#?}");
+    assert_eq!(records.len(), 1, "{records:#?}");
 }
