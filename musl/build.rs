@@ -38,7 +38,6 @@ const SOURCES: &[(&str, &str)] = &[
 fn main() {
     println!("cargo:rerun-if-env-changed=LOGTAP_REQUIRE_MUSL");
     println!("cargo:rerun-if-env-changed=MUSL_GCC");
-    println!("cargo:rerun-if-env-changed=PATH");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=core");
     println!("cargo:rerun-if-changed=csrc");
@@ -64,6 +63,13 @@ fn build() -> Result<(), String> {
     let product = profile_dir.join("liblogtap-musl.so");
 
     let Some(musl_gcc) = find_musl_gcc() else {
+        // Look again once musl-gcc is installed: when a directory on PATH changes (not on
+        // every change of PATH itself, which would rebuild the tests crate needlessly).
+        if let Some(path) = env::var_os("PATH") {
+            for dir in env::split_paths(&path).filter(|d| d.is_dir()) {
+                println!("cargo:rerun-if-changed={}", dir.display());
+            }
+        }
         // Remove a stale product so that nothing runs an old library by mistake.
         let _ = fs::remove_file(&product);
         if env::var("LOGTAP_REQUIRE_MUSL").is_ok_and(|v| v == "1") {
@@ -73,6 +79,8 @@ fn build() -> Result<(), String> {
         }
         return Ok(());
     };
+
+    println!("cargo:rerun-if-changed={}", musl_gcc.display());
 
     // 1. The core's sources.
     let core = out.join("core");

@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -582,8 +583,9 @@ static _Atomic int connecting;
 static _Atomic uint64_t next_attempt_ns;
 static _Atomic uint64_t next_check_ns;
 static int ring_fd = -1, wake_fd = -1;
-static _Atomic uint64_t lost_frames, lost_bytes;
-static int file_target_fd = -1;
+/* Copies dropped per stream (index 1..3) since the last LOSS frame. */
+static _Atomic uint64_t lost_frames[4], lost_bytes[4];
+static _Atomic int file_target_fd = -1;
 
 static int send_frame(int sock, const uint8_t *header, const void *payload, size_t len,
                       const int *fds, int nfds)
@@ -678,25 +680,38 @@ static bool send_hello(int sock, bool ring)
 
 static void report_loss(int sock)
 {
-    uint64_t frames = atomic_exchange(&lost_frames, 0), bytes = atomic_exchange(&lost_bytes, 0);
-    if (!frames && !bytes)
-        return;
-    uint8_t payload[64], header[FRAME_HEADER];
-    ssize_t n = llt_encode_loss(payload, sizeof payload, frames, bytes);
-    if (n < 0 || llt_frame_header(header, KIND_LOSS, 0, 0, my_pid(), next_seq(), now_ns(), 0,
-                                  (uint32_t)n) != 0 ||
-        send_frame(sock, header, payload, (size_t)n, NULL, 0) != 0) {
-        atomic_fetch_add(&lost_frames, frames);
-        atomic_fetch_add(&lost_bytes, bytes);
+    for (int stream = 1; stream <= 3; stream++) {
+        uint64_t frames = atomic_exchange(&lost_frames[stream], 0);
+        uint64_t bytes = atomic_exchange(&lost_bytes[stream], 0);
+        if (!frames && !bytes)
+            continue;
+        uint8_t payload[64], header[FRAME_HEADER];
+        ssize_t n = llt_encode_loss(payload, sizeof payload, frames, bytes);
+        if (n < 0 ||
+            llt_frame_header(header, KIND_LOSS, (uint8_t)stream, 0, my_pid(), next_seq(), now_ns(),
+                             0, (uint32_t)n) != 0 ||
+            send_frame(sock, header, payload, (size_t)n, NULL, 0) != 0) {
+            atomic_fetch_add(&lost_frames[stream], frames);
+            atomic_fetch_add(&lost_bytes[stream], bytes);
+        }
     }
 }
 
-/* Moves a descriptor of ours above the fds programs rely on, close-on-exec. */
+/*
+ * Moves a descriptor of ours out of the way, close-on-exec: to 900 or above (as liblogtap.so:
+ * ¾ of a small RLIMIT_NOFILE of 1024), else anywhere above 2 — never 0, 1, 2, and rarely a
+ * number the program picks for its own dup2.
+ */
 static int high_fd(int fd)
 {
-    if (fd < 0 || fd > 2)
+    if (fd < 0)
         return fd;
-    int moved = (int)syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 3);
+    int moved = (int)syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 900);
+    if (moved < 0) {
+        if (fd > 2)
+            return fd;
+        moved = (int)syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 3);
+    }
     raw_close(fd);
     return moved;
 }
@@ -780,10 +795,17 @@ static bool maintain(void)
             return true;
         }
     }
-    if (now < atomic_load(&next_attempt_ns))
-        return false;
     int expected = 0;
-    if (!atomic_compare_exchange_strong(&connecting, &expected, 1))
+    if (atomic_load(&connecting) ||
+        (now >= atomic_load(&next_attempt_ns) &&
+         !atomic_compare_exchange_strong(&connecting, &expected, 1))) {
+        /* Another thread is connecting (this thread is not: it would hold the guard): wait
+         * for it, bounded, rather than drop the copy or un-suppress the write. */
+        for (int i = 0; i < 2000 && atomic_load(&connecting); i++)
+            sleep_ns(100000);
+        return atomic_load(&control_fd) >= 0;
+    }
+    if (now < atomic_load(&next_attempt_ns))
         return false;
     bool early = now - load_mono_ns < cfg.first_connect_s * 1000000000ull;
     atomic_store(&next_attempt_ns, now + (early ? 100000000ull : cfg.reconnect_s * 1000000000ull));
@@ -793,14 +815,24 @@ static bool maintain(void)
 }
 
 /* ---- copying tapped bytes ---- */
+/* The consumer's progress counter when a wait for room last gave up (see push_wait). */
+static _Atomic bool stalled;
+static _Atomic uint64_t stalled_at;
+
 static bool push_wait(uint8_t stream, uint8_t flags, uint16_t index, uint32_t seq, uint64_t t,
                       const uint8_t *data, size_t len)
 {
     int r = llt_ring_push(stream, flags, index, my_pid(), seq, t, data, len);
     if (r != PUSH_FULL || cfg.ring_full_drop)
         return r == PUSH_OK;
-    /* Full: wait while a live agent drains (bounded), as liblogtap.so does. */
-    uint64_t start = mono_ns(), last_move = start, seen = llt_ring_consumed();
+    /* Full: wait while a live agent drains (bounded), as liblogtap.so does — but only once
+     * for a stalled agent: until the consumer moves again, later writes drop at once. */
+    uint64_t seen = llt_ring_consumed();
+    if (atomic_load_explicit(&stalled, memory_order_relaxed) &&
+        atomic_load_explicit(&stalled_at, memory_order_relaxed) == seen)
+        return false;
+    atomic_store_explicit(&stalled, false, memory_order_relaxed);
+    uint64_t start = mono_ns(), last_move = start;
     for (;;) {
         llt_ring_wake();
         sleep_ns(50000);
@@ -810,8 +842,13 @@ static bool push_wait(uint8_t stream, uint8_t flags, uint16_t index, uint32_t se
         uint64_t now = mono_ns(), c = llt_ring_consumed();
         if (c != seen)
             seen = c, last_move = now;
-        if (now - last_move > 200000000ull || now - start > 1000000000ull)
+        if (now - last_move > 200000000ull || now - start > 1000000000ull) {
+            atomic_store_explicit(&stalled_at, c, memory_order_relaxed);
+            atomic_store_explicit(&stalled, true, memory_order_relaxed);
+            debug_line("the ring is full and the agent makes no progress: copies are dropped "
+                       "(suppressed streams written for real) until it moves again");
             return false;
+        }
     }
 }
 
@@ -823,10 +860,17 @@ static bool tap_bytes(int stream, int file_index, const void *buf, size_t len)
     if (cfg.passive_ms && mono_ns() - load_mono_ns < cfg.passive_ms * 1000000ull)
         return false;
     if (cfg.target_kind == TARGET_FILE) {
-        if (file_target_fd < 0)
-            file_target_fd = high_fd((int)syscall(SYS_openat, AT_FDCWD, cfg.target_path,
-                                                  O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-        return file_target_fd >= 0 && raw_write(file_target_fd, buf, len) == (ssize_t)len;
+        int fd = atomic_load(&file_target_fd);
+        if (fd < 0) {
+            fd = high_fd((int)syscall(SYS_openat, AT_FDCWD, cfg.target_path,
+                                      O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+            int none = -1;
+            if (fd >= 0 && !atomic_compare_exchange_strong(&file_target_fd, &none, fd)) {
+                raw_close(fd); /* another thread opened it first */
+                fd = none;
+            }
+        }
+        return fd >= 0 && raw_write(fd, buf, len) == (ssize_t)len;
     }
     if (!maintain())
         goto lost;
@@ -858,14 +902,49 @@ static bool tap_bytes(int stream, int file_index, const void *buf, size_t len)
     }
     return true;
 lost:
-    atomic_fetch_add(&lost_frames, 1);
-    atomic_fetch_add(&lost_bytes, len);
+    atomic_fetch_add(&lost_frames[stream & 3], 1);
+    atomic_fetch_add(&lost_bytes[stream & 3], len);
     return false;
 }
 
+/*
+ * Taps what one FILE flush hands to the kernel in one writev — the buffered bytes, then the
+ * caller's — as one record when it fits a stack copy, so that another thread's write cannot
+ * land between the two halves of a line (the kernel got them in one system call too).
+ */
+#define JOIN_MAX 4096
+static bool tap_joined(int stream, int index, const unsigned char *a, size_t na,
+                       const unsigned char *b, size_t nb)
+{
+    if (na == 0 || nb == 0 || na + nb > JOIN_MAX) {
+        bool ok = tap_bytes(stream, index, a, na);
+        return tap_bytes(stream, index, b, nb) && ok;
+    }
+    unsigned char joined[JOIN_MAX];
+    memcpy(joined, a, na);
+    memcpy(joined + na, b, nb);
+    return tap_bytes(stream, index, joined, na + nb);
+}
+
 /* Taps the first `accepted` bytes of an iovec array. */
+/* Copies the first `n` (≤ JOIN_MAX) bytes of an iovec array into `out`. */
+static void gather(const struct iovec *iov, int cnt, size_t n, unsigned char *out)
+{
+    for (int i = 0; i < cnt && n > 0; i++) {
+        size_t k = iov[i].iov_len < n ? iov[i].iov_len : n;
+        memcpy(out, iov[i].iov_base, k);
+        out += k, n -= k;
+    }
+}
+
 static void tap_iov(int stream, int index, const struct iovec *iov, int cnt, size_t accepted)
 {
+    if (cnt > 1 && accepted <= JOIN_MAX) { /* one system call, one record */
+        unsigned char joined[JOIN_MAX];
+        gather(iov, cnt, accepted, joined);
+        tap_bytes(stream, index, joined, accepted);
+        return;
+    }
     for (int i = 0; i < cnt && accepted > 0; i++) {
         size_t n = iov[i].iov_len < accepted ? iov[i].iov_len : accepted;
         tap_bytes(stream, index, iov[i].iov_base, n);
@@ -906,6 +985,12 @@ static size_t iov_total(const struct iovec *iov, int cnt)
 /* Taps a whole iovec as one suppressed write: all or nothing. */
 static bool tap_iov_suppressed(int stream, int index, const struct iovec *iov, int cnt)
 {
+    size_t total = iov_total(iov, cnt);
+    if (cnt > 1 && total <= JOIN_MAX) {
+        unsigned char joined[JOIN_MAX];
+        gather(iov, cnt, total, joined);
+        return tap_bytes(stream, index, joined, total);
+    }
     for (int i = 0; i < cnt; i++)
         if (!tap_bytes(stream, index, iov[i].iov_base, iov[i].iov_len))
             return false;
@@ -992,9 +1077,17 @@ struct musl_file {
     size_t buf_size;
     FILE *prev, *next;
     int fd;
+    int pipe_pid;
+    long lockcount;
+    int mode;
+    volatile int lock;
+    int lbf;
 };
 _Static_assert(offsetof(struct musl_file, write) == 72, "musl FILE layout");
 _Static_assert(offsetof(struct musl_file, fd) == 120, "musl FILE layout");
+_Static_assert(offsetof(struct musl_file, lbf) == 144, "musl FILE layout");
+#define F_ERR 32
+#define F_SVB 64
 
 typedef size_t (*file_write_fn)(FILE *, const unsigned char *, size_t);
 #define MAX_HOOKED_FILES 64
@@ -1004,6 +1097,9 @@ static struct {
 } hooked[MAX_HOOKED_FILES];
 static bool stdio_ok;
 static uintptr_t libc_base;
+/* musl's `__stdio_write` (stderr's write function) and `__stdout_write` (stdout's until its
+ * first call, when it decides line or full buffering and hands over to `__stdio_write`). */
+static file_write_fn stdio_write_fn, stdout_write_fn;
 
 static bool in_libc(const void *p)
 {
@@ -1077,8 +1173,17 @@ static size_t hooked_write(FILE *file, const unsigned char *buf, size_t len)
     int saved = errno;
     in_hook = 1;
     if (suppressed(stream)) {
-        struct iovec iov[2] = {{pending, npending}, {(void *)buf, len}};
-        if (tap_iov_suppressed(stream, index, iov, 2)) {
+        if (orig == stdout_write_fn && stdout_write_fn != stdio_write_fn && stdio_write_fn) {
+            /* What __stdout_write does before its first write: full buffering unless the
+             * stream is a terminal (or setvbuf chose) — then it is __stdio_write for good. */
+            struct winsize wsz;
+            if (!(f->flags & F_SVB) && syscall(SYS_ioctl, f->fd, TIOCGWINSZ, &wsz) != 0)
+                f->lbf = EOF;
+            for (int i = 0; i < MAX_HOOKED_FILES; i++)
+                if (atomic_load(&hooked[i].file) == f)
+                    atomic_store(&hooked[i].orig, stdio_write_fn);
+        }
+        if (tap_joined(stream, index, pending, npending, buf, len)) {
             /* What __stdio_write does after the kernel took everything. */
             f->wend = f->buf + f->buf_size;
             f->wpos = f->wbase = f->buf;
@@ -1090,10 +1195,9 @@ static size_t hooked_write(FILE *file, const unsigned char *buf, size_t len)
     in_hook = 0;
     size_t r = orig(file, buf, len);
     saved = errno;
-    if (!(f->flags & 32 /* F_ERR */) && r == len && !suppressed(stream)) {
+    if (!(f->flags & F_ERR) && r == len && !suppressed(stream)) {
         in_hook = 1;
-        tap_bytes(stream, index, pending, npending);
-        tap_bytes(stream, index, buf, len);
+        tap_joined(stream, index, pending, npending, buf, len);
         in_hook = 0;
     }
     if ((file_write_fn)f->write != hooked_write && in_libc((const void *)f->write)) {
@@ -1130,6 +1234,8 @@ static void setup_stdio(void)
         return;
     }
     stdio_ok = true;
+    stdout_write_fn = out->write;
+    stdio_write_fn = err->write;
     hook_file(out);
     hook_file(err);
 }
@@ -1234,6 +1340,37 @@ EXPORT FILE *fdopen(int fd, const char *mode)
     return track_file(NULL, real(fd, mode));
 }
 
+/* musl's fclose closes its fd and frees the FILE internally (not through our close): forget
+ * both first, so that neither a later descriptor of that number nor a later FILE at that
+ * address is taken for a tap file. */
+EXPORT int fclose(FILE *f)
+{
+    static int (*real)(FILE *);
+    if (!real)
+        real = (int (*)(FILE *))next_symbol("fclose");
+    if (!real) {
+        errno = ENOSYS;
+        return EOF;
+    }
+    if (f) {
+        struct musl_file *m = (struct musl_file *)f;
+        /* Its last buffered bytes leave through the hook, tapped (or suppressed). */
+        if (orig_of(m))
+            fflush(f);
+        for (int i = 0; i < MAX_HOOKED_FILES; i++) {
+            if (atomic_load(&hooked[i].file) == m) {
+                /* Hand the FILE back to musl's own write before it flushes and frees it. */
+                if ((file_write_fn)m->write == hooked_write)
+                    m->write = atomic_load(&hooked[i].orig);
+                atomic_store(&hooked[i].file, NULL);
+            }
+        }
+        fd_set_file(fileno(f), -1);
+        return real(f);
+    }
+    return real(f);
+}
+
 /* ---- stream identity through dup and close ---- */
 static int track_dup(int from, int to)
 {
@@ -1271,12 +1408,11 @@ EXPORT int fcntl(int fd, int cmd, ...)
 
 EXPORT int close(int fd)
 {
-    /* Never let the program close our own descriptors under us. */
+    /* Never let the program close our own descriptors under us (a close-all loop): skipped
+     * and reported as success, as liblogtap.so does. */
     if (fd >= 3 && (fd == ring_fd || fd == wake_fd || fd == atomic_load(&control_fd) ||
-                    fd == file_target_fd)) {
-        errno = EBADF;
-        return -1;
-    }
+                    fd == atomic_load(&file_target_fd)))
+        return 0;
     fd_set_file(fd, -1);
     int r = (int)syscall(SYS_close, fd);
     evaluate_fd(fd);
@@ -1292,6 +1428,7 @@ static void in_child(void)
         raw_close(fd);
     /* The parent's ring is the parent's: the child makes its own at its first tapped write. */
     llt_ring_forget();
+    atomic_store(&stalled, false);
     if (ring_fd >= 0)
         raw_close(ring_fd);
     if (wake_fd >= 0)

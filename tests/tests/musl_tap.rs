@@ -21,6 +21,7 @@ const APP: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -77,6 +78,9 @@ int main(int argc, char **argv) {
             pause();
     }
     if (strcmp(mode, "threads") == 0) {
+        /* Line-buffered: each flush is whole lines. (Fully buffered, a flush ends mid-line and
+         * another thread's write() lands in the middle of that line — in the real output too.) */
+        setvbuf(stdout, NULL, _IOLBF, 0);
         pthread_t th[4];
         for (long t = 0; t < 4; t++)
             pthread_create(&th[t], NULL, worker, (void *)t);
@@ -84,12 +88,43 @@ int main(int argc, char **argv) {
             pthread_join(th[t], NULL);
         return 0;
     }
+    if (strcmp(mode, "many") == 0) {
+        /* 5000 lines of 100 bytes, one flush each. */
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        for (int i = 0; i < 5000; i++)
+            printf("many %04d %s\n", i,
+                   "................................................................................."
+                   "....");
+        return 0;
+    }
+    if (strcmp(mode, "reuse") == 0) {
+        /* argv[2]: the log file. Its descriptor number, freed by fclose, is reused by a
+         * socket that is not a tap file. */
+        FILE *log = fopen(argv[2], "a");
+        if (!log)
+            return 10;
+        int n = fileno(log);
+        fputs("to the log\n", log);
+        fclose(log);
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 || sv[0] != n)
+            return 13;
+        write(sv[0], "to a socket\n", 12);
+        return 0;
+    }
+    if (strcmp(mode, "pause") == 0) {
+        printf("first line\n");
+        printf("before the pause\n");
+        usleep(300000);
+        printf("after the pause\n");
+        return 0;
+    }
     if (strcmp(mode, "forkexec") == 0) {
         printf("parent before fork\n");
         fflush(stdout);
         pid_t pid = fork();
         if (pid == 0) {
-            execl(argv[2], argv[2], "child", (char *)NULL);
+            execl(argv[2], argv[2], (char *)NULL);
             _exit(127);
         }
         int status = 0;
@@ -123,10 +158,6 @@ int main(int argc, char **argv) {
         for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
             printf("got: %s\n", line);
         return 0;
-    }
-    if (strcmp(mode, "child") == 0) {
-        printf("child says hi via printf\n");
-        return 5;
     }
     return 2;
 }
@@ -331,6 +362,20 @@ fn threads_writing_through_stdio_and_write_lose_and_mix_nothing() {
     });
     let (_, records) = agent.terminate();
     let lines = messages(&records, "stdout");
+    let strange: Vec<&String> = lines
+        .iter()
+        .filter(|l| {
+            let mut w = l.split(' ');
+            !(matches!(w.next(), Some("t0" | "t1" | "t2" | "t3"))
+                && w.next() == Some("line")
+                && w.next()
+                    .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n < 250))
+                && w.next() == Some("via")
+                && matches!(w.next(), Some("write" | "printf"))
+                && w.next().is_none())
+        })
+        .collect();
+    assert!(strange.is_empty(), "mixed or damaged lines: {strange:?}");
     assert_eq!(lines.len(), 1000, "each line once");
     for t in 0..4 {
         let via = if t == 0 { "write" } else { "printf" };
@@ -349,14 +394,26 @@ fn threads_writing_through_stdio_and_write_lose_and_mix_nothing() {
     }
 }
 
+/// Another musl program, which the `forkexec` mode runs after a fork.
+const CHILD: &str = r#"
+#include <stdio.h>
+int main(void) {
+    printf("child says hi via printf\n");
+    return 5;
+}
+"#;
+
 #[test]
 fn a_forked_and_execed_musl_child_is_tapped_as_its_own_process() {
     let agent = Agent::start("musl-fork", &["--flush-interval", "100ms"]);
     let app = build_app(agent.dir.path());
+    let child_src = agent.dir.path().join("child.c");
+    std::fs::write(&child_src, CHILD).unwrap();
+    let child_exe = artifacts::musl_cc(&child_src, &agent.dir.path().join("child"), &[]);
     let out = run_bounded(tapped(
         &app,
         &socket_target(&agent),
-        &["forkexec", app.to_str().unwrap()],
+        &["forkexec", child_exe.to_str().unwrap()],
         &[],
     ));
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -529,4 +586,209 @@ fn the_library_needs_only_musl_libc() {
             "{export} is not exported"
         );
     }
+}
+
+/// The musl library parses `LLT_*` with a C port of the glibc library's parser
+/// (`interceptor/src/config.rs`): both libraries run the same program with the same settings
+/// (the seed's `file:` target, which shows what each tapped and suppressed) and must agree.
+#[test]
+fn both_libraries_read_the_same_settings_the_same_way() {
+    let dir = TempDir::new("musl-config-parity");
+    let src = dir.path().join("two.c");
+    std::fs::write(
+        &src,
+        "#include <unistd.h>\nint main(void) { write(1, \"out\\n\", 4); write(2, \"err\\n\", 4); return 0; }\n",
+    )
+    .unwrap();
+    let glibc_app = artifacts::gcc(&src, &dir.path().join("two-glibc"), &[]);
+    let musl_app = artifacts::musl_cc(&src, &dir.path().join("two-musl"), &[]);
+    let cases: Vec<Vec<(&str, &str)>> = [
+        "3", "both", "BOTH", " 1 ", "stdout", "2", "stderr", "0", "none", "7", "x", "",
+    ]
+    .iter()
+    .map(|v| vec![("LLT_TAP_INTO", *v)])
+    .chain(
+        [
+            "1", "YES", "True", "on", "y", "t", "0", "no", "off", "F", "perhaps",
+        ]
+        .iter()
+        .flat_map(|v| {
+            [
+                vec![("LLT_TAP_INTO", "3"), ("LLT_SUPPRESS_STDOUT", *v)],
+                vec![("LLT_TAP_INTO", "3"), ("LLT_SUPPRESS_STDERR", *v)],
+            ]
+        }),
+    )
+    .chain(
+        ["100000", "abc", "-5"]
+            .iter()
+            .map(|v| vec![("LLT_TAP_INTO", "3"), ("LLT_PASSIV_ON_START", *v)]),
+    )
+    .collect();
+    let target = dir.path().join("target.log");
+    let run = |lib: PathBuf, app: &Path, case: &[(&str, &str)]| {
+        let _ = std::fs::remove_file(&target);
+        let mut cmd = Command::new(app);
+        cmd.env("LD_PRELOAD", lib)
+            .env("LLT_TARGET", format!("file:{}", target.display()))
+            .envs(case.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = run_bounded(cmd);
+        // Each library's own notices (a malformed LLT_TAP_INTO) differ in their prefix only.
+        let stderr: String = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| !l.starts_with("[liblogtap"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let tapped = std::fs::read_to_string(&target).unwrap_or_default();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+            tapped,
+        )
+    };
+    let mut tapped_any = false;
+    for case in &cases {
+        let glibc = run(artifacts::liblogtap(), &glibc_app, case);
+        let musl = run(artifacts::musl_library(), &musl_app, case);
+        assert_eq!(
+            musl, glibc,
+            "{case:?}: (exit, stdout, stderr, tapped) musl vs glibc"
+        );
+        tapped_any |= !glibc.3.is_empty();
+    }
+    assert!(
+        tapped_any,
+        "no case tapped anything: the comparison proves nothing"
+    );
+}
+
+#[test]
+fn logtap_run_with_the_musl_library_preloaded_taps_a_musl_program() {
+    let dir = TempDir::new("musl-run");
+    let app = build_app(dir.path());
+    let log = dir.path().join("app.log");
+    let lib = artifacts::musl_library();
+    let (status, out) = logtap_tests::agent_harness::run(
+        &["--preload", lib.to_str().unwrap()],
+        &[
+            app.to_str().unwrap(),
+            "proof",
+            log.to_str().unwrap(),
+            "line",
+        ],
+        &[],
+    );
+    assert_eq!(status.code(), Some(3), "the program's exit code: {out:?}");
+    assert_eq!(messages(&out.records, "stdout"), STDOUT_LINES, "{out:?}");
+    assert_eq!(
+        messages(&out.records, "stderr"),
+        ["e1 via fprintf to stderr"]
+    );
+    // Not suppressed: the program's own output passes through `logtap run`.
+    assert_eq!(out.other, STDOUT_LINES);
+}
+
+#[test]
+fn a_stopped_agent_costs_one_bounded_wait_and_loses_no_suppressed_line() {
+    let agent = Agent::start("musl-stopped", &["--flush-interval", "100ms"]);
+    let app = build_app(agent.dir.path());
+    let pid = agent.child.id() as i32;
+    let stdout_path = agent.dir.path().join("stdout");
+    // SAFETY: kill has no memory effects; the pid is our live child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let mut cmd = tapped(
+        &app,
+        &socket_target(&agent),
+        &["many"],
+        &[("LLT_SUPPRESS_STDOUT", "1"), ("LLT_RING_SIZE", "64K")],
+    );
+    cmd.stdout(std::fs::File::create(&stdout_path).unwrap());
+    let started = Instant::now();
+    let out = run_bounded(cmd);
+    let took = started.elapsed();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // One wait of 200 ms without progress, then drops at once (not 200 ms per line).
+    assert!(
+        took < Duration::from_secs(5),
+        "5000 lines took {took:?} with a stopped agent"
+    );
+    let written = std::fs::read_to_string(&stdout_path).unwrap();
+    let written: Vec<String> = written.lines().map(str::to_owned).collect();
+    assert!(
+        !written.is_empty() && written.len() < 5000,
+        "a 64 KiB ring holds some lines, the rest must be written for real: {} written",
+        written.len()
+    );
+    let in_ring = 5000 - written.len();
+    wait_until(&agent, Duration::from_secs(30), "the ring's lines", |r| {
+        r.len() >= in_ring
+    });
+    let (_, records) = agent.terminate();
+    let mut all: Vec<String> = messages(&records, "stdout");
+    all.extend(written);
+    all.sort();
+    let expected: Vec<String> = (0..5000)
+        .map(|i| format!("many {i:04} {}", ".".repeat(85)))
+        .collect();
+    assert_eq!(all, expected, "every line once: in the ring or on stdout");
+}
+
+/// musl's stdout decides its buffering at its first write (`__stdout_write`): full buffering on
+/// a pipe or file (the line that triggers it is written at once). A suppressed stdout never
+/// reaches that write, so the library makes the same decision itself — the program's stdio
+/// behaves as untapped: here the two lines after the first leave in one flush at exit, so they
+/// carry one time (line-buffered, they would be 300 ms apart).
+#[test]
+fn a_suppressed_stdout_on_a_pipe_stays_fully_buffered_as_musl_makes_it() {
+    let agent = Agent::start("musl-buffering", &["--flush-interval", "100ms"]);
+    let app = build_app(agent.dir.path());
+    let out = run_bounded(tapped(
+        &app,
+        &socket_target(&agent),
+        &["pause"],
+        &[("LLT_SUPPRESS_STDOUT", "1")],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout.is_empty());
+    wait_until(&agent, Duration::from_secs(20), "three lines", |r| {
+        r.len() >= 3
+    });
+    let (_, records) = agent.terminate();
+    assert_eq!(
+        messages(&records, "stdout"),
+        ["first line", "before the pause", "after the pause"]
+    );
+    assert_eq!(
+        records[1]["timestamp"], records[2]["timestamp"],
+        "one flush at exit, as without the library: {records:#?}"
+    );
+}
+
+#[test]
+fn a_descriptor_number_freed_by_fclose_is_no_tap_file_any_more() {
+    let agent = Agent::start("musl-reuse", &["--flush-interval", "100ms"]);
+    let app = build_app(agent.dir.path());
+    let log = agent.dir.path().join("app.log");
+    let log_arg = log.to_str().unwrap();
+    let out = run_bounded(tapped(
+        &app,
+        &socket_target(&agent),
+        &["reuse", log_arg],
+        &[("LLT_TAP_FILE", log_arg)],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "to the log\n");
+    wait_until(&agent, Duration::from_secs(20), "the log line", |r| {
+        !r.is_empty()
+    });
+    // Time for a wrong record of the socket write to arrive too.
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, records) = agent.terminate();
+    assert_eq!(messages(&records, "file"), ["to the log"], "{records:#?}");
+    assert_eq!(records.len(), 1, "{records:#?}");
 }
