@@ -654,3 +654,27 @@ fn run_taps_a_musl_program_started_by_a_glibc_shell() {
     assert_eq!(messages(&ran.records), of("stdout", &["hello from C"]));
     assert!(!ran.stderr.contains("untapped"), "{}", ran.stderr);
 }
+
+/// A static CMD whose child keeps the pipes open (a daemon) does not hold `logtap run` up: the
+/// pipes are given up shortly after CMD exits, with what CMD wrote delivered.
+#[test]
+fn a_child_holding_the_pipes_does_not_hold_run_up() {
+    const DAEMONIZING: &str = r#"
+#include <stdio.h>
+#include <unistd.h>
+int main(void) {
+    puts("parent line");
+    fflush(stdout);
+    if (fork() == 0) { sleep(30); return 0; }
+    return 0;
+}
+"#;
+    let dir = TempDir::new("static-daemon");
+    let exe = compile(dir.path(), "gcc", "daemonizing", DAEMONIZING, &["-static"]);
+    let started = std::time::Instant::now();
+    let ran = logtap(&["run", "--", exe.to_str().unwrap()], "");
+    let took = started.elapsed();
+    assert_eq!(ran.status.code(), Some(0), "{}", ran.stderr);
+    assert!(took < Duration::from_secs(15), "logtap run took {took:?}");
+    assert_eq!(messages(&ran.records), of("stdout", &["parent line"]));
+}
