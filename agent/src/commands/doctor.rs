@@ -1,7 +1,7 @@
 //! `logtap doctor -- CMD`: can CMD be tapped, and if not, why — before a user finds out from
 //! missing logs.
 //!
-//! CMD is found like `execvp` finds it and followed through `#!` lines ([`super::elf`]); the
+//! CMD is found like `execvp` finds it and followed through `#!` lines ([`super::program`]); the
 //! program that really runs is judged:
 //!
 //! | program | verdict | exit |
@@ -25,8 +25,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::elf::{self, Elf, Loader, Resolved};
+use super::elf::{self, Elf, Loader};
 use super::preload::{find_musl_preload, find_preload};
+use super::program::{self, Resolved};
 use crate::config::cli::DoctorArgs;
 
 /// What `doctor` concludes about one program.
@@ -134,7 +135,7 @@ pub fn judge(program: &Resolved, library: &Elf, musl_installed: bool, root: &Pat
         return Verdict::Static;
     };
     let needs = library.glibc_needed.unwrap_or((2, 0));
-    match elf::find_libc(root, interpreter, elf.class64)
+    match program::find_libc(root, interpreter, elf.class64)
         .and_then(|p| Elf::read(&p).ok())
         .and_then(|libc| libc.glibc_defined)
     {
@@ -185,7 +186,7 @@ pub enum DoctorError {
 fn doctor(args: &DoctorArgs) -> Result<(Resolved, Verdict), DoctorError> {
     let cmd: &OsString = args.command.first().ok_or(DoctorError::NoCommand)?;
     let root = args.root.as_deref().unwrap_or(Path::new("/"));
-    let resolved = elf::resolve_under(cmd, root)?;
+    let resolved = program::resolve_under(cmd, root)?;
     let library_path: PathBuf = find_preload(args.preload.as_deref())?;
     let library = Elf::read(&library_path)?;
     let musl = find_musl_preload(args.preload_musl.as_deref(), &library_path).is_ok();
@@ -199,7 +200,7 @@ mod tests {
 
     #[test]
     fn versions_and_architectures_are_compared() {
-        let sh = elf::resolve(std::ffi::OsStr::new("/bin/sh")).unwrap();
+        let sh = program::resolve(std::ffi::OsStr::new("/bin/sh")).unwrap();
         let lib = Elf {
             glibc_needed: Some((2, 2)),
             ..sh.elf.clone()

@@ -6,8 +6,9 @@
 //! - [`install`] — `logtap install --to DIR`: the init-container step (both libraries, the `$LIB`
 //!   layout).
 //! - [`doctor`] — `logtap doctor -- CMD`: can CMD be tapped, and if not, why.
-//! - [`elf`] — what the loader will do with a program (static, musl, glibc versions, setuid),
-//!   for `doctor` and `run`.
+//! - [`program`] — which program runs for a command (PATH, `#!` scripts, an image's root) and its
+//!   `libc.so.6`; [`elf`] — what the loader will do with it (static, musl, glibc versions), for
+//!   `doctor` and `run`.
 //! - [`pipe_capture`] — `logtap run` of a static CMD: its stdout/stderr through pipes.
 //! - [`preload`] — where `liblogtap.so` and `liblogtap-musl.so` are, and the `$LIB` layout
 //!   (shared by `run` and `install`).
@@ -20,4 +21,5 @@ pub mod elf;
 pub mod install;
 pub mod pipe_capture;
 pub mod preload;
+pub mod program;
 pub mod run;

@@ -31,11 +31,12 @@ use std::time::Duration;
 
 use logtap_protocol::tap::Stream;
 
-use super::elf::{self, Loader};
+use super::elf::Loader;
 use super::pipe_capture::Capture;
 use super::preload::{
     MUSL_DIR, PreloadNotFound, find_musl_preload, find_preload, glibc_dirs, layout_preload,
 };
+use super::program;
 use crate::agent::{Agent, StartError};
 use crate::config::{Config, SocketMode};
 use crate::shutdown::{StopSignal, StopSignals};
@@ -132,7 +133,7 @@ pub async fn run(mut config: Config, command: Vec<OsString>) -> Result<u8, RunEr
         .unwrap_or_default();
     let program = command.first().map_or(OsStr::new(""), |c| c);
     // Not found or not a program: the spawn below says so, as it always has.
-    let loader = elf::resolve(program).ok().map(|r| r.elf.loader);
+    let loader = program::resolve(program).ok().map(|r| r.elf.loader);
     let piped = loader == Some(Loader::Static);
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(&command[1..]);
