@@ -74,8 +74,18 @@ struct Ran {
 
 /// Runs `logtap <args>` with `stdin` on its standard input; bounded to 60 s.
 fn logtap(args: &[&str], stdin: &str) -> Ran {
+    logtap_with(args, stdin, &[])
+}
+
+/// [`logtap`] with no input and extra environment variables.
+fn logtap_env(args: &[&str], env: &[(&str, &str)]) -> Ran {
+    logtap_with(args, "", env)
+}
+
+fn logtap_with(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Ran {
     let mut child = Command::new(artifacts::logtap_bin())
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -193,7 +203,15 @@ fn a_static_program_killed_by_sigterm_gives_143_and_its_records() {
         STATIC_PROGRAM,
         &["-static"],
     );
-    let ran = logtap(&["run", "--", exe.to_str().unwrap(), "TERM"], "");
+    let ran = logtap_env(
+        &["run", "--", exe.to_str().unwrap(), "TERM"],
+        &[("LLT_TAP_FILE", "/tmp/whatever.log")],
+    );
+    assert!(
+        ran.stderr.contains("LLT_TAP_FILE is ignored for"),
+        "{}",
+        ran.stderr
+    );
     assert_eq!(ran.status.code(), Some(128 + 15), "death by SIGTERM → 143");
     let (out, err): (Vec<_>, Vec<_>) = messages(&ran.records)
         .into_iter()

@@ -142,6 +142,9 @@ pub async fn run(mut config: Config, command: Vec<OsString>) -> Result<u8, RunEr
             "logtap: {name} is statically linked: capturing stdout/stderr through pipes (no tap \
              files, time of read)"
         );
+        if std::env::var_os("LLT_TAP_FILE").is_some_and(|v| !v.is_empty()) {
+            eprintln!("logtap: LLT_TAP_FILE is ignored for {name}: tap files need the library");
+        }
         cmd.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
     } else {
