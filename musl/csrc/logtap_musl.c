@@ -1440,6 +1440,42 @@ static void in_child(void)
         atomic_store(&file_announced[i], 0);
 }
 
+/* LLT_TAP_CHILDREN=false: programs this one execs do not load the library — it leaves
+ * LD_PRELOAD (every entry with its file name), as liblogtap.so does (config::preload_without). */
+static void remove_self_from_preload(void)
+{
+    Dl_info info;
+    const char *list = getenv("LD_PRELOAD");
+    if (!list || !dladdr((const void *)remove_self_from_preload, &info) || !info.dli_fname)
+        return;
+    const char *mine = strrchr(info.dli_fname, '/');
+    mine = mine ? mine + 1 : info.dli_fname;
+    char out[MAX_VALUE];
+    size_t at = 0;
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ": ");
+        const char *base = p;
+        for (size_t i = 0; i < n; i++)
+            if (p[i] == '/')
+                base = p + i + 1;
+        size_t bn = n - (size_t)(base - p);
+        if (n > 0 && !(bn == strlen(mine) && strncmp(base, mine, bn) == 0)) {
+            if (at + n + 2 > sizeof out)
+                return; /* too long to rewrite: leave it */
+            if (at)
+                out[at++] = ':';
+            memcpy(out + at, p, n);
+            at += n;
+        }
+        p += n;
+        while (*p == ':' || *p == ' ')
+            p++;
+    }
+    out[at] = 0;
+    setenv("LD_PRELOAD", out, 1);
+    debug_line("LLT_TAP_CHILDREN=false: LD_PRELOAD for children is now \"%s\"", out);
+}
+
 __attribute__((constructor)) static void logtap_musl_init(void)
 {
     int saved = errno;
@@ -1452,6 +1488,10 @@ __attribute__((constructor)) static void logtap_musl_init(void)
         return;
     }
     pthread_atfork(NULL, NULL, in_child);
+    bool tap_children = true;
+    flag("LLT_TAP_CHILDREN", &tap_children);
+    if (!tap_children)
+        remove_self_from_preload();
     init_streams();
     bool python_unbuffered = true;
     flag("LLT_PYTHONUNBUFFERED", &python_unbuffered);

@@ -442,6 +442,36 @@ fn a_forked_and_execed_musl_child_is_tapped_as_its_own_process() {
 }
 
 #[test]
+fn with_tap_children_off_an_execed_child_is_not_tapped() {
+    let agent = Agent::start("musl-no-children", &["--flush-interval", "100ms"]);
+    let app = build_app(agent.dir.path());
+    let child_src = agent.dir.path().join("child.c");
+    std::fs::write(&child_src, CHILD).unwrap();
+    let child_exe = artifacts::musl_cc(&child_src, &agent.dir.path().join("child"), &[]);
+    let out = run_bounded(tapped(
+        &app,
+        &socket_target(&agent),
+        &["forkexec", child_exe.to_str().unwrap()],
+        &[("LLT_TAP_CHILDREN", "false")],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("child says hi via printf"),
+        "{out:?}"
+    );
+    wait_until(&agent, Duration::from_secs(20), "the parent's lines", |r| {
+        r.len() >= 2
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, records) = agent.terminate();
+    assert_eq!(
+        messages(&records, "stdout"),
+        ["parent before fork", "parent after child 5"],
+        "only the parent is tapped"
+    );
+}
+
+#[test]
 fn a_pipe_on_fd_1_is_not_the_tapped_stdout_and_is_never_suppressed() {
     let agent = Agent::start("musl-subst", &["--flush-interval", "100ms"]);
     let app = build_app(agent.dir.path());
