@@ -53,6 +53,9 @@ pub struct Agent {
     pub tap: TapInput,
     /// `--forward-listen`, when set.
     pub forward_in: Option<ForwardInput>,
+    /// The pipeline's handle for inputs inside this process (`logtap run`'s pipe capture of a
+    /// static program); dropped by [`Agent::drain`] before it waits for the batch stage.
+    ingest: pipeline::Ingest,
     batch: JoinHandle<()>,
     outputs: OutputSet,
     buffer: Arc<MemoryBuffer>,
@@ -127,7 +130,7 @@ impl Agent {
             },
             settings,
             enricher,
-            ingest,
+            ingest.clone(),
         )?;
         health.set_ready(true);
         // Lives as long as the runtime: losses are logged at most once per interval.
@@ -135,12 +138,19 @@ impl Agent {
         Ok(Agent {
             tap,
             forward_in,
+            ingest,
             batch,
             outputs,
             buffer,
             health,
             http,
         })
+    }
+
+    /// A handle on the pipeline for an input inside this process; drop it before [`Agent::drain`]
+    /// can finish (the batch stage ends when its last handle is gone).
+    pub fn ingest(&self) -> pipeline::Ingest {
+        self.ingest.clone()
     }
 
     /// The HTTP endpoint's address, if it runs.
@@ -161,6 +171,7 @@ impl Agent {
             // Its clients' pipeline handles must go before the batch stage can end.
             let _ = timeout_at(deadline, f.stop()).await;
         }
+        drop(self.ingest);
         let batch_done = timeout_at(deadline, self.batch).await.is_ok();
         if !(tap_done && batch_done) {
             // Stages are stuck behind a full buffer: free them so they can end.

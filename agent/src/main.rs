@@ -22,12 +22,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => check::main(args),
+        Command::Doctor(args) => logtap_agent::commands::doctor::main(args),
         Command::Cat(args) => logtap_agent::commands::cat::main(args),
         Command::Install(args) => match install::install(&args) {
-            Ok(files) => {
-                for f in files {
+            Ok(done) => {
+                for f in &done.files {
                     println!("installed {}", f.display());
                 }
+                if let Some(e) = &done.musl_missing {
+                    eprintln!(
+                        "logtap install: {e}. Installed the glibc library only: musl programs \
+                         (Alpine images) will run untapped, unharmed"
+                    );
+                }
+                // Single quotes: `$LIB` is for the dynamic loader, not for a shell.
+                println!("LD_PRELOAD='{}'", done.preload.display());
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e, 1),

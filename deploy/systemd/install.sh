@@ -2,7 +2,7 @@
 # Installs the logtap agent as a systemd service on this machine (a VM or bare-metal host) and
 # starts it.
 #
-#   cargo build --release --locked -p logtap-agent -p logtap-interceptor
+#   cargo build --release --locked -p logtap-agent -p logtap-interceptor -p logtap-musl
 #   sudo deploy/systemd/install.sh [target/release]
 #
 # Idempotent: re-running it upgrades the binary and the library and keeps an existing
@@ -54,7 +54,10 @@ install_atomic() { # MODE SRC DEST
 install -d -m 0755 "$root/usr/local/bin" "$root/usr/local/lib/logtap" "$root/etc/logtap" \
   "$root/usr/lib/sysusers.d" "$root/etc/systemd/system"
 install_atomic 0755 "$build/logtap" "$root/usr/local/bin/logtap"
-install_atomic 0755 "$build/liblogtap.so" "$root/usr/local/lib/logtap/liblogtap.so"
+# The libraries and the $LIB links (tap-existing-service.conf's one LD_PRELOAD for glibc and musl
+# services), by the binary just installed; liblogtap-musl.so too when the build made it (musl-tools).
+"$root/usr/local/bin/logtap" install --library-only --preload "$build/liblogtap.so" \
+  --to "$root/usr/local/lib/logtap" >/dev/null
 
 install -m 0644 "$here/logtap.sysusers.conf" "$root/usr/lib/sysusers.d/logtap.conf"
 systemd-sysusers ${root:+"--root=$root"} "$root/usr/lib/sysusers.d/logtap.conf"

@@ -107,3 +107,50 @@ pub const PORT_ATTEMPTS: usize = 10;
 pub fn says_address_in_use(text: &str) -> bool {
     text.contains("Address already in use") || text.contains("(98:")
 }
+
+/// Path of the real `liblogtap-musl.so` (built by the workspace when `musl-gcc` is installed);
+/// panics with the install hint when it was not built.
+pub fn musl_library() -> PathBuf {
+    let path = profile_dir().join(logtap_musl::LIBRARY_FILE);
+    assert!(
+        path.exists(),
+        "{} (looked for {})",
+        logtap_musl::NOT_BUILT,
+        path.display()
+    );
+    path
+}
+
+/// Path of `musl-gcc` (Debian's `musl-tools`); panics with the install hint when it is missing.
+pub fn musl_gcc() -> PathBuf {
+    let found = std::env::var_os("MUSL_GCC")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|d| d.join("musl-gcc"))
+                .find(|p| p.is_file())
+        });
+    found.unwrap_or_else(|| {
+        panic!("musl-gcc not found: install musl-tools (apt-get install musl musl-tools)")
+    })
+}
+
+/// Compiles the C program `src` into `exe` with `musl-gcc <flags>` (a dynamically linked musl
+/// program, run by `/lib/ld-musl-x86_64.so.1`); panics with the compiler's messages on failure.
+pub fn musl_cc(src: &Path, exe: &Path, flags: &[&str]) -> PathBuf {
+    let out = std::process::Command::new(musl_gcc())
+        .args(flags)
+        .arg("-o")
+        .arg(exe)
+        .arg(src)
+        .output()
+        .expect("run musl-gcc");
+    assert!(
+        out.status.success(),
+        "musl-gcc {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe.to_path_buf()
+}

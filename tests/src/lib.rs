@@ -1,7 +1,7 @@
 //! Helpers shared by the end-to-end tests in `tests/tests/`.
 //!
 //! # Layout
-//! - [`artifacts`] — where the real `liblogtap.so` and `logtap` binary are (built by
+//! - [`artifacts`] — where the real `liblogtap.so`, `liblogtap-musl.so` and `logtap` binary are (built by
 //!   `cargo build --workspace`, which the README's test command runs first).
 //! - [`tap_receiver`] — a test receiver of Contract 2 built from `protocol::tap` and
 //!   `protocol::ring`: listens on a `SOCK_SEQPACKET` socket, maps each peer's ring, collects

@@ -99,11 +99,23 @@ fn install_copies_library_and_binary_atomically() {
         std::fs::read(to.join("liblogtap.so")).unwrap(),
         std::fs::read(artifacts::liblogtap()).unwrap()
     );
-    assert_eq!(
-        std::fs::read_dir(&to).unwrap().count(),
-        2,
-        "no temporary files left"
-    );
+    // The files, the `$LIB` link directories (lib/, lib64/, and `$LIB/` when the musl library
+    // is built), and no temporary file left anywhere.
+    let mut names: Vec<String> = std::fs::read_dir(&to)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !matches!(n.as_str(), "liblogtap-musl.so" | "$LIB"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["lib", "lib64", "liblogtap.so", "logtap"]);
+    for sub in ["lib", "lib64", "lib/x86_64-linux-gnu"] {
+        let names: Vec<_> = std::fs::read_dir(to.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "x86_64-linux-gnu")
+            .collect();
+        assert_eq!(names, ["liblogtap.so"], "{sub}: no temporary files left");
+    }
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {

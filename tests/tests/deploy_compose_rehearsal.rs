@@ -75,7 +75,9 @@ fn environment(service: &Value, map: &PathMap) -> Vec<(String, String)> {
         .map(|(k, v)| {
             (
                 k.clone(),
-                map.rewrite(v.as_str().unwrap_or_else(|| panic!("{k}: quote the value"))),
+                // `$$` is Compose's escape for a literal `$` (LD_PRELOAD's `$LIB`).
+                map.rewrite(v.as_str().unwrap_or_else(|| panic!("{k}: quote the value")))
+                    .replace("$$", "$"),
             )
         })
         .collect()

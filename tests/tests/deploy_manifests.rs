@@ -158,11 +158,57 @@ fn every_app_talks_to_the_socket_its_agent_listens_on() {
     let app = containers(pod_spec(find_object(&app, "Deployment", "clock-node")).unwrap())[0];
     assert_eq!(
         env_value(app, "LD_PRELOAD"),
-        Some("/var/lib/logtap/lib/liblogtap.so")
+        Some("/var/lib/logtap/lib/$LIB/liblogtap.so")
     );
     assert_eq!(
         env_value(app, "LLT_TARGET"),
         Some("socket:/run/logtap/logtap.sock")
+    );
+}
+
+/// Every app preloads through the `$LIB` layout `logtap install` makes (glibc's library for a
+/// glibc process, musl's for a musl one), under the directory its install step writes; the
+/// sidecar example has an Alpine app.
+#[test]
+fn every_app_preloads_by_its_own_libc_and_an_alpine_app_is_shown() {
+    let mut apps = 0;
+    for manifest in [
+        "deploy/kubernetes/sidecar.yaml",
+        "deploy/kubernetes/sidecar-classic.yaml",
+        "deploy/kubernetes/tap-file.yaml",
+    ] {
+        for doc in yaml_documents(&repo_file(manifest)) {
+            let Some(spec) = pod_spec(&doc) else { continue };
+            let all: Vec<&Value> = spec["initContainers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(containers(spec))
+                .collect();
+            let to = all
+                .iter()
+                .map(|c| strings(&c["args"]))
+                .find(|a| a.first().is_some_and(|a| a == "install"))
+                .map(|a| a[a.iter().position(|x| x == "--to").unwrap() + 1].clone())
+                .unwrap_or_else(|| panic!("{manifest}: no install step"));
+            for c in containers(spec) {
+                if let Some(preload) = env_value(c, "LD_PRELOAD") {
+                    assert_eq!(preload, format!("{to}/$LIB/liblogtap.so"), "{manifest}");
+                    apps += 1;
+                }
+            }
+        }
+    }
+    assert!(apps >= 4, "{apps}");
+    let docs = yaml_documents(&repo_file("deploy/kubernetes/sidecar.yaml"));
+    let alpine = containers(pod_spec(find_object(&docs, "Deployment", "redis-alpine")).unwrap())
+        .into_iter()
+        .find(|c| c["name"] == "app")
+        .unwrap();
+    assert!(alpine["image"].as_str().unwrap().contains("alpine"));
+    assert_eq!(
+        env_value(alpine, "LD_PRELOAD"),
+        Some("/logtap/$LIB/liblogtap.so")
     );
 }
 
@@ -421,7 +467,8 @@ fn the_compose_file_refers_to_what_exists() {
             Some(format!("socket:{socket}").as_str()),
             "{app}"
         );
-        assert_eq!(env["LD_PRELOAD"], "/logtap/liblogtap.so", "{app}");
+        // `$$`: Compose's escape for the `$LIB` the loader expands.
+        assert_eq!(env["LD_PRELOAD"], "/logtap/$$LIB/liblogtap.so", "{app}");
         assert_eq!(
             services[app]["profiles"], services[agent]["profiles"],
             "{app} and {agent} run together"

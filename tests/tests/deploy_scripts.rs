@@ -613,6 +613,19 @@ fn install_on_a_fresh_host_starts_the_agent_although_the_example_servers_do_not_
     ] {
         assert_eq!(mode(&root.join(path)), want, "{path}\n{context}");
     }
+    // The drop-in's LD_PRELOAD, as glibc expands its `$LIB`, is the installed library.
+    let dropin =
+        std::fs::read_to_string(repo_file("deploy/systemd/tap-existing-service.conf")).unwrap();
+    let preload = dropin
+        .lines()
+        .find_map(|l| l.strip_prefix("Environment=LD_PRELOAD="))
+        .expect("the drop-in sets LD_PRELOAD");
+    let glibc = preload.replace("$LIB", &format!("lib/{}-linux-gnu", std::env::consts::ARCH));
+    assert_eq!(
+        std::fs::read(root.join(glibc.trim_start_matches('/'))).unwrap(),
+        std::fs::read(liblogtap()).unwrap(),
+        "{preload}\n{context}"
+    );
     assert_eq!(
         std::fs::read(root.join("etc/logtap/logtap.toml")).unwrap(),
         std::fs::read(repo_file("deploy/config/vm.toml")).unwrap()

@@ -7,6 +7,9 @@
 //! Then, unless `--offline`, each forward server is probed as the forward output would reach it:
 //! DNS, TCP connect, TLS (certificate verified), and the `shared_key` handshake when one is set.
 //! One line per server on stderr; exit 1 when any server fails.
+//!
+//! The programs are not judged here: `logtap doctor -- CMD` ([`super::doctor`]) says whether one
+//! can be tapped, and the valid-configuration line points there.
 
 use std::process::ExitCode;
 
@@ -25,7 +28,10 @@ pub fn main(args: CheckArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
             print!("{}", config.to_redacted_toml());
-            eprintln!("logtap check: configuration is valid");
+            eprintln!(
+                "logtap check: configuration is valid (whether a program can be tapped: \
+                 logtap doctor -- CMD)"
+            );
             if args.offline.unwrap_or(false) || config.forward.is_empty() {
                 return ExitCode::SUCCESS;
             }

@@ -1,9 +1,27 @@
 //! `logtap install --to DIR`: the init-container step.
 //!
-//! Copies `liblogtap.so` (from beside the binary, or `--preload`) and the `logtap` binary itself
-//! into DIR — typically an `emptyDir` volume shared with the app container, which then sets
-//! `LD_PRELOAD=DIR/liblogtap.so`. Each file is written under a temporary name, synced, given
-//! mode 0755 and renamed into place, so a reader never sees a half-written library.
+//! Copies `liblogtap.so` (from beside the binary, or `--preload`), `liblogtap-musl.so` (beside
+//! it, or `--preload-musl`) and the `logtap` binary itself into DIR — typically an `emptyDir`
+//! volume shared with the app container — and lays out one `LD_PRELOAD` value for both C
+//! libraries, `LD_PRELOAD='DIR/$LIB/liblogtap.so'` (quoted: nothing may expand it):
+//!
+//! ```text
+//! DIR/liblogtap.so, DIR/liblogtap-musl.so       the libraries
+//! DIR/lib/x86_64-linux-gnu/liblogtap.so         → ../../liblogtap.so  (glibc's $LIB, Debian)
+//! DIR/lib64/liblogtap.so                        → ../liblogtap.so     (glibc's $LIB, RHEL)
+//! DIR/lib/liblogtap.so                          → ../liblogtap.so     (glibc's $LIB, others)
+//! DIR/$LIB/liblogtap.so                         → ../liblogtap-musl.so (musl: no expansion)
+//! ```
+//!
+//! glibc expands `$LIB` to its library directory; musl does not and opens the directory
+//! literally named `$LIB`. So every process, Alpine or Debian, even a musl program started by a
+//! glibc shell, loads its own library, with no per-image choice. Without the musl library the
+//! `$LIB` directory is absent and musl skips the missing path: an Alpine app runs untapped but
+//! runs (preloading the glibc library into it would stop it at start, exit 127). install says so
+//! on stderr and still succeeds. The links are relative, so the app may mount DIR anywhere.
+//!
+//! Each file is written under a temporary name, synced, given mode 0755 and renamed into place,
+//! so a reader never sees a half-written library.
 //!
 //! In the manifests the app needs the library only (`--library-only`): the agent runs from its
 //! own image. DIR must be on a filesystem that allows execution: the dynamic linker cannot map a
@@ -15,7 +33,10 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::preload::{PreloadNotFound, find_preload};
+use super::preload::{
+    MUSL_DIR, MUSL_LIBRARY, MuslNotFound, PreloadNotFound, find_musl_preload, find_preload,
+    glibc_dirs, layout_preload,
+};
 use crate::config::cli::InstallArgs;
 
 /// Why the installation failed.
@@ -42,10 +63,29 @@ pub enum InstallError {
     },
 }
 
-/// Copies the files; returns the installed paths.
-pub fn install(args: &InstallArgs) -> Result<Vec<PathBuf>, InstallError> {
+/// What [`install`] did.
+#[derive(Debug)]
+pub struct Installed {
+    /// The files and links written.
+    pub files: Vec<PathBuf>,
+    /// The `LD_PRELOAD` value for the app: `DIR/$LIB/liblogtap.so`.
+    pub preload: PathBuf,
+    /// Why `liblogtap-musl.so` was not installed (musl programs then run untapped).
+    pub musl_missing: Option<MuslNotFound>,
+}
+
+/// Copies the files and lays out the `$LIB` links.
+pub fn install(args: &InstallArgs) -> Result<Installed, InstallError> {
     let library = find_preload(args.preload.as_deref())?;
+    let musl = find_musl_preload(args.preload_musl.as_deref(), &library);
     let mut files = vec![(library, "liblogtap.so")];
+    let musl_missing = match musl {
+        Ok(path) => {
+            files.push((path, MUSL_LIBRARY));
+            None
+        }
+        Err(e) => Some(e),
+    };
     if !args.library_only {
         files.push((
             std::env::current_exe().map_err(InstallError::Exe)?,
@@ -71,7 +111,43 @@ pub fn install(args: &InstallArgs) -> Result<Vec<PathBuf>, InstallError> {
         })?;
         installed.push(dst);
     }
-    Ok(installed)
+    let mut links: Vec<(String, &str)> = glibc_dirs()
+        .into_iter()
+        .map(|d| (d, "liblogtap.so"))
+        .collect();
+    if musl_missing.is_none() {
+        links.push((MUSL_DIR.to_owned(), MUSL_LIBRARY));
+    }
+    for (sub, target) in links {
+        let link =
+            link_atomically(&args.to, &sub, target).map_err(|source| InstallError::Copy {
+                what: format!("the link {sub}/liblogtap.so"),
+                dir: args.to.clone(),
+                source,
+            })?;
+        installed.push(link);
+    }
+    Ok(Installed {
+        files: installed,
+        preload: layout_preload(&args.to),
+        musl_missing,
+    })
+}
+
+/// `dir/sub/liblogtap.so` → `../…/target` (relative: valid wherever `dir` is mounted).
+fn link_atomically(dir: &Path, sub: &str, target: &str) -> io::Result<PathBuf> {
+    let parent = dir.join(sub);
+    fs::create_dir_all(&parent)?;
+    let up = "../".repeat(Path::new(sub).components().count());
+    let link = parent.join("liblogtap.so");
+    let tmp = parent.join(format!(".liblogtap.so.tmp-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("{up}{target}"), &tmp)?;
+    if let Err(e) = fs::rename(&tmp, &link) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(link)
 }
 
 fn copy_atomically(src: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
@@ -120,6 +196,22 @@ mod tests {
             1,
             "no temporary file left"
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn links_are_relative_and_replaced() {
+        let dir = std::env::temp_dir().join(format!("logtap-install-links-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("liblogtap.so"), b"glibc").unwrap();
+        let link = link_atomically(&dir, "lib/x86_64-linux-gnu", "liblogtap.so").unwrap();
+        link_atomically(&dir, "lib/x86_64-linux-gnu", "liblogtap.so").unwrap();
+        assert_eq!(
+            fs::read_link(&link).unwrap(),
+            Path::new("../../liblogtap.so")
+        );
+        assert_eq!(fs::read(&link).unwrap(), b"glibc");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

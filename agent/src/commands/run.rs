@@ -1,10 +1,19 @@
 //! `logtap run [OPTIONS] -- CMD [ARGS…]`: tap one command with an embedded agent.
 //!
 //! 1. An agent starts on a private socket in a fresh temporary directory (mode 0700).
-//! 2. CMD starts with `LD_PRELOAD=<liblogtap.so>` (beside the `logtap` binary, or `--preload`)
-//!    and `LLT_TARGET=socket:<that socket>`, `LLT_TAP_INTO=3` (stdout and stderr). The agent
-//!    already listens: each process connects at its first tapped write. The user's own `LLT_*`
-//!    variables pass through and win, except `LLT_TARGET`, which must be ours.
+//! 2. CMD starts with `LD_PRELOAD=<dir>/$LIB/liblogtap.so` and `LLT_TARGET=socket:<that
+//!    socket>`, `LLT_TAP_INTO=3` (stdout and stderr). `<dir>` (in the private directory) links
+//!    glibc's `$LIB` expansions to `liblogtap.so` (beside the `logtap` binary, or `--preload`)
+//!    and a directory literally named `$LIB` to `liblogtap-musl.so` beside it, so every process
+//!    of the tree, glibc or musl, loads its own library (see [`super::preload::layout_preload`]);
+//!    without the musl library a musl process runs untapped (said on stderr when CMD is one). The
+//!    agent already listens: each process connects at its first tapped write. The user's own
+//!    `LLT_*` variables pass through and win, except `LLT_TARGET`, which must be ours.
+//!
+//!    A statically linked CMD (no `PT_INTERP`: no loader, so no preload) runs with its stdout
+//!    and stderr on pipes this process reads instead ([`super::pipe_capture`]): the same records,
+//!    but no tap files and the time of read, said once on stderr. A static program started later
+//!    by a tapped dynamic parent is not captured.
 //! 3. SIGINT and SIGTERM are passed on to CMD (except a SIGINT while stdin is a terminal: Ctrl-C
 //!    reaches CMD by itself, through the shared process group); we keep running until it exits.
 //! 4. After CMD exits we wait briefly for its (and its children's) connections to close, drain
@@ -20,7 +29,14 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::preload::{PreloadNotFound, find_preload};
+use logtap_protocol::tap::Stream;
+
+use super::elf::Loader;
+use super::pipe_capture::Capture;
+use super::preload::{
+    MUSL_DIR, PreloadNotFound, find_musl_preload, find_preload, glibc_dirs, layout_preload,
+};
+use super::program;
 use crate::agent::{Agent, StartError};
 use crate::config::{Config, SocketMode};
 use crate::shutdown::{StopSignal, StopSignals};
@@ -38,8 +54,15 @@ pub enum RunError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot lay out the preload libraries in {dir}: {source}")]
+    Layout {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Start(#[from] StartError),
+    #[error(transparent)]
+    Multiline(#[from] crate::pipeline::multiline::MultilineError),
     #[error("cannot start `{command}`: {source}")]
     Spawn {
         command: String,
@@ -94,7 +117,9 @@ impl Drop for PrivateDir {
 /// Runs `command` tapped; returns the exit code to exit with.
 pub async fn run(mut config: Config, command: Vec<OsString>) -> Result<u8, RunError> {
     let preload = find_preload(config.preload.as_deref())?;
+    let musl = find_musl_preload(None, &preload).ok();
     let dir = PrivateDir::create()?;
+    let ld_preload = lay_out(&dir.0.join("preload"), &preload, musl.as_deref())?;
     config.socket = dir.0.join("tap.sock");
     config.socket_mode = SocketMode(0o600);
     let mut signals = StopSignals::new().map_err(RunError::Signals)?;
@@ -106,10 +131,33 @@ pub async fn run(mut config: Config, command: Vec<OsString>) -> Result<u8, RunEr
         .first()
         .map(|c| c.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut cmd = tokio::process::Command::new(command.first().map_or(OsStr::new(""), |c| c));
+    let program = command.first().map_or(OsStr::new(""), |c| c);
+    // Not found or not a program: the spawn below says so, as it always has.
+    let loader = program::resolve(program).ok().map(|r| r.elf.loader);
+    let piped = loader == Some(Loader::Static);
+    let mut cmd = tokio::process::Command::new(program);
     cmd.args(&command[1..]);
-    for (key, value) in child_env(&preload, &config.socket) {
-        cmd.env(key, value);
+    if piped {
+        eprintln!(
+            "logtap: {name} is statically linked: capturing stdout/stderr through pipes (no tap \
+             files, time of read)"
+        );
+        if std::env::var_os("LLT_TAP_FILE").is_some_and(|v| !v.is_empty()) {
+            eprintln!("logtap: LLT_TAP_FILE is ignored for {name}: tap files need the library");
+        }
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+    } else {
+        if matches!(loader, Some(Loader::Musl(_))) && musl.is_none() {
+            eprintln!(
+                "logtap: {name} is a musl program and liblogtap-musl.so is not installed beside \
+                 {}: it runs untapped (install musl-tools and rebuild)",
+                preload.display()
+            );
+        }
+        for (key, value) in child_env(&ld_preload, &config.socket) {
+            cmd.env(key, value);
+        }
     }
     let mut child = match cmd.spawn() {
         Ok(child) => child,
@@ -122,7 +170,13 @@ pub async fn run(mut config: Config, command: Vec<OsString>) -> Result<u8, RunEr
         }
     };
     let pid = child.id();
-    tracing::debug!(command = %name, pid, "started");
+    tracing::debug!(command = %name, pid, piped, "started");
+    let mut readers = Vec::new();
+    if let (Some(id), Some(out), Some(err)) = (pid, child.stdout.take(), child.stderr.take()) {
+        let capture = Capture::new(&config, agent.ingest(), id, program)?;
+        readers.push(capture.spawn(out, tokio::io::stdout(), Stream::Stdout));
+        readers.push(capture.spawn(err, tokio::io::stderr(), Stream::Stderr));
+    }
     // Ctrl-C on a terminal already reaches CMD (it shares our foreground process group);
     // passing that SIGINT on as well would deliver it twice.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdin());
@@ -150,6 +204,17 @@ pub async fn run(mut config: Config, command: Vec<OsString>) -> Result<u8, RunEr
             });
         }
     };
+    // The pipes end when CMD and every child still holding them have exited; a daemon keeping
+    // them open is given up after the same wait as tapped peers.
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_PEERS;
+    for mut reader in readers {
+        if tokio::time::timeout_at(deadline, &mut reader)
+            .await
+            .is_err()
+        {
+            reader.abort();
+        }
+    }
     agent.tap.wait_idle(WAIT_FOR_PEERS).await;
     agent.drain(config.grace.0).await;
     drop(dir);
@@ -157,6 +222,24 @@ pub async fn run(mut config: Config, command: Vec<OsString>) -> Result<u8, RunEr
         eprintln!("{line}");
     }
     Ok(exit_code(status))
+}
+
+/// Links the libraries into the `$LIB` layout under `root`; returns the `LD_PRELOAD` value.
+fn lay_out(root: &Path, glibc: &Path, musl: Option<&Path>) -> Result<PathBuf, RunError> {
+    let fail = |source| RunError::Layout {
+        dir: root.to_owned(),
+        source,
+    };
+    let mut links: Vec<(String, &Path)> = glibc_dirs().into_iter().map(|d| (d, glibc)).collect();
+    if let Some(musl) = musl {
+        links.push((MUSL_DIR.to_owned(), musl));
+    }
+    for (sub, target) in links {
+        let dir = root.join(sub);
+        std::fs::create_dir_all(&dir).map_err(fail)?;
+        std::os::unix::fs::symlink(target, dir.join("liblogtap.so")).map_err(fail)?;
+    }
+    Ok(layout_preload(root))
 }
 
 /// The variables that make CMD tapped. The user's `LLT_*` settings win, except `LLT_TARGET`.

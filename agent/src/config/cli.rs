@@ -4,7 +4,8 @@
 //! logtap run   [OPTIONS] -- CMD [ARGS…]   tap CMD with an embedded agent (default output stdout)
 //! logtap agent [OPTIONS]                   the daemon: tap socket, outputs, HTTP metrics
 //! logtap check [OPTIONS]                   validate the configuration, print it redacted
-//! logtap install --to DIR                  copy liblogtap.so and logtap into DIR
+//! logtap install --to DIR                  copy liblogtap.so, liblogtap-musl.so and logtap into DIR
+//! logtap doctor -- CMD [ARGS…]             say whether CMD can be tapped, and why not
 //! ```
 //! The options of `run`, `agent` and `check` are [`Options`]: each is also a `LOGTAP_<NAME>`
 //! variable and a TOML key of the same name.
@@ -34,8 +35,12 @@ pub enum Command {
     Agent(AgentArgs),
     /// Validate the configuration and print it with secrets redacted.
     Check(CheckArgs),
-    /// Copy liblogtap.so (and logtap) into a directory: the init-container step.
+    /// Copy liblogtap.so, liblogtap-musl.so (and logtap) into a directory: the init-container step.
     Install(InstallArgs),
+    /// Say whether CMD can be tapped by LD_PRELOAD, and why not (static, musl, setuid, old glibc).
+    ///
+    /// Exit 0: tappable; 1: not tappable; 2: cannot tell (not found, not a program, …).
+    Doctor(DoctorArgs),
     /// Send standard input lines as forward events and wait for their acks (like fluent-cat).
     Cat(CatArgs),
 }
@@ -82,9 +87,34 @@ pub struct InstallArgs {
     /// liblogtap.so to copy [default: beside the logtap binary].
     #[arg(long, env = "LOGTAP_PRELOAD", value_name = "PATH")]
     pub preload: Option<PathBuf>,
-    /// Copy only liblogtap.so, not the logtap binary (an app container needs the library only).
+    /// liblogtap-musl.so to copy [default: beside liblogtap.so].
+    #[arg(long, env = "LOGTAP_PRELOAD_MUSL", value_name = "PATH")]
+    pub preload_musl: Option<PathBuf>,
+    /// Copy only the libraries, not the logtap binary (an app container needs the libraries only).
     #[arg(long)]
     pub library_only: bool,
+}
+
+/// Options of `logtap doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// liblogtap.so to judge against [default: beside the logtap binary].
+    #[arg(long, env = "LOGTAP_PRELOAD", value_name = "PATH")]
+    pub preload: Option<PathBuf>,
+    /// liblogtap-musl.so [default: beside liblogtap.so].
+    #[arg(long, env = "LOGTAP_PRELOAD_MUSL", value_name = "PATH")]
+    pub preload_musl: Option<PathBuf>,
+    /// Judge CMD inside this directory (an unpacked image) instead of this machine.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The command to judge, after `--` (found in PATH like a shell finds it).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<OsString>,
 }
 
 /// Options of `logtap cat`: the agent's forward options, plus the server and a timeout.

@@ -245,9 +245,21 @@ impl Rehearsal {
             "the init step failed ({status})\n{}",
             install.dump()
         );
+        // The app's LD_PRELOAD names `DIR/$LIB/liblogtap.so`: glibc (the demo app's) expands
+        // `$LIB` to one of these directories, where install must have put the glibc library.
+        let value = plan.library.to_string_lossy();
+        let arch = std::env::consts::ARCH;
+        let glibc: Vec<PathBuf> = [
+            format!("lib/{arch}-linux-gnu"),
+            "lib64".into(),
+            "lib".into(),
+        ]
+        .iter()
+        .map(|dir| PathBuf::from(value.replace("$LIB", dir)))
+        .collect();
         assert!(
-            plan.library.is_file(),
-            "install did not create {}\n{}",
+            value.contains("$LIB") && glibc.iter().all(|p| p.is_file()),
+            "install did not create {} for every glibc $LIB\n{}",
             plan.library.display(),
             install.dump()
         );
