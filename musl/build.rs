@@ -11,7 +11,9 @@
 //! 3. `musl-gcc -shared` links it with `csrc/logtap_musl.c` (the hooks) against musl's libc.
 //!
 //! Without `musl-gcc` nothing is built and nothing is printed (a fresh Debian with Rust only
-//! builds the workspace); `LOGTAP_REQUIRE_MUSL=1` (CI) turns that into an error.
+//! builds the workspace); `LOGTAP_REQUIRE_MUSL=1` (CI) turns that into an error. A failure of
+//! the steps above is an error with `LOGTAP_REQUIRE_MUSL=1`, else a cargo warning (the rest of
+//! the workspace builds; the musl tests then say the library is missing).
 
 use std::env;
 use std::fs;
@@ -42,9 +44,19 @@ fn main() {
     println!("cargo:rerun-if-changed=core");
     println!("cargo:rerun-if-changed=csrc");
     if let Err(e) = build() {
-        // A build error is always fatal: silence is only for a missing musl-gcc.
-        panic!("building liblogtap-musl.so failed: {e}");
+        // CI (LOGTAP_REQUIRE_MUSL=1) fails; elsewhere the rest of the workspace still builds
+        // and cargo shows why this library did not (the tests then say it is missing).
+        if require_musl() {
+            panic!("building liblogtap-musl.so failed: {e}");
+        }
+        for line in format!("liblogtap-musl.so not built: {e}").lines() {
+            println!("cargo:warning={line}");
+        }
     }
+}
+
+fn require_musl() -> bool {
+    env::var("LOGTAP_REQUIRE_MUSL").is_ok_and(|v| v == "1")
 }
 
 fn build() -> Result<(), String> {
@@ -72,7 +84,7 @@ fn build() -> Result<(), String> {
         }
         // Remove a stale product so that nothing runs an old library by mistake.
         let _ = fs::remove_file(&product);
-        if env::var("LOGTAP_REQUIRE_MUSL").is_ok_and(|v| v == "1") {
+        if require_musl() {
             return Err(format!(
                 "{NOT_BUILT} (LOGTAP_REQUIRE_MUSL=1 and no musl-gcc on PATH)"
             ));
@@ -81,6 +93,8 @@ fn build() -> Result<(), String> {
     };
 
     println!("cargo:rerun-if-changed={}", musl_gcc.display());
+    // Until the new library is in place, no old one stays behind to be tested by mistake.
+    let _ = fs::remove_file(&product);
 
     // 1. The core's sources.
     let core = out.join("core");

@@ -212,7 +212,8 @@ impl LltBytes {
 /// Encodes a HELLO payload into `out` (`cap` bytes); returns its length or -1.
 ///
 /// # Safety
-/// Every pointer is valid for the length given with it; `files` holds `nfiles` entries.
+/// Every pointer is valid for the length given with it; `files` holds `nfiles` entries, `meta`
+/// `2 × nmeta` (key, value, key, value…).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn llt_encode_hello(
     out: *mut u8,
@@ -226,6 +227,8 @@ pub unsafe extern "C" fn llt_encode_hello(
     version: LltBytes,
     files: *const LltBytes,
     nfiles: usize,
+    meta: *const LltBytes,
+    nmeta: usize,
     ring: bool,
 ) -> isize {
     if out.is_null() {
@@ -254,8 +257,15 @@ pub unsafe extern "C" fn llt_encode_hello(
     };
     // SAFETY: the caller's contract.
     let paths = files.iter().map(|f| unsafe { f.get() });
-    let meta: [(&[u8], &[u8]); 0] = [];
-    match tap::encode_hello(out, &fields, paths, meta) {
+    let meta: &[LltBytes] = if meta.is_null() {
+        &[]
+    } else {
+        // SAFETY: the caller's contract: `nmeta` pairs, key then value.
+        unsafe { core::slice::from_raw_parts(meta, nmeta.saturating_mul(2)) }
+    };
+    // SAFETY: the caller's contract.
+    let pairs = meta.chunks_exact(2).map(|kv| unsafe { (kv[0].get(), kv[1].get()) });
+    match tap::encode_hello(out, &fields, paths, pairs) {
         Ok(n) => n as isize,
         Err(_) => -1,
     }

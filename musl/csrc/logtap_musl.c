@@ -63,7 +63,8 @@ int llt_frame_header(uint8_t *out, uint8_t kind, uint8_t stream, uint16_t flags,
                      uint32_t seq, uint64_t time_ns, uint32_t file_index, uint32_t payload_len);
 ssize_t llt_encode_hello(uint8_t *out, size_t cap, uint32_t pid, uint32_t ppid, llt_bytes comm,
                          llt_bytes exe, llt_bytes hostname, llt_bytes container_id,
-                         llt_bytes version, const llt_bytes *files, size_t nfiles, bool ring);
+                         llt_bytes version, const llt_bytes *files, size_t nfiles,
+                         const llt_bytes *meta, size_t nmeta, bool ring);
 ssize_t llt_encode_file(uint8_t *out, size_t cap, uint32_t index, llt_bytes path);
 ssize_t llt_encode_loss(uint8_t *out, size_t cap, uint64_t frames, uint64_t bytes);
 
@@ -637,6 +638,73 @@ static void announce_file(int index)
         atomic_store(&file_announced[index], 1);
 }
 
+/*
+ * HELLO's `meta` and `container_id`, as liblogtap.so sends them (interceptor/src/sender/
+ * hello.rs): POD_NAME, POD_NAMESPACE, CONTAINER_NAME, NODE_NAME and every LLT_META_<KEY>
+ * (key lower-cased), captured by the constructor; the last run of 64 hex digits in
+ * /proc/self/cgroup.
+ */
+#define META_PAIRS 16
+static char meta_buf[2048];
+static llt_bytes meta_pairs[2 * META_PAIRS];
+static size_t meta_count;
+
+static void capture_meta(void)
+{
+    extern char **environ;
+    size_t at = 0;
+    for (char **e = environ; e && *e && meta_count < META_PAIRS; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        size_t name_len = (size_t)(eq - *e);
+        const char *key = *e;
+        size_t key_len = name_len;
+        if (name_len > 9 && strncmp(*e, "LLT_META_", 9) == 0) {
+            key += 9, key_len -= 9;
+        } else if (!((name_len == 8 && strncmp(*e, "POD_NAME", 8) == 0) ||
+                     (name_len == 13 && strncmp(*e, "POD_NAMESPACE", 13) == 0) ||
+                     (name_len == 14 && strncmp(*e, "CONTAINER_NAME", 14) == 0) ||
+                     (name_len == 9 && strncmp(*e, "NODE_NAME", 9) == 0))) {
+            continue;
+        }
+        size_t value_len = strlen(eq + 1);
+        if (key_len > 64 || at + key_len + value_len > sizeof meta_buf)
+            continue;
+        char *k = meta_buf + at;
+        for (size_t i = 0; i < key_len; i++)
+            k[i] = (char)((key[i] >= 'A' && key[i] <= 'Z') ? key[i] - 'A' + 'a' : key[i]);
+        memcpy(k + key_len, eq + 1, value_len);
+        meta_pairs[2 * meta_count] = (llt_bytes){(const uint8_t *)k, key_len};
+        meta_pairs[2 * meta_count + 1] = (llt_bytes){(const uint8_t *)k + key_len, value_len};
+        meta_count++;
+        at += key_len + value_len;
+    }
+}
+
+static bool is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static llt_bytes container_id(const char *cgroup, size_t n)
+{
+    llt_bytes best = {NULL, 0};
+    size_t start = 0;
+    bool in_run = false;
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n && is_hex(cgroup[i])) {
+            if (!in_run)
+                start = i, in_run = true;
+        } else if (in_run) {
+            in_run = false;
+            if (i - start == 64)
+                best = (llt_bytes){(const uint8_t *)cgroup + start, 64};
+        }
+    }
+    return best;
+}
+
 static bool send_hello(int sock, bool ring)
 {
     static uint8_t payload[16 * 1024];
@@ -661,11 +729,13 @@ static bool send_hello(int sock, bool ring)
     llt_bytes b_comm = {(const uint8_t *)comm, comm_len};
     llt_bytes b_exe = {(const uint8_t *)exe, (size_t)exe_len};
     llt_bytes b_host = {(const uint8_t *)uts.nodename, strnlen(uts.nodename, sizeof uts.nodename)};
-    llt_bytes b_cid = {NULL, 0};
+    static char cgroup[4096];
+    llt_bytes b_cid = container_id(cgroup, read_small("/proc/self/cgroup", cgroup, sizeof cgroup));
     llt_bytes b_version = {(const uint8_t *)LLT_VERSION, strlen(LLT_VERSION)};
     uint32_t ppid = (uint32_t)syscall(SYS_getppid);
     ssize_t n = llt_encode_hello(payload, sizeof payload, my_pid(), ppid, b_comm, b_exe, b_host,
-                                 b_cid, b_version, files, (size_t)nfiles, ring);
+                                 b_cid, b_version, files, (size_t)nfiles, meta_pairs,
+                                 meta_count, ring);
     uint8_t header[FRAME_HEADER];
     if (n < 0 || llt_frame_header(header, KIND_HELLO, 0, 0, my_pid(), next_seq(), now_ns(), 0,
                                   (uint32_t)n) != 0)
@@ -1488,6 +1558,7 @@ __attribute__((constructor)) static void logtap_musl_init(void)
         return;
     }
     pthread_atfork(NULL, NULL, in_child);
+    capture_meta();
     bool tap_children = true;
     flag("LLT_TAP_CHILDREN", &tap_children);
     if (!tap_children)

@@ -822,3 +822,31 @@ fn a_descriptor_number_freed_by_fclose_is_no_tap_file_any_more() {
     assert_eq!(messages(&records, "file"), ["to the log"], "{records:#?}");
     assert_eq!(records.len(), 1, "{records:#?}");
 }
+
+/// HELLO carries the Downward-API variables (and `LLT_META_*`) as liblogtap.so's does: the
+/// agent's records name the pod.
+#[test]
+fn the_pod_named_in_the_environment_is_in_the_records() {
+    let agent = Agent::start("musl-meta", &["--flush-interval", "100ms"]);
+    let app = build_app(agent.dir.path());
+    let out = run_bounded(tapped(
+        &app,
+        &socket_target(&agent),
+        &["pause"],
+        &[
+            ("POD_NAME", "web-7d9f"),
+            ("POD_NAMESPACE", "shop"),
+            ("CONTAINER_NAME", "alpine-app"),
+        ],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    wait_until(&agent, Duration::from_secs(20), "three lines", |r| {
+        r.len() >= 3
+    });
+    let (_, records) = agent.terminate();
+    for r in &records {
+        assert_eq!(r["pod_name"], "web-7d9f", "{r}");
+        assert_eq!(r["namespace"], "shop", "{r}");
+        assert_eq!(r["container_name"], "alpine-app", "{r}");
+    }
+}
