@@ -30,6 +30,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("ring/error.rs", "error.rs"),
     ("ring/layout.rs", "layout.rs"),
     ("ring/record.rs", "record.rs"),
+    ("ring/raw.rs", "raw.rs"),
     ("ring/mapping.rs", "mapping.rs"),
     ("ring/memfd.rs", "memfd.rs"),
     ("ring/producer.rs", "producer.rs"),

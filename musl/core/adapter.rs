@@ -7,7 +7,7 @@ use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::ring::error::PushError;
+use crate::ring::raw::PushError;
 use crate::ring::producer::Producer;
 use crate::ring::record::RecordMeta;
 use crate::std_shim::os::fd::BorrowedFd;
@@ -115,6 +115,7 @@ pub unsafe extern "C" fn llt_ring_push(
         Err(PushError::Full) => 1,
         Err(PushError::TooLarge { .. }) => 2,
         Err(PushError::Abandoned) => 3,
+        Err(PushError::Unencodable) => 4,
     }
 }
 
@@ -133,7 +134,7 @@ pub extern "C" fn llt_ring_consumed() -> u64 {
 /// Slots reserved and not yet released.
 #[unsafe(no_mangle)]
 pub extern "C" fn llt_ring_backlog() -> u64 {
-    producer().map_or(0, Producer::backlog_slots)
+    producer().map_or(0, Producer::backlog_words)
 }
 
 /// Adds to the ring header's loss counters.

@@ -23,7 +23,7 @@ pub mod prelude_shim {
 
 /// The part of `std` the protocol sources name, over `core` and musl's libc.
 pub mod std_shim {
-    pub use core::{mem, ptr, sync};
+    pub use core::{mem, ptr, slice, sync};
 
     pub mod io {
         /// `std::io::Error` reduced to the errno it carries.
@@ -201,6 +201,8 @@ pub mod ring {
     pub mod memfd;
     #[path = "producer.rs"]
     pub mod producer;
+    #[path = "raw.rs"]
+    pub mod raw;
     #[path = "record.rs"]
     pub mod record;
 }

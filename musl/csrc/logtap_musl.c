@@ -70,7 +70,7 @@ ssize_t llt_encode_loss(uint8_t *out, size_t cap, uint64_t frames, uint64_t byte
 
 enum { KIND_HELLO = 1, KIND_DATA = 2, KIND_LOSS = 3, KIND_FILE = 4 };
 enum { STREAM_STDOUT = 1, STREAM_STDERR = 2, STREAM_FILE = 3 };
-enum { PUSH_OK = 0, PUSH_FULL = 1, PUSH_TOO_LARGE = 2, PUSH_ABANDONED = 3, PUSH_NO_RING = -1 };
+enum { PUSH_OK = 0, PUSH_FULL = 1, PUSH_TOO_LARGE = 2, PUSH_ABANDONED = 3, PUSH_UNENCODABLE = 4, PUSH_NO_RING = -1 };
 #define FRAME_HEADER 32
 #define MAX_DATA_PAYLOAD (64 * 1024)
 #define RECORD_CONTINUED 1
