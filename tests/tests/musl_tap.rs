@@ -192,6 +192,20 @@ fn run_bounded(mut cmd: Command) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// A fresh agent (100 ms flushes) and the musl program built in its directory.
+fn start(name: &str) -> (Agent, PathBuf) {
+    let agent = Agent::start(name, &["--flush-interval", "100ms"]);
+    let app = build_app(agent.dir.path());
+    (agent, app)
+}
+
+/// Runs the program tapped into `agent` and checks that it exited 0.
+fn run_ok(agent: &Agent, app: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let out = run_bounded(tapped(app, &socket_target(agent), args, env));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    out
+}
+
 fn socket_target(agent: &Agent) -> String {
     format!("socket:{}", agent.socket.display())
 }
@@ -235,8 +249,7 @@ const LOG_LINES: [&str; 3] = [
 
 /// Proof item 1, for one buffering mode of stdout and one transport.
 fn proof(buffering: &str, transport: &str) {
-    let agent = Agent::start("musl-proof", &["--flush-interval", "100ms"]);
-    let app = build_app(agent.dir.path());
+    let (agent, app) = start("musl-proof");
     let log = agent.dir.path().join("app.log");
     let log_arg = log.to_str().unwrap();
     let out = run_bounded(tapped(
@@ -304,8 +317,7 @@ fn the_socket_transport_carries_the_same_records() {
 
 #[test]
 fn a_program_killed_mid_run_still_delivers_its_last_lines() {
-    let agent = Agent::start("musl-kill", &["--flush-interval", "100ms"]);
-    let app = build_app(agent.dir.path());
+    let (agent, app) = start("musl-kill");
     let marker = agent.dir.path().join("written");
     let mut child = tapped(
         &app,
@@ -347,15 +359,8 @@ fn a_program_killed_mid_run_still_delivers_its_last_lines() {
 
 #[test]
 fn threads_writing_through_stdio_and_write_lose_and_mix_nothing() {
-    let agent = Agent::start("musl-threads", &["--flush-interval", "100ms"]);
-    let app = build_app(agent.dir.path());
-    let out = run_bounded(tapped(
-        &app,
-        &socket_target(&agent),
-        &["threads"],
-        &[("LLT_SUPPRESS_STDOUT", "1")],
-    ));
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let (agent, app) = start("musl-threads");
+    let out = run_ok(&agent, &app, &["threads"], &[("LLT_SUPPRESS_STDOUT", "1")]);
     assert!(out.stdout.is_empty());
     wait_until(&agent, Duration::from_secs(30), "1000 lines", |r| {
         r.len() >= 1000
@@ -405,18 +410,16 @@ int main(void) {
 
 #[test]
 fn a_forked_and_execed_musl_child_is_tapped_as_its_own_process() {
-    let agent = Agent::start("musl-fork", &["--flush-interval", "100ms"]);
-    let app = build_app(agent.dir.path());
+    let (agent, app) = start("musl-fork");
     let child_src = agent.dir.path().join("child.c");
     std::fs::write(&child_src, CHILD).unwrap();
     let child_exe = artifacts::musl_cc(&child_src, &agent.dir.path().join("child"), &[]);
-    let out = run_bounded(tapped(
+    let out = run_ok(
+        &agent,
         &app,
-        &socket_target(&agent),
         &["forkexec", child_exe.to_str().unwrap()],
         &[],
-    ));
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "parent before fork\nchild says hi via printf\nparent after child 5\n",
@@ -443,18 +446,16 @@ fn a_forked_and_execed_musl_child_is_tapped_as_its_own_process() {
 
 #[test]
 fn with_tap_children_off_an_execed_child_is_not_tapped() {
-    let agent = Agent::start("musl-no-children", &["--flush-interval", "100ms"]);
-    let app = build_app(agent.dir.path());
+    let (agent, app) = start("musl-no-children");
     let child_src = agent.dir.path().join("child.c");
     std::fs::write(&child_src, CHILD).unwrap();
     let child_exe = artifacts::musl_cc(&child_src, &agent.dir.path().join("child"), &[]);
-    let out = run_bounded(tapped(
+    let out = run_ok(
+        &agent,
         &app,
-        &socket_target(&agent),
         &["forkexec", child_exe.to_str().unwrap()],
         &[("LLT_TAP_CHILDREN", "false")],
-    ));
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("child says hi via printf"),
         "{out:?}"
@@ -473,15 +474,8 @@ fn with_tap_children_off_an_execed_child_is_not_tapped() {
 
 #[test]
 fn a_pipe_on_fd_1_is_not_the_tapped_stdout_and_is_never_suppressed() {
-    let agent = Agent::start("musl-subst", &["--flush-interval", "100ms"]);
-    let app = build_app(agent.dir.path());
-    let out = run_bounded(tapped(
-        &app,
-        &socket_target(&agent),
-        &["subst"],
-        &[("LLT_SUPPRESS_STDOUT", "1")],
-    ));
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let (agent, app) = start("musl-subst");
+    let out = run_ok(&agent, &app, &["subst"], &[("LLT_SUPPRESS_STDOUT", "1")]);
     assert!(out.stdout.is_empty(), "the real stdout is suppressed");
     wait_until(&agent, Duration::from_secs(20), "two lines", |r| {
         r.len() >= 2
@@ -723,8 +717,7 @@ fn logtap_run_with_the_musl_library_preloaded_taps_a_musl_program() {
 
 #[test]
 fn a_stopped_agent_costs_one_bounded_wait_and_loses_no_suppressed_line() {
-    let agent = Agent::start("musl-stopped", &["--flush-interval", "100ms"]);
-    let app = build_app(agent.dir.path());
+    let (agent, app) = start("musl-stopped");
     let pid = agent.child.id() as i32;
     let stdout_path = agent.dir.path().join("stdout");
     // SAFETY: kill has no memory effects; the pid is our live child.
@@ -775,15 +768,8 @@ fn a_stopped_agent_costs_one_bounded_wait_and_loses_no_suppressed_line() {
 /// carry one time (line-buffered, they would be 300 ms apart).
 #[test]
 fn a_suppressed_stdout_on_a_pipe_stays_fully_buffered_as_musl_makes_it() {
-    let agent = Agent::start("musl-buffering", &["--flush-interval", "100ms"]);
-    let app = build_app(agent.dir.path());
-    let out = run_bounded(tapped(
-        &app,
-        &socket_target(&agent),
-        &["pause"],
-        &[("LLT_SUPPRESS_STDOUT", "1")],
-    ));
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let (agent, app) = start("musl-buffering");
+    let out = run_ok(&agent, &app, &["pause"], &[("LLT_SUPPRESS_STDOUT", "1")]);
     assert!(out.stdout.is_empty());
     wait_until(&agent, Duration::from_secs(20), "three lines", |r| {
         r.len() >= 3
@@ -801,17 +787,15 @@ fn a_suppressed_stdout_on_a_pipe_stays_fully_buffered_as_musl_makes_it() {
 
 #[test]
 fn a_descriptor_number_freed_by_fclose_is_no_tap_file_any_more() {
-    let agent = Agent::start("musl-reuse", &["--flush-interval", "100ms"]);
-    let app = build_app(agent.dir.path());
+    let (agent, app) = start("musl-reuse");
     let log = agent.dir.path().join("app.log");
     let log_arg = log.to_str().unwrap();
-    let out = run_bounded(tapped(
+    run_ok(
+        &agent,
         &app,
-        &socket_target(&agent),
         &["reuse", log_arg],
         &[("LLT_TAP_FILE", log_arg)],
-    ));
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    );
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "to the log\n");
     wait_until(&agent, Duration::from_secs(20), "the log line", |r| {
         !r.is_empty()
@@ -827,19 +811,17 @@ fn a_descriptor_number_freed_by_fclose_is_no_tap_file_any_more() {
 /// agent's records name the pod.
 #[test]
 fn the_pod_named_in_the_environment_is_in_the_records() {
-    let agent = Agent::start("musl-meta", &["--flush-interval", "100ms"]);
-    let app = build_app(agent.dir.path());
-    let out = run_bounded(tapped(
+    let (agent, app) = start("musl-meta");
+    run_ok(
+        &agent,
         &app,
-        &socket_target(&agent),
         &["pause"],
         &[
             ("POD_NAME", "web-7d9f"),
             ("POD_NAMESPACE", "shop"),
             ("CONTAINER_NAME", "alpine-app"),
         ],
-    ));
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    );
     wait_until(&agent, Duration::from_secs(20), "three lines", |r| {
         r.len() >= 3
     });
