@@ -51,6 +51,25 @@ struct StreamState {
     pending_pos: Option<u64>,
 }
 
+impl StreamState {
+    /// The pending tail goes out now, as a partial record (the stream ends).
+    fn finish_into(
+        &mut self,
+        out: &mut Vec<Entries>,
+        out_pos: &mut Vec<Option<u64>>,
+        out_bytes: &mut usize,
+    ) {
+        let StreamState {
+            assembler,
+            ctx,
+            pending_pos,
+            ..
+        } = self;
+        assembler.finish(&mut |line| encode(out, out_pos, out_bytes, ctx, line, *pending_pos));
+        *pending_pos = None;
+    }
+}
+
 /// What one peer's streams have produced and hold.
 pub struct Streams {
     enricher: Enricher,
@@ -148,13 +167,7 @@ impl Streams {
             if !(*stream == FILE_STREAM && u32::from(*idx) == index) {
                 return true;
             }
-            let StreamState {
-                assembler,
-                ctx,
-                pending_pos,
-                ..
-            } = st;
-            assembler.finish(&mut |line| encode(out, out_pos, out_bytes, ctx, line, *pending_pos));
+            st.finish_into(out, out_pos, out_bytes);
             false
         });
         files.insert(index, path);
@@ -316,14 +329,7 @@ impl Streams {
             ..
         } = self;
         for (_, st) in map.iter_mut() {
-            let StreamState {
-                assembler,
-                ctx,
-                pending_pos,
-                ..
-            } = st;
-            assembler.finish(&mut |line| encode(out, out_pos, out_bytes, ctx, line, *pending_pos));
-            *pending_pos = None;
+            st.finish_into(out, out_pos, out_bytes);
         }
     }
 
